@@ -1,0 +1,153 @@
+"""Input checks at the boundary of the library.
+
+All wording of input errors lives here. Each helper returns a normalised value that the inner
+code trusts; none of them uses ``assert``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import FormatError, InputError
+
+#: Per-dimension quantile levels reported for every dimension (numpy "linear" method).
+QUANTILE_LEVELS: tuple[float, ...] = (0.001, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 0.999)
+#: Outlier thresholds, in standard deviations.
+SIGMA_LEVELS: tuple[int, ...] = (3, 4, 5, 6)
+
+NAN_POLICIES = ("omit", "error")
+
+
+def check_int(value: object, name: str, *, minimum: int) -> int:
+    """Return `value` as an int, or raise InputError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputError(f"`{name}` must be an integer, got {value!r}")
+    ivalue = int(value)
+    if ivalue < minimum:
+        raise InputError(f"`{name}` must be at least {minimum}, got {ivalue}")
+    return ivalue
+
+
+def check_fraction(value: object, name: str, *, open_interval: bool = True) -> float:
+    """Return `value` as a float in (0, 1), or raise InputError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputError(f"`{name}` must be a number in (0, 1), got {value!r}")
+    fvalue = float(value)
+    if not (0.0 < fvalue < 1.0) if open_interval else not (0.0 <= fvalue <= 1.0):
+        raise InputError(f"`{name}` must be in (0, 1), got {fvalue}")
+    return fvalue
+
+
+def check_positive(value: object, name: str) -> float:
+    """Return `value` as a finite float >= 0, or raise InputError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputError(f"`{name}` must be a number >= 0, got {value!r}")
+    fvalue = float(value)
+    if not np.isfinite(fvalue) or fvalue < 0:
+        raise InputError(f"`{name}` must be a finite number >= 0, got {fvalue}")
+    return fvalue
+
+
+def check_seed(seed: object) -> int:
+    """Return the seed to use: `seed` itself, or a fresh one drawn from the OS when None."""
+    if seed is None:
+        return int(np.random.SeedSequence().entropy % (2**63))  # type: ignore[operator]
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or int(seed) < 0:
+        raise InputError(f"`seed` must be a non-negative integer or None, got {seed!r}")
+    return int(seed)
+
+
+def check_nan_policy(nan: object) -> str:
+    """Return the non-finite policy, one of NAN_POLICIES."""
+    if nan not in NAN_POLICIES:
+        raise InputError(f"`nan` must be one of {', '.join(NAN_POLICIES)}, got {nan!r}")
+    return str(nan)
+
+
+def check_dtype(dtype: np.dtype[object], where: str) -> tuple[np.dtype[object], str | None]:
+    """Return the dtype computations use for input of `dtype`, and a note if it is upcast.
+
+    float32 and float64 are used as they are; float16, integer and boolean input is upcast
+    to float64 with a note; complex, string, object and structured dtypes are refused.
+    """
+    if dtype.fields is not None:
+        raise FormatError(
+            f"{where} holds a structured array with fields {', '.join(dtype.fields)}; "
+            "save the latents as a plain float array"
+        )
+    if dtype.hasobject:
+        raise FormatError(
+            f"{where} holds Python objects (dtype=object), which would need unpickling; "
+            "latentcheck never unpickles: save the latents as a float array"
+        )
+    kind = dtype.kind
+    if kind == "f" and dtype.itemsize in (4, 8):
+        return dtype, None
+    if kind == "f" or kind in "iub":
+        name = "boolean" if kind == "b" else str(dtype)
+        return np.dtype(np.float64), f"{where}: {name} values were converted to float64"
+    if kind == "c":
+        raise FormatError(
+            f"{where} holds complex numbers ({dtype}); latents must be real: "
+            "pass the real part, or real and imaginary parts as separate dimensions"
+        )
+    raise FormatError(f"{where} has dtype {dtype}, which is not numeric; expected floats")
+
+
+def check_shape(shape: Sequence[int], where: str) -> tuple[int, ...]:
+    """Return `shape` if it can hold latents (at least 2-D, at least one dimension)."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) == 0:
+        raise InputError(
+            f"{where} holds a single number (a 0-d array); expected an array of shape "
+            "(n_samples, n_dims)"
+        )
+    if len(shape) == 1:
+        raise InputError(
+            f"Expected a 2-D array (n_samples, n_dims), got shape {shape} from {where}; "
+            "reshape to (-1, 1) for one dimension"
+        )
+    if any(s == 0 for s in shape[1:]):
+        raise InputError(f"{where} has shape {shape}: a sample with no values has no dimensions")
+    return shape
+
+
+def check_channel_axis(channel_axis: object, ndim: int, where: str) -> int:
+    """Return `channel_axis` normalised to 1..ndim-1 for an array of `ndim` dimensions."""
+    if isinstance(channel_axis, bool) or not isinstance(channel_axis, numbers.Integral):
+        raise InputError(f"`channel_axis` must be an integer, got {channel_axis!r}")
+    axis = int(channel_axis)
+    if axis < 0:
+        axis += ndim
+    if not 1 <= axis < ndim:
+        raise InputError(
+            f"`channel_axis` {channel_axis} is not a valid non-sample axis of the "
+            f"{ndim}-D array in {where}; choose one of 1..{ndim - 1} (axis 0 holds samples)"
+        )
+    return axis
+
+
+def check_row_count(n_rows: int, where: str) -> None:
+    """Raise InputError unless there are at least two rows to describe."""
+    if n_rows == 0:
+        raise InputError(f"{where} has 0 samples; there is nothing to describe")
+    if n_rows == 1:
+        raise InputError(
+            f"{where} has 1 sample; at least 2 are needed to estimate a spread "
+            "(thousands for meaningful tests)"
+        )
+
+
+def check_levels(values: Sequence[float] | None, name: str) -> tuple[float, ...]:
+    """Return a sorted tuple of positive thresholds (sigma levels)."""
+    if values is None:
+        return tuple(float(v) for v in SIGMA_LEVELS)
+    out = []
+    for v in values:
+        out.append(check_positive(v, name))
+    if not out:
+        raise InputError(f"`{name}` must hold at least one value")
+    return tuple(sorted(set(out)))

@@ -1,0 +1,642 @@
+"""Mergeable streaming accumulators.
+
+Every statistic that scales with the number of rows comes from these objects. Each one has
+``push(chunk)`` for a block of shape (n_rows, n_dims), ``merge(other)`` returning a new
+object (``+`` is an alias), ``state()`` returning a dict of arrays, and ``from_state``. An
+empty accumulator is the identity of ``merge``, so one data set, many shards and many
+threads are the same computation.
+
+Everything accumulates in float64 whatever the input dtype. Central moments are merged
+pairwise (Pébay 2008), never formed from raw power sums; within a chunk, sums are taken
+about a shift close to the chunk mean so that nothing cancels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = [
+    "Comoments",
+    "Exceedance",
+    "Extremes",
+    "Moments",
+    "NonFinite",
+    "Reservoir",
+    "hash_rows",
+]
+
+F64 = NDArray[np.float64]
+State = dict[str, NDArray[Any]]
+
+
+def _ones(n: int, dtype: np.dtype[Any]) -> NDArray[Any]:
+    """Return a vector of n ones in `dtype` (cached per size and dtype)."""
+    key = (n, dtype.str)
+    vec = _ONES.get(key)
+    if vec is None:
+        vec = np.ones(n, dtype=dtype)
+        if len(_ONES) < 64:
+            _ONES[key] = vec
+    return vec
+
+
+_ONES: dict[tuple[int, str], NDArray[Any]] = {}
+
+
+def column_sums(chunk: NDArray[Any]) -> NDArray[Any]:
+    """Return the column sums of a 2-D block, through BLAS (a matrix-vector product)."""
+    if chunk.dtype.kind != "f" or not chunk.flags.c_contiguous:
+        return np.asarray(chunk.sum(axis=0))
+    return _ones(chunk.shape[0], chunk.dtype) @ chunk
+
+
+def fold(chunk: NDArray[Any], op: np.ufunc) -> NDArray[Any]:
+    """Return op.reduce(chunk, axis=0) by halving, which keeps numpy's inner loops long."""
+    a = chunk
+    while a.shape[0] > 1:
+        h = a.shape[0] // 2
+        r = op(a[:h], a[h : 2 * h])
+        if a.shape[0] % 2:
+            r[0] = op(r[0], a[-1])
+        a = r
+    return np.array(a[0], copy=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Moments
+# ---------------------------------------------------------------------------------------
+
+
+class Moments:
+    """Count, mean and central moment sums M2, M3, M4 per dimension.
+
+    ``M_p = Σ_i (x_i − mean)^p``. Merging follows Pébay (2008), eq. 3.1 (also Terriberry
+    2007 for the fourth order), so that chunked and one-shot results agree to rounding.
+
+    References
+    ----------
+    .. [1] P. Pébay, "Formulas for robust, one-pass parallel computation of covariances and
+       arbitrary-order statistical moments", Sandia report SAND2008-6212, 2008.
+       https://doi.org/10.2172/1028931
+    """
+
+    __slots__ = ("m2", "m3", "m4", "mean", "n")
+
+    def __init__(self, n_dims: int) -> None:
+        self.n = 0
+        self.mean: F64 = np.zeros(n_dims)
+        self.m2: F64 = np.zeros(n_dims)
+        self.m3: F64 = np.zeros(n_dims)
+        self.m4: F64 = np.zeros(n_dims)
+
+    @property
+    def n_dims(self) -> int:
+        """Return the number of dimensions."""
+        return int(self.mean.shape[0])
+
+    def push(self, chunk: NDArray[Any]) -> None:
+        """Add the rows of `chunk`, shape (n_rows, n_dims)."""
+        chunk = np.asarray(chunk)
+        n = chunk.shape[0]
+        if n == 0:
+            return
+        shift = column_sums(chunk).astype(np.float64) / n
+        dev = np.subtract(chunk, shift, dtype=np.float64)
+        sq = dev * dev
+        sums = (
+            column_sums(dev),
+            column_sums(sq),
+            np.einsum("ij,ij->j", sq, dev),
+            np.einsum("ij,ij->j", sq, sq),
+        )
+        self.push_shifted(n, shift, *sums)
+
+    def push_shifted(self, n: int, shift: F64, s1: F64, s2: F64, s3: F64, s4: F64) -> None:
+        """Add a chunk given its power sums ``S_p = Σ (x − shift)^p`` about `shift`."""
+        d = s1 / n
+        # binomial expansion about the chunk mean shift + d; |d| is tiny when shift is the
+        # chunk mean to rounding, so nothing cancels
+        m2 = s2 - n * d * d
+        m3 = s3 - 3.0 * d * s2 + 2.0 * n * d**3
+        m4 = s4 - 4.0 * d * s3 + 6.0 * d * d * s2 - 3.0 * n * d**4
+        self._merge_in(n, shift + d, m2, m3, m4)
+
+    def _merge_in(self, nb: int, mean_b: F64, m2b: F64, m3b: F64, m4b: F64) -> None:
+        """Merge the moments of another set of rows into self (Pébay 2008, eq. 3.1)."""
+        na = self.n
+        if nb == 0:
+            return
+        if na == 0:
+            self.n = nb
+            self.mean = np.array(mean_b, dtype=np.float64, copy=True)
+            self.m2 = np.array(m2b, dtype=np.float64, copy=True)
+            self.m3 = np.array(m3b, dtype=np.float64, copy=True)
+            self.m4 = np.array(m4b, dtype=np.float64, copy=True)
+            return
+        n = na + nb
+        delta = mean_b - self.mean
+        d_n = delta / n
+        d_n2 = d_n * d_n
+        m2a, m3a, m4a = self.m2, self.m3, self.m4
+        term = delta * d_n * na * nb
+        self.m4 = (
+            m4a
+            + m4b
+            + term * d_n2 * (na * na - na * nb + nb * nb)
+            + 6.0 * d_n2 * (na * na * m2b + nb * nb * m2a)
+            + 4.0 * d_n * (na * m3b - nb * m3a)
+        )
+        self.m3 = m3a + m3b + term * d_n * (na - nb) + 3.0 * d_n * (na * m2b - nb * m2a)
+        self.m2 = m2a + m2b + term
+        self.mean = self.mean + d_n * nb
+        self.n = n
+
+    def merge(self, other: Moments) -> Moments:
+        """Return the moments of the union of the rows of self and `other`."""
+        out = Moments.from_state(self.state())
+        out._merge_in(other.n, other.mean, other.m2, other.m3, other.m4)
+        return out
+
+    __add__ = merge
+
+    def state(self) -> State:
+        """Return the state as a dict of arrays."""
+        return {
+            "n": np.array(self.n, dtype=np.int64),
+            "mean": self.mean.copy(),
+            "m2": self.m2.copy(),
+            "m3": self.m3.copy(),
+            "m4": self.m4.copy(),
+        }
+
+    @classmethod
+    def from_state(cls, state: State) -> Moments:
+        """Rebuild an accumulator from :meth:`state`."""
+        out = cls(int(np.asarray(state["mean"]).shape[0]))
+        out.n = int(state["n"])
+        out.mean = np.array(state["mean"], dtype=np.float64)
+        out.m2 = np.array(state["m2"], dtype=np.float64)
+        out.m3 = np.array(state["m3"], dtype=np.float64)
+        out.m4 = np.array(state["m4"], dtype=np.float64)
+        return out
+
+    def var(self, ddof: int = 0) -> F64:
+        """Return the variance with `ddof` (NaN where n <= ddof)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self.m2 / (self.n - ddof) if self.n > ddof else np.full_like(self.m2, np.nan)
+
+    def std(self, ddof: int = 0) -> F64:
+        """Return the standard deviation with `ddof`."""
+        return np.sqrt(self.var(ddof))
+
+    def skewness(self) -> F64:
+        """Return the biased sample skewness g1 = m3 / m2^1.5 (scipy.stats.skew, bias=True)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            m2 = self.m2 / self.n
+            m3 = self.m3 / self.n
+            out = m3 / m2**1.5
+        return np.where(self.m2 > 0, out, np.nan)
+
+    def excess_kurtosis(self) -> F64:
+        """Return the biased excess kurtosis g2 = m4 / m2² − 3 (scipy.stats.kurtosis)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            m2 = self.m2 / self.n
+            m4 = self.m4 / self.n
+            out = m4 / (m2 * m2) - 3.0
+        return np.where(self.m2 > 0, out, np.nan)
+
+
+# ---------------------------------------------------------------------------------------
+# Covariance
+# ---------------------------------------------------------------------------------------
+
+
+class Comoments:
+    """Count, mean and co-moment matrix ``C = Σ_i (x_i − mean)(x_i − mean)ᵀ``.
+
+    Each chunk's co-moments are taken about a shift near its own mean (a BLAS product of
+    the centred block); chunks merge as ``C = C_a + C_b + n_a n_b / n · δ δᵀ`` (Chan, Golub &
+    LeVeque 1979; Pébay 2008, eq. 3.3).
+    """
+
+    __slots__ = ("comoment", "mean", "n")
+
+    def __init__(self, n_dims: int) -> None:
+        self.n = 0
+        self.mean: F64 = np.zeros(n_dims)
+        self.comoment: F64 = np.zeros((n_dims, n_dims))
+
+    def push(self, chunk: NDArray[Any]) -> None:
+        """Add the rows of `chunk`, shape (n_rows, n_dims)."""
+        chunk = np.asarray(chunk)
+        n = chunk.shape[0]
+        if n == 0:
+            return
+        shift = column_sums(chunk).astype(np.float64) / n
+        dev = np.subtract(chunk, shift, dtype=np.float64)
+        self.push_shifted(n, shift, column_sums(dev), dev.T @ dev)
+
+    def push_shifted(self, n: int, shift: F64, s1: F64, gram: F64) -> None:
+        """Add a chunk given ``Σ (x − shift)`` and ``Σ (x − shift)(x − shift)ᵀ``."""
+        d = s1 / n
+        self._merge_in(n, shift + d, gram - n * np.outer(d, d))
+
+    def _merge_in(self, nb: int, mean_b: F64, cb: F64) -> None:
+        """Merge the co-moments of another set of rows into self."""
+        na = self.n
+        if nb == 0:
+            return
+        if na == 0:
+            self.n = nb
+            self.mean = np.array(mean_b, dtype=np.float64, copy=True)
+            self.comoment = np.array(cb, dtype=np.float64, copy=True)
+            return
+        n = na + nb
+        delta = mean_b - self.mean
+        self.comoment = self.comoment + cb + np.outer(delta, delta) * (na * nb / n)
+        self.mean = self.mean + delta * (nb / n)
+        self.n = n
+
+    def merge(self, other: Comoments) -> Comoments:
+        """Return the co-moments of the union of the rows of self and `other`."""
+        out = Comoments.from_state(self.state())
+        out._merge_in(other.n, other.mean, other.comoment)
+        return out
+
+    __add__ = merge
+
+    def state(self) -> State:
+        """Return the state as a dict of arrays."""
+        return {
+            "n": np.array(self.n, dtype=np.int64),
+            "mean": self.mean.copy(),
+            "comoment": self.comoment.copy(),
+        }
+
+    @classmethod
+    def from_state(cls, state: State) -> Comoments:
+        """Rebuild an accumulator from :meth:`state`."""
+        out = cls(int(np.asarray(state["mean"]).shape[0]))
+        out.n = int(state["n"])
+        out.mean = np.array(state["mean"], dtype=np.float64)
+        out.comoment = np.array(state["comoment"], dtype=np.float64)
+        return out
+
+    def cov(self, ddof: int = 0) -> F64:
+        """Return the covariance matrix with `ddof` (symmetrised)."""
+        c = self.comoment / (self.n - ddof)
+        return 0.5 * (c + c.T)
+
+
+# ---------------------------------------------------------------------------------------
+# Extremes and exceedances
+# ---------------------------------------------------------------------------------------
+
+
+class Extremes:
+    """Per-dimension minimum and maximum."""
+
+    __slots__ = ("max", "min")
+
+    def __init__(self, n_dims: int) -> None:
+        self.min: F64 = np.full(n_dims, np.inf)
+        self.max: F64 = np.full(n_dims, -np.inf)
+
+    def push(self, chunk: NDArray[Any]) -> None:
+        """Add the rows of `chunk`."""
+        if chunk.shape[0] == 0:
+            return
+        np.minimum(self.min, fold(chunk, np.minimum), out=self.min)
+        np.maximum(self.max, fold(chunk, np.maximum), out=self.max)
+
+    def merge(self, other: Extremes) -> Extremes:
+        """Return the extremes of the union."""
+        out = Extremes(self.min.shape[0])
+        out.min = np.minimum(self.min, other.min)
+        out.max = np.maximum(self.max, other.max)
+        return out
+
+    __add__ = merge
+
+    def state(self) -> State:
+        """Return the state as a dict of arrays."""
+        return {"min": self.min.copy(), "max": self.max.copy()}
+
+    @classmethod
+    def from_state(cls, state: State) -> Extremes:
+        """Rebuild an accumulator from :meth:`state`."""
+        out = cls(int(np.asarray(state["min"]).shape[0]))
+        out.min = np.array(state["min"], dtype=np.float64)
+        out.max = np.array(state["max"], dtype=np.float64)
+        return out
+
+
+def exact_threshold(value: F64, dtype: np.dtype[Any], *, upper: bool) -> NDArray[Any]:
+    """Return thresholds t in `dtype` with ``x > value ⇔ x > t`` (upper) for every x in dtype.
+
+    For the lower side (``upper=False``) the equivalence is ``x < value ⇔ x < t``. Comparing
+    float32 data against float32 thresholds chosen this way gives exactly the counts a
+    float64 comparison would, at half the memory traffic.
+    """
+    value = np.asarray(value, dtype=np.float64)
+    t = value.astype(dtype)
+    wide = t.astype(np.float64)
+    if upper:
+        # a rounded-up threshold would miss values in (value, t]: step down one ulp
+        return np.where(wide > value, np.nextafter(t, dtype.type(-np.inf)), t)
+    return np.where(wide < value, np.nextafter(t, dtype.type(np.inf)), t)
+
+
+class Exceedance:
+    """Counts of values beyond ``center ± k·scale`` per dimension, for several k.
+
+    ``upper[i, j]`` counts rows with ``x_j > center_j + k_i · scale_j`` and ``lower[i, j]``
+    those with ``x_j < center_j − k_i · scale_j``; ``n`` counts the rows seen.
+    """
+
+    __slots__ = ("_hi", "_lo", "_tiles", "center", "levels", "lower", "n", "scale", "upper")
+
+    def __init__(
+        self, levels: Sequence[float], center: F64, scale: F64, dtype: Any = np.float64
+    ) -> None:
+        self.levels = np.asarray(sorted(levels), dtype=np.float64)
+        self.center = np.asarray(center, dtype=np.float64)
+        self.scale = np.asarray(scale, dtype=np.float64)
+        d = self.center.shape[0]
+        self.n = 0
+        self.upper = np.zeros((self.levels.size, d), dtype=np.int64)
+        self.lower = np.zeros((self.levels.size, d), dtype=np.int64)
+        dt = np.dtype(dtype)
+        hi = self.center + self.levels[:, None] * self.scale
+        lo = self.center - self.levels[:, None] * self.scale
+        self._hi = exact_threshold(hi, dt, upper=True)
+        self._lo = exact_threshold(lo, dt, upper=False)
+        self._tiles: dict[int, tuple[NDArray[Any], NDArray[Any]]] = {}
+
+    def _tile(self, n: int) -> tuple[NDArray[Any], NDArray[Any]]:
+        """Return the lowest-level thresholds tiled to n rows (long inner loops in numpy)."""
+        t = self._tiles.get(n)
+        if t is None:
+            t = (np.tile(self._hi[0], (n, 1)), np.tile(self._lo[0], (n, 1)))
+            if len(self._tiles) < 4:
+                self._tiles[n] = t
+        return t
+
+    def push(self, chunk: NDArray[Any]) -> None:
+        """Add the rows of `chunk` (in the dtype given at construction)."""
+        n, d = chunk.shape
+        if n == 0:
+            return
+        self.n += n
+        hi, lo = self._tile(n)
+        flat = chunk.reshape(-1)
+        for side, thr, cmp, counts in (
+            ("hi", hi, np.greater, self.upper),
+            ("lo", lo, np.less, self.lower),
+        ):
+            idx = np.flatnonzero(cmp(chunk, thr))
+            if idx.size == 0:
+                continue
+            cols = idx % d
+            counts[0] += np.bincount(cols, minlength=d)
+            vals = flat[idx]
+            table = self._hi if side == "hi" else self._lo
+            for i in range(1, self.levels.size):
+                sel = cmp(vals, table[i][cols])
+                if not sel.any():
+                    break
+                counts[i] += np.bincount(cols[sel], minlength=d)
+                vals, cols = vals[sel], cols[sel]
+
+    def merge(self, other: Exceedance) -> Exceedance:
+        """Return the counts of the union (same levels and thresholds)."""
+        out = Exceedance.__new__(Exceedance)
+        for name in ("levels", "center", "scale", "_hi", "_lo"):
+            setattr(out, name, getattr(self, name))
+        out._tiles = {}
+        out.n = self.n + other.n
+        out.upper = self.upper + other.upper
+        out.lower = self.lower + other.lower
+        return out
+
+    __add__ = merge
+
+    def state(self) -> State:
+        """Return the state as a dict of arrays."""
+        return {
+            "levels": self.levels.copy(),
+            "center": self.center.copy(),
+            "scale": self.scale.copy(),
+            "n": np.array(self.n, dtype=np.int64),
+            "upper": self.upper.copy(),
+            "lower": self.lower.copy(),
+            "dtype": np.array(self._hi.dtype.str),
+        }
+
+    @classmethod
+    def from_state(cls, state: State) -> Exceedance:
+        """Rebuild an accumulator from :meth:`state`."""
+        out = cls(
+            state["levels"].tolist(), state["center"], state["scale"], str(state["dtype"])
+        )
+        out.n = int(state["n"])
+        out.upper = np.array(state["upper"], dtype=np.int64)
+        out.lower = np.array(state["lower"], dtype=np.int64)
+        return out
+
+    def rates(self) -> F64:
+        """Return the fraction of rows beyond ±k·scale, shape (n_levels, n_dims)."""
+        if self.n == 0:
+            return np.full(self.upper.shape, np.nan)
+        return (self.upper + self.lower) / self.n
+
+
+class NonFinite:
+    """Counts of non-finite values per dimension and of rows holding any."""
+
+    __slots__ = ("first_dim", "first_row", "per_dim", "rows")
+
+    def __init__(self, n_dims: int) -> None:
+        self.per_dim = np.zeros(n_dims, dtype=np.int64)
+        self.rows = 0
+        self.first_row = -1
+        self.first_dim = -1
+
+    def push_mask(self, finite: NDArray[np.bool_], row_start: int) -> None:
+        """Record a block's elementwise finiteness mask (False = NaN or ±inf)."""
+        bad = ~finite
+        self.per_dim += bad.sum(axis=0)
+        bad_rows = np.flatnonzero(bad.any(axis=1))
+        if bad_rows.size:
+            self.rows += int(bad_rows.size)
+            first = row_start + int(bad_rows[0])
+            if self.first_row < 0 or first < self.first_row:
+                self.first_row = first
+                self.first_dim = int(np.flatnonzero(bad[bad_rows[0]])[0])
+
+    def merge(self, other: NonFinite) -> NonFinite:
+        """Return the counts of the union."""
+        out = NonFinite(self.per_dim.shape[0])
+        out.per_dim = self.per_dim + other.per_dim
+        out.rows = self.rows + other.rows
+        firsts = [(f, k) for f, k in ((self.first_row, self.first_dim),
+                                        (other.first_row, other.first_dim)) if f >= 0]
+        out.first_row, out.first_dim = min(firsts) if firsts else (-1, -1)
+        return out
+
+    __add__ = merge
+
+    def state(self) -> State:
+        """Return the state as a dict of arrays."""
+        return {
+            "per_dim": self.per_dim.copy(),
+            "rows": np.array(self.rows),
+            "first_row": np.array(self.first_row),
+            "first_dim": np.array(self.first_dim),
+        }
+
+    @classmethod
+    def from_state(cls, state: State) -> NonFinite:
+        """Rebuild an accumulator from :meth:`state`."""
+        out = cls(int(np.asarray(state["per_dim"]).shape[0]))
+        out.per_dim = np.array(state["per_dim"], dtype=np.int64)
+        out.rows = int(state["rows"])
+        out.first_row = int(state["first_row"])
+        out.first_dim = int(state["first_dim"])
+        return out
+
+
+# ---------------------------------------------------------------------------------------
+# Seeded uniform sample of rows
+# ---------------------------------------------------------------------------------------
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def _splitmix64(z: NDArray[np.uint64]) -> NDArray[np.uint64]:
+    """Return the SplitMix64 finaliser of `z` (Steele, Lea & Flood 2014), elementwise."""
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+def hash_rows(row_ids: NDArray[np.integer[Any]], seed: int) -> NDArray[np.uint64]:
+    """Return a pseudo-random 64-bit key for each global row index, fixed by `seed`."""
+    salt = _splitmix64(np.array([seed], dtype=np.uint64) + _GOLDEN)[0]
+    with np.errstate(over="ignore"):
+        z = np.asarray(row_ids, dtype=np.uint64) * _GOLDEN + salt
+        return _splitmix64(z)
+
+
+class Reservoir:
+    """A seeded uniform sample of at most `capacity` rows, mergeable and chunk-invariant.
+
+    Each row gets a key that is a hash of its global index and the seed; the sample is the
+    `capacity` rows with the smallest keys ("bottom-k" sampling, Cohen & Kaplan 2007). Since
+    a row's key does not depend on how the data was chunked, sharded or threaded, the sample
+    does not either, and two samples merge by keeping the smallest keys of the union. Sorted
+    by key, the first m rows of the sample are themselves a uniform sample of size m.
+    Rows are stored in the input dtype, so the sample holds the exact input values.
+
+    References
+    ----------
+    .. [1] E. Cohen and H. Kaplan, "Summarizing data using bottom-k sketches", PODC 2007.
+       https://doi.org/10.1145/1281100.1281133
+    .. [2] G. L. Steele, D. Lea and C. H. Flood, "Fast splittable pseudorandom number
+       generators", OOPSLA 2014. https://doi.org/10.1145/2660193.2660195
+    """
+
+    __slots__ = ("_buf", "_buffered", "capacity", "dtype", "keys", "n_dims", "row_ids",
+                 "rows", "seed", "threshold")
+
+    def __init__(self, capacity: int, n_dims: int, seed: int, dtype: Any = np.float64) -> None:
+        self.capacity = int(capacity)
+        self.n_dims = int(n_dims)
+        self.seed = int(seed)
+        self.dtype = np.dtype(dtype)
+        self.keys = np.empty(0, dtype=np.uint64)
+        self.row_ids = np.empty(0, dtype=np.int64)
+        self.rows = np.empty((0, self.n_dims), dtype=self.dtype)
+        self.threshold = np.uint64(np.iinfo(np.uint64).max)
+        self._buf: list[tuple[NDArray[np.uint64], NDArray[np.int64], NDArray[Any]]] = []
+        self._buffered = 0
+
+    def push(self, chunk: NDArray[Any], row_ids: NDArray[np.int64]) -> None:
+        """Offer the rows of `chunk`, whose global indices are `row_ids`."""
+        if chunk.shape[0] == 0 or self.capacity == 0:
+            return
+        keys = hash_rows(row_ids, self.seed)
+        sel = np.flatnonzero(keys <= self.threshold)
+        if sel.size == 0:
+            return
+        self._buf.append((keys[sel], np.asarray(row_ids)[sel], np.array(chunk[sel], self.dtype)))
+        self._buffered += sel.size
+        if self.keys.size + self._buffered >= 2 * self.capacity or (
+            self.threshold == np.iinfo(np.uint64).max
+            and self.keys.size + self._buffered >= self.capacity
+        ):
+            self._compact()
+
+    def _compact(self) -> None:
+        """Keep the `capacity` smallest keys of the sample and the buffer."""
+        if not self._buf:
+            return
+        keys = np.concatenate([self.keys, *(b[0] for b in self._buf)])
+        ids = np.concatenate([self.row_ids, *(b[1] for b in self._buf)])
+        rows = np.concatenate([self.rows, *(b[2] for b in self._buf)])
+        self._buf = []
+        self._buffered = 0
+        if keys.size > self.capacity:
+            # ties in 64-bit keys are broken by row index, so the result is unique
+            part = np.argpartition(keys, self.capacity - 1)[: self.capacity]
+            keys, ids, rows = keys[part], ids[part], rows[part]
+            self.threshold = keys.max()
+        elif keys.size == self.capacity:
+            self.threshold = keys.max()
+        order = np.lexsort((ids, keys))
+        self.keys, self.row_ids, self.rows = keys[order], ids[order], rows[order]
+
+    def finalize(self) -> Reservoir:
+        """Flush the buffer; return self with rows sorted by key."""
+        self._compact()
+        return self
+
+    def merge(self, other: Reservoir) -> Reservoir:
+        """Return the sample of the union of the rows offered to self and `other`."""
+        a = Reservoir.from_state(self.state())
+        b = other.finalize()
+        if b.keys.size:
+            a._buf.append((b.keys, b.row_ids, b.rows.astype(a.dtype)))
+            a._buffered += b.keys.size
+        return a.finalize()
+
+    __add__ = merge
+
+    def state(self) -> State:
+        """Return the state as a dict of arrays (flushing the buffer first)."""
+        self._compact()
+        return {
+            "capacity": np.array(self.capacity),
+            "seed": np.array(self.seed),
+            "keys": self.keys.copy(),
+            "row_ids": self.row_ids.copy(),
+            "rows": self.rows.copy(),
+            "threshold": np.array(self.threshold, dtype=np.uint64),
+        }
+
+    @classmethod
+    def from_state(cls, state: State) -> Reservoir:
+        """Rebuild an accumulator from :meth:`state`."""
+        rows = np.asarray(state["rows"])
+        out = cls(int(state["capacity"]), rows.shape[1], int(state["seed"]), rows.dtype)
+        out.keys = np.array(state["keys"], dtype=np.uint64)
+        out.row_ids = np.array(state["row_ids"], dtype=np.int64)
+        out.rows = np.array(rows)
+        out.threshold = np.uint64(state["threshold"])
+        return out

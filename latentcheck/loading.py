@@ -1,0 +1,472 @@
+"""Open latent arrays from files or memory and stream them as 2-D blocks of rows.
+
+A :class:`LatentSource` is one data set: one or more arrays ("shards") concatenated along
+axis 0, seen through a *view* that turns each block of the leading axis into a 2-D block of
+shape (rows, n_dims). ``.npy`` files are memory-mapped and never read whole; uncompressed
+``.npz`` members are memory-mapped in place; compressed ``.npz`` members are decompressed
+into memory (numpy cannot map them), which the source notes. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import math
+import os
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ._validation import check_channel_axis, check_dtype, check_shape
+from .errors import FormatError, InputError
+
+__all__ = ["LatentSource", "expand_paths", "npz_keys", "open_latents"]
+
+#: Keys recognised by name in ``.npz`` files, per role, in order of preference.
+NPZ_ROLES: dict[str, tuple[str, ...]] = {
+    "z": ("z", "latents", "latent", "samples", "z_sample", "x"),
+    "mu": ("mu", "mean", "z_mean", "means", "loc"),
+    "logvar": ("logvar", "log_var", "z_log_var", "logvariance", "log_variance"),
+    "std": ("std", "sigma", "scale", "z_std", "stddev"),
+    "var": ("var", "variance", "z_var"),
+}
+
+SUPPORTED = ".npy, .npz"
+
+
+@dataclass
+class _Member:
+    """One array of a data set: a file, an ``.npz`` member, or an in-memory array."""
+
+    label: str
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    array: Any  # ndarray or np.memmap; opened lazily for files
+    in_memory: bool = False
+
+
+@dataclass
+class LatentSource:
+    """A data set of latents seen as rows of shape (n_dims,).
+
+    Attributes
+    ----------
+    members : list
+        The shards, concatenated along axis 0 in order.
+    item_shape : tuple of int
+        Shape of one sample (the array shape without axis 0).
+    channel_axis : int or None
+        Axis of the original array that holds the dimensions (None when flattened).
+    n_items : int
+        Number of samples along axis 0, over all shards.
+    rows_per_item : int
+        Rows of the 2-D view that one sample contributes (H·W for conv latents).
+    n_dims : int
+        Number of dimensions (columns) of the 2-D view.
+    dtype : numpy.dtype
+        The dtype blocks are delivered in (float32 or float64).
+    notes : list of str
+        Conversions and memory notes for the report.
+    """
+
+    members: list[_Member]
+    item_shape: tuple[int, ...]
+    channel_axis: int | None
+    n_items: int
+    rows_per_item: int
+    n_dims: int
+    dtype: np.dtype[Any]
+    notes: list[str] = field(default_factory=list)
+    name: str = "latents"
+
+    @property
+    def n_rows(self) -> int:
+        """Return the number of rows of the 2-D view (samples × positions)."""
+        return self.n_items * self.rows_per_item
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Return the shape of the whole data set (all shards concatenated)."""
+        return (self.n_items, *self.item_shape)
+
+    @property
+    def labels(self) -> list[str]:
+        """Return the names of the shards."""
+        return [m.label for m in self.members]
+
+    def layout(self) -> str:
+        """Describe in words how the arrays were turned into rows and dimensions."""
+        shape = "×".join(str(s) for s in self.shape)
+        if len(self.item_shape) == 1:
+            return (
+                f"2-D array ({shape}): {self.n_items} samples (rows) × "
+                f"{self.n_dims} latent dimensions (columns)"
+            )
+        if self.channel_axis is None:
+            return (
+                f"{len(self.shape)}-D array ({shape}) flattened: every element of a sample is "
+                f"a dimension, {self.n_dims} dimensions, {self.n_items} samples"
+            )
+        positions = self.rows_per_item
+        other = [s for i, s in enumerate(self.item_shape, start=1) if i != self.channel_axis]
+        pos_shape = "×".join(str(s) for s in other)
+        return (
+            f"{len(self.shape)}-D array ({shape}) with channels on axis {self.channel_axis}: "
+            f"{self.n_dims} channels are the dimensions; each of the {self.n_items} samples "
+            f"gives {positions} rows (positions {pos_shape}), {self.n_rows} rows in all"
+        )
+
+    def describe_row(self, row: int) -> str:
+        """Return where row `row` of the 2-D view comes from, in words."""
+        item, position = divmod(int(row), self.rows_per_item)
+        if self.rows_per_item == 1:
+            return f"sample {item}"
+        other = [s for i, s in enumerate(self.item_shape, start=1) if i != self.channel_axis]
+        pos = np.unravel_index(position, other)
+        return f"sample {item}, position ({', '.join(str(int(p)) for p in pos)})"
+
+    def boundaries(self) -> list[int]:
+        """Return the cumulative leading-axis offsets of the shards, starting at 0."""
+        out = [0]
+        for m in self.members:
+            out.append(out[-1] + m.shape[0])
+        return out
+
+    def read_items(self, start: int, stop: int) -> NDArray[Any]:
+        """Return samples [start, stop) of the data set as a 2-D block of rows.
+
+        The range must lie within one shard (see :func:`plan_blocks`).
+        """
+        bounds = self.boundaries()
+        k = int(np.searchsorted(bounds, start, side="right")) - 1
+        member = self.members[k]
+        if stop > bounds[k + 1]:  # internal invariant of plan_blocks
+            raise AssertionError("block crosses a shard boundary")
+        arr = member.array
+        block = arr[start - bounds[k] : stop - bounds[k]]
+        if self.channel_axis is None:
+            block = block.reshape(block.shape[0], -1)
+        elif block.ndim > 2:
+            block = np.moveaxis(block, self.channel_axis, -1).reshape(-1, self.n_dims)
+        if block.dtype != self.dtype:
+            block = block.astype(self.dtype)
+        return np.asarray(block)
+
+    def close(self) -> None:
+        """Drop references to memory maps so their files can be closed."""
+        for m in self.members:
+            if not m.in_memory:
+                m.array = None
+
+
+def plan_blocks(sources: Sequence[LatentSource], chunk_rows: int) -> list[tuple[int, int]]:
+    """Return leading-axis ranges of about `chunk_rows` rows that cross no shard boundary."""
+    first = sources[0]
+    cuts: set[int] = set()
+    for s in sources:
+        cuts.update(s.boundaries())
+    edges = sorted(cuts)
+    per_block = max(1, chunk_rows // first.rows_per_item)
+    out: list[tuple[int, int]] = []
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        for start in range(a, b, per_block):
+            out.append((start, min(start + per_block, b)))
+    return out
+
+
+def expand_paths(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Expand globs in `paths` (sorted, as one data set) and check that the files exist."""
+    out: list[Path] = []
+    for p in paths:
+        text = os.fspath(p)
+        if any(ch in text for ch in "*?[") and not os.path.exists(text):
+            matches = sorted(_glob.glob(text))
+            if not matches:
+                raise FormatError(f"No file matches the pattern {text}")
+            out.extend(Path(m) for m in matches)
+        else:
+            path = Path(text)
+            if not path.exists():
+                raise FormatError(f"File not found: {text}")
+            if path.is_dir():
+                raise FormatError(
+                    f"{text} is a directory; pass the files, e.g. {os.path.join(text, '*.npy')}"
+                )
+            out.append(path)
+    return out
+
+
+def _read_npy_header(fh: Any, label: str) -> tuple[tuple[int, ...], bool, np.dtype[Any], int]:
+    """Return (shape, fortran_order, dtype, data offset) of the .npy stream in `fh`."""
+    fmt = np.lib.format
+    start = fh.tell()
+    try:
+        version = fmt.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(fh)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = fmt.read_array_header_2_0(fh)
+        else:
+            raise ValueError(f"unsupported format version {version}")
+    except (ValueError, OSError, SyntaxError, TypeError, EOFError) as exc:
+        raise FormatError(f"{label} is not a readable .npy array ({exc})") from None
+    del start
+    return tuple(shape), bool(fortran), dtype, fh.tell()
+
+
+def _open_npy(path: Path) -> _Member:
+    """Memory-map one .npy file after checking its header and size."""
+    label = str(path)
+    with open(path, "rb") as fh:
+        shape, fortran, dtype, offset = _read_npy_header(fh, label)
+    check_dtype(dtype, label)
+    check_shape(shape, label)
+    expected = offset + math.prod(shape) * dtype.itemsize
+    size = path.stat().st_size
+    if size < expected:
+        raise FormatError(
+            f"{label} is truncated: its header promises shape {shape} of {dtype} "
+            f"({expected} bytes) but the file has {size} bytes"
+        )
+    if math.prod(shape) == 0:
+        array: Any = np.zeros(shape, dtype=dtype)
+    else:
+        array = np.memmap(
+            path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C"
+        )
+    return _Member(label=label, shape=shape, dtype=dtype, array=array)
+
+
+def npz_keys(path: Path) -> list[str]:
+    """Return the array names stored in an ``.npz`` file."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise FormatError(f"{path} is not a readable .npz archive ({exc})") from None
+    return [n[:-4] if n.endswith(".npy") else n for n in names]
+
+
+def _open_npz_member(path: Path, key: str) -> _Member:
+    """Open one member of an .npz: memory-mapped if stored uncompressed, else read."""
+    label = f"{path}[{key}]"
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise FormatError(f"{path} is not a readable .npz archive ({exc})") from None
+    with zf:
+        name = key + ".npy" if key + ".npy" in zf.namelist() else key
+        info = zf.getinfo(name)
+        if info.compress_type == zipfile.ZIP_STORED:
+            with open(path, "rb") as raw:
+                raw.seek(info.header_offset)
+                local = raw.read(30)
+                if local[:4] != b"PK\x03\x04":
+                    raise FormatError(f"{path} is a corrupt .npz archive (bad local header)")
+                n_name = int.from_bytes(local[26:28], "little")
+                n_extra = int.from_bytes(local[28:30], "little")
+                raw.seek(info.header_offset + 30 + n_name + n_extra)
+                shape, fortran, dtype, offset = _read_npy_header(raw, label)
+            check_dtype(dtype, label)
+            check_shape(shape, label)
+            nbytes = math.prod(shape) * dtype.itemsize
+            if offset + nbytes > path.stat().st_size or info.file_size < nbytes:
+                raise FormatError(f"{label} is truncated")
+            if nbytes == 0:
+                return _Member(label, shape, dtype, np.zeros(shape, dtype=dtype), True)
+            array = np.memmap(
+                path,
+                dtype=dtype,
+                mode="r",
+                offset=offset,
+                shape=shape,
+                order="F" if fortran else "C",
+            )
+            return _Member(label=label, shape=shape, dtype=dtype, array=array)
+        with zf.open(name) as fh:
+            shape, fortran, dtype, _ = _read_npy_header(fh, label)
+        check_dtype(dtype, label)
+        check_shape(shape, label)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            data = npz[key]
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise FormatError(f"Cannot read {label} ({exc})") from None
+    return _Member(label=label, shape=tuple(data.shape), dtype=data.dtype, array=data, in_memory=True)
+
+
+def resolve_npz_key(path: Path, key: str | None, role: str = "z") -> str:
+    """Return the member of `path` to read for `role`, by explicit `key` or by name."""
+    keys = npz_keys(path)
+    if key is not None:
+        if key not in keys:
+            raise FormatError(f"{path} has no array named {key!r}; it holds {', '.join(keys)}")
+        return key
+    if len(keys) == 1:
+        return keys[0]
+    for candidate in NPZ_ROLES[role]:
+        if candidate in keys:
+            return candidate
+    if not keys:
+        raise FormatError(f"{path} holds no arrays")
+    raise FormatError(
+        f"{path} holds {len(keys)} arrays ({', '.join(keys)}) and none is named like latents "
+        f"({', '.join(NPZ_ROLES[role])}); choose one with --key"
+    )
+
+
+def _member_from_array(obj: Any, label: str) -> _Member:
+    """Wrap an in-memory array-like as a member, refusing object arrays."""
+    if hasattr(obj, "detach") and hasattr(obj, "cpu"):  # a torch tensor
+        obj = obj.detach().cpu().numpy()
+    arr = obj if isinstance(obj, np.ndarray) else np.asarray(obj)
+    check_dtype(arr.dtype, label)
+    check_shape(arr.shape, label)
+    return _Member(label=label, shape=tuple(arr.shape), dtype=arr.dtype, array=arr, in_memory=True)
+
+
+def _open_member(path: Path, key: str | None, role: str) -> _Member:
+    """Open one file as a member, by extension."""
+    ext = path.suffix.lower()
+    if ext == ".npy":
+        if key is not None:
+            raise InputError(f"--key applies to .npz files, but {path} is a .npy file")
+        return _open_npy(path)
+    if ext == ".npz":
+        return _open_npz_member(path, resolve_npz_key(path, key, role))
+    raise FormatError(
+        f"Unknown file type {ext or '(no extension)'!r} for {path}; latentcheck reads {SUPPORTED}"
+    )
+
+
+def open_latents(
+    latents: Any,
+    *,
+    key: str | None = None,
+    channel_axis: int = 1,
+    flatten: bool = False,
+    role: str = "z",
+    name: str | None = None,
+) -> LatentSource:
+    """Open latents for streaming: a path, a list of paths or globs, or array(s).
+
+    Parameters
+    ----------
+    latents : str, Path, ndarray, or a sequence of them
+        One data set. Several files (or a glob) are concatenated along axis 0.
+    key : str or None, default=None
+        Member of ``.npz`` files to read; by default chosen by name (``z``, ``latents``…).
+    channel_axis : int, default=1
+        For arrays of 3 or more dimensions, the axis that holds the latent channels; all
+        other non-sample axes become extra rows (positions).
+    flatten : bool, default=False
+        Make every element of a sample a dimension instead.
+    role : {"z", "mu", "logvar", "std", "var"}, default="z"
+        Which ``.npz`` names to look for.
+    name : str or None
+        A label for messages.
+
+    Returns
+    -------
+    LatentSource
+
+    Raises
+    ------
+    FormatError
+        Missing, unreadable, truncated or pickled input, an unknown extension, an ``.npz``
+        without a recognisable key.
+    InputError
+        Shapes that cannot hold latents or that disagree between shards.
+    """
+    items: list[Any]
+    if isinstance(latents, (str, os.PathLike)):
+        items = [latents]
+    elif isinstance(latents, np.ndarray) or hasattr(latents, "__array__"):
+        items = [latents]
+    elif isinstance(latents, Sequence) and not isinstance(latents, (bytes, bytearray)):
+        items = list(latents)
+        if not items:
+            raise InputError("No input given: pass an array, a file path or a list of them")
+    else:
+        raise InputError(
+            f"Cannot read latents from a {type(latents).__name__}; pass a numpy array, "
+            "a path, or a list of arrays or paths"
+        )
+    members: list[_Member] = []
+    if all(isinstance(x, (str, os.PathLike)) for x in items):
+        for path in expand_paths(items):
+            members.append(_open_member(path, key, role))
+    else:
+        for i, x in enumerate(items):
+            if isinstance(x, (str, os.PathLike)):
+                for path in expand_paths([x]):
+                    members.append(_open_member(path, key, role))
+            else:
+                label = name or ("array" if len(items) == 1 else f"array {i}")
+                members.append(_member_from_array(x, label))
+    return _build_source(members, channel_axis=channel_axis, flatten=flatten, name=name)
+
+
+def _build_source(
+    members: list[_Member], *, channel_axis: int, flatten: bool, name: str | None
+) -> LatentSource:
+    """Check that shards agree and set up the 2-D view."""
+    first = members[0]
+    item_shape = first.shape[1:]
+    for m in members[1:]:
+        if m.shape[1:] != item_shape:
+            raise InputError(
+                f"Shards disagree: {first.label} has samples of shape {item_shape} but "
+                f"{m.label} has {m.shape[1:]}; all files of one data set need the same shape "
+                "apart from axis 0"
+            )
+    notes: list[str] = []
+    dtypes = []
+    for m in members:
+        dt, note = check_dtype(m.dtype, m.label)
+        dtypes.append(dt)
+        if note and note not in notes:
+            notes.append(note)
+        if m.in_memory and m.label.endswith("]"):
+            notes.append(
+                f"{m.label} is compressed, so it was read into memory "
+                f"({m.array.nbytes / 2**20:.1f} MiB); save with np.savez (uncompressed) "
+                "or .npy to stream it"
+            )
+    dtype = np.result_type(*dtypes)
+    ndim = len(item_shape) + 1
+    if ndim == 2:
+        check_channel_axis(channel_axis, ndim, first.label)
+    if flatten or ndim == 2:
+        axis: int | None = None if (flatten and ndim > 2) else 1
+        n_dims = math.prod(item_shape)
+        rows_per_item = 1
+    else:
+        axis = check_channel_axis(channel_axis, ndim, first.label)
+        n_dims = item_shape[axis - 1]
+        rows_per_item = math.prod(item_shape) // n_dims
+    return LatentSource(
+        members=members,
+        item_shape=tuple(item_shape),
+        channel_axis=axis,
+        n_items=sum(m.shape[0] for m in members),
+        rows_per_item=rows_per_item,
+        n_dims=n_dims,
+        dtype=np.dtype(dtype),
+        notes=notes,
+        name=name or (first.label if len(members) == 1 else f"{len(members)} files"),
+    )
+
+
+def iter_blocks(
+    source: LatentSource, chunk_rows: int, ranges: list[tuple[int, int]] | None = None
+) -> Iterator[tuple[int, NDArray[Any]]]:
+    """Yield (first row index, 2-D block) over the whole source in order."""
+    if ranges is None:
+        ranges = plan_blocks([source], chunk_rows)
+    for start, stop in ranges:
+        yield start * source.rows_per_item, source.read_items(start, stop)

@@ -1,0 +1,221 @@
+"""Streaming accumulators against one-shot numpy/scipy computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.stats as st
+
+from latentcheck.accumulate import (
+    Comoments,
+    Exceedance,
+    Extremes,
+    Moments,
+    NonFinite,
+    Reservoir,
+    exact_threshold,
+    fold,
+    hash_rows,
+)
+
+
+def _chunks(x: np.ndarray, size: int):
+    for i in range(0, x.shape[0], size):
+        yield x[i : i + size]
+
+
+def _data(rng: np.random.Generator, n: int = 257, d: int = 5) -> np.ndarray:
+    # an offset of 1000 std and mixed scales make cancellation visible if the updates were
+    # naive (raw power sums lose every digit of the 4th moment here)
+    x = rng.standard_normal((n, d)) * np.array([1.0, 1e-1, 10.0, 2.0, 0.5])[:d]
+    x[:, 1] += 1e2
+    x[:, 3] = rng.exponential(size=n)
+    return x
+
+
+@pytest.mark.parametrize("size", [1, 7, 257, 258])
+def test_moments_match_scipy_for_any_chunking(rng, size):
+    x = _data(rng)
+    m = Moments(x.shape[1])
+    for c in _chunks(x, size):
+        m.push(c)
+    # rtol 1e-12: float64 with pairwise merges loses a few ulps per merge, far below 1e-9
+    np.testing.assert_allclose(m.mean, x.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(m.std(), x.std(0), rtol=1e-10)
+    np.testing.assert_allclose(m.var(ddof=1), x.var(0, ddof=1), rtol=1e-10)
+    np.testing.assert_allclose(m.skewness(), st.skew(x, axis=0), rtol=1e-9)
+    np.testing.assert_allclose(m.excess_kurtosis(), st.kurtosis(x, axis=0), rtol=1e-9)
+    assert m.n == x.shape[0]
+
+
+def test_moments_float32_input_accumulates_in_float64(rng):
+    x = rng.standard_normal((1000, 3)).astype(np.float32) + np.float32(100.0)
+    m = Moments(3)
+    for c in _chunks(x, 64):
+        m.push(c)
+    ref = x.astype(np.float64)
+    np.testing.assert_allclose(m.mean, ref.mean(0), rtol=1e-13)
+    np.testing.assert_allclose(m.std(), ref.std(0), rtol=1e-10)
+    np.testing.assert_allclose(m.excess_kurtosis(), st.kurtosis(ref, axis=0), rtol=1e-8)
+
+
+def test_moments_merge_equals_whole_and_empty_is_identity(rng):
+    x = _data(rng)
+    a, b, whole, empty = Moments(5), Moments(5), Moments(5), Moments(5)
+    a.push(x[:100])
+    b.push(x[100:])
+    whole.push(x)
+    merged = a + b
+    for name in ("mean", "m2", "m3", "m4"):
+        np.testing.assert_allclose(getattr(merged, name), getattr(whole, name), rtol=1e-10,
+                                   atol=1e-9 * np.abs(getattr(whole, name)).max())
+    same = a.merge(empty)
+    np.testing.assert_array_equal(same.m4, a.m4)
+    assert (empty + a).n == a.n
+    back = Moments.from_state(a.state())
+    np.testing.assert_array_equal(back.m3, a.m3)
+
+
+def test_moments_constant_column_gives_nan_shape_figures():
+    x = np.ones((10, 2))
+    x[:, 1] = np.arange(10)
+    m = Moments(2)
+    m.push(x)
+    assert m.std()[0] == 0
+    assert np.isnan(m.skewness()[0]) and np.isfinite(m.skewness()[1])
+
+
+@pytest.mark.parametrize("size", [1, 7, 257, 258])
+def test_comoments_match_numpy_cov(rng, size):
+    x = _data(rng)
+    c = Comoments(x.shape[1])
+    for ch in _chunks(x, size):
+        c.push(ch)
+    ref = np.cov(x, rowvar=False, bias=True)
+    # atol relative to the largest entry: off-diagonal entries near 0 have no relative scale
+    np.testing.assert_allclose(c.cov(), ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
+    np.testing.assert_allclose(c.cov(ddof=1), np.cov(x, rowvar=False), rtol=1e-10,
+                               atol=1e-12 * np.abs(ref).max())
+    back = Comoments.from_state(c.state())
+    np.testing.assert_array_equal(back.comoment, c.comoment)
+
+
+def test_extremes_and_fold(rng):
+    x = rng.standard_normal((1001, 4)).astype(np.float32)
+    e = Extremes(4)
+    for ch in _chunks(x, 99):
+        e.push(ch)
+    np.testing.assert_array_equal(e.min, x.min(0))
+    np.testing.assert_array_equal(e.max, x.max(0))
+    np.testing.assert_array_equal(fold(x[:5], np.maximum), x[:5].max(0))
+    np.testing.assert_array_equal(fold(x[:1], np.minimum), x[0])
+    merged = Extremes.from_state(e.state()) + Extremes(4)
+    np.testing.assert_array_equal(merged.max, e.max)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exact_threshold_matches_float64_comparison(rng, dtype):
+    values = rng.standard_normal(2000) * 3
+    t_hi = exact_threshold(values, np.dtype(dtype), upper=True)
+    t_lo = exact_threshold(values, np.dtype(dtype), upper=False)
+    # probe float values at and around each threshold
+    probes = np.concatenate([
+        values.astype(dtype),
+        np.nextafter(values.astype(dtype), dtype(np.inf)),
+        np.nextafter(values.astype(dtype), dtype(-np.inf)),
+    ])
+    for v, th, tl in zip(values, t_hi, t_lo, strict=True):
+        near = probes[np.abs(probes.astype(np.float64) - v) < 1e-5]
+        np.testing.assert_array_equal(near > th, near.astype(np.float64) > v)
+        np.testing.assert_array_equal(near < tl, near.astype(np.float64) < v)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [1, 7, 500])
+def test_exceedance_counts_equal_naive_counts(rng, dtype, size):
+    x = st.t.rvs(3, size=(3000, 4), random_state=rng).astype(dtype)
+    wide = x.astype(np.float64)
+    mean, std = wide.mean(0), wide.std(0)
+    # put values exactly on a threshold: they must not count (strict inequality)
+    x[0, 0] = dtype(mean[0] + 3 * std[0])
+    wide = x.astype(np.float64)
+    levels = [3, 4, 5, 6]
+    ex = Exceedance(levels, mean, std, dtype)
+    for ch in _chunks(x, size):
+        ex.push(ch)
+    for i, k in enumerate(levels):
+        upper = (wide > mean + k * std).sum(0)
+        lower = (wide < mean - k * std).sum(0)
+        np.testing.assert_array_equal(ex.upper[i], upper)
+        np.testing.assert_array_equal(ex.lower[i], lower)
+    np.testing.assert_allclose(ex.rates()[0], ((wide > mean + 3 * std) | (wide < mean - 3 * std)).mean(0))
+    back = Exceedance.from_state(ex.state())
+    np.testing.assert_array_equal((back + Exceedance(levels, mean, std, dtype)).upper, ex.upper)
+
+
+def test_nonfinite_counts_rows_and_first(rng):
+    x = rng.standard_normal((20, 3))
+    x[5, 1] = np.nan
+    x[9, 0] = np.inf
+    x[9, 2] = -np.inf
+    a, b = NonFinite(3), NonFinite(3)
+    a.push_mask(np.isfinite(x[10:]), 10)
+    b.push_mask(np.isfinite(x[:10]), 0)
+    m = a + b
+    assert m.rows == 2 and m.first_row == 5 and m.first_dim == 1
+    np.testing.assert_array_equal(m.per_dim, [1, 1, 1])
+    assert NonFinite.from_state(m.state()).first_row == 5
+
+
+def test_hash_rows_is_deterministic_and_seed_dependent():
+    ids = np.arange(10_000)
+    a, b, c = hash_rows(ids, 0), hash_rows(ids, 0), hash_rows(ids, 1)
+    np.testing.assert_array_equal(a, b)
+    assert (a != c).mean() > 0.999
+    assert np.unique(a).size == ids.size
+
+
+def _reservoir(x: np.ndarray, cap: int, seed: int, size: int) -> Reservoir:
+    r = Reservoir(cap, x.shape[1], seed, x.dtype)
+    for i in range(0, x.shape[0], size):
+        r.push(x[i : i + size], np.arange(i, min(i + size, x.shape[0])))
+    return r.finalize()
+
+
+@pytest.mark.parametrize("size", [1, 7, 1000, 1001])
+def test_reservoir_does_not_depend_on_chunking(rng, size):
+    x = rng.standard_normal((1000, 2))
+    ref = _reservoir(x, 50, 3, 1000)
+    r = _reservoir(x, 50, 3, size)
+    np.testing.assert_array_equal(r.row_ids, ref.row_ids)
+    np.testing.assert_array_equal(r.rows, x[r.row_ids])
+
+
+def test_reservoir_merge_equals_whole_and_holds_everything_when_small(rng):
+    x = rng.standard_normal((600, 2))
+    whole = _reservoir(x, 100, 9, 600)
+    a = Reservoir(100, 2, 9)
+    b = Reservoir(100, 2, 9)
+    a.push(x[:250], np.arange(250))
+    b.push(x[250:], np.arange(250, 600))
+    np.testing.assert_array_equal((b + a).row_ids, whole.row_ids)
+    small = _reservoir(x[:40], 100, 9, 7)
+    assert sorted(small.row_ids.tolist()) == list(range(40))
+    back = Reservoir.from_state(whole.state())
+    np.testing.assert_array_equal(back.rows, whole.rows)
+
+
+def test_reservoir_is_uniform_over_rows():
+    # inclusion frequency of each row over many seeds: a chi-square test of uniformity
+    n, cap, seeds = 200, 20, 400
+    counts = np.zeros(n)
+    x = np.zeros((n, 1))
+    for seed in range(seeds):
+        counts[_reservoir(x, cap, seed, 64).row_ids] += 1
+    expected = seeds * cap / n
+    chi2 = ((counts - expected) ** 2 / expected).sum()
+    # under uniform inclusion chi2 ~ (1 - cap/n) * chi2(n - 1); the 0.999 quantile bounds it
+    assert chi2 < st.chi2.ppf(0.999, n - 1)
+    # and the first k rows of a sample (key order) are a uniform sample too
+    firsts = np.concatenate([_reservoir(x, cap, s, 64).row_ids[:5] for s in range(seeds)])
+    assert st.kstest(firsts / n, "uniform").pvalue > 0.001
