@@ -1,0 +1,1 @@
+"""Statistics computed from accumulated states and seeded samples."""
