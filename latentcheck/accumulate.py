@@ -27,6 +27,7 @@ __all__ = [
     "NonFinite",
     "Reservoir",
     "hash_rows",
+    "key_threshold",
 ]
 
 F64 = NDArray[np.float64]
@@ -440,9 +441,7 @@ class Exceedance:
     @classmethod
     def from_state(cls, state: State) -> Exceedance:
         """Rebuild an accumulator from :meth:`state`."""
-        out = cls(
-            state["levels"].tolist(), state["center"], state["scale"], str(state["dtype"])
-        )
+        out = cls(state["levels"].tolist(), state["center"], state["scale"], str(state["dtype"]))
         out.n = int(state["n"])
         out.upper = np.array(state["upper"], dtype=np.int64)
         out.lower = np.array(state["lower"], dtype=np.int64)
@@ -483,8 +482,11 @@ class NonFinite:
         out = NonFinite(self.per_dim.shape[0])
         out.per_dim = self.per_dim + other.per_dim
         out.rows = self.rows + other.rows
-        firsts = [(f, k) for f, k in ((self.first_row, self.first_dim),
-                                        (other.first_row, other.first_dim)) if f >= 0]
+        firsts = [
+            (f, k)
+            for f, k in ((self.first_row, self.first_dim), (other.first_row, other.first_dim))
+            if f >= 0
+        ]
         out.first_row, out.first_dim = min(firsts) if firsts else (-1, -1)
         return out
 
@@ -534,6 +536,25 @@ def hash_rows(row_ids: NDArray[np.integer[Any]], seed: int) -> NDArray[np.uint64
         return _splitmix64(z)
 
 
+def key_threshold(n_rows: int, capacity: int, seed: int, block: int = 1 << 22) -> int:
+    """Return the `capacity`-th smallest key among rows 0..n_rows-1 (max uint64 if fewer).
+
+    Computed in blocks of row indices, in O(capacity + block) memory. Rows whose key is
+    above it can never enter a sample of `capacity` rows, so a Reservoir given this
+    threshold skips them without buffering.
+    """
+    if n_rows <= capacity:
+        return int(np.iinfo(np.uint64).max)
+    best = np.empty(0, dtype=np.uint64)
+    for start in range(0, n_rows, block):
+        keys = hash_rows(np.arange(start, min(start + block, n_rows), dtype=np.int64), seed)
+        both = np.concatenate([best, keys])
+        if both.size > capacity:
+            both = np.partition(both, capacity - 1)[:capacity]
+        best = both
+    return int(best.max())
+
+
 class Reservoir:
     """A seeded uniform sample of at most `capacity` rows, mergeable and chunk-invariant.
 
@@ -552,10 +573,28 @@ class Reservoir:
        generators", OOPSLA 2014. https://doi.org/10.1145/2660193.2660195
     """
 
-    __slots__ = ("_buf", "_buffered", "capacity", "dtype", "keys", "n_dims", "row_ids",
-                 "rows", "seed", "threshold")
+    __slots__ = (
+        "_buf",
+        "_buffered",
+        "capacity",
+        "dtype",
+        "keys",
+        "n_dims",
+        "row_ids",
+        "rows",
+        "seed",
+        "threshold",
+    )
 
-    def __init__(self, capacity: int, n_dims: int, seed: int, dtype: Any = np.float64) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        n_dims: int,
+        seed: int,
+        dtype: Any = np.float64,
+        *,
+        threshold: int | None = None,
+    ) -> None:
         self.capacity = int(capacity)
         self.n_dims = int(n_dims)
         self.seed = int(seed)
@@ -563,7 +602,9 @@ class Reservoir:
         self.keys = np.empty(0, dtype=np.uint64)
         self.row_ids = np.empty(0, dtype=np.int64)
         self.rows = np.empty((0, self.n_dims), dtype=self.dtype)
-        self.threshold = np.uint64(np.iinfo(np.uint64).max)
+        # a known threshold (see `key_threshold`) only prefilters: the sample stays the
+        # `capacity` smallest keys, but far fewer rows are buffered and compacted
+        self.threshold = np.uint64(np.iinfo(np.uint64).max if threshold is None else threshold)
         self._buf: list[tuple[NDArray[np.uint64], NDArray[np.int64], NDArray[Any]]] = []
         self._buffered = 0
 
@@ -577,10 +618,7 @@ class Reservoir:
             return
         self._buf.append((keys[sel], np.asarray(row_ids)[sel], np.array(chunk[sel], self.dtype)))
         self._buffered += sel.size
-        if self.keys.size + self._buffered >= 2 * self.capacity or (
-            self.threshold == np.iinfo(np.uint64).max
-            and self.keys.size + self._buffered >= self.capacity
-        ):
+        if self.keys.size + self._buffered >= 2 * self.capacity:
             self._compact()
 
     def _compact(self) -> None:
@@ -596,9 +634,8 @@ class Reservoir:
             # ties in 64-bit keys are broken by row index, so the result is unique
             part = np.argpartition(keys, self.capacity - 1)[: self.capacity]
             keys, ids, rows = keys[part], ids[part], rows[part]
-            self.threshold = keys.max()
-        elif keys.size == self.capacity:
-            self.threshold = keys.max()
+        if keys.size == self.capacity:
+            self.threshold = min(self.threshold, keys.max())
         order = np.lexsort((ids, keys))
         self.keys, self.row_ids, self.rows = keys[order], ids[order], rows[order]
 

@@ -10,6 +10,7 @@ into memory (numpy cannot map them), which the source notes. Nothing is ever unp
 from __future__ import annotations
 
 import glob as _glob
+import itertools
 import math
 import os
 import zipfile
@@ -172,7 +173,7 @@ def plan_blocks(sources: Sequence[LatentSource], chunk_rows: int) -> list[tuple[
     edges = sorted(cuts)
     per_block = max(1, chunk_rows // first.rows_per_item)
     out: list[tuple[int, int]] = []
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
+    for a, b in itertools.pairwise(edges):
         for start in range(a, b, per_block):
             out.append((start, min(start + per_block, b)))
     return out
@@ -296,7 +297,9 @@ def _open_npz_member(path: Path, key: str) -> _Member:
             data = npz[key]
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         raise FormatError(f"Cannot read {label} ({exc})") from None
-    return _Member(label=label, shape=tuple(data.shape), dtype=data.dtype, array=data, in_memory=True)
+    return _Member(
+        label=label, shape=tuple(data.shape), dtype=data.dtype, array=data, in_memory=True
+    )
 
 
 def resolve_npz_key(path: Path, key: str | None, role: str = "z") -> str:

@@ -21,8 +21,9 @@ def latents_file(tmp_path: Path) -> Callable[..., Path]:
     """Write arrays to .npy (one array) or .npz (keyword arrays) in tmp_path."""
     counter = {"n": 0}
 
-    def make(array: Any = None, *, name: str | None = None, compressed: bool = False,
-             **arrays: Any) -> Path:
+    def make(
+        array: Any = None, *, name: str | None = None, compressed: bool = False, **arrays: Any
+    ) -> Path:
         counter["n"] += 1
         if array is not None:
             path = tmp_path / (name or f"latents{counter['n']}.npy")

@@ -16,6 +16,7 @@ from latentcheck.accumulate import (
     exact_threshold,
     fold,
     hash_rows,
+    key_threshold,
 )
 
 
@@ -67,8 +68,12 @@ def test_moments_merge_equals_whole_and_empty_is_identity(rng):
     whole.push(x)
     merged = a + b
     for name in ("mean", "m2", "m3", "m4"):
-        np.testing.assert_allclose(getattr(merged, name), getattr(whole, name), rtol=1e-10,
-                                   atol=1e-9 * np.abs(getattr(whole, name)).max())
+        np.testing.assert_allclose(
+            getattr(merged, name),
+            getattr(whole, name),
+            rtol=1e-10,
+            atol=1e-9 * np.abs(getattr(whole, name)).max(),
+        )
     same = a.merge(empty)
     np.testing.assert_array_equal(same.m4, a.m4)
     assert (empty + a).n == a.n
@@ -94,8 +99,9 @@ def test_comoments_match_numpy_cov(rng, size):
     ref = np.cov(x, rowvar=False, bias=True)
     # atol relative to the largest entry: off-diagonal entries near 0 have no relative scale
     np.testing.assert_allclose(c.cov(), ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
-    np.testing.assert_allclose(c.cov(ddof=1), np.cov(x, rowvar=False), rtol=1e-10,
-                               atol=1e-12 * np.abs(ref).max())
+    np.testing.assert_allclose(
+        c.cov(ddof=1), np.cov(x, rowvar=False), rtol=1e-10, atol=1e-12 * np.abs(ref).max()
+    )
     back = Comoments.from_state(c.state())
     np.testing.assert_array_equal(back.comoment, c.comoment)
 
@@ -119,11 +125,13 @@ def test_exact_threshold_matches_float64_comparison(rng, dtype):
     t_hi = exact_threshold(values, np.dtype(dtype), upper=True)
     t_lo = exact_threshold(values, np.dtype(dtype), upper=False)
     # probe float values at and around each threshold
-    probes = np.concatenate([
-        values.astype(dtype),
-        np.nextafter(values.astype(dtype), dtype(np.inf)),
-        np.nextafter(values.astype(dtype), dtype(-np.inf)),
-    ])
+    probes = np.concatenate(
+        [
+            values.astype(dtype),
+            np.nextafter(values.astype(dtype), dtype(np.inf)),
+            np.nextafter(values.astype(dtype), dtype(-np.inf)),
+        ]
+    )
     for v, th, tl in zip(values, t_hi, t_lo, strict=True):
         near = probes[np.abs(probes.astype(np.float64) - v) < 1e-5]
         np.testing.assert_array_equal(near > th, near.astype(np.float64) > v)
@@ -148,7 +156,9 @@ def test_exceedance_counts_equal_naive_counts(rng, dtype, size):
         lower = (wide < mean - k * std).sum(0)
         np.testing.assert_array_equal(ex.upper[i], upper)
         np.testing.assert_array_equal(ex.lower[i], lower)
-    np.testing.assert_allclose(ex.rates()[0], ((wide > mean + 3 * std) | (wide < mean - 3 * std)).mean(0))
+    np.testing.assert_allclose(
+        ex.rates()[0], ((wide > mean + 3 * std) | (wide < mean - 3 * std)).mean(0)
+    )
     back = Exceedance.from_state(ex.state())
     np.testing.assert_array_equal((back + Exceedance(levels, mean, std, dtype)).upper, ex.upper)
 
@@ -219,3 +229,15 @@ def test_reservoir_is_uniform_over_rows():
     # and the first k rows of a sample (key order) are a uniform sample too
     firsts = np.concatenate([_reservoir(x, cap, s, 64).row_ids[:5] for s in range(seeds)])
     assert st.kstest(firsts / n, "uniform").pvalue > 0.001
+
+
+def test_key_threshold_prefilter_gives_the_same_sample(rng):
+    x = rng.standard_normal((5000, 2))
+    plain = _reservoir(x, 300, 4, 97)
+    t = key_threshold(5000, 300, 4, block=777)
+    assert t == int(hash_rows(np.arange(5000), 4)[plain.row_ids].max())
+    r = Reservoir(300, 2, 4, threshold=t)
+    for i in range(0, 5000, 97):
+        r.push(x[i : i + 97], np.arange(i, min(i + 97, 5000)))
+    np.testing.assert_array_equal(r.finalize().row_ids, plain.row_ids)
+    assert key_threshold(10, 300, 4) == np.iinfo(np.uint64).max

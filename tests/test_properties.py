@@ -56,7 +56,11 @@ def test_merge_is_associative(x, data):
     n = x.shape[0]
     i = data.draw(st.integers(0, n))
     j = data.draw(st.integers(i, n))
-    a, b, c = _moments(x[:i]) if i else Moments(x.shape[1]), Moments(x.shape[1]), Moments(x.shape[1])
+    a, b, c = (
+        _moments(x[:i]) if i else Moments(x.shape[1]),
+        Moments(x.shape[1]),
+        Moments(x.shape[1]),
+    )
     b.push(x[i:j])
     c.push(x[j:])
     _close((a + b) + c, a + (b + c))
@@ -114,8 +118,9 @@ def test_shift_and_scale_move_statistics_as_expected(x, a, b):
     ok = m.std() > 1e-6 * (np.abs(x).max() + 1)
     np.testing.assert_allclose(t.std()[ok], a * m.std()[ok], rtol=1e-6)
     np.testing.assert_allclose(t.skewness()[ok], m.skewness()[ok], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(t.excess_kurtosis()[ok], m.excess_kurtosis()[ok], rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        t.excess_kurtosis()[ok], m.excess_kurtosis()[ok], rtol=1e-5, atol=1e-6
+    )
 
 
 @SETTINGS

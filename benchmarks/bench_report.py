@@ -1,0 +1,157 @@
+"""Benchmark: the whole `latentcheck report` process against the whole numpy process.
+
+Writes (once) a 1 GiB float32 array of shape (4_000_000, 64) and times, alternating in one
+run so that machine noise hits both alike:
+
+- numpy:       python -c "import numpy as np; np.load(FILE, mmap_mode='r').mean(0)"
+- latentcheck: latentcheck report FILE --format json -o /dev/null
+- scipy:       the obvious script (load all as float64, scipy.stats.describe, np.percentile,
+               np.cov, normaltest), once, with --scipy
+
+It prints medians, the ratios to the numpy process, and the peak anonymous memory (RssAnon,
+polled from /proc: the file-backed pages of a memory map are not the tool's memory).
+
+Run it with the BLAS-throttling variables of this machine unset, in this command only:
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_report.py
+
+Options: --rows, --dims, --repeat N, --scipy, --path FILE, --extra "ARGS" (passed to report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+SCIPY_SCRIPT = """
+import sys, numpy as np, scipy.stats as st
+x = np.load(sys.argv[1]).astype(np.float64)
+st.describe(x, axis=0)
+np.percentile(x, [0.1, 1, 5, 25, 50, 75, 95, 99, 99.9], axis=0)
+np.cov(x, rowvar=False)
+st.normaltest(x, axis=0)
+"""
+
+
+def make_data(path: Path, rows: int, dims: int, seed: int = 0) -> None:
+    """Write a float32 .npy of shape (rows, dims) in chunks (heavy-tailed, correlated)."""
+    rng = np.random.default_rng(seed)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(rows, dims))
+    mix = np.eye(dims) + 0.1 * rng.standard_normal((dims, dims))
+    step = 250_000
+    for i in range(0, rows, step):
+        n = min(step, rows - i)
+        z = rng.standard_normal((n, dims)) @ mix
+        z[:, : dims // 4] = rng.standard_t(5, size=(n, dims // 4))
+        out[i : i + n] = z.astype(np.float32)
+    out.flush()
+    del out
+
+
+def run(cmd: list[str]) -> tuple[float, int]:
+    """Run `cmd`; return (wall seconds, peak RssAnon in KiB)."""
+    peak = 0
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    done = threading.Event()
+
+    def poll() -> None:
+        nonlocal peak
+        status = f"/proc/{proc.pid}/status"
+        while not done.is_set():
+            try:
+                with open(status) as fh:
+                    for line in fh:
+                        if line.startswith("RssAnon:"):
+                            peak = max(peak, int(line.split()[1]))
+                            break
+            except OSError:
+                break
+            time.sleep(0.002)
+
+    th = threading.Thread(target=poll, daemon=True)
+    th.start()
+    rc = proc.wait()
+    wall = time.perf_counter() - t0
+    done.set()
+    th.join()
+    if rc != 0:
+        raise SystemExit(f"command failed with exit code {rc}: {shlex.join(cmd)}")
+    return wall, peak
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=4_000_000)
+    ap.add_argument("--dims", type=int, default=64)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--scipy", action="store_true", help="also time the obvious scipy script")
+    ap.add_argument("--path", type=Path, default=None)
+    ap.add_argument("--extra", default="", help="extra arguments for latentcheck report")
+    args = ap.parse_args()
+    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        if var in os.environ:
+            print(f"note: {var} is set; it throttles BLAS. Run with: env -u {var} ...")
+    path = args.path or HERE / "data" / f"bench_{args.rows}x{args.dims}.npy"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        print(f"writing {path} ...", flush=True)
+        make_data(path, args.rows, args.dims)
+    size = path.stat().st_size / 2**30
+    print(f"data: {path} ({args.rows} x {args.dims} float32, {size:.2f} GiB)")
+    with open(path, "rb") as fh:  # warm the page cache
+        while fh.read(1 << 24):
+            pass
+    py = sys.executable
+    numpy_cmd = [py, "-c", f"import numpy as np; np.load({str(path)!r}, mmap_mode='r').mean(0)"]
+    lc_cmd = [py, "-m", "latentcheck", "report", str(path), "--format", "json", "-o", os.devnull]
+    lc_cmd += shlex.split(args.extra)
+    times: dict[str, list[float]] = {"numpy": [], "latentcheck": []}
+    mem: dict[str, list[int]] = {"numpy": [], "latentcheck": []}
+    run(numpy_cmd)  # warm-up: imports into the OS cache
+    run(lc_cmd)
+    for _ in range(args.repeat):
+        for name, cmd in (("numpy", numpy_cmd), ("latentcheck", lc_cmd)):
+            wall, peak = run(cmd)
+            times[name].append(wall)
+            mem[name].append(peak)
+    t_np = statistics.median(times["numpy"])
+    t_lc = statistics.median(times["latentcheck"])
+    print(
+        f"numpy process        median {t_np:.3f} s  (runs: "
+        + ", ".join(f"{t:.3f}" for t in times["numpy"])
+        + ")"
+    )
+    print(
+        f"latentcheck report   median {t_lc:.3f} s  (runs: "
+        + ", ".join(f"{t:.3f}" for t in times["latentcheck"])
+        + ")"
+    )
+    print(f"ratio latentcheck / numpy: {t_lc / t_np:.2f}x  (target <= 6x, aim 3x)")
+    print(
+        f"peak RssAnon: latentcheck {max(mem['latentcheck']) / 1024:.0f} MiB "
+        f"(target < 300 MiB), numpy {max(mem['numpy']) / 1024:.0f} MiB"
+    )
+    if args.scipy:
+        script = HERE / "data" / "obvious_scipy.py"
+        script.write_text(SCIPY_SCRIPT)
+        wall, peak = run([py, str(script), str(path)])
+        print(
+            f"obvious scipy script {wall:.3f} s, ratio {wall / t_np:.1f}x numpy, "
+            f"{wall / t_lc:.1f}x latentcheck; peak RssAnon {peak / 1024:.0f} MiB"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,587 @@
+"""``analyze``: loading → two streaming passes → statistics → :class:`Report`.
+
+This module drives the computation; it computes no statistic itself beyond arranging the
+accumulated states for the ``stats`` modules.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from . import _validation as v
+from ._passes import FirstPass, SecondPass, default_chunk_rows, default_threads, run_pass
+from .accumulate import key_threshold
+from .errors import DegenerateDimensionWarning, InputError, LatentcheckWarning
+from .loading import LatentSource, open_latents, plan_blocks
+from .report import (
+    SCHEMA_VERSION,
+    Dims,
+    InputInfo,
+    Joint,
+    Normalization,
+    Report,
+    Settings,
+    Summary,
+    UnivariateTest,
+    level_key,
+)
+
+__all__ = ["analyze", "sorted_quantiles"]
+
+F64 = NDArray[np.float64]
+
+#: Default capacity of the seeded sample of rows (quantiles, negentropy).
+DEFAULT_SAMPLE_SIZE = 100_000
+#: Memory the sample may take (bytes); the capacity shrinks for very wide data.
+SAMPLE_BUDGET = 64 * 2**20
+DEFAULT_MAX_JOINT_DIMS = 2048
+
+
+def sorted_quantiles(sorted_x: F64, levels: Sequence[float]) -> F64:
+    """Return numpy "linear" quantiles of each column of an already sorted array.
+
+    Bit-for-bit the values of ``np.quantile(x, levels, axis=0)`` (same virtual index
+    (n − 1)·q and the same two-sided lerp), without re-partitioning the data.
+    """
+    n = sorted_x.shape[0]
+    q = np.asarray(levels, dtype=np.float64)
+    virtual = (n - 1) * q
+    prev = np.floor(virtual)
+    gamma = (virtual - prev)[:, None]
+    lo = prev.astype(np.intp)
+    hi = lo + 1
+    above = virtual >= n - 1
+    lo[above] = n - 1
+    hi[above] = n - 1
+    hi = np.minimum(hi, n - 1)
+    a = sorted_x[lo]
+    b = sorted_x[hi]
+    diff = b - a
+    out = a + diff * gamma
+    return np.where(gamma >= 0.5, b - diff * (1 - gamma), out)
+
+
+class _Collector:
+    """Collects warnings for the report and re-issues them at the caller's level."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def warn(self, message: str, category: type[Warning] = LatentcheckWarning) -> None:
+        """Record `message` and issue it as a warning pointing at analyze's caller."""
+        if message not in self.messages:
+            self.messages.append(message)
+        warnings.warn(message, category, stacklevel=4)
+
+    def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call fn, turning the latentcheck warnings it issues into collected ones."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", LatentcheckWarning)
+            result = fn(*args, **kwargs)
+        for w in caught:
+            if issubclass(w.category, LatentcheckWarning):
+                self.warn(str(w.message), w.category)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return result
+
+
+class _Progress:
+    """A progress bar on stderr, shown only when stderr is a terminal."""
+
+    def __init__(self, enabled: bool | None, total: int, label: str) -> None:
+        if enabled is None:
+            enabled = sys.stderr.isatty()
+        self.enabled = bool(enabled) and total > 0
+        self.total = total
+        self.done = 0
+        self.label = label
+        self.lock = threading.Lock()
+        self.shown = -1
+
+    def __call__(self, n: int) -> None:
+        if not self.enabled:
+            return
+        with self.lock:
+            self.done += n
+            pct = int(100 * self.done / self.total)
+            if pct != self.shown:
+                self.shown = pct
+                bar = "#" * (pct // 4)
+                sys.stderr.write(f"\r{self.label} [{bar:<25}] {pct:3d}%")
+                sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.shown >= 0:
+            sys.stderr.write("\r" + " " * 60 + "\r")
+            sys.stderr.flush()
+
+
+def _prefetch_imports() -> None:
+    """Import the heavy modules used after the passes, on a background thread.
+
+    Importing scipy.stats and statsmodels is mostly Python work; the passes are mostly
+    numpy/BLAS work with the GIL released, so the two overlap.
+    """
+
+    def target() -> None:
+        import scipy.stats  # noqa: F401
+        import statsmodels.stats._lilliefors  # noqa: F401
+
+    threading.Thread(target=target, daemon=True, name="latentcheck-imports").start()
+
+
+def analyze(
+    latents: Any = None,
+    *,
+    key: str | None = None,
+    channel_axis: int = 1,
+    flatten: bool = False,
+    seed: int | None = 0,
+    test_samples: int = 5000,
+    sample_size: int | None = None,
+    alpha: float = 0.05,
+    nan: str = "omit",
+    sigma_levels: Sequence[float] | None = None,
+    top_pairs: int = 10,
+    max_joint_dims: int = DEFAULT_MAX_JOINT_DIMS,
+    chunk_rows: int | None = None,
+    threads: int | None = None,
+    progress: bool | None = False,
+) -> Report:
+    """Describe a data set of latents: per-dimension, joint and practical statistics.
+
+    Parameters
+    ----------
+    latents : ndarray, path, or a sequence of arrays or paths
+        Samples on axis 0: shape (n_samples, n_dims), or (n_samples, C, H, W) and other
+        conv layouts (channels on `channel_axis` are the dimensions, positions are rows).
+        Paths may be ``.npy`` (memory-mapped), ``.npz`` or globs; several = one data set.
+    key : str or None, default=None
+        ``.npz`` member to read; by default chosen by name (``z``, ``latents``, ...).
+    channel_axis : int, default=1
+        Axis holding the dimensions for arrays of 3 or more axes.
+    flatten : bool, default=False
+        Make every element of a sample a dimension instead.
+    seed : int or None, default=0
+        Seed of the sample of rows and of every Monte-Carlo step; None draws one (the seed
+        used is written into the report).
+    test_samples : int, default=5000
+        Rows (at most) on which the univariate tests run.
+    sample_size : int or None, default=None
+        Capacity of the seeded sample of rows used for quantiles and negentropy; None means
+        100 000 rows or what fits in 64 MiB. Quantiles are exact when it holds every row.
+    alpha : float, default=0.05
+        Significance level used in the verdict.
+    nan : {"omit", "error"}, default="omit"
+        Leave rows holding NaN or ±inf out (and count them), or refuse such input.
+    sigma_levels : sequence of float or None, default=None
+        The k of the k-σ outlier rates; default (3, 4, 5, 6).
+    top_pairs : int, default=10
+        How many of the most correlated pairs to list.
+    max_joint_dims : int, default=2048
+        Above this many dimensions the O(d²) joint part is skipped (with the reason).
+    chunk_rows : int or None, default=None
+        Rows per streamed chunk; None picks about 1 MiB per chunk. Results do not depend
+        on it (to rounding).
+    threads : int or None, default=None
+        Worker threads for the passes; None uses the available cores (at most 8).
+    progress : bool or None, default=False
+        Show a progress bar on stderr; None shows one when stderr is a terminal.
+
+    Returns
+    -------
+    Report
+
+    Raises
+    ------
+    InputError
+        Bad parameters, shapes, too few rows, non-finite values with ``nan="error"``.
+    FormatError
+        Unreadable files.
+
+    Warns
+    -----
+    DegenerateDimensionWarning
+        Dimensions with (near-)zero variance.
+    SmallSampleWarning
+        Too few rows for a test.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import latentcheck as lc
+    >>> z = np.random.default_rng(0).standard_normal((2000, 4))
+    >>> rep = lc.analyze(z, seed=0)
+    >>> rep.input.n_dims, rep.input.n_samples
+    (4, 2000)
+    >>> bool(abs(rep.summary.kl_gauss_sum) < 0.01)
+    True
+    """
+    source = open_latents(latents, key=key, channel_axis=channel_axis, flatten=flatten)
+    return analyze_source(
+        source,
+        seed=seed,
+        test_samples=test_samples,
+        sample_size=sample_size,
+        alpha=alpha,
+        nan=nan,
+        sigma_levels=sigma_levels,
+        top_pairs=top_pairs,
+        max_joint_dims=max_joint_dims,
+        chunk_rows=chunk_rows,
+        threads=threads,
+        progress=progress,
+    )
+
+
+def analyze_source(
+    source: LatentSource,
+    *,
+    seed: int | None = 0,
+    test_samples: int = 5000,
+    sample_size: int | None = None,
+    alpha: float = 0.05,
+    nan: str = "omit",
+    sigma_levels: Sequence[float] | None = None,
+    top_pairs: int = 10,
+    max_joint_dims: int = DEFAULT_MAX_JOINT_DIMS,
+    chunk_rows: int | None = None,
+    threads: int | None = None,
+    progress: bool | None = False,
+    kind: str = "samples",
+    aggregate: str | None = None,
+    posterior: Callable[..., dict[str, Any] | None] | None = None,
+) -> Report:
+    """Run :func:`analyze` on an opened :class:`LatentSource`."""
+    seed_used = v.check_seed(seed)
+    test_samples = v.check_int(test_samples, "test_samples", minimum=3)
+    alpha = v.check_fraction(alpha, "alpha")
+    nan = v.check_nan_policy(nan)
+    levels = v.check_levels(sigma_levels, "sigma_levels")
+    top_pairs = v.check_int(top_pairs, "top_pairs", minimum=0)
+    max_joint_dims = v.check_int(max_joint_dims, "max_joint_dims", minimum=1)
+    d = source.n_dims
+    if sample_size is None:
+        sample_size = int(min(DEFAULT_SAMPLE_SIZE, max(test_samples, SAMPLE_BUDGET // (8 * d))))
+    sample_size = v.check_int(sample_size, "sample_size", minimum=test_samples)
+    if chunk_rows is None:
+        chunk_rows = default_chunk_rows(d)
+    chunk_rows = v.check_int(chunk_rows, "chunk_rows", minimum=1)
+    threads = default_threads() if threads is None else v.check_int(threads, "threads", minimum=1)
+    v.check_row_count(source.n_rows, source.name)
+
+    collector = _Collector()
+    for note in source.notes:
+        if "converted" in note:
+            collector.messages.append(note)
+
+    covariance = d <= max_joint_dims
+    ranges = plan_blocks([source], chunk_rows)
+    _prefetch_imports()
+    threshold = key_threshold(source.n_rows, sample_size, seed_used)
+    bar = _Progress(progress, 2 * source.n_items, "latentcheck")
+    try:
+        first: FirstPass = run_pass(
+            source,
+            ranges,
+            lambda: FirstPass(
+                d,
+                dtype=source.dtype,
+                seed=seed_used,
+                sample_size=sample_size,
+                covariance=covariance,
+                key_threshold=threshold,
+            ),
+            threads=threads,
+            progress=bar,
+        )
+        nonfinite = first.nonfinite
+        if nonfinite.rows and nan == "error":
+            raise InputError(
+                f"{source.name} has {int(nonfinite.per_dim.sum())} non-finite values in "
+                f"{nonfinite.rows} rows (first at row {nonfinite.first_row}, dimension "
+                f"{nonfinite.first_dim}); use --nan omit to leave those rows out"
+            )
+        moments = first.moments
+        n = moments.n
+        if n < 2:
+            raise InputError(
+                f"{source.name} has {n} rows without NaN or inf out of {source.n_rows}; "
+                "at least 2 are needed"
+            )
+        if nonfinite.rows:
+            collector.warn(
+                f"{nonfinite.rows} of {source.n_rows} rows hold NaN or inf values and were "
+                "left out of every statistic"
+            )
+        mean = moments.mean
+        std = moments.std()
+        from .stats.scale import degenerate_dims
+
+        degenerate = degenerate_dims(std, mean)
+        if degenerate.any():
+            idx = np.flatnonzero(degenerate)
+            shown = ", ".join(str(i) for i in idx[:10]) + (" ..." if idx.size > 10 else "")
+            collector.warn(
+                f"{idx.size} dimension(s) have zero or near-zero variance (std below "
+                f"{1e-6:g} of the largest): {shown}; they are left out of tests and joint "
+                "statistics",
+                DegenerateDimensionWarning,
+            )
+        safe_std = np.where(std > 0, std, 1.0)
+        second: SecondPass = run_pass(
+            source,
+            ranges,
+            lambda: SecondPass(levels, mean, safe_std, source.dtype),
+            threads=threads,
+            progress=bar,
+        )
+    finally:
+        bar.close()
+
+    reservoir = first.reservoir.finalize()
+    sample = reservoir.rows
+    sample_rows = sample.shape[0]
+    quantiles_exact = sample_rows == n
+    sorted_sample = np.sort(sample, axis=0).astype(np.float64)
+    quantiles = sorted_quantiles(sorted_sample, v.QUANTILE_LEVELS)
+
+    from .stats import divergence
+    from .stats.normality import UNIVARIATE_TESTS, univariate_tests
+
+    kl_g = divergence.kl_gauss(mean, std)
+    neg = np.full(d, np.nan)
+    ok_cols = np.flatnonzero(~degenerate)
+    if ok_cols.size:
+        neg[ok_cols] = collector.run(
+            divergence.negentropy, sorted_sample[:, ok_cols], seed=seed_used
+        )
+    kl_m = kl_g + neg
+
+    test_sample = np.asarray(sample[:test_samples], dtype=np.float64)
+    tests = collector.run(univariate_tests, test_sample, degenerate=degenerate)
+
+    centered = second.centered.rates()
+    prior = second.prior.rates()
+    if degenerate.any():
+        centered[:, degenerate] = np.nan
+
+    joint = _joint(first, degenerate, d, n, max_joint_dims, top_pairs, collector)
+
+    from .stats.scale import normalization
+
+    cov_sum = None
+    if first.comoments is not None:
+        cov_sum = float(first.comoments.cov().sum())
+    norm = normalization(n, mean, moments.m2, moments.m4, cov_sum=cov_sum)
+
+    levels_arr = np.asarray(levels, dtype=np.float64)
+    expected = np.array([math.erfc(k / math.sqrt(2.0)) for k in levels])
+    ok_dims = ~degenerate
+    pooled = (
+        np.nansum(centered[:, ok_dims], axis=1) / max(int(ok_dims.sum()), 1)
+        if ok_dims.any()
+        else np.full(levels_arr.size, np.nan)
+    )
+    pooled_prior = prior.mean(axis=1)
+    rejected = {name: int(np.sum(t.pvalue_holm < alpha)) for name, t in tests.items()}
+    from .verdict import build_findings
+
+    findings = build_findings(
+        mean=mean[ok_dims] if ok_dims.any() else mean,
+        std=std[ok_dims] if ok_dims.any() else std,
+        pooled_rates=pooled,
+        expected=expected,
+        levels=levels_arr,
+        negentropy=neg[ok_dims],
+        kurtosis=moments.excess_kurtosis()[ok_dims],
+        rejected=(tests["shapiro"].pvalue_holm < alpha)[ok_dims],
+        tested=int(np.isfinite(tests["shapiro"].pvalue).sum()),
+        test_name="Shapiro-Wilk",
+        alpha=alpha,
+        n_test=test_sample.shape[0],
+        total_correlation=joint.total_correlation,
+        effective_dims=joint.effective_dims,
+        index=np.flatnonzero(ok_dims),
+    )
+    kkeys = [level_key(k) for k in levels]
+    summary = Summary(
+        verdict=" ".join(f.text for f in findings),
+        findings=findings,
+        kl_gauss_sum=float(np.sum(kl_g[ok_dims])),
+        negentropy_sum=float(np.nansum(neg[ok_dims])),
+        kl_marginal_sum=float(np.nansum(kl_m[ok_dims])),
+        outlier_rate=dict(zip(kkeys, pooled.tolist(), strict=True)),
+        expected_outlier_rate=dict(zip(kkeys, expected.tolist(), strict=True)),
+        outlier_ratio=dict(zip(kkeys, (pooled / expected).tolist(), strict=True)),
+        prior_outlier_rate=dict(zip(kkeys, pooled_prior.tolist(), strict=True)),
+        dims_rejected=rejected,
+        std_range=(float(np.min(std)), float(np.max(std))),
+        effective_dims=joint.effective_dims,
+        normalization=Normalization(
+            shift=norm.shift,
+            scale=norm.scale,
+            scale_rms=norm.scale_rms,
+            per_dim_shift=norm.per_dim_shift,
+            per_dim_scale=norm.per_dim_scale,
+            shift_ci=norm.shift_ci,
+            scale_ci=norm.scale_ci,
+            per_dim_shift_ci=norm.per_dim_shift_ci,
+            per_dim_scale_ci=norm.per_dim_scale_ci,
+            n_rows=norm.n_rows,
+        ),
+    )
+    dims = Dims(
+        index=np.arange(d, dtype=np.int64),
+        count=np.full(d, n, dtype=np.int64),
+        mean=mean,
+        std=std,
+        min=first.extremes.min,
+        max=first.extremes.max,
+        quantiles=quantiles,
+        skewness=moments.skewness(),
+        excess_kurtosis=moments.excess_kurtosis(),
+        kl_gauss=kl_g,
+        negentropy=neg,
+        kl_marginal=kl_m,
+        outlier_rate=centered,
+        prior_outlier_rate=prior,
+        tests={
+            name: UnivariateTest(
+                statistic=tests[name].statistic,
+                pvalue=tests[name].pvalue,
+                pvalue_holm=tests[name].pvalue_holm,
+                reason=tests[name].reason,
+            )
+            for name in UNIVARIATE_TESTS
+        },
+        degenerate=degenerate,
+    )
+    from . import __version__
+
+    info = InputInfo(
+        sources=tuple(source.labels),
+        kind=kind,
+        shape=source.shape,
+        dtype=str(source.members[0].dtype),
+        layout=source.layout(),
+        channel_axis=source.channel_axis,
+        n_rows_total=source.n_rows,
+        n_samples=n,
+        n_dims=d,
+        non_finite_rows=int(nonfinite.rows),
+        non_finite_values=tuple(int(c) for c in nonfinite.per_dim),
+        aggregate=aggregate or "the given samples",
+        notes=tuple(source.notes),
+    )
+    settings = Settings(
+        seed=seed_used,
+        test_samples=test_samples,
+        sample_size=sample_size,
+        sample_rows=sample_rows,
+        quantiles_exact=quantiles_exact,
+        alpha=alpha,
+        nan_policy=nan,
+        chunk_rows=chunk_rows,
+        threads=threads,
+        sigma_levels=tuple(levels),
+        quantile_levels=v.QUANTILE_LEVELS,
+        max_joint_dims=max_joint_dims,
+        entropy_estimator=str(divergence.ENTROPY_ESTIMATOR),
+    )
+    if not quantiles_exact:
+        source.notes.append(
+            f"quantiles and negentropy come from a seeded uniform sample of {sample_rows} of "
+            f"{n} rows"
+        )
+        info = InputInfo(**{**_fields(info), "notes": tuple(source.notes)})
+    post = posterior(collector=collector) if posterior is not None else None
+    source.close()
+    return Report(
+        schema_version=SCHEMA_VERSION,
+        tool={"name": "latentcheck", "version": __version__},
+        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        input=info,
+        settings=settings,
+        summary=summary,
+        dims=dims,
+        joint=joint,
+        posterior=post,
+        warnings=tuple(collector.messages),
+    )
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    """Return the fields of a dataclass instance as a dict (shallow)."""
+    import dataclasses
+
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
+def _joint(
+    first: FirstPass,
+    degenerate: NDArray[np.bool_],
+    d: int,
+    n: int,
+    max_joint_dims: int,
+    top_pairs: int,
+    collector: _Collector,
+) -> Joint:
+    """Return the joint statistics over the non-degenerate dimensions."""
+    excluded = tuple((int(i), "zero or near-zero variance") for i in np.flatnonzero(degenerate))
+    used = np.flatnonzero(~degenerate)
+    empty = np.empty(0)
+
+    def skipped(reason: str) -> Joint:
+        collector.warn(f"Joint statistics skipped: {reason}")
+        return Joint(
+            skipped=reason,
+            n_dims_used=int(used.size),
+            dims_excluded=excluded,
+            kl_gauss=math.nan,
+            kl_gauss_dims=math.nan,
+            total_correlation=math.nan,
+            effective_dims=math.nan,
+            condition_number=math.nan,
+            eigenvalues=empty,
+            top_pairs=(),
+        )
+
+    if first.comoments is None:
+        return skipped(
+            f"{d} dimensions exceed max_joint_dims={max_joint_dims} (the covariance would "
+            f"take {d * d * 8 / 2**20:.3g} MiB per thread); raise --max-joint-dims to compute it"
+        )
+    if used.size == 0:
+        return skipped("every dimension has zero variance")
+    if used.size >= n:
+        return skipped(
+            f"{used.size} dimensions but only {n} rows: the covariance is singular (d >= N)"
+        )
+    from .stats.scale import joint_gaussian
+
+    cov = first.comoments.cov()[np.ix_(used, used)]
+    mean = first.comoments.mean[used]
+    jg = joint_gaussian(mean, cov, used, top_pairs=top_pairs)
+    return Joint(
+        skipped=None,
+        n_dims_used=int(used.size),
+        dims_excluded=excluded,
+        kl_gauss=jg.kl_gauss,
+        kl_gauss_dims=jg.kl_gauss_dims,
+        total_correlation=jg.total_correlation,
+        effective_dims=jg.effective_dims,
+        condition_number=jg.condition_number,
+        eigenvalues=jg.eigenvalues,
+        top_pairs=jg.top_pairs,
+    )

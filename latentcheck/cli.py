@@ -1,0 +1,251 @@
+"""Command-line interface: ``latentcheck report`` and ``latentcheck compare``.
+
+Each command parses its options, calls one public function, renders the result and picks
+the exit code: 0 done, 1 a ``--fail-on`` condition held, 2 bad usage or unreadable input
+(one line on stderr; ``--debug`` shows the traceback). No statistics and no formatting live
+here.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from .errors import LatentcheckError, LatentcheckWarning
+
+__all__ = ["cli", "main"]
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CliError(click.ClickException):
+    """A LatentcheckError shown as one line on stderr, exit code 2."""
+
+    exit_code = 2
+
+
+def handle_errors(fn: F) -> F:
+    """Turn LatentcheckError into CliError (the one place this happens)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = kwargs.get("debug", False)
+        try:
+            with warnings.catch_warnings():
+                # warnings are part of the report (NOTES / "warnings"); do not print twice
+                warnings.simplefilter("ignore", LatentcheckWarning)
+                return fn(*args, **kwargs)
+        except LatentcheckError as exc:
+            if debug:
+                raise
+            raise CliError(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def write_output(text: str, output: str | None) -> None:
+    """Write `text` to `output` (a path, '-' or None for stdout), never half a file."""
+    if output is None or output == "-":
+        click.echo(text, nl=False)
+        return
+    target = Path(output)
+    directory = target.parent if str(target.parent) else Path(".")
+    if not directory.is_dir():
+        raise LatentcheckError(f"Cannot write {output}: the directory {directory} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=".latentcheck-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def output_options(fn: F) -> F:
+    """Options shared by commands that write a report."""
+    for option in reversed(
+        [
+            click.option(
+                "--format",
+                "fmt",
+                type=click.Choice(["text", "json", "markdown"]),
+                default="text",
+                show_default=True,
+                help="Output format.",
+            ),
+            click.option(
+                "-o",
+                "--output",
+                type=click.Path(dir_okay=False, allow_dash=True),
+                default=None,
+                help="Write to this file instead of stdout ('-' = stdout).",
+            ),
+            click.option("--width", type=int, default=100, show_default=True, help="Text width."),
+            click.option(
+                "--max-dims",
+                type=int,
+                default=64,
+                show_default=True,
+                help="Dimensions shown in text tables (the rest are in JSON).",
+            ),
+            click.option(
+                "--fail-on",
+                "fail_on",
+                multiple=True,
+                metavar="EXPR",
+                help='Exit 1 if EXPR holds, e.g. "summary.outlier_rate.4 > 0.001" '
+                '(repeatable; see README "CI gates").',
+            ),
+            click.option("--debug", is_flag=True, help="Show tracebacks of errors."),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+def input_options(fn: F) -> F:
+    """Options that say how to read and view the input arrays."""
+    for option in reversed(
+        [
+            click.option("--key", default=None, help="Array name inside .npz files."),
+            click.option(
+                "--channel-axis",
+                type=int,
+                default=1,
+                show_default=True,
+                help="Axis holding the channels (dimensions) of 3-D+ arrays.",
+            ),
+            click.option(
+                "--flatten",
+                is_flag=True,
+                help="Make every element of a sample a dimension (C*H*W dims).",
+            ),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+def analysis_options(fn: F) -> F:
+    """Options of the analysis itself."""
+    for option in reversed(
+        [
+            click.option("--seed", type=int, default=0, show_default=True, help="Random seed."),
+            click.option(
+                "--test-samples",
+                type=int,
+                default=5000,
+                show_default=True,
+                help="Rows (at most) for the univariate tests.",
+            ),
+            click.option(
+                "--sample-size",
+                type=int,
+                default=None,
+                help="Rows kept in the seeded sample (quantiles, negentropy) "
+                "[default: 100000 or 64 MiB].",
+            ),
+            click.option(
+                "--alpha", type=float, default=0.05, show_default=True, help="Test level."
+            ),
+            click.option(
+                "--nan",
+                type=click.Choice(["omit", "error"]),
+                default="omit",
+                show_default=True,
+                help="Leave rows with NaN/inf out, or refuse them.",
+            ),
+            click.option(
+                "--max-joint-dims",
+                type=int,
+                default=2048,
+                show_default=True,
+                help="Skip the O(d^2) joint part above this many dims.",
+            ),
+            click.option("--chunk-rows", type=int, default=None, help="Rows per chunk."),
+            click.option("--threads", type=int, default=None, help="Worker threads."),
+            click.option(
+                "--progress/--no-progress",
+                default=None,
+                help="Progress bar on stderr [default: when stderr is a terminal].",
+            ),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(package_name="latentcheck")
+def cli() -> None:
+    r"""Report what autoencoder latents look like: KL to N(0,1), Gaussianity, outliers.
+
+    \b
+    latentcheck report latents.npy
+    latentcheck report latents.npy --format json -o report.json
+    """
+
+
+def _fail(report_dict: dict[str, Any], expressions: Sequence[str]) -> list[str]:
+    """Return the --fail-on expressions that hold."""
+    from .gates import evaluate
+
+    return [e for e in expressions if evaluate(e, report_dict)]
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("inputs", nargs=-1, type=click.Path(dir_okay=False))
+@input_options
+@analysis_options
+@output_options
+@handle_errors
+def report(
+    inputs: tuple[str, ...],
+    fmt: str,
+    output: str | None,
+    width: int,
+    max_dims: int,
+    fail_on: tuple[str, ...],
+    debug: bool,
+    key: str | None,
+    channel_axis: int,
+    flatten: bool,
+    **analysis: Any,
+) -> None:
+    r"""Describe a data set of latents: per-dimension, joint and practical statistics.
+
+    INPUTS are .npy/.npz files or globs, read as one data set (samples on axis 0).
+
+    \b
+    latentcheck report latents.npy
+    latentcheck report shards/*.npy --format json -o report.json
+    latentcheck report latents.npy --fail-on "summary.outlier_rate.4 > 0.001"
+    """
+    from .analyze import analyze
+
+    if not inputs:
+        raise click.UsageError("Give at least one input file (e.g. latents.npy)")
+    rep = analyze(list(inputs), key=key, channel_axis=channel_axis, flatten=flatten, **analysis)
+    from .render import render
+
+    held = _fail(rep.to_dict(), fail_on)  # a bad expression stops here, before any output
+    write_output(render(rep, fmt, width=width, max_dims=max_dims), output)
+    for expr in held:
+        click.echo(f"latentcheck: --fail-on condition holds: {expr}", err=True)
+    if held:
+        sys.exit(1)
+
+
+def main() -> None:
+    """Run the CLI (the ``latentcheck`` console script)."""
+    cli(prog_name="latentcheck")

@@ -1,0 +1,100 @@
+"""Markdown rendering of a report, for pull-request comments and notebooks."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..report import Report, level_key
+from .textreport import fmt, pct, pval
+
+__all__ = ["md_table", "render_report"]
+
+ICON = {"ok": "✅", "note": "ℹ️", "warn": "⚠️"}
+
+
+def md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    """Return a GitHub-flavoured Markdown table (numbers right-aligned)."""
+    out = ["| " + " | ".join(headers) + " |"]
+    out.append("|" + "|".join([":---"] + ["---:"] * (len(headers) - 1)) + "|")
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+def render_report(report: Report, *, max_dims: int = 64) -> str:
+    """Return the report as Markdown: verdict, summary table, per-dimension table."""
+    inp, st, sm, dm, jt = report.input, report.settings, report.summary, report.dims, report.joint
+    out = [f"### latentcheck report: `{', '.join(inp.sources)}`", ""]
+    out.append(f"{inp.layout}; {inp.n_samples} rows used; seed {st.seed}.")
+    out.append("")
+    for f in sm.findings:
+        out.append(f"- {ICON.get(f.status, '')} {f.text}")
+    out.append("")
+    keys = list(sm.outlier_rate)
+    rows = [
+        ["Σ kl_gauss (nats)", fmt(sm.kl_gauss_sum)],
+        ["Σ negentropy (nats)", fmt(sm.negentropy_sum)],
+        ["Σ kl_marginal (nats)", fmt(sm.kl_marginal_sum)],
+        ["joint Gaussian KL (nats)", fmt(jt.kl_gauss)],
+        ["total correlation (nats)", fmt(jt.total_correlation)],
+        ["effective dims", f"{fmt(jt.effective_dims)} of {inp.n_dims}"],
+    ]
+    for k in keys:
+        rows.append(
+            [
+                f"values beyond {k} std",
+                f"{pct(sm.outlier_rate[k], 2)} ({fmt(sm.outlier_ratio[k], 2)}× Gaussian)",
+            ]
+        )
+    nz = sm.normalization
+    rows.append(["shift, scale: (z − shift)·scale", f"{fmt(nz.shift, 4)}, {fmt(nz.scale, 4)}"])
+    out += md_table(["figure", "value"], rows)
+    if jt.tests:
+        out.append("")
+        out += md_table(
+            ["joint test", "statistic", "p-value"],
+            [[n, fmt(t.statistic), pval(t.pvalue)] for n, t in jt.tests.items()],
+        )
+    out.append("")
+    d = dm.index.shape[0]
+    order = np.arange(d)
+    if d > max_dims:
+        key = np.where(np.isfinite(dm.kl_marginal), dm.kl_marginal, -np.inf)
+        order = np.sort(np.argsort(-key, kind="stable")[:max_dims])
+        out.append(f"{max_dims} of {d} dimensions shown (largest kl_marginal).")
+        out.append("")
+    k4 = 1 if len(st.sigma_levels) > 1 else 0
+    expected = math.erfc(st.sigma_levels[k4] / math.sqrt(2.0))
+    klab = level_key(st.sigma_levels[k4])
+    sw = dm.tests.get("shapiro")
+    rows = [
+        [
+            str(int(dm.index[j])),
+            fmt(dm.mean[j]),
+            fmt(dm.std[j]),
+            fmt(dm.excess_kurtosis[j]),
+            fmt(dm.kl_gauss[j]),
+            fmt(dm.negentropy[j]),
+            fmt(dm.kl_marginal[j]),
+            fmt(dm.outlier_rate[k4, j] / expected, 2),
+            pval(sw.pvalue_holm[j]) if sw is not None else "-",
+        ]
+        for j in order
+    ]
+    out += md_table(
+        [
+            "dim",
+            "mean",
+            "std",
+            "exkurt",
+            "kl_gauss",
+            "negent",
+            "kl_marg",
+            f">{klab}sd ×",
+            "SW p (Holm)",
+        ],
+        rows,
+    )
+    out.append("")
+    return "\n".join(out)

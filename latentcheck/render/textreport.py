@@ -1,0 +1,358 @@
+"""Text rendering of a :class:`~latentcheck.report.Report` for a terminal.
+
+Verdict first, then the headline figures, then the per-dimension table. Every line fits the
+requested width (100 columns by default); every number carries its unit or its definition
+in the column header. This module reads the report; it computes nothing but formatting.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..report import Report, level_key
+
+__all__ = ["fmt", "render_report", "table"]
+
+MARK = {"ok": "ok  ", "note": "note", "warn": "WARN"}
+
+
+def fmt(x: Any, precision: int = 3) -> str:
+    """Return a number with `precision` significant digits ('-' for NaN, None)."""
+    if x is None:
+        return "-"
+    x = float(x)
+    if math.isnan(x):
+        return "-"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if x == 0:
+        return "0"
+    text = f"{x:#.{precision}g}"
+    if "e" in text:
+        mant, exp = text.split("e")
+        text = mant.rstrip(".") + "e" + exp
+    return text.rstrip(".")
+
+
+def pct(x: Any, precision: int = 3) -> str:
+    """Return a fraction as a percentage string."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return fmt(100.0 * float(x), precision) + "%"
+
+
+def pval(p: Any) -> str:
+    """Return a p-value compactly (<1e-300 for underflow)."""
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "-"
+    p = float(p)
+    if p == 0:
+        return "<1e-300"
+    if p < 1e-3:
+        return f"{p:.0e}"
+    return f"{p:.3f}"
+
+
+def wrap(text: str, width: int, indent: str = "", first: str = "") -> list[str]:
+    """Return `text` wrapped to `width` columns, `first` before line 1, `indent` after."""
+    import textwrap
+
+    return textwrap.wrap(
+        text, width=width, initial_indent=first, subsequent_indent=indent, break_on_hyphens=False
+    ) or [first.rstrip()]
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> list[str]:
+    """Return a plain-text table; numbers right-aligned, first column left-aligned."""
+    widths = [len(h) for h in headers]
+    for r in rows:
+        for i, c in enumerate(r):
+            widths[i] = max(widths[i], len(c))
+    align = align or ("l" + "r" * (len(headers) - 1))
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            c.ljust(widths[i]) if align[i] == "l" else c.rjust(widths[i])
+            for i, c in enumerate(cells)
+        ]
+        return "  ".join(parts).rstrip()
+
+    return [line(headers), *(line(r) for r in rows)]
+
+
+def _kv(label: str, value: str, width: int, label_width: int = 24) -> list[str]:
+    """Return a 'label  value' block, wrapping the value under itself."""
+    pad = " " * (label_width + 2)
+    return wrap(value, width, indent=pad, first=f"  {label:<{label_width - 2}}")
+
+
+def render_report(
+    report: Report, *, width: int = 100, max_dims: int = 64, precision: int = 3
+) -> str:
+    """Return the text report.
+
+    Parameters
+    ----------
+    report : Report
+    width : int, default=100
+        Terminal width to fit.
+    max_dims : int, default=64
+        Show at most this many dimensions in the table (those with the largest
+        ``kl_marginal``), with a note saying so.
+    precision : int, default=3
+        Significant digits of numbers.
+    """
+    p = precision
+    inp, st, sm, dm, jt = report.input, report.settings, report.summary, report.dims, report.joint
+    out: list[str] = []
+    title = f"latentcheck {report.tool.get('version', '')}: {', '.join(inp.sources)}"
+    out.extend(wrap(title, width))
+    out.extend(wrap(inp.layout + f"; dtype {inp.dtype}", width, indent="  ", first="  "))
+    rows_line = f"{inp.n_samples} rows used"
+    if inp.non_finite_rows:
+        rows_line += f" ({inp.non_finite_rows} rows with NaN/inf left out)"
+    rows_line += f"; analysed: {inp.aggregate}; seed {st.seed}"
+    out.extend(wrap(rows_line, width, indent="  ", first="  "))
+    out.append("")
+
+    out.append("VERDICT")
+    for f in sm.findings:
+        out.extend(
+            wrap(f.text, width, indent=" " * 9, first=f"  {MARK.get(f.status, f.status)}   ")
+        )
+    out.append("")
+
+    out.append("SUMMARY")
+    out.extend(
+        _kv(
+            "KL to N(0,1)",
+            f"sum over dims of kl_gauss {fmt(sm.kl_gauss_sum, p)} + negentropy "
+            f"{fmt(sm.negentropy_sum, p)} = kl_marginal {fmt(sm.kl_marginal_sum, p)} nats",
+            width,
+        )
+    )
+    if jt.skipped is None:
+        out.extend(
+            _kv(
+                "Joint Gaussian fit",
+                f"KL(N(m,S) || N(0,I)) {fmt(jt.kl_gauss, p)} nats = sum kl_gauss "
+                f"{fmt(jt.kl_gauss_dims, p)} + total correlation "
+                f"{fmt(jt.total_correlation, p)}",
+                width,
+            )
+        )
+        out.extend(
+            _kv(
+                "Dimensions",
+                f"effective {fmt(jt.effective_dims, p)} of {inp.n_dims} (participation "
+                f"ratio); condition number {fmt(jt.condition_number, p)}",
+                width,
+            )
+        )
+    else:
+        out.extend(_kv("Joint", f"skipped: {jt.skipped}", width))
+    keys = list(sm.outlier_rate)
+    rates = "  ".join(
+        f"{k}sd {pct(sm.outlier_rate[k], 2)} ({fmt(sm.outlier_ratio[k], 2)}x)" for k in keys
+    )
+    out.extend(
+        _kv(
+            "Outliers",
+            f"{rates}  [share of values beyond k std of the dim mean; "
+            "(x) = times the Gaussian rate]",
+            width,
+        )
+    )
+    prior = "  ".join(f"|z|>{k} {pct(sm.prior_outlier_rate[k], 2)}" for k in keys)
+    exp = "  ".join(f"{k}sd {pct(sm.expected_outlier_rate[k], 2)}" for k in keys)
+    out.extend(_kv("Against N(0,1)", prior, width))
+    out.extend(_kv("Gaussian expectation", exp, width))
+    nz = sm.normalization
+    out.extend(
+        _kv(
+            "Normalisation",
+            f"(z - shift) * scale with shift {fmt(nz.shift, 4)} [95% CI {fmt(nz.shift_ci[0], 4)}, "
+            f"{fmt(nz.shift_ci[1], 4)}], scale {fmt(nz.scale, 4)} [{fmt(nz.scale_ci[0], 4)}, "
+            f"{fmt(nz.scale_ci[1], 4)}]; per dim: (z - mean) / std from the table",
+            width,
+        )
+    )
+    rej = ", ".join(f"{name} {count}" for name, count in sm.dims_rejected.items())
+    tested = int(np.isfinite(dm.tests["shapiro"].pvalue).sum()) if "shapiro" in dm.tests else 0
+    out.extend(
+        _kv(
+            "Normality tests",
+            f"dims rejected at alpha {st.alpha:g} after Holm, of {tested} tested on "
+            f"{min(st.test_samples, st.sample_rows)} rows: {rej}",
+            width,
+        )
+    )
+    if jt.skipped is None and jt.top_pairs:
+        pairs = ", ".join(f"({i},{j}) r={r:+.2f}" for i, j, r in jt.top_pairs[:5])
+        out.extend(_kv("Most correlated", pairs, width))
+    for line in _joint_tests(report, width, p):
+        out.append(line)
+    out.append("")
+
+    out.extend(_dims_table(report, width, max_dims, p))
+    if report.posterior:
+        out.append("")
+        out.extend(_posterior_block(report, width, p))
+    notes = list(inp.notes) + [w for w in report.warnings if w not in inp.notes]
+    if notes:
+        out.append("")
+        out.append("NOTES")
+        for n in notes:
+            out.extend(wrap(n, width, indent="    ", first="  - "))
+    out.append("")
+    out.extend(
+        wrap(
+            "Units: KL and negentropy in nats; rates are fractions of values shown as %; "
+            "std in the data's units. Definitions: README, section 'What the figures mean'.",
+            width,
+        )
+    )
+    return "\n".join(line.rstrip() for line in out) + "\n"
+
+
+def _joint_tests(report: Report, width: int, p: int) -> list[str]:
+    """Return the compact block of multivariate tests and Mahalanobis outliers."""
+    jt = report.joint
+    out: list[str] = []
+    if jt.tests:
+        parts = []
+        for name, t in jt.tests.items():
+            if t.reason:
+                parts.append(f"{name} skipped")
+            else:
+                parts.append(f"{name} {fmt(t.statistic, p)} (p {pval(t.pvalue)})")
+        out.extend(_kv("Joint tests", "; ".join(parts), width))
+    if jt.mahalanobis:
+        m = jt.mahalanobis
+        rates = m.get("outlier_rate", {})
+        exp = m.get("expected_rate", {})
+        txt = ", ".join(
+            f"beyond chi2 {k} quantile {pct(rates[k], 2)} (expected {pct(exp.get(k), 2)})"
+            for k in rates
+        )
+        out.extend(_kv("Mahalanobis", txt, width))
+    if jt.mcd:
+        m = jt.mcd
+        if m.get("reason"):
+            out.extend(_kv("Robust (MCD)", f"skipped: {m['reason']}", width))
+        else:
+            out.extend(
+                _kv(
+                    "Robust (MCD)",
+                    f"{pct(m.get('outlier_rate'), 2)} of the sample beyond the chi2 0.975 "
+                    "quantile (expected 2.5%)",
+                    width,
+                )
+            )
+    return out
+
+
+def _dims_table(report: Report, width: int, max_dims: int, p: int) -> list[str]:
+    """Return the per-dimension table (all dims, or the top ones by kl_marginal)."""
+    dm, st = report.dims, report.settings
+    d = dm.index.shape[0]
+    order = np.arange(d)
+    note = f"PER DIMENSION (all {d})"
+    if d > max_dims:
+        key = np.where(np.isfinite(dm.kl_marginal), dm.kl_marginal, -np.inf)
+        order = np.sort(np.argsort(-key, kind="stable")[:max_dims])
+        note = (
+            f"PER DIMENSION ({max_dims} of {d} with the largest kl_marginal; all in --format json)"
+        )
+    k4 = 1 if len(st.sigma_levels) > 1 else 0
+    klab = level_key(st.sigma_levels[k4])
+    expected = math.erfc(st.sigma_levels[k4] / math.sqrt(2.0))
+    post = report.posterior or {}
+    rate = post.get("kl_per_dim")
+    headers = ["dim", "mean", "std", "skew", "exkurt", "kl_gauss", "negent", "kl_marg"]
+    if rate is not None:
+        headers.append("rate")
+    headers += [f">{klab}sd x", "SW p_holm"]
+    rows = []
+    sw = dm.tests.get("shapiro")
+    for j in order:
+        r = [
+            str(int(dm.index[j])),
+            fmt(dm.mean[j], p),
+            fmt(dm.std[j], p),
+            fmt(dm.skewness[j], p),
+            fmt(dm.excess_kurtosis[j], p),
+            fmt(dm.kl_gauss[j], p),
+            fmt(dm.negentropy[j], p),
+            fmt(dm.kl_marginal[j], p),
+        ]
+        if rate is not None:
+            r.append(fmt(rate[j], p))
+        r += [
+            fmt(dm.outlier_rate[k4, j] / expected, 2),
+            pval(sw.pvalue_holm[j]) if sw is not None else "-",
+        ]
+        rows.append(r)
+    # on narrow terminals drop the least essential columns rather than wrap the table
+    for drop in ("skew", "kl_gauss", "negent", "SW p_holm", "mean"):
+        if max(len(line) for line in table(headers, rows)) + 2 <= width:
+            break
+        k = headers.index(drop)
+        headers = headers[:k] + headers[k + 1 :]
+        rows = [r[:k] + r[k + 1 :] for r in rows]
+    lines = [note]
+    lines += ["  " + line for line in table(headers, rows)]
+    legend = (
+        "mean, std: over all rows (ddof 0); skew, exkurt: moment ratios g1, g2; kl_gauss: "
+        "KL(N(mean,std^2) || N(0,1)); negent: negentropy (non-Gaussian part); kl_marg = "
+        "kl_gauss + negent, an estimate of KL(q_j || N(0,1)), all in nats"
+    )
+    if rate is not None:
+        legend += "; rate: mean analytic KL(q(z_j|x) || N(0,1)) the training loss pays"
+    legend += (
+        f"; >{klab}sd x: share of values beyond {klab} std over the Gaussian share; "
+        "SW p_holm: Shapiro-Wilk p-value, Holm-adjusted."
+    )
+    lines += wrap(legend, width, indent="  ", first="  ")
+    return lines
+
+
+def _posterior_block(report: Report, width: int, p: int) -> list[str]:
+    """Return the block of posterior-parameter figures."""
+    post = report.posterior or {}
+    out = ["POSTERIOR (from mu and logvar)"]
+    if "rate_nats" in post:
+        out.extend(
+            _kv(
+                "Rate",
+                f"{fmt(post['rate_nats'], p)} nats = {fmt(post.get('rate_bits'), p)} bits per "
+                f"input (mean of the analytic KL summed over dims)",
+                width,
+            )
+        )
+    if "active_units" in post:
+        out.extend(
+            _kv(
+                "Active units",
+                f"{post['active_units']} of {report.input.n_dims} (Var_x mu_j > "
+                f"{fmt(post.get('active_threshold', 0.01), p)}); collapsed: "
+                f"{len(post.get('collapsed_dims', []))}",
+                width,
+            )
+        )
+    if post.get("mutual_information") is not None:
+        out.extend(
+            _kv(
+                "ELBO surgery",
+                f"rate = I(x;z) {fmt(post['mutual_information'], p)} + KL(q(z)||p(z)) "
+                f"{fmt(post.get('kl_aggregate'), p)} nats; KL(q(z)||p(z)) = total "
+                f"correlation {fmt(post.get('total_correlation'), p)} + dimension-wise KL "
+                f"{fmt(post.get('dimwise_kl'), p)}",
+                width,
+            )
+        )
+    return out

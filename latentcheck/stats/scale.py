@@ -1,0 +1,249 @@
+"""Scale, spectrum and normalisation statistics from the accumulated moments.
+
+Covariance spectrum, effective dimensionality, condition number, the most correlated pairs,
+the Gaussian total correlation and the joint Gaussian-fit KL to N(0, I) with its exact split
+into per-dimension moment-matched KL plus total correlation; and the normalisation constants
+that latent diffusion models use.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = [
+    "JointGaussian",
+    "Normalization",
+    "degenerate_dims",
+    "joint_gaussian",
+    "normalization",
+    "top_correlated_pairs",
+]
+
+F64 = NDArray[np.float64]
+
+#: A dimension whose std is below this fraction of the largest std is "near-zero variance".
+DEGENERATE_RTOL = 1e-6
+Z975 = 1.959963984540054  # Φ⁻¹(0.975)
+
+
+def degenerate_dims(std: F64, mean: F64) -> NDArray[np.bool_]:
+    """Return a mask of dimensions with zero or near-zero variance.
+
+    A dimension is degenerate when its standard deviation is 0, or below
+    ``DEGENERATE_RTOL`` times the largest standard deviation, or below 1e-12 of its own
+    magnitude (then its values are one number up to rounding).
+    """
+    std = np.asarray(std, dtype=np.float64)
+    top = float(np.nanmax(std)) if std.size else 0.0
+    scale = np.maximum(np.abs(mean), 1.0)
+    return ~(std > 0) | (std < DEGENERATE_RTOL * top) | (std < 1e-12 * scale)
+
+
+@dataclass(frozen=True, slots=True)
+class JointGaussian:
+    """Second-order joint statistics of the dimensions used jointly.
+
+    Attributes
+    ----------
+    eigenvalues : ndarray of shape (n_used,)
+        Eigenvalues of the covariance matrix (ddof=0), descending.
+    effective_dims : float
+        Participation ratio (Σλ)² / Σλ² of the eigenvalues (Gao et al. 2017).
+    condition_number : float
+        Largest over smallest eigenvalue (inf if the smallest is not positive).
+    total_correlation : float
+        Gaussian total correlation −½ ln det R of the correlation matrix R (nats).
+    kl_gauss : float
+        KL(N(m, S) ‖ N(0, I)) = ½(mᵀm + tr S − d − ln det S) (nats).
+    kl_gauss_dims : float
+        Σ_j ½(m_j² + s_j² − 1 − ln s_j²), so that kl_gauss = kl_gauss_dims + total_correlation.
+    top_pairs : tuple of (int, int, float)
+        The most correlated pairs (i, j, r), by |r|, indices into the original dimensions.
+    """
+
+    eigenvalues: F64
+    effective_dims: float
+    condition_number: float
+    total_correlation: float
+    kl_gauss: float
+    kl_gauss_dims: float
+    top_pairs: tuple[tuple[int, int, float], ...]
+
+
+def _logdet(a: F64) -> float:
+    """Return ln det of a symmetric positive definite matrix (−inf if it is not)."""
+    sign, logdet = np.linalg.slogdet(a)
+    return float(logdet) if sign > 0 else -math.inf
+
+
+def top_correlated_pairs(
+    corr: F64, index: NDArray[np.intp], k: int = 10
+) -> tuple[tuple[int, int, float], ...]:
+    """Return the `k` pairs (i, j, r) with the largest |r|, i < j, as original indices."""
+    d = corr.shape[0]
+    if d < 2 or k <= 0:
+        return ()
+    iu, ju = np.triu_indices(d, 1)
+    r = corr[iu, ju]
+    k = min(k, r.size)
+    top = np.argpartition(-np.abs(r), k - 1)[:k]
+    top = top[np.lexsort((iu[top], -np.abs(r[top])))]
+    return tuple((int(index[iu[t]]), int(index[ju[t]]), float(r[t])) for t in top)
+
+
+def joint_gaussian(
+    mean: F64, cov: F64, index: NDArray[np.intp], *, top_pairs: int = 10
+) -> JointGaussian:
+    """Return the joint second-order statistics of dimensions `index`.
+
+    Parameters
+    ----------
+    mean : ndarray of shape (n_used,)
+    cov : ndarray of shape (n_used, n_used)
+        Population covariance (ddof=0) of the dimensions used.
+    index : ndarray of int of shape (n_used,)
+        Their indices among all dimensions (for the pairs).
+    top_pairs : int, default=10
+
+    Notes
+    -----
+    With R = D^{-1/2} S D^{-1/2} (D = diag S), ln det S = Σ ln s_j² + ln det R, hence
+    KL(N(m, S) ‖ N(0, I)) = Σ_j KL(N(m_j, s_j²) ‖ N(0, 1)) − ½ ln det R: the joint KL splits
+    exactly into the per-dimension moment-matched KL and the Gaussian total correlation
+    (Watanabe 1960; for Gaussians TC = −½ ln det R).
+    """
+    d = mean.shape[0]
+    var = np.diag(cov).copy()
+    inv_sd = 1.0 / np.sqrt(var)
+    corr = cov * inv_sd[:, None] * inv_sd[None, :]
+    np.fill_diagonal(corr, 1.0)
+    eig = np.linalg.eigvalsh(cov)[::-1].copy()
+    total = float(eig.sum())
+    eff = total**2 / float(np.sum(eig**2)) if total > 0 else math.nan
+    lmin = float(eig[-1])
+    cond = float(eig[0] / lmin) if lmin > 0 else math.inf
+    tc = -0.5 * _logdet(corr)
+    kl_dims = float(np.sum(0.5 * (mean**2 + var - 1.0 - np.log(var))))
+    kl = kl_dims + tc
+    del d
+    return JointGaussian(
+        eigenvalues=eig,
+        effective_dims=eff,
+        condition_number=cond,
+        total_correlation=tc,
+        kl_gauss=kl,
+        kl_gauss_dims=kl_dims,
+        top_pairs=top_correlated_pairs(corr, index, top_pairs),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Normalization:
+    """Latent normalisation constants, from all rows, with 95% confidence intervals.
+
+    Attributes
+    ----------
+    shift : float
+        Mean over all values of all dimensions: the ``shift_factor`` of SD3/FLUX,
+        used as ``(z − shift) * scale``.
+    scale : float
+        1 / (standard deviation over all values about `shift`): ``scaling_factor`` of
+        SD3/FLUX, and of Stable Diffusion (``z * scaling_factor``), which uses no shift.
+    scale_rms : float
+        1 / sqrt(mean of z²): the factor that gives unit second moment *without* a shift.
+    per_dim_shift, per_dim_scale : ndarray of shape (n_dims,)
+        Per-dimension mean and 1/std (``(z − per_dim_shift) * per_dim_scale``); diffusers'
+        ``latents_mean``/``latents_std`` and EDM2's ``raw_mean``/``raw_std`` are
+        ``per_dim_shift`` and ``1 / per_dim_scale``.
+    shift_ci, scale_ci : tuple of float
+        95% confidence intervals (normal approximation; see Notes of ``normalization``).
+    per_dim_shift_ci, per_dim_scale_ci : ndarray of shape (n_dims, 2)
+    n_rows : int
+        Rows the constants come from.
+    """
+
+    shift: float
+    scale: float
+    scale_rms: float
+    per_dim_shift: F64
+    per_dim_scale: F64
+    shift_ci: tuple[float, float]
+    scale_ci: tuple[float, float]
+    per_dim_shift_ci: F64
+    per_dim_scale_ci: F64
+    n_rows: int
+
+
+def normalization(
+    n: int,
+    mean: F64,
+    m2: F64,
+    m4: F64,
+    *,
+    cov_sum: float | None = None,
+    pooled_sq_var: float | None = None,
+) -> Normalization:
+    """Return normalisation constants from per-dimension moments over `n` rows.
+
+    Parameters
+    ----------
+    n : int
+        Number of rows.
+    mean, m2, m4 : ndarray of shape (n_dims,)
+        Mean and central moment sums Σ(x − mean)², Σ(x − mean)⁴ per dimension.
+    cov_sum : float or None
+        1ᵀ S 1 for the population covariance S, which gives the exact standard error of the
+        global mean; when None the dimensions are treated as independent.
+    pooled_sq_var : float or None
+        Variance over rows of the row-wise mean squared deviation from the global mean
+        (from the sample); gives the standard error of the global variance.
+
+    Notes
+    -----
+    Standard errors are the usual large-sample ones: se(m_j) = s_j/√n;
+    se(s_j) = s_j √((g2_j + 2) / (4n)) by the delta method, with g2_j the excess kurtosis
+    (Var s² ≈ (μ4 − σ⁴)/n). For the global mean, Var(M) = 1ᵀ S 1 / (n d²). Intervals for
+    scales (1/std) map the std interval through 1/x. Rows are assumed independent; for
+    conv latents neighbouring positions are correlated and the intervals are too narrow.
+    """
+    d = mean.shape[0]
+    var = m2 / n
+    std = np.sqrt(var)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_scale = 1.0 / std
+        kurt = (m4 / n) / (var * var) - 3.0
+        se_std = std * np.sqrt(np.maximum(kurt + 2.0, 0.0) / (4.0 * n))
+        se_mean = std / math.sqrt(n)
+    shift = float(mean.mean())
+    pooled_var = float(np.mean(var + (mean - shift) ** 2))
+    pooled_std = math.sqrt(pooled_var)
+    second = float(np.mean(var + mean**2))
+    if cov_sum is None:
+        cov_sum = float(var.sum())
+    se_shift = math.sqrt(max(cov_sum, 0.0) / (n * d * d))
+    if pooled_sq_var is None:
+        # dimensions treated as independent: Var(pooled var) = Σ Var(s_j²) / d²
+        pooled_sq_var = float(np.sum(m4 / n - var * var)) / d
+    se_pvar = math.sqrt(max(pooled_sq_var, 0.0) / n)
+    se_pstd = se_pvar / (2.0 * pooled_std) if pooled_std > 0 else math.nan
+    lo_std = std - Z975 * se_std
+    hi_std = std + Z975 * se_std
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_scale_ci = np.stack([1.0 / hi_std, np.where(lo_std > 0, 1.0 / lo_std, np.inf)], 1)
+    lo_p, hi_p = pooled_std - Z975 * se_pstd, pooled_std + Z975 * se_pstd
+    return Normalization(
+        shift=shift,
+        scale=1.0 / pooled_std if pooled_std > 0 else math.inf,
+        scale_rms=1.0 / math.sqrt(second) if second > 0 else math.inf,
+        per_dim_shift=mean.copy(),
+        per_dim_scale=per_scale,
+        shift_ci=(shift - Z975 * se_shift, shift + Z975 * se_shift),
+        scale_ci=(1.0 / hi_p, 1.0 / lo_p if lo_p > 0 else math.inf),
+        per_dim_shift_ci=np.stack([mean - Z975 * se_mean, mean + Z975 * se_mean], 1),
+        per_dim_scale_ci=per_scale_ci,
+        n_rows=n,
+    )
