@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .analyze import analyze as analyze
+from .analysis import analyze as analyze
 from .errors import (
     DegenerateDimensionWarning as DegenerateDimensionWarning,
 )

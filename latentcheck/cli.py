@@ -231,7 +231,7 @@ def report(
     latentcheck report shards/*.npy --format json -o report.json
     latentcheck report latents.npy --fail-on "summary.outlier_rate.4 > 0.001"
     """
-    from .analyze import analyze
+    from .analysis import analyze
 
     if not inputs:
         raise click.UsageError("Give at least one input file (e.g. latents.npy)")

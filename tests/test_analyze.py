@@ -12,7 +12,7 @@ from statsmodels.stats.diagnostic import lilliefors, normal_ad
 from statsmodels.stats.multitest import multipletests
 
 import latentcheck as lc
-from latentcheck.analyze import sorted_quantiles
+from latentcheck.analysis import sorted_quantiles
 from latentcheck.errors import DegenerateDimensionWarning, InputError
 
 LEVELS = [0.001, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 0.999]

@@ -12,6 +12,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,7 @@ from .report import (
     level_key,
 )
 
-__all__ = ["analyze", "sorted_quantiles"]
+__all__ = ["Analysis", "analyze", "analyze_with_sample", "sorted_quantiles"]
 
 F64 = NDArray[np.float64]
 
@@ -227,9 +228,11 @@ def analyze(
     >>> bool(abs(rep.summary.kl_gauss_sum) < 0.01)
     True
     """
-    source = open_latents(latents, key=key, channel_axis=channel_axis, flatten=flatten)
-    return analyze_source(
-        source,
+    return analyze_with_sample(
+        latents,
+        key=key,
+        channel_axis=channel_axis,
+        flatten=flatten,
         seed=seed,
         test_samples=test_samples,
         sample_size=sample_size,
@@ -241,7 +244,43 @@ def analyze(
         chunk_rows=chunk_rows,
         threads=threads,
         progress=progress,
-    )
+    ).report
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """A report together with the seeded sample of rows it was computed from.
+
+    Attributes
+    ----------
+    report : Report
+    sample : ndarray of shape (n_sample_rows, n_dims)
+        The seeded uniform sample of rows, in the input dtype, in key order (its first m
+        rows are themselves a uniform sample of size m).
+    row_ids : ndarray of int64
+        Global row indices of the sample rows.
+    """
+
+    report: Report
+    sample: NDArray[Any]
+    row_ids: NDArray[np.int64]
+
+
+def analyze_with_sample(
+    latents: Any = None,
+    *,
+    key: str | None = None,
+    channel_axis: int = 1,
+    flatten: bool = False,
+    **options: Any,
+) -> Analysis:
+    """Run :func:`analyze` and also return the seeded sample of rows.
+
+    ``compare`` uses the samples of two data sets for its two-sample tests. Options are
+    those of :func:`analyze`.
+    """
+    source = open_latents(latents, key=key, channel_axis=channel_axis, flatten=flatten)
+    return analyze_source(source, **options)
 
 
 def analyze_source(
@@ -261,8 +300,8 @@ def analyze_source(
     kind: str = "samples",
     aggregate: str | None = None,
     posterior: Callable[..., dict[str, Any] | None] | None = None,
-) -> Report:
-    """Run :func:`analyze` on an opened :class:`LatentSource`."""
+) -> Analysis:
+    """Run :func:`analyze` on an opened :class:`LatentSource`; keep the sample of rows."""
     seed_used = v.check_seed(seed)
     test_samples = v.check_int(test_samples, "test_samples", minimum=3)
     alpha = v.check_fraction(alpha, "alpha")
@@ -507,7 +546,7 @@ def analyze_source(
         info = InputInfo(**{**_fields(info), "notes": tuple(source.notes)})
     post = posterior(collector=collector) if posterior is not None else None
     source.close()
-    return Report(
+    report = Report(
         schema_version=SCHEMA_VERSION,
         tool={"name": "latentcheck", "version": __version__},
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -519,6 +558,7 @@ def analyze_source(
         posterior=post,
         warnings=tuple(collector.messages),
     )
+    return Analysis(report=report, sample=sample, row_ids=reservoir.row_ids)
 
 
 def _fields(obj: Any) -> dict[str, Any]:
