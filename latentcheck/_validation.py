@@ -54,7 +54,8 @@ def check_positive(value: object, name: str) -> float:
 def check_seed(seed: object) -> int:
     """Return the seed to use: `seed` itself, or a fresh one drawn from the OS when None."""
     if seed is None:
-        return int(np.random.SeedSequence().entropy % (2**63))  # type: ignore[operator]
+        # 32 bits: short enough to read and retype, and what every consumer accepts
+        return int(np.random.SeedSequence().entropy % (2**32))  # type: ignore[operator]
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or int(seed) < 0:
         raise InputError(f"`seed` must be a non-negative integer or None, got {seed!r}")
     return int(seed)

@@ -6,6 +6,7 @@ accumulated states for the ``stats`` modules.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import math
 import sys
@@ -19,6 +20,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import _validation as v
+from ._joint import (
+    DEFAULT_ENERGY_RESAMPLES,
+    DEFAULT_ENERGY_SAMPLES,
+    DEFAULT_JOINT_SAMPLES,
+    DEFAULT_MCD_SAMPLES,
+    JointOptions,
+    JointPass,
+    joint_results,
+)
 from ._passes import FirstPass, SecondPass, default_chunk_rows, default_threads, run_pass
 from .accumulate import key_threshold
 from .errors import DegenerateDimensionWarning, InputError, LatentcheckWarning
@@ -155,6 +165,11 @@ def analyze(
     sigma_levels: Sequence[float] | None = None,
     top_pairs: int = 10,
     max_joint_dims: int = DEFAULT_MAX_JOINT_DIMS,
+    joint_samples: int = DEFAULT_JOINT_SAMPLES,
+    energy_samples: int = DEFAULT_ENERGY_SAMPLES,
+    energy_resamples: int = DEFAULT_ENERGY_RESAMPLES,
+    mcd_samples: int = DEFAULT_MCD_SAMPLES,
+    top_rows: int = 10,
     chunk_rows: int | None = None,
     threads: int | None = None,
     progress: bool | None = False,
@@ -191,6 +206,18 @@ def analyze(
         How many of the most correlated pairs to list.
     max_joint_dims : int, default=2048
         Above this many dimensions the O(d²) joint part is skipped (with the reason).
+    joint_samples : int, default=5000
+        Rows of the seeded sample for Henze–Zirkler, Doornik–Hansen (and Mardia's skewness
+        when its third-order sums over all rows would cost too much); Royston uses at most
+        2000 of them.
+    energy_samples : int, default=1000
+        Rows for the energy test (O(n²·d) per replicate).
+    energy_resamples : int, default=199
+        Monte-Carlo replicates of the energy test's p-value.
+    mcd_samples : int, default=1000
+        Rows for the robust (MinCovDet) distances.
+    top_rows : int, default=10
+        How many of the rows with the largest Mahalanobis distances to list.
     chunk_rows : int or None, default=None
         Rows per streamed chunk; None picks about 1 MiB per chunk. Results do not depend
         on it (to rounding).
@@ -241,6 +268,11 @@ def analyze(
         sigma_levels=sigma_levels,
         top_pairs=top_pairs,
         max_joint_dims=max_joint_dims,
+        joint_samples=joint_samples,
+        energy_samples=energy_samples,
+        energy_resamples=energy_resamples,
+        mcd_samples=mcd_samples,
+        top_rows=top_rows,
         chunk_rows=chunk_rows,
         threads=threads,
         progress=progress,
@@ -294,6 +326,11 @@ def analyze_source(
     sigma_levels: Sequence[float] | None = None,
     top_pairs: int = 10,
     max_joint_dims: int = DEFAULT_MAX_JOINT_DIMS,
+    joint_samples: int = DEFAULT_JOINT_SAMPLES,
+    energy_samples: int = DEFAULT_ENERGY_SAMPLES,
+    energy_resamples: int = DEFAULT_ENERGY_RESAMPLES,
+    mcd_samples: int = DEFAULT_MCD_SAMPLES,
+    top_rows: int = 10,
     chunk_rows: int | None = None,
     threads: int | None = None,
     progress: bool | None = False,
@@ -309,9 +346,17 @@ def analyze_source(
     levels = v.check_levels(sigma_levels, "sigma_levels")
     top_pairs = v.check_int(top_pairs, "top_pairs", minimum=0)
     max_joint_dims = v.check_int(max_joint_dims, "max_joint_dims", minimum=1)
+    jopts = JointOptions(
+        joint_samples=v.check_int(joint_samples, "joint_samples", minimum=3),
+        energy_samples=v.check_int(energy_samples, "energy_samples", minimum=3),
+        energy_resamples=v.check_int(energy_resamples, "energy_resamples", minimum=0),
+        mcd_samples=v.check_int(mcd_samples, "mcd_samples", minimum=3),
+        top_rows=v.check_int(top_rows, "top_rows", minimum=0),
+    )
     d = source.n_dims
     if sample_size is None:
         sample_size = int(min(DEFAULT_SAMPLE_SIZE, max(test_samples, SAMPLE_BUDGET // (8 * d))))
+    # the joint tests take what the sample holds: only the univariate tests set a floor
     sample_size = v.check_int(sample_size, "sample_size", minimum=test_samples)
     if chunk_rows is None:
         chunk_rows = default_chunk_rows(d)
@@ -378,13 +423,26 @@ def analyze_source(
                 DegenerateDimensionWarning,
             )
         safe_std = np.where(std > 0, std, 1.0)
-        second: SecondPass = run_pass(
-            source,
-            ranges,
-            lambda: SecondPass(levels, mean, safe_std, source.dtype),
-            threads=threads,
-            progress=bar,
-        )
+        used = np.flatnonzero(~degenerate)
+        joint_reason = _joint_reason(first, used, d, n, max_joint_dims)
+        make_joint = None
+        if joint_reason is None and first.comoments is not None:
+            from .stats.multivariate import mardia_third_order_affordable
+
+            make_joint = JointPass.factory(
+                used,
+                first.comoments.mean,
+                first.comoments.cov(),
+                n,
+                top=jopts.top_rows,
+                third=mardia_third_order_affordable(n, used.size),
+            )
+
+        def make_second() -> SecondPass:
+            extras = {"joint": make_joint()} if make_joint is not None else None
+            return SecondPass(levels, mean, safe_std, source.dtype, extras=extras)
+
+        second: SecondPass = run_pass(source, ranges, make_second, threads=threads, progress=bar)
     finally:
         bar.close()
 
@@ -415,7 +473,22 @@ def analyze_source(
     if degenerate.any():
         centered[:, degenerate] = np.nan
 
-    joint = _joint(first, degenerate, d, n, max_joint_dims, top_pairs, collector)
+    joint = _joint(first, degenerate, joint_reason, top_pairs, collector)
+    if joint.skipped is None and first.comoments is not None:
+        jtests, maha, mcd = joint_results(
+            sample=sample,
+            sample_ids=reservoir.row_ids,
+            used=used,
+            n=n,
+            mean=first.comoments.mean,
+            cov=first.comoments.cov(),
+            joint_pass=second.extras.get("joint"),
+            options=jopts,
+            seed=seed_used,
+            describe=source.describe_row,
+            run=collector.run,
+        )
+        joint = dataclasses.replace(joint, tests=jtests, mahalanobis=maha, mcd=mcd)
 
     from .stats.scale import normalization
 
@@ -568,21 +641,34 @@ def _fields(obj: Any) -> dict[str, Any]:
     return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
 
 
+def _joint_reason(
+    first: FirstPass, used: NDArray[np.intp], d: int, n: int, max_joint_dims: int
+) -> str | None:
+    """Return why the joint statistics cannot run, or None."""
+    if first.comoments is None:
+        return (
+            f"{d} dimensions exceed max_joint_dims={max_joint_dims} (the covariance would "
+            f"take {d * d * 8 / 2**20:.3g} MiB per thread); raise --max-joint-dims to compute it"
+        )
+    if used.size == 0:
+        return "every dimension has zero variance"
+    if used.size >= n:
+        return f"{used.size} dimensions but only {n} rows: the covariance is singular (d >= N)"
+    return None
+
+
 def _joint(
     first: FirstPass,
     degenerate: NDArray[np.bool_],
-    d: int,
-    n: int,
-    max_joint_dims: int,
+    reason: str | None,
     top_pairs: int,
     collector: _Collector,
 ) -> Joint:
-    """Return the joint statistics over the non-degenerate dimensions."""
+    """Return the second-order joint statistics over the non-degenerate dimensions."""
     excluded = tuple((int(i), "zero or near-zero variance") for i in np.flatnonzero(degenerate))
     used = np.flatnonzero(~degenerate)
-    empty = np.empty(0)
-
-    def skipped(reason: str) -> Joint:
+    if reason is not None or first.comoments is None:
+        reason = reason or "no covariance"
         collector.warn(f"Joint statistics skipped: {reason}")
         return Joint(
             skipped=reason,
@@ -593,20 +679,8 @@ def _joint(
             total_correlation=math.nan,
             effective_dims=math.nan,
             condition_number=math.nan,
-            eigenvalues=empty,
+            eigenvalues=np.empty(0),
             top_pairs=(),
-        )
-
-    if first.comoments is None:
-        return skipped(
-            f"{d} dimensions exceed max_joint_dims={max_joint_dims} (the covariance would "
-            f"take {d * d * 8 / 2**20:.3g} MiB per thread); raise --max-joint-dims to compute it"
-        )
-    if used.size == 0:
-        return skipped("every dimension has zero variance")
-    if used.size >= n:
-        return skipped(
-            f"{used.size} dimensions but only {n} rows: the covariance is singular (d >= N)"
         )
     from .stats.scale import joint_gaussian
 

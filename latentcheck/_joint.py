@@ -1,0 +1,209 @@
+"""Joint Gaussianity and outliers for the analysis: second-pass accumulators and tests.
+
+Builds the whitening from the full-data moments, streams squared Mahalanobis distances and
+Mardia's moment sums over every row in the second pass, and runs the sample-based
+multivariate tests (Henze–Zirkler, Royston, Doornik–Hansen, energy) and the robust MCD
+distances on the seeded sample. The statistics themselves live in ``stats.multivariate``
+and ``stats.outliers``; this module arranges them for the report.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .report import TestResult
+
+__all__ = ["JointOptions", "JointPass", "joint_results"]
+
+F64 = NDArray[np.float64]
+
+#: Rows of the seeded sample used by the pairwise tests (Henze–Zirkler, Doornik–Hansen and,
+#: when the third-order sums over all rows are too costly, Mardia's skewness).
+DEFAULT_JOINT_SAMPLES = 5000
+#: Royston's W transform is fitted for 4 <= n <= 2000 (Royston 1992).
+ROYSTON_MAX_ROWS = 2000
+#: The energy test costs O(n²·d) per Monte-Carlo replicate.
+DEFAULT_ENERGY_SAMPLES = 1000
+DEFAULT_ENERGY_RESAMPLES = 199
+#: FastMCD costs about 2 s at 2000 × 64 on the reference machine; 1000 rows keep it < 1 s.
+DEFAULT_MCD_SAMPLES = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class JointOptions:
+    """Sample sizes of the joint tests (see the module constants for the defaults)."""
+
+    joint_samples: int = DEFAULT_JOINT_SAMPLES
+    energy_samples: int = DEFAULT_ENERGY_SAMPLES
+    energy_resamples: int = DEFAULT_ENERGY_RESAMPLES
+    mcd_samples: int = DEFAULT_MCD_SAMPLES
+    top_rows: int = 10
+
+
+class JointPass:
+    """Second-pass accumulator: Mahalanobis distances and Mardia sums of the used dims.
+
+    Each chunk is whitened once (one float64 BLAS product) and both accumulators read the
+    same whitened rows.
+    """
+
+    def __init__(
+        self,
+        used: NDArray[np.intp],
+        all_dims: bool,
+        whitening: Any,
+        n: int,
+        *,
+        top: int,
+        third: bool,
+    ) -> None:
+        from .stats.multivariate import MardiaAccumulator
+        from .stats.outliers import MahalanobisAccumulator
+
+        self.used = used
+        self.all_dims = all_dims
+        self.maha = MahalanobisAccumulator.from_whitening(whitening, n, top_k=top)
+        self.mardia = MardiaAccumulator.from_whitening(whitening, third_order=third)
+
+    @classmethod
+    def factory(
+        cls, used: NDArray[np.intp], mean: F64, cov: F64, n: int, *, top: int, third: bool
+    ) -> Callable[[], JointPass]:
+        """Return a function making empty accumulators that share one whitening.
+
+        `mean` and `cov` are over all dimensions; `used` selects the joint ones.
+        """
+        from .stats.multivariate import Whitening
+
+        w = Whitening.from_moments(mean[used], cov[np.ix_(used, used)])
+        all_dims = used.size == mean.size
+        return lambda: cls(used, all_dims, w, n, top=top, third=third)
+
+    def push(self, chunk: NDArray[Any], row_ids: NDArray[np.int64]) -> None:
+        """Add a finite block of rows (all dimensions) with its global row ids."""
+        block = chunk if self.all_dims else chunk[:, self.used]
+        self.maha.push(block, row_ids, mardia=self.mardia)
+
+    def merge(self, other: JointPass) -> JointPass:
+        """Merge `other` into self and return self."""
+        self.maha = self.maha.merge(other.maha)
+        self.mardia = self.mardia.merge(other.mardia)
+        return self
+
+
+def _top_rows(ids: NDArray[np.int64], d2: F64, describe: Callable[[int], str]) -> list[Any]:
+    """Return the top rows as JSON-ready records."""
+    return [
+        {"row": int(i), "d2": float(v), "where": describe(int(i))}
+        for i, v in zip(ids, d2, strict=True)
+    ]
+
+
+def joint_results(
+    *,
+    sample: NDArray[Any],
+    sample_ids: NDArray[np.int64],
+    used: NDArray[np.intp],
+    n: int,
+    mean: F64,
+    cov: F64,
+    joint_pass: JointPass | None,
+    options: JointOptions,
+    seed: int,
+    describe: Callable[[int], str],
+    run: Callable[..., Any],
+) -> tuple[dict[str, TestResult], dict[str, Any] | None, dict[str, Any] | None]:
+    """Return (tests, mahalanobis, mcd) for the report's joint block.
+
+    `run` calls a function and collects the warnings it issues (the analysis collector).
+    """
+    from .stats import multivariate as mv
+    from .stats.outliers import mcd_outliers
+
+    x = np.asarray(sample[: options.joint_samples][:, used], dtype=np.float64)
+    m = x.shape[0]
+    tests: dict[str, TestResult] = {}
+    if joint_pass is not None:
+        skew_all, kurt_all = joint_pass.mardia.results()
+    else:
+        skew_all = kurt_all = TestResult.skipped("no second pass")
+    if skew_all.reason is None:
+        tests["mardia_skewness"] = _with_method(skew_all, f"over all {n} rows")
+    else:
+        skew_sample, _ = run(mv.mardia, x)
+        tests["mardia_skewness"] = _with_method(
+            skew_sample,
+            f"on the seeded sample of {m} rows (third-order sums over all rows "
+            "exceed the flop budget)",
+        )
+    tests["mardia_kurtosis"] = _with_method(kurt_all, f"over all {n} rows")
+    tests["henze_zirkler"] = _with_method(run(mv.henze_zirkler, x), f"on {m} sample rows")
+    xr = x[:ROYSTON_MAX_ROWS]
+    tests["royston"] = _with_method(run(mv.royston, xr), f"on {xr.shape[0]} sample rows")
+    tests["doornik_hansen"] = _with_method(run(mv.doornik_hansen, x), f"on {m} sample rows")
+    xe = x[: options.energy_samples]
+    tests["energy"] = _with_method(
+        run(mv.energy, xe, n_resamples=options.energy_resamples, seed=seed),
+        f"on {xe.shape[0]} sample rows, {options.energy_resamples} Monte-Carlo replicates",
+    )
+    tests["mean_zero"] = _with_method(
+        run(mv.mean_zero, n, mean[used], cov[np.ix_(used, used)]), f"over all {n} rows"
+    )
+    tests["cov_identity"] = _with_method(
+        run(mv.cov_identity, n, cov[np.ix_(used, used)]), f"over all {n} rows"
+    )
+
+    mahalanobis = None
+    if joint_pass is not None:
+        r = joint_pass.maha.result()
+        keys = [f"{q:g}" for q in r.quantiles]
+        mahalanobis = {
+            "n_rows": r.n_rows,
+            "n_dims": r.n_dims,
+            "distance": "squared Mahalanobis distance with the unbiased covariance (ddof=1)",
+            "thresholds": dict(zip(keys, r.thresholds.tolist(), strict=True)),
+            "outlier_rate": dict(zip(keys, r.rates.tolist(), strict=True)),
+            "expected_rate": dict(zip(keys, r.expected_rates.tolist(), strict=True)),
+            "rate_ratio": dict(zip(keys, r.rate_ratios.tolist(), strict=True)),
+            "top_rows": _top_rows(r.top_row_ids, r.top_d2, describe),
+            "reason": r.reason,
+        }
+    xm = np.asarray(sample[: options.mcd_samples][:, used], dtype=np.float64)
+    res = run(mcd_outliers, xm, sample_ids[: options.mcd_samples], seed=seed, top=options.top_rows)
+    mcd = {
+        "n_rows": res.n_rows,
+        "n_dims": res.n_dims,
+        "support_fraction": _clean(res.support_fraction),
+        "threshold": _clean(res.threshold),
+        "outlier_rate": _clean(res.rate),
+        "expected_rate": res.expected_rate,
+        "top_rows": _top_rows(res.top_row_ids, res.top_d2, describe),
+        "reason": res.reason,
+    }
+    return tests, mahalanobis, mcd
+
+
+def _clean(x: float) -> float:
+    """Return x as a float (NaN stays NaN; to_dict turns it into null)."""
+    return float(x) if x is not None else math.nan
+
+
+def _with_method(result: TestResult, where: str) -> TestResult:
+    """Return `result` with where it was computed added to its method."""
+    if result.reason is not None:
+        return result
+    method = f"{result.method}; {where}" if result.method else where
+    return TestResult(
+        statistic=result.statistic,
+        pvalue=result.pvalue,
+        df=result.df,
+        effect_size=result.effect_size,
+        method=method,
+        reason=None,
+    )
