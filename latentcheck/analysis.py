@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import _validation as v
+from ._inputs import DrawSource, PosteriorJob, aggregate_description, resolve_inputs
 from ._joint import (
     DEFAULT_ENERGY_RESAMPLES,
     DEFAULT_ENERGY_SAMPLES,
@@ -154,6 +155,10 @@ def _prefetch_imports() -> None:
 def analyze(
     latents: Any = None,
     *,
+    mu: Any = None,
+    logvar: Any = None,
+    std: Any = None,
+    var: Any = None,
     key: str | None = None,
     channel_axis: int = 1,
     flatten: bool = False,
@@ -170,6 +175,9 @@ def analyze(
     energy_resamples: int = DEFAULT_ENERGY_RESAMPLES,
     mcd_samples: int = DEFAULT_MCD_SAMPLES,
     top_rows: int = 10,
+    active_threshold: float = 0.01,
+    collapse_threshold: float = 0.01,
+    mixture_samples: int = 2048,
     chunk_rows: int | None = None,
     threads: int | None = None,
     progress: bool | None = False,
@@ -178,10 +186,17 @@ def analyze(
 
     Parameters
     ----------
-    latents : ndarray, path, or a sequence of arrays or paths
+    latents : ndarray, path, or a sequence of arrays or paths, optional
         Samples on axis 0: shape (n_samples, n_dims), or (n_samples, C, H, W) and other
         conv layouts (channels on `channel_axis` are the dimensions, positions are rows).
         Paths may be ``.npy`` (memory-mapped), ``.npz`` or globs; several = one data set.
+        ``.npz`` files holding posterior parameters by name (``mu`` and ``logvar`` /
+        ``std`` / ``var``, optionally ``z``) are analysed as posteriors.
+    mu, logvar, std, var : same kinds as `latents`, optional
+        Posterior parameters q(z|x) = N(mu, diag sigma²): `mu` with one of `logvar`
+        (ln sigma²), `std` (sigma) or `var` (sigma²), all of the same shape. The aggregate
+        posterior is then analysed from `latents` if given (z), else from one seeded draw
+        z = mu + sigma * eps per input; the report's ``posterior`` block holds the rate.
     key : str or None, default=None
         ``.npz`` member to read; by default chosen by name (``z``, ``latents``, ...).
     channel_axis : int, default=1
@@ -218,6 +233,13 @@ def analyze(
         Rows for the robust (MinCovDet) distances.
     top_rows : int, default=10
         How many of the rows with the largest Mahalanobis distances to list.
+    active_threshold : float, default=0.01
+        Posterior only: a dimension is an active unit when Var_x(mu_j) exceeds this
+        (Burda et al. 2016).
+    collapse_threshold : float, default=0.01
+        Posterior only: a dimension is collapsed when its rate is below this (nats).
+    mixture_samples : int, default=2048
+        Posterior only: inputs in the mixture estimate of I(x; z) and KL(q(z) || p(z)).
     chunk_rows : int or None, default=None
         Rows per streamed chunk; None picks about 1 MiB per chunk. Results do not depend
         on it (to rounding).
@@ -255,28 +277,9 @@ def analyze(
     >>> bool(abs(rep.summary.kl_gauss_sum) < 0.01)
     True
     """
-    return analyze_with_sample(
-        latents,
-        key=key,
-        channel_axis=channel_axis,
-        flatten=flatten,
-        seed=seed,
-        test_samples=test_samples,
-        sample_size=sample_size,
-        alpha=alpha,
-        nan=nan,
-        sigma_levels=sigma_levels,
-        top_pairs=top_pairs,
-        max_joint_dims=max_joint_dims,
-        joint_samples=joint_samples,
-        energy_samples=energy_samples,
-        energy_resamples=energy_resamples,
-        mcd_samples=mcd_samples,
-        top_rows=top_rows,
-        chunk_rows=chunk_rows,
-        threads=threads,
-        progress=progress,
-    ).report
+    options = dict(locals())
+    del options["latents"]
+    return analyze_with_sample(latents, **options).report
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,18 +304,56 @@ class Analysis:
 def analyze_with_sample(
     latents: Any = None,
     *,
+    mu: Any = None,
+    logvar: Any = None,
+    std: Any = None,
+    var: Any = None,
     key: str | None = None,
     channel_axis: int = 1,
     flatten: bool = False,
+    active_threshold: float = 0.01,
+    collapse_threshold: float = 0.01,
+    mixture_samples: int = 2048,
     **options: Any,
 ) -> Analysis:
     """Run :func:`analyze` and also return the seeded sample of rows.
 
-    ``compare`` uses the samples of two data sets for its two-sample tests. Options are
+    ``compare`` uses the samples of two data sets for its two-sample tests. Parameters are
     those of :func:`analyze`.
     """
-    source = open_latents(latents, key=key, channel_axis=channel_axis, flatten=flatten)
-    return analyze_source(source, **options)
+    z_source, post = resolve_inputs(
+        latents,
+        mu=mu,
+        logvar=logvar,
+        std=std,
+        var=var,
+        key=key,
+        channel_axis=channel_axis,
+        flatten=flatten,
+    )
+    if post is None:
+        if latents is None:
+            raise InputError(
+                "No input given: pass latents (samples), or `mu` with `logvar`, `std` or `var`"
+            )
+        source = open_latents(latents, key=key, channel_axis=channel_axis, flatten=flatten)
+        return analyze_source(source, **options)
+    seed = v.check_seed(options.pop("seed", 0))
+    job = PosteriorJob(
+        post,
+        active_threshold=v.check_positive(active_threshold, "active_threshold"),
+        collapse_threshold=v.check_positive(collapse_threshold, "collapse_threshold"),
+        mixture_samples=v.check_int(mixture_samples, "mixture_samples", minimum=2),
+    )
+    source = z_source if z_source is not None else DrawSource(post, seed)
+    return analyze_source(
+        source,
+        seed=seed,
+        kind="posterior",
+        aggregate=aggregate_description(post, seed),
+        posterior=job,
+        **options,
+    )
 
 
 def analyze_source(
@@ -336,7 +377,7 @@ def analyze_source(
     progress: bool | None = False,
     kind: str = "samples",
     aggregate: str | None = None,
-    posterior: Callable[..., dict[str, Any] | None] | None = None,
+    posterior: PosteriorJob | None = None,
 ) -> Analysis:
     """Run :func:`analyze` on an opened :class:`LatentSource`; keep the sample of rows."""
     seed_used = v.check_seed(seed)
@@ -410,7 +451,7 @@ def analyze_source(
             )
         mean = moments.mean
         std = moments.std()
-        from .stats.scale import degenerate_dims
+        from .stats.scale import DEGENERATE_RTOL, degenerate_dims
 
         degenerate = degenerate_dims(std, mean)
         if degenerate.any():
@@ -418,8 +459,8 @@ def analyze_source(
             shown = ", ".join(str(i) for i in idx[:10]) + (" ..." if idx.size > 10 else "")
             collector.warn(
                 f"{idx.size} dimension(s) have zero or near-zero variance (std below "
-                f"{1e-6:g} of the largest): {shown}; they are left out of tests and joint "
-                "statistics",
+                f"{DEGENERATE_RTOL:g} of the largest): {shown}; they are left out of tests "
+                "and joint statistics",
                 DegenerateDimensionWarning,
             )
         safe_std = np.where(std > 0, std, 1.0)
@@ -507,8 +548,13 @@ def analyze_source(
     )
     pooled_prior = prior.mean(axis=1)
     rejected = {name: int(np.sum(t.pvalue_holm < alpha)) for name, t in tests.items()}
-    from .verdict import build_findings
+    from .verdict import build_findings, rate_finding
 
+    post = (
+        posterior.run(seed=seed_used, threads=threads, chunk_rows=chunk_rows, collect=collector.run)
+        if posterior is not None
+        else None
+    )
     findings = build_findings(
         mean=mean[ok_dims] if ok_dims.any() else mean,
         std=std[ok_dims] if ok_dims.any() else std,
@@ -525,7 +571,10 @@ def analyze_source(
         total_correlation=joint.total_correlation,
         effective_dims=joint.effective_dims,
         index=np.flatnonzero(ok_dims),
+        active=int(post["active_units"]) if post is not None else None,
     )
+    if post is not None:
+        findings = (*findings, rate_finding(post))
     kkeys = [level_key(k) for k in levels]
     summary = Summary(
         verdict=" ".join(f.text for f in findings),
@@ -617,7 +666,6 @@ def analyze_source(
             f"{n} rows"
         )
         info = InputInfo(**{**_fields(info), "notes": tuple(source.notes)})
-    post = posterior(collector=collector) if posterior is not None else None
     source.close()
     report = Report(
         schema_version=SCHEMA_VERSION,

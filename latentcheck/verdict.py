@@ -131,6 +131,24 @@ def dimension_finding(effective_dims: float, n_dims: int, active: int | None) ->
     return Finding("dimensions", "note", text[0].upper() + text[1:] + ".")
 
 
+def rate_finding(posterior: dict[str, object]) -> Finding:
+    """Return the finding on the rate the KL term pays (posterior inputs only)."""
+    rate = float(posterior.get("rate_nats") or math.nan)  # type: ignore[arg-type]
+    mean_part = float(posterior.get("rate_mean_part_nats") or 0.0)  # type: ignore[arg-type]
+    collapsed = posterior.get("collapsed_dims") or []
+    n_coll = len(collapsed)  # type: ignore[arg-type]
+    share = mean_part / rate if rate > 0 else math.nan
+    text = (
+        f"The KL term pays {_fmt(rate)} nats per row, {_fmt(100 * share)}% of it for "
+        f"moving means and the rest for shrinking variances; {n_coll} dimension(s) collapsed "
+        "to the prior"
+    )
+    mi = posterior.get("mutual_information")
+    if mi is not None:
+        text += f"; I(x;z) is about {_fmt(float(mi))} nats"  # type: ignore[arg-type]
+    return Finding("rate", "note", text + ".")
+
+
 def build_findings(
     *,
     mean: F64,

@@ -201,7 +201,7 @@ def render_report(
     out.extend(_dims_table(report, width, max_dims, p))
     if report.posterior:
         out.append("")
-        out.extend(_posterior_block(report, width, p))
+        out.extend(_posterior_block(report, width, p, max_dims))
     notes = list(inp.notes) + [w for w in report.warnings if w not in inp.notes]
     if notes:
         out.append("")
@@ -321,38 +321,87 @@ def _dims_table(report: Report, width: int, max_dims: int, p: int) -> list[str]:
     return lines
 
 
-def _posterior_block(report: Report, width: int, p: int) -> list[str]:
-    """Return the block of posterior-parameter figures."""
+def _posterior_block(report: Report, width: int, p: int, max_dims: int = 64) -> list[str]:
+    """Return the block of posterior-parameter figures and its per-dimension table."""
     post = report.posterior or {}
-    out = ["POSTERIOR (from mu and logvar)"]
-    if "rate_nats" in post:
-        out.extend(
-            _kv(
-                "Rate",
-                f"{fmt(post['rate_nats'], p)} nats = {fmt(post.get('rate_bits'), p)} bits per "
-                f"input (mean of the analytic KL summed over dims)",
-                width,
-            )
+    spread = post.get("spread_input", "logvar")
+    out = [f"POSTERIOR (from mu and {spread}; {post.get('n_samples', '?')} rows)"]
+    out.extend(
+        _kv(
+            "Rate",
+            f"{fmt(post.get('rate_nats'), p)} nats = {fmt(post.get('rate_bits'), p)} bits per "
+            f"row (mean over inputs of KL(q(z|x) || N(0,I))); mean part (mu^2/2) "
+            f"{fmt(post.get('rate_mean_part_nats'), p)}, variance part "
+            f"{fmt(post.get('rate_variance_part_nats'), p)} nats",
+            width,
         )
-    if "active_units" in post:
-        out.extend(
-            _kv(
-                "Active units",
-                f"{post['active_units']} of {report.input.n_dims} (Var_x mu_j > "
-                f"{fmt(post.get('active_threshold', 0.01), p)}); collapsed: "
-                f"{len(post.get('collapsed_dims', []))}",
-                width,
-            )
+    )
+    collapsed = post.get("collapsed_dims") or []
+    out.extend(
+        _kv(
+            "Active units",
+            f"{post.get('active_units')} of {report.input.n_dims} (Var_x mu_j > "
+            f"{post.get('active_threshold', 0.01):g}, Burda et al.); collapsed (rate < "
+            f"{post.get('collapse_threshold', 0.01):g} nats): "
+            + (", ".join(str(i) for i in collapsed) if collapsed else "none"),
+            width,
         )
+    )
+    q = post.get("posterior_std_quantiles_all") or {}
+    lvmin = post.get("logvar_min") or []
+    at_min = post.get("share_at_min") or []
+    sd_text = (
+        f"median {fmt(q.get('0.5'), p)}, 1% {fmt(q.get('0.01'), p)}, 99% {fmt(q.get('0.99'), p)}"
+    )
+    finite_min = [x for x in lvmin if x is not None]
+    if finite_min:
+        j = int(np.argmin([x if x is not None else np.inf for x in lvmin]))
+        sd_text += (
+            f"; smallest logvar {fmt(finite_min and min(finite_min), p)} (dim {j}, "
+            f"{pct(at_min[j], 2)} of rows at that minimum)"
+        )
+    out.extend(_kv("Posterior std", sd_text, width))
     if post.get("mutual_information") is not None:
+        est = post.get("estimator") or {}
         out.extend(
             _kv(
                 "ELBO surgery",
-                f"rate = I(x;z) {fmt(post['mutual_information'], p)} + KL(q(z)||p(z)) "
-                f"{fmt(post.get('kl_aggregate'), p)} nats; KL(q(z)||p(z)) = total "
-                f"correlation {fmt(post.get('total_correlation'), p)} + dimension-wise KL "
-                f"{fmt(post.get('dimwise_kl'), p)}",
+                f"rate = I(x;z) {fmt(post['mutual_information'], p)} "
+                f"(+-{fmt(post.get('mutual_information_se'), 2)}) + KL(q(z)||p(z)) "
+                f"{fmt(post.get('kl_aggregate'), p)} nats; KL(q(z)||p(z)) = total correlation "
+                f"{fmt(post.get('total_correlation'), p)} + dimension-wise KL "
+                f"{fmt(post.get('dimwise_kl'), p)}. Mixture estimate over "
+                f"{est.get('n_mixture')} inputs: I(x;z) <= ln {est.get('n_mixture')} = "
+                f"{fmt(est.get('bias_bound_nats'), p)}",
                 width,
+            )
+        )
+    d = report.input.n_dims
+    if d <= max_dims and post.get("kl_per_dim") is not None:
+        headers = ["dim", "rate", "mean part", "var part", "share", "Var mu", "SNR", "mean sd"]
+        rows = []
+        for j in range(d):
+            rows.append(
+                [
+                    str(j),
+                    fmt(post["kl_per_dim"][j], p),
+                    fmt(post["kl_mean_part"][j], p),
+                    fmt(post["kl_variance_part"][j], p),
+                    pct(post["rate_share"][j], 2),
+                    fmt(post["mu_var"][j], p),
+                    fmt(post["snr"][j], p),
+                    fmt(post["mean_posterior_std"][j], p),
+                ]
+            )
+        out.extend("  " + line for line in table(headers, rows))
+        out.extend(
+            wrap(
+                "rate = mean part + var part (nats): what the KL term pays per dimension, "
+                "for moving means (mu^2/2) and for shrinking variances; share: of the total "
+                "rate; Var mu = Var_x E[z_j|x]; SNR = Var mu / E[sigma^2].",
+                width,
+                indent="  ",
+                first="  ",
             )
         )
     return out

@@ -25,8 +25,9 @@ __all__ = [
 
 F64 = NDArray[np.float64]
 
-#: A dimension whose std is below this fraction of the largest std is "near-zero variance".
-DEGENERATE_RTOL = 1e-6
+#: A dimension whose std is below this fraction of the largest std is "near-zero variance":
+#: its variance is then below 1e-16 of the largest, which float64 cannot tell from 0.
+DEGENERATE_RTOL = 1e-8
 Z975 = 1.959963984540054  # Φ⁻¹(0.975)
 
 

@@ -1,0 +1,384 @@
+"""Posterior inputs: resolving mu / logvar (or std / var) / z, and streaming them.
+
+The aggregate posterior the report analyses is ``z`` when given, else one seeded draw
+``z = mu + sigma * eps`` per input. The draw is a pure function of the element's global
+index and the seed (hashed uniforms through Box–Muller), so every pass, chunking, shard and
+thread sees the same z. A second accumulator streams the posterior parameters themselves
+for the rate, active units and the mixture estimate of the ELBO-surgery split.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .accumulate import Reservoir, hash_rows, key_threshold
+from .errors import InputError
+from .loading import NPZ_ROLES, LatentSource, npz_keys, open_latents
+
+__all__ = [
+    "DrawSource",
+    "PosteriorInputs",
+    "PosteriorJob",
+    "PosteriorPass",
+    "resolve_inputs",
+    "standard_normal",
+]
+
+SPREAD_KINDS = ("logvar", "std", "var")
+
+
+@dataclass
+class PosteriorInputs:
+    """Opened posterior parameters (aligned sources of the same shape and view)."""
+
+    mu: LatentSource
+    spread: LatentSource
+    kind: str  # "logvar", "std" or "var"
+    z: LatentSource | None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def standard_normal(index: NDArray[np.int64], seed: int) -> NDArray[np.float64]:
+    """Return one N(0, 1) value per element index, a pure function of (index, seed).
+
+    Two 53-bit uniforms from independent hashes of the index feed the Box–Muller transform
+    (Box & Muller 1958, https://doi.org/10.1214/aoms/1177706645), which maps independent
+    uniforms to an exact standard normal.
+    """
+    h1 = hash_rows(index, seed)
+    h2 = hash_rows(index, seed ^ 0x5DEECE66D)
+    scale = 2.0**-53
+    u1 = ((h1 >> np.uint64(11)).astype(np.float64) + 0.5) * scale
+    u2 = ((h2 >> np.uint64(11)).astype(np.float64) + 0.5) * scale
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * math.pi * u2)
+
+
+def _sigma(block: NDArray[Any], kind: str) -> NDArray[np.float64]:
+    """Return the posterior std from a block of logvar, std or var values."""
+    b = np.asarray(block, dtype=np.float64)
+    if kind == "logvar":
+        return np.exp(0.5 * b)
+    if kind == "var":
+        return np.sqrt(b)
+    return b
+
+
+class DrawSource(LatentSource):
+    """A LatentSource whose rows are the seeded draw z = mu + sigma * eps."""
+
+    def __init__(self, post: PosteriorInputs, seed: int) -> None:
+        mu = post.mu
+        super().__init__(
+            members=mu.members,
+            item_shape=mu.item_shape,
+            channel_axis=mu.channel_axis,
+            n_items=mu.n_items,
+            rows_per_item=mu.rows_per_item,
+            n_dims=mu.n_dims,
+            dtype=np.dtype(np.float64),
+            notes=list(mu.notes),
+            name=mu.name,
+        )
+        self.post = post
+        self.seed = seed
+
+    def read_items(self, start: int, stop: int) -> NDArray[Any]:
+        """Return the drawn z for samples [start, stop) as rows."""
+        mu = np.asarray(self.post.mu.read_items(start, stop), dtype=np.float64)
+        from .stats.posterior import as_logvar, check_mu
+
+        row0 = start * self.rows_per_item
+        check_mu(mu, name=self.post.labels.get("mu", "mu"), row_offset=row0)
+        spread = self.post.spread.read_items(start, stop)
+        lv = as_logvar(spread, self.post.kind, name=self.post.labels.get("spread"), row_offset=row0)
+        rows = np.arange(row0, row0 + mu.shape[0], dtype=np.int64)
+        index = rows[:, None] * self.n_dims + np.arange(self.n_dims, dtype=np.int64)
+        eps = standard_normal(index, self.seed)
+        return np.asarray(mu + np.exp(0.5 * lv) * eps)
+
+    def close(self) -> None:
+        """Close the underlying sources."""
+        self.post.mu.close()
+        self.post.spread.close()
+
+
+class StackSource(LatentSource):
+    """A LatentSource whose rows are [mu | spread] side by side (for the posterior pass)."""
+
+    def __init__(self, post: PosteriorInputs) -> None:
+        mu = post.mu
+        super().__init__(
+            members=mu.members,
+            item_shape=mu.item_shape,
+            channel_axis=mu.channel_axis,
+            n_items=mu.n_items,
+            rows_per_item=mu.rows_per_item,
+            n_dims=2 * mu.n_dims,
+            dtype=np.dtype(np.float64),
+            name=mu.name,
+        )
+        self.post = post
+
+    def read_items(self, start: int, stop: int) -> NDArray[Any]:
+        """Return [mu | spread] rows of samples [start, stop)."""
+        a = np.asarray(self.post.mu.read_items(start, stop), dtype=np.float64)
+        b = np.asarray(self.post.spread.read_items(start, stop), dtype=np.float64)
+        return np.concatenate([a, b], axis=1)
+
+
+class PosteriorPass:
+    """Streams posterior parameters: the rate accumulator and a seeded sample of rows."""
+
+    def __init__(
+        self,
+        d: int,
+        kind: str,
+        labels: dict[str, str],
+        *,
+        seed: int,
+        capacity: int,
+        threshold: int | None,
+    ) -> None:
+        from .stats.posterior import PosteriorAccumulator
+
+        self.d = d
+        self.kind = kind
+        self.labels = labels
+        self.acc = PosteriorAccumulator()
+        self.sample = Reservoir(capacity, 2 * d, seed, np.float64, threshold=threshold)
+
+    def push(self, block: NDArray[Any], row_start: int) -> None:
+        """Add [mu | spread] rows whose first global row index is `row_start`."""
+        from .stats.posterior import as_logvar, check_mu
+
+        d = self.d
+        mu = check_mu(block[:, :d], name=self.labels.get("mu", "mu"), row_offset=row_start)
+        lv = as_logvar(
+            block[:, d:], self.kind, name=self.labels.get("spread"), row_offset=row_start
+        )
+        self.acc.push(mu, lv, row_offset=row_start)
+        ids = np.arange(row_start, row_start + mu.shape[0], dtype=np.int64)
+        self.sample.push(np.concatenate([mu, lv], axis=1), ids)
+
+    def merge(self, other: PosteriorPass) -> PosteriorPass:
+        """Merge `other` into self and return self."""
+        self.acc = self.acc.merge(other.acc)
+        self.sample = self.sample.merge(other.sample)
+        return self
+
+
+def _npz_paths(latents: Any) -> list[str] | None:
+    """Return the paths if `latents` names only .npz files, else None."""
+    items = [latents] if isinstance(latents, (str, os.PathLike)) else latents
+    if not isinstance(items, Sequence) or isinstance(items, (bytes, bytearray)) or not items:
+        return None
+    if all(isinstance(p, (str, os.PathLike)) for p in items):
+        paths = [os.fspath(p) for p in items]
+        if all(p.lower().endswith(".npz") and os.path.isfile(p) for p in paths):
+            return paths
+    return None
+
+
+def _role_key(keys: list[str], role: str) -> str | None:
+    """Return the first key of `keys` named like `role`, or None."""
+    for name in NPZ_ROLES[role]:
+        if name in keys:
+            return name
+    return None
+
+
+def resolve_inputs(
+    latents: Any,
+    *,
+    mu: Any,
+    logvar: Any,
+    std: Any,
+    var: Any,
+    key: str | None,
+    channel_axis: int,
+    flatten: bool,
+) -> tuple[LatentSource | None, PosteriorInputs | None]:
+    """Return (z source or None, posterior inputs or None) for the given arguments.
+
+    Posterior mode starts when `mu` and one of `logvar`/`std`/`var` are given, or when
+    `latents` are ``.npz`` files (and no `key` is given) that hold both a mean and a spread
+    array by name; then z is read from the same files if they hold one.
+
+    Raises
+    ------
+    InputError
+        Posterior parameters given incompletely, twice, or with disagreeing shapes.
+    """
+    view = {"channel_axis": channel_axis, "flatten": flatten}
+    spreads = {k: v for k, v in (("logvar", logvar), ("std", std), ("var", var)) if v is not None}
+    if mu is None and not spreads:
+        paths = _npz_paths(latents) if key is None and latents is not None else None
+        if paths is None:
+            return None, None
+        keys = npz_keys(Path(paths[0]))
+        mu_key = _role_key(keys, "mu")
+        spread = [(k, _role_key(keys, k)) for k in SPREAD_KINDS]
+        spread = [(k, name) for k, name in spread if name is not None]
+        if mu_key is None or not spread:
+            return None, None
+        kind, spread_key = spread[0]
+        z_key = _role_key(keys, "z")
+        post = PosteriorInputs(
+            mu=open_latents(paths, key=mu_key, role="mu", **view),
+            spread=open_latents(paths, key=spread_key, role=kind, **view),
+            kind=kind,
+            z=open_latents(paths, key=z_key, **view) if z_key else None,
+            labels={"mu": mu_key, "spread": spread_key},
+        )
+        _check_aligned(post)
+        return post.z, post
+    if mu is None:
+        given = ", ".join(f"`{k}`" for k in spreads)
+        raise InputError(
+            f"Only {given} given: the posterior also needs the means; pass `mu` (--mu)"
+        )
+    if not spreads:
+        raise InputError(
+            "`mu` given without a spread: pass one of `logvar`, `std` or `var` "
+            "(--logvar, --std, --var)"
+        )
+    if len(spreads) > 1:
+        raise InputError(
+            f"Give one of `logvar`, `std`, `var`, not {len(spreads)} ({', '.join(spreads)})"
+        )
+    kind, spread_arg = next(iter(spreads.items()))
+    post = PosteriorInputs(
+        mu=open_latents(mu, key=key, role="mu", name="mu", **view),
+        spread=open_latents(spread_arg, key=key, role=kind, name=kind, **view),
+        kind=kind,
+        z=open_latents(latents, key=key, **view) if latents is not None else None,
+        labels={"mu": "mu", "spread": kind},
+    )
+    _check_aligned(post)
+    return post.z, post
+
+
+def _check_aligned(post: PosteriorInputs) -> None:
+    """Raise InputError unless mu, the spread and z have the same shape and shards."""
+    parts = [("mu", post.mu), (post.kind, post.spread)]
+    if post.z is not None:
+        parts.append(("z", post.z))
+    first_name, first = parts[0]
+    for name, src in parts[1:]:
+        if src.shape != first.shape:
+            raise InputError(
+                f"`{first_name}` has shape {first.shape} but `{name}` has shape {src.shape}; "
+                "posterior parameters and samples must have one row per input"
+            )
+
+
+def aggregate_description(post: PosteriorInputs, seed: int) -> str:
+    """Return, in words, where the analysed z comes from."""
+    if post.z is not None:
+        return f"z as given ({', '.join(post.z.labels)})"
+    return (
+        f"one seeded draw z = mu + sigma * eps per input (seed {seed}; eps from hashed "
+        "uniforms by Box-Muller, the same in every pass)"
+    )
+
+
+@dataclass(frozen=True)
+class PosteriorJob:
+    """The posterior part of an analysis: thresholds and the mixture sample size."""
+
+    post: PosteriorInputs
+    active_threshold: float = 0.01
+    collapse_threshold: float = 0.01
+    mixture_samples: int = 2048
+
+    def run(
+        self,
+        *,
+        seed: int,
+        threads: int,
+        chunk_rows: int,
+        collect: Callable[..., Any],
+        progress: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Stream the posterior parameters and return the report's ``posterior`` block."""
+        from ._passes import run_pass
+        from .loading import plan_blocks
+        from .report import to_jsonable
+        from .stats.posterior import finalize_posterior, mixture_decomposition
+
+        post = self.post
+        d = post.mu.n_dims
+        stack = StackSource(post)
+        ranges = plan_blocks([post.mu, post.spread], chunk_rows)
+        cap = self.mixture_samples
+        thr = key_threshold(stack.n_rows, cap, seed)
+        acc: PosteriorPass = run_pass(
+            stack,
+            ranges,
+            lambda: PosteriorPass(
+                d, post.kind, post.labels, seed=seed, capacity=cap, threshold=thr
+            ),
+            threads=threads,
+            progress=progress,
+        )
+        stats = collect(
+            finalize_posterior,
+            acc.acc,
+            active_threshold=self.active_threshold,
+            collapse_threshold=self.collapse_threshold,
+        )
+        rows = acc.sample.finalize().rows
+        mix = collect(mixture_decomposition, rows[:, :d], rows[:, d:], seed=seed)
+        levels = [f"{q:g}" for q in stats.std_quantile_levels]
+        out: dict[str, Any] = {
+            "spread_input": post.kind,
+            "n_samples": stats.n_samples,
+            "kl_per_dim": stats.kl_per_dim,
+            "kl_mean_part": stats.kl_mean_part,
+            "kl_variance_part": stats.kl_variance_part,
+            "rate_nats": stats.rate_nats,
+            "rate_bits": stats.rate_bits,
+            "rate_mean_part_nats": stats.rate_mean_part_nats,
+            "rate_variance_part_nats": stats.rate_variance_part_nats,
+            "rate_share": stats.rate_share,
+            "mu_mean": stats.mu_mean,
+            "mu_var": stats.mu_var,
+            "mean_posterior_var": stats.mean_posterior_var,
+            "mean_posterior_std": stats.mean_posterior_std,
+            "snr": stats.snr,
+            "posterior_std_quantiles": {
+                q: stats.posterior_std_quantiles[:, i] for i, q in enumerate(levels)
+            },
+            "posterior_std_quantiles_all": dict(
+                zip(levels, stats.posterior_std_quantiles_all.tolist(), strict=True)
+            ),
+            "logvar_min": stats.logvar_min,
+            "logvar_max": stats.logvar_max,
+            "share_at_min": stats.share_at_min,
+            "active_threshold": stats.active_threshold,
+            "active_units": stats.active_units,
+            "active_dims": stats.active_dims,
+            "collapse_threshold": stats.collapse_threshold,
+            "collapsed_dims": stats.collapsed_dims,
+            "mutual_information": mix.mutual_information,
+            "mutual_information_se": mix.mutual_information_se,
+            "kl_aggregate": mix.kl_aggregate,
+            "kl_aggregate_se": mix.kl_aggregate_se,
+            "total_correlation": mix.total_correlation,
+            "total_correlation_se": mix.total_correlation_se,
+            "dimwise_kl": mix.dimwise_kl,
+            "dimwise_kl_se": mix.dimwise_kl_se,
+            "dimwise_kl_per_dim": mix.dimwise_kl_per_dim,
+            "mixture_rate_nats": mix.rate_nats,
+            "estimator": mix.estimator,
+        }
+        result: dict[str, Any] = to_jsonable(out)
+        return result
