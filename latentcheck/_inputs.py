@@ -319,7 +319,7 @@ class PosteriorJob:
         stack = StackSource(post)
         ranges = plan_blocks([post.mu, post.spread], chunk_rows)
         cap = self.mixture_samples
-        thr = key_threshold(stack.n_rows, cap, seed)
+        thr = key_threshold(stack.n_rows, cap)
         acc: PosteriorPass = run_pass(
             stack,
             ranges,
@@ -329,6 +329,15 @@ class PosteriorJob:
             threads=threads,
             progress=progress,
         )
+        if not acc.sample.complete():  # p < 1e-15: the prefilter was too tight
+            acc = run_pass(
+                stack,
+                ranges,
+                lambda: PosteriorPass(
+                    d, post.kind, post.labels, seed=seed, capacity=cap, threshold=None
+                ),
+                threads=threads,
+            )
         stats = collect(
             finalize_posterior,
             acc.acc,

@@ -13,6 +13,7 @@ about a shift close to the chunk mean so that nothing cancels.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -536,23 +537,20 @@ def hash_rows(row_ids: NDArray[np.integer[Any]], seed: int) -> NDArray[np.uint64
         return _splitmix64(z)
 
 
-def key_threshold(n_rows: int, capacity: int, seed: int, block: int = 1 << 22) -> int:
-    """Return the `capacity`-th smallest key among rows 0..n_rows-1 (max uint64 if fewer).
+def key_threshold(n_rows: int, capacity: int) -> int:
+    """Return a prefilter threshold for a Reservoir of `capacity` out of `n_rows` rows.
 
-    Computed in blocks of row indices, in O(capacity + block) memory. Rows whose key is
-    above it can never enter a sample of `capacity` rows, so a Reservoir given this
-    threshold skips them without buffering.
+    Keys are uniform on [0, 2^64), so about ``n_rows * t / 2^64`` rows fall below t. The
+    threshold leaves room for ``capacity + 8·sqrt(capacity) + 64`` rows, eight standard
+    deviations more than needed, so the `capacity` smallest keys all lie below it except
+    with probability below 1e-15; :meth:`Reservoir.complete` detects that case and the
+    caller then runs again without a prefilter. Rows above it are skipped without being
+    buffered, which spares most copying and compaction.
     """
-    if n_rows <= capacity:
+    room = capacity + 8.0 * math.sqrt(capacity) + 64.0
+    if n_rows <= room:
         return int(np.iinfo(np.uint64).max)
-    best = np.empty(0, dtype=np.uint64)
-    for start in range(0, n_rows, block):
-        keys = hash_rows(np.arange(start, min(start + block, n_rows), dtype=np.int64), seed)
-        both = np.concatenate([best, keys])
-        if both.size > capacity:
-            both = np.partition(both, capacity - 1)[:capacity]
-        best = both
-    return int(best.max())
+    return int(min(room / n_rows, 1.0) * float(2**64 - 2**12))
 
 
 class Reservoir:
@@ -580,6 +578,8 @@ class Reservoir:
         "dtype",
         "keys",
         "n_dims",
+        "prefilter",
+        "prefiltered",
         "row_ids",
         "rows",
         "seed",
@@ -602,9 +602,11 @@ class Reservoir:
         self.keys = np.empty(0, dtype=np.uint64)
         self.row_ids = np.empty(0, dtype=np.int64)
         self.rows = np.empty((0, self.n_dims), dtype=self.dtype)
-        # a known threshold (see `key_threshold`) only prefilters: the sample stays the
-        # `capacity` smallest keys, but far fewer rows are buffered and compacted
-        self.threshold = np.uint64(np.iinfo(np.uint64).max if threshold is None else threshold)
+        # a prefilter (see `key_threshold`) skips rows that almost surely cannot enter the
+        # sample; `prefiltered` counts them so that `complete` can tell when it was too low
+        self.prefilter = np.uint64(np.iinfo(np.uint64).max if threshold is None else threshold)
+        self.prefiltered = 0
+        self.threshold = self.prefilter
         self._buf: list[tuple[NDArray[np.uint64], NDArray[np.int64], NDArray[Any]]] = []
         self._buffered = 0
 
@@ -613,6 +615,8 @@ class Reservoir:
         if chunk.shape[0] == 0 or self.capacity == 0:
             return
         keys = hash_rows(row_ids, self.seed)
+        if self.prefilter != np.iinfo(np.uint64).max:
+            self.prefiltered += int(np.count_nonzero(keys > self.prefilter))
         sel = np.flatnonzero(keys <= self.threshold)
         if sel.size == 0:
             return
@@ -639,6 +643,11 @@ class Reservoir:
         order = np.lexsort((ids, keys))
         self.keys, self.row_ids, self.rows = keys[order], ids[order], rows[order]
 
+    def complete(self) -> bool:
+        """Return True unless the prefilter may have skipped a row of the true sample."""
+        self._compact()
+        return self.keys.size == self.capacity or self.prefiltered == 0
+
     def finalize(self) -> Reservoir:
         """Flush the buffer; return self with rows sorted by key."""
         self._compact()
@@ -648,6 +657,7 @@ class Reservoir:
         """Return the sample of the union of the rows offered to self and `other`."""
         a = Reservoir.from_state(self.state())
         b = other.finalize()
+        a.prefiltered += b.prefiltered
         if b.keys.size:
             a._buf.append((b.keys, b.row_ids, b.rows.astype(a.dtype)))
             a._buffered += b.keys.size
@@ -665,6 +675,8 @@ class Reservoir:
             "row_ids": self.row_ids.copy(),
             "rows": self.rows.copy(),
             "threshold": np.array(self.threshold, dtype=np.uint64),
+            "prefilter": np.array(self.prefilter, dtype=np.uint64),
+            "prefiltered": np.array(self.prefiltered, dtype=np.int64),
         }
 
     @classmethod
@@ -676,4 +688,6 @@ class Reservoir:
         out.row_ids = np.array(state["row_ids"], dtype=np.int64)
         out.rows = np.array(rows)
         out.threshold = np.uint64(state["threshold"])
+        out.prefilter = np.uint64(state.get("prefilter", out.threshold))
+        out.prefiltered = int(state.get("prefiltered", 0))
         return out

@@ -413,23 +413,24 @@ def analyze_source(
     covariance = d <= max_joint_dims
     ranges = plan_blocks([source], chunk_rows)
     _prefetch_imports()
-    threshold = key_threshold(source.n_rows, sample_size, seed_used)
+    threshold: int | None = key_threshold(source.n_rows, sample_size)
     bar = _Progress(progress, 2 * source.n_items, "latentcheck")
     try:
-        first: FirstPass = run_pass(
-            source,
-            ranges,
-            lambda: FirstPass(
+
+        def make_first() -> FirstPass:
+            return FirstPass(
                 d,
                 dtype=source.dtype,
                 seed=seed_used,
                 sample_size=sample_size,
                 covariance=covariance,
                 key_threshold=threshold,
-            ),
-            threads=threads,
-            progress=bar,
-        )
+            )
+
+        first: FirstPass = run_pass(source, ranges, make_first, threads=threads, progress=bar)
+        if not first.reservoir.complete():  # p < 1e-15: the prefilter was too tight
+            threshold = None
+            first = run_pass(source, ranges, make_first, threads=threads)
         nonfinite = first.nonfinite
         if nonfinite.rows and nan == "error":
             raise InputError(

@@ -232,12 +232,23 @@ def test_reservoir_is_uniform_over_rows():
 
 
 def test_key_threshold_prefilter_gives_the_same_sample(rng):
-    x = rng.standard_normal((5000, 2))
+    x = rng.standard_normal((20000, 2))
     plain = _reservoir(x, 300, 4, 97)
-    t = key_threshold(5000, 300, 4, block=777)
-    assert t == int(hash_rows(np.arange(5000), 4)[plain.row_ids].max())
+    t = key_threshold(20000, 300)
+    assert t >= int(hash_rows(np.arange(20000), 4)[plain.row_ids].max())
     r = Reservoir(300, 2, 4, threshold=t)
-    for i in range(0, 5000, 97):
-        r.push(x[i : i + 97], np.arange(i, min(i + 97, 5000)))
+    for i in range(0, 20000, 97):
+        r.push(x[i : i + 97], np.arange(i, min(i + 97, 20000)))
+    assert r.complete() and r.prefiltered > 15000
     np.testing.assert_array_equal(r.finalize().row_ids, plain.row_ids)
-    assert key_threshold(10, 300, 4) == np.iinfo(np.uint64).max
+    assert key_threshold(10, 300) == np.iinfo(np.uint64).max
+
+
+def test_a_too_tight_prefilter_is_detected(rng):
+    x = rng.standard_normal((5000, 2))
+    r = Reservoir(300, 2, 4, threshold=int(2**64 * 0.01))  # room for about 50 rows
+    r.push(x, np.arange(5000))
+    assert not r.complete()
+    loose = Reservoir(300, 2, 4)
+    loose.push(x, np.arange(5000))
+    assert loose.complete() and loose.finalize().keys.size == 300
