@@ -15,6 +15,8 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from .analysis import analyze as analyze
+from .comparison import Comparison as Comparison
+from .comparison import compare as compare
 from .errors import (
     DegenerateDimensionWarning as DegenerateDimensionWarning,
 )
@@ -49,6 +51,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "SCHEMA_VERSION",
+    "Comparison",
     "DegenerateDimensionWarning",
     "FormatError",
     "InputError",
@@ -61,5 +64,6 @@ __all__ = [
     "TestResult",
     "__version__",
     "analyze",
+    "compare",
     "open_latents",
 ]

@@ -172,6 +172,62 @@ def analysis_options(fn: F) -> F:
                 show_default=True,
                 help="Skip the O(d^2) joint part above this many dims.",
             ),
+            click.option(
+                "--joint-samples",
+                type=int,
+                default=5000,
+                show_default=True,
+                help="Sample rows for Henze-Zirkler, Doornik-Hansen (Royston: <= 2000).",
+            ),
+            click.option(
+                "--energy-samples",
+                type=int,
+                default=1000,
+                show_default=True,
+                help="Sample rows for the energy test.",
+            ),
+            click.option(
+                "--energy-resamples",
+                type=int,
+                default=199,
+                show_default=True,
+                help="Monte-Carlo replicates of the energy test.",
+            ),
+            click.option(
+                "--mcd-samples",
+                type=int,
+                default=1000,
+                show_default=True,
+                help="Sample rows for the robust (MinCovDet) distances.",
+            ),
+            click.option(
+                "--top-rows",
+                type=int,
+                default=10,
+                show_default=True,
+                help="Rows with the largest Mahalanobis distances to list.",
+            ),
+            click.option(
+                "--active-threshold",
+                type=float,
+                default=0.01,
+                show_default=True,
+                help="Posterior: active unit when Var_x(mu_j) exceeds this.",
+            ),
+            click.option(
+                "--collapse-threshold",
+                type=float,
+                default=0.01,
+                show_default=True,
+                help="Posterior: collapsed when the rate is below this (nats).",
+            ),
+            click.option(
+                "--mixture-samples",
+                type=int,
+                default=2048,
+                show_default=True,
+                help="Posterior: inputs in the mixture estimate of I(x;z).",
+            ),
             click.option("--chunk-rows", type=int, default=None, help="Rows per chunk."),
             click.option("--threads", type=int, default=None, help="Worker threads."),
             click.option(
@@ -188,11 +244,13 @@ def analysis_options(fn: F) -> F:
 @click.group(context_settings=CONTEXT_SETTINGS)
 @click.version_option(package_name="latentcheck")
 def cli() -> None:
-    r"""Report what autoencoder latents look like: KL to N(0,1), Gaussianity, outliers.
+    """Report what autoencoder latents look like: KL to N(0,1), Gaussianity, outliers.
 
     \b
     latentcheck report latents.npy
     latentcheck report latents.npy --format json -o report.json
+    latentcheck report posterior.npz
+    latentcheck compare ckpt_a.npy ckpt_b.npy
     """
 
 
@@ -205,12 +263,20 @@ def _fail(report_dict: dict[str, Any], expressions: Sequence[str]) -> list[str]:
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("inputs", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--mu", multiple=True, metavar="PATH", help="Posterior means (files or globs).")
+@click.option("--logvar", multiple=True, metavar="PATH", help="Posterior log-variances.")
+@click.option("--std", multiple=True, metavar="PATH", help="Posterior standard deviations.")
+@click.option("--var", multiple=True, metavar="PATH", help="Posterior variances.")
 @input_options
 @analysis_options
 @output_options
 @handle_errors
 def report(
     inputs: tuple[str, ...],
+    mu: tuple[str, ...],
+    logvar: tuple[str, ...],
+    std: tuple[str, ...],
+    var: tuple[str, ...],
     fmt: str,
     output: str | None,
     width: int,
@@ -222,24 +288,118 @@ def report(
     flatten: bool,
     **analysis: Any,
 ) -> None:
-    r"""Describe a data set of latents: per-dimension, joint and practical statistics.
+    """Describe a data set of latents: per-dimension, joint and practical statistics.
 
-    INPUTS are .npy/.npz files or globs, read as one data set (samples on axis 0).
+    INPUTS are .npy/.npz files or globs, read as one data set (samples on axis 0). An
+    .npz holding mu and logvar (or std, var) by name is read as a posterior; so are
+    --mu with --logvar (or --std, --var), with INPUTS then taken as z.
 
     \b
     latentcheck report latents.npy
     latentcheck report shards/*.npy --format json -o report.json
+    latentcheck report posterior.npz
+    latentcheck report --mu mu.npy --logvar logvar.npy
     latentcheck report latents.npy --fail-on "summary.outlier_rate.4 > 0.001"
     """
     from .analysis import analyze
 
-    if not inputs:
-        raise click.UsageError("Give at least one input file (e.g. latents.npy)")
-    rep = analyze(list(inputs), key=key, channel_axis=channel_axis, flatten=flatten, **analysis)
+    if not inputs and not (mu or logvar or std or var):
+        raise click.UsageError("Give at least one input file (e.g. latents.npy) or --mu")
+    rep = analyze(
+        list(inputs) or None,
+        mu=list(mu) or None,
+        logvar=list(logvar) or None,
+        std=list(std) or None,
+        var=list(var) or None,
+        key=key,
+        channel_axis=channel_axis,
+        flatten=flatten,
+        **analysis,
+    )
     from .render import render
 
     held = _fail(rep.to_dict(), fail_on)  # a bad expression stops here, before any output
     write_output(render(rep, fmt, width=width, max_dims=max_dims), output)
+    for expr in held:
+        click.echo(f"latentcheck: --fail-on condition holds: {expr}", err=True)
+    if held:
+        sys.exit(1)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("inputs", nargs=-1, type=click.Path(dir_okay=False))
+@click.option(
+    "--correction",
+    type=click.Choice(["holm", "bh"]),
+    default="holm",
+    show_default=True,
+    help="Correction across dimensions: Holm (family-wise) or Benjamini-Hochberg (FDR).",
+)
+@click.option(
+    "--n-permutations",
+    type=int,
+    default=199,
+    show_default=True,
+    help="Permutations of the joint energy test.",
+)
+@click.option(
+    "--joint-test-samples",
+    type=int,
+    default=4000,
+    show_default=True,
+    help="Rows per input for the joint energy test.",
+)
+@click.option(
+    "--min-shift", type=float, default=0.05, show_default=True, help="Effect: |d mean| / std."
+)
+@click.option(
+    "--min-log-std-ratio", type=float, default=0.05, show_default=True, help="Effect: |ln s ratio|."
+)
+@click.option(
+    "--min-wasserstein", type=float, default=0.05, show_default=True, help="Effect: W1 / std."
+)
+@click.option(
+    "--min-kl-delta", type=float, default=0.01, show_default=True, help="Effect: |d kl| (nats)."
+)
+@input_options
+@analysis_options
+@output_options
+@handle_errors
+def compare(
+    inputs: tuple[str, ...],
+    fmt: str,
+    output: str | None,
+    width: int,
+    max_dims: int,
+    fail_on: tuple[str, ...],
+    debug: bool,
+    **options: Any,
+) -> None:
+    """Compare latents or saved reports with the first input: what changed, and where.
+
+    INPUTS are two or more latent files (each read as `report` reads it; quote a glob to make
+    shards one input) or JSON reports saved by `latentcheck report`. --test-samples sets the
+    rows per input of the per-dimension tests (default 20000 here).
+
+    \b
+    latentcheck compare ckpt_a.npy ckpt_b.npy
+    latentcheck compare old_report.json new.npy --format json -o diff.json
+    latentcheck compare a.npy b.npy --fail-on "count(comparisons.0.moved_dims.*) > 0"
+    """
+    from click.core import ParameterSource
+
+    from .comparison import compare as compare_inputs
+
+    if len(inputs) < 2:
+        raise click.UsageError("Give at least two inputs to compare (e.g. a.npy b.npy)")
+    ctx = click.get_current_context()
+    if ctx.get_parameter_source("test_samples") is ParameterSource.DEFAULT:
+        options.pop("test_samples")  # compare's own default applies, not report's
+    result = compare_inputs(*inputs, **options)
+    from .render import render
+
+    held = _fail(result.to_dict(), fail_on)  # a bad expression stops here, before any output
+    write_output(render(result, fmt, width=width, max_dims=max_dims), output)
     for expr in held:
         click.echo(f"latentcheck: --fail-on condition holds: {expr}", err=True)
     if held:

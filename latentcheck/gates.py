@@ -9,7 +9,8 @@ Grammar::
 
 ``summary.outlier_rate.4 > 0.001`` compares one number; ``max(dims.*.kl_marginal) > 0.5``
 aggregates; a path with ``*`` and no function holds if any element satisfies the comparison.
-``null`` values (NaN in the report) never satisfy a comparison. Nothing is ``eval``-ed.
+``null`` values (NaN in the report) never satisfy a comparison; ``true``/``false`` count as
+1 and 0. Nothing is ``eval``-ed.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def evaluate(expression: str, report: dict[str, Any]) -> bool:
     for x in values:
         if x is None:
             continue
-        if isinstance(x, bool) or not isinstance(x, (int, float)):
+        if not isinstance(x, (int, float)):  # booleans count as 0 and 1
             raise InputError(f"--fail-on {path} is not a number (found {type(x).__name__})")
         numbers.append(float(x))
     if func is not None:

@@ -77,8 +77,9 @@ def test_elbo_surgery_adds_up(post_report):
         p["mixture_rate_nats"],
         rtol=1e-10,
     )
-    np.testing.assert_allclose(p["kl_aggregate"], p["total_correlation"] + p["dimwise_kl"],
-                               rtol=1e-10)
+    np.testing.assert_allclose(
+        p["kl_aggregate"], p["total_correlation"] + p["dimwise_kl"], rtol=1e-10
+    )
     assert p["mutual_information"] <= np.log(p["estimator"]["n_mixture"]) + 1e-12
     assert p["estimator"]["n_mixture"] == 2048
 
@@ -98,8 +99,9 @@ def test_std_and_var_inputs_give_the_same_rate(post_report, kind):
     mu, logvar, rep = post_report
     spread = np.exp(0.5 * logvar) if kind == "std" else np.exp(logvar)
     other = lc.analyze(mu=mu, **{kind: spread}, seed=4)
-    np.testing.assert_allclose(other.posterior["kl_per_dim"], rep.posterior["kl_per_dim"],
-                               rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(
+        other.posterior["kl_per_dim"], rep.posterior["kl_per_dim"], rtol=1e-10, atol=1e-15
+    )
 
 
 def test_npz_with_mu_logvar_and_z_is_a_posterior(latents_file, rng):
@@ -119,8 +121,9 @@ def test_npz_with_mu_logvar_and_z_is_a_posterior(latents_file, rng):
 
 def test_seeded_draw_is_chunk_invariant_and_distributed_right(rng):
     mu, logvar = _posterior(rng, n=2000, d=3)
-    _, post = resolve_inputs(None, mu=mu, logvar=logvar, std=None, var=None, key=None,
-                             channel_axis=1, flatten=False)
+    _, post = resolve_inputs(
+        None, mu=mu, logvar=logvar, std=None, var=None, key=None, channel_axis=1, flatten=False
+    )
     src = DrawSource(post, seed=9)
     a = np.concatenate([b for _, b in iter_blocks(src, 2000)])
     b = np.concatenate([b for _, b in iter_blocks(src, 7)])
@@ -145,8 +148,9 @@ def test_conv_posterior_is_per_channel(rng):
     rep = lc.analyze(mu=mu, logvar=logvar)
     rows_mu = np.moveaxis(mu, 1, -1).reshape(-1, 3)
     rows_lv = np.moveaxis(logvar, 1, -1).reshape(-1, 3)
-    np.testing.assert_allclose(rep.posterior["kl_per_dim"], _closed_form(rows_mu, rows_lv)[0],
-                               rtol=1e-10)
+    np.testing.assert_allclose(
+        rep.posterior["kl_per_dim"], _closed_form(rows_mu, rows_lv)[0], rtol=1e-10
+    )
     assert rep.input.n_dims == 3 and rep.posterior["n_samples"] == 800
 
 
@@ -164,10 +168,14 @@ def test_extreme_logvars_do_not_overflow(rng):
     [
         ({"logvar": np.zeros((10, 2))}, r"Only `logvar` given: the posterior also needs"),
         ({"mu": np.zeros((10, 2))}, r"`mu` given without a spread"),
-        ({"mu": np.zeros((10, 2)), "logvar": np.zeros((10, 2)), "std": np.ones((10, 2))},
-         r"Give one of `logvar`, `std`, `var`, not 2"),
-        ({"mu": np.zeros((10, 2)), "logvar": np.zeros((10, 3))},
-         r"`mu` has shape \(10, 2\) but `logvar` has shape \(10, 3\)"),
+        (
+            {"mu": np.zeros((10, 2)), "logvar": np.zeros((10, 2)), "std": np.ones((10, 2))},
+            r"Give one of `logvar`, `std`, `var`, not 2",
+        ),
+        (
+            {"mu": np.zeros((10, 2)), "logvar": np.zeros((10, 3))},
+            r"`mu` has shape \(10, 2\) but `logvar` has shape \(10, 3\)",
+        ),
         ({"mu": np.zeros((10, 2)), "std": np.zeros((10, 2))}, r"`std` has 20 zero values"),
         ({"mu": np.zeros((10, 2)), "std": -np.ones((10, 2))}, r"`std` has 20 negative"),
         ({"mu": np.zeros((10, 2)), "logvar": np.full((10, 2), np.nan)}, r"non-finite"),
@@ -185,8 +193,9 @@ def test_cli_posterior_options_and_errors(runner, latents_file, rng):
     res = runner.invoke(cli, ["report", "--mu", str(pm), "--logvar", str(pl), "--format", "json"])
     assert res.exit_code == 0, res.stderr
     got = json.loads(res.stdout)
-    np.testing.assert_allclose(got["posterior"]["kl_per_dim"], _closed_form(mu, logvar)[0],
-                               rtol=1e-10)
+    np.testing.assert_allclose(
+        got["posterior"]["kl_per_dim"], _closed_form(mu, logvar)[0], rtol=1e-10
+    )
     bad = latents_file(np.zeros((400, 4)), name="bad.npy")
     res = runner.invoke(cli, ["report", "--mu", str(pm), "--logvar", str(bad)])
     assert res.exit_code == 2 and "has shape" in res.stderr and "Traceback" not in res.stderr
