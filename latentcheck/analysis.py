@@ -30,7 +30,14 @@ from ._joint import (
     JointPass,
     joint_results,
 )
-from ._passes import FirstPass, SecondPass, default_chunk_rows, default_threads, run_pass
+from ._passes import (
+    FirstPass,
+    SecondPass,
+    default_chunk_rows,
+    default_threads,
+    run_pass,
+    start_pass,
+)
 from .accumulate import key_threshold
 from .errors import DegenerateDimensionWarning, InputError, LatentcheckWarning
 from .loading import LatentSource, open_latents, plan_blocks
@@ -138,20 +145,6 @@ class _Progress:
             sys.stderr.flush()
 
 
-def _prefetch_imports() -> None:
-    """Import the heavy modules used after the passes, on a background thread.
-
-    Importing scipy.stats and statsmodels is mostly Python work; the passes are mostly
-    numpy/BLAS work with the GIL released, so the two overlap.
-    """
-
-    def target() -> None:
-        import scipy.stats  # noqa: F401
-        import statsmodels.stats._lilliefors  # noqa: F401
-
-    threading.Thread(target=target, daemon=True, name="latentcheck-imports").start()
-
-
 def analyze(
     latents: Any = None,
     *,
@@ -225,12 +218,13 @@ def analyze(
         Rows of the seeded sample for Henze–Zirkler, Doornik–Hansen (and Mardia's skewness
         when its third-order sums over all rows would cost too much); Royston uses at most
         2000 of them.
-    energy_samples : int, default=1000
+    energy_samples : int, default=500
         Rows for the energy test (O(n²·d) per replicate).
-    energy_resamples : int, default=199
+    energy_resamples : int, default=99
         Monte-Carlo replicates of the energy test's p-value.
     mcd_samples : int, default=1000
-        Rows for the robust (MinCovDet) distances.
+        Rows for the robust (MinCovDet) distances; MCD runs only with at least 20 rows per
+        dimension (fewer make its outlier rate unreliable), so by default up to d = 50.
     top_rows : int, default=10
         How many of the rows with the largest Mahalanobis distances to list.
     active_threshold : float, default=0.01
@@ -412,7 +406,6 @@ def analyze_source(
 
     covariance = d <= max_joint_dims
     ranges = plan_blocks([source], chunk_rows)
-    _prefetch_imports()
     threshold: int | None = key_threshold(source.n_rows, sample_size)
     bar = _Progress(progress, 2 * source.n_items, "latentcheck")
     try:
@@ -484,10 +477,79 @@ def analyze_source(
             extras = {"joint": make_joint()} if make_joint is not None else None
             return SecondPass(levels, mean, safe_std, source.dtype, extras=extras)
 
-        second: SecondPass = run_pass(source, ranges, make_second, threads=threads, progress=bar)
-    finally:
+        # pass 2 streams on the workers while this thread computes what needs only the
+        # sample (tests, negentropy, MCD: mostly Python-level work that holds the GIL)
+        pass2 = start_pass(
+            source, ranges, make_second, threads=max(1, threads - 1), progress=bar
+        )
+    except BaseException:
         bar.close()
+        raise
+    try:
+        result = _sample_and_finish(
+            source=source,
+            first=first,
+            pass2=pass2,
+            n=n,
+            d=d,
+            mean=mean,
+            std=std,
+            degenerate=degenerate,
+            used=used,
+            joint_reason=joint_reason,
+            levels=levels,
+            test_samples=test_samples,
+            sample_size=sample_size,
+            alpha=alpha,
+            nan=nan,
+            top_pairs=top_pairs,
+            max_joint_dims=max_joint_dims,
+            jopts=jopts,
+            chunk_rows=chunk_rows,
+            threads=threads,
+            seed_used=seed_used,
+            kind=kind,
+            aggregate=aggregate,
+            posterior=posterior,
+            collector=collector,
+        )
+    finally:
+        pass2.result()
+        bar.close()
+    return result
 
+
+def _sample_and_finish(
+    *,
+    source: LatentSource,
+    first: FirstPass,
+    pass2: Any,
+    n: int,
+    d: int,
+    mean: F64,
+    std: F64,
+    degenerate: NDArray[np.bool_],
+    used: NDArray[np.intp],
+    joint_reason: str | None,
+    levels: tuple[float, ...],
+    test_samples: int,
+    sample_size: int,
+    alpha: float,
+    nan: str,
+    top_pairs: int,
+    max_joint_dims: int,
+    jopts: JointOptions,
+    chunk_rows: int,
+    threads: int,
+    seed_used: int,
+    kind: str,
+    aggregate: str | None,
+    posterior: PosteriorJob | None,
+    collector: _Collector,
+) -> Analysis:
+    """Compute the sample-based statistics (while pass 2 runs), then assemble the report."""
+    moments = first.moments
+    nonfinite = first.nonfinite
     reservoir = first.reservoir.finalize()
     sample = reservoir.rows
     sample_rows = sample.shape[0]
@@ -510,11 +572,6 @@ def analyze_source(
     test_sample = np.asarray(sample[:test_samples], dtype=np.float64)
     tests = collector.run(univariate_tests, test_sample, degenerate=degenerate)
 
-    centered = second.centered.rates()
-    prior = second.prior.rates()
-    if degenerate.any():
-        centered[:, degenerate] = np.nan
-
     joint = _joint(first, degenerate, joint_reason, top_pairs, collector)
     if joint.skipped is None and first.comoments is not None:
         jtests, maha, mcd = joint_results(
@@ -524,13 +581,19 @@ def analyze_source(
             n=n,
             mean=first.comoments.mean,
             cov=first.comoments.cov(),
-            joint_pass=second.extras.get("joint"),
+            joint_pass=lambda: pass2.result().extras.get("joint"),
             options=jopts,
             seed=seed_used,
             describe=source.describe_row,
             run=collector.run,
         )
         joint = dataclasses.replace(joint, tests=jtests, mahalanobis=maha, mcd=mcd)
+
+    second: SecondPass = pass2.result()
+    centered = second.centered.rates()
+    prior = second.prior.rates()
+    if degenerate.any():
+        centered[:, degenerate] = np.nan
 
     from .stats.scale import normalization
 

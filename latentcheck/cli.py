@@ -182,14 +182,14 @@ def analysis_options(fn: F) -> F:
             click.option(
                 "--energy-samples",
                 type=int,
-                default=1000,
+                default=500,
                 show_default=True,
                 help="Sample rows for the energy test.",
             ),
             click.option(
                 "--energy-resamples",
                 type=int,
-                default=199,
+                default=99,
                 show_default=True,
                 help="Monte-Carlo replicates of the energy test.",
             ),
@@ -198,7 +198,7 @@ def analysis_options(fn: F) -> F:
                 type=int,
                 default=1000,
                 show_default=True,
-                help="Sample rows for the robust (MinCovDet) distances.",
+                help="Sample rows for MinCovDet (runs with >= 20 rows per dimension).",
             ),
             click.option(
                 "--top-rows",

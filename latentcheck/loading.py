@@ -13,6 +13,7 @@ import glob as _glob
 import itertools
 import math
 import os
+import threading
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -41,13 +42,62 @@ SUPPORTED = ".npy, .npz"
 
 @dataclass
 class _Member:
-    """One array of a data set: a file, an ``.npz`` member, or an in-memory array."""
+    """One array of a data set: a file, an ``.npz`` member, or an in-memory array.
+
+    File-backed C-ordered arrays also keep their path and byte offset, so blocks are read
+    with ``pread`` into a per-thread buffer instead of faulting pages of the memory map in:
+    threads that fault pages of one address space serialise on the kernel's mmap lock
+    (measured: pass 1 on 2 threads 0.80 s with the map, 0.58 s with pread).
+    """
 
     label: str
     shape: tuple[int, ...]
     dtype: np.dtype[Any]
-    array: Any  # ndarray or np.memmap; opened lazily for files
+    array: Any  # ndarray or np.memmap
     in_memory: bool = False
+    path: str | None = None
+    offset: int = 0
+    _io: dict[int, tuple[int, memoryview]] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def read(self, start: int, stop: int) -> NDArray[Any]:
+        """Return items [start, stop) along axis 0.
+
+        For files this is a view of this thread's buffer for this member: it stays valid
+        until the next read of the same member on the same thread.
+        """
+        if self.path is None or stop <= start:
+            return np.asarray(self.array[start:stop])
+        item = math.prod(self.shape[1:]) * self.dtype.itemsize
+        n = (stop - start) * item
+        fd, buf = self._thread_io(n)
+        got = os.preadv(fd, [buf[:n]], self.offset + start * item)
+        if got != n:
+            raise FormatError(f"{self.label}: short read at item {start}; did the file change?")
+        return np.frombuffer(buf[:n], dtype=self.dtype).reshape((stop - start, *self.shape[1:]))
+
+    def _thread_io(self, nbytes: int) -> tuple[int, memoryview]:
+        """Return this thread's file descriptor and a buffer of at least `nbytes` bytes."""
+        key = threading.get_ident()
+        with self._lock:
+            fd, buf = self._io.get(key, (-1, memoryview(b"")))
+            if fd < 0:
+                fd = os.open(self.path or "", os.O_RDONLY)
+            if buf.nbytes < nbytes:
+                raw = np.empty(nbytes + 64, dtype=np.uint8)
+                lead = (-raw.ctypes.data) % 64  # cache-line aligned rows
+                buf = memoryview(raw[lead : lead + nbytes])
+            self._io[key] = (fd, buf)
+        return fd, buf
+
+    def close(self) -> None:
+        """Close the file descriptors and drop the buffers and the memory map."""
+        with self._lock:
+            for fd, _ in self._io.values():
+                os.close(fd)
+            self._io.clear()
+        if not self.in_memory:
+            self.array = None
 
 
 @dataclass
@@ -140,15 +190,16 @@ class LatentSource:
     def read_items(self, start: int, stop: int) -> NDArray[Any]:
         """Return samples [start, stop) of the data set as a 2-D block of rows.
 
-        The range must lie within one shard (see :func:`plan_blocks`).
+        The range must lie within one shard (see :func:`plan_blocks`). The block may be a
+        view of a buffer that the next read of the same shard on the same thread reuses:
+        copy what must outlive it (accumulators only keep reductions and copies).
         """
         bounds = self.boundaries()
         k = int(np.searchsorted(bounds, start, side="right")) - 1
         member = self.members[k]
         if stop > bounds[k + 1]:  # internal invariant of plan_blocks
             raise AssertionError("block crosses a shard boundary")
-        arr = member.array
-        block = arr[start - bounds[k] : stop - bounds[k]]
+        block = member.read(start - bounds[k], stop - bounds[k])
         if self.channel_axis is None:
             block = block.reshape(block.shape[0], -1)
         elif block.ndim > 2:
@@ -158,10 +209,9 @@ class LatentSource:
         return np.asarray(block)
 
     def close(self) -> None:
-        """Drop references to memory maps so their files can be closed."""
+        """Close files and drop references to memory maps."""
         for m in self.members:
-            if not m.in_memory:
-                m.array = None
+            m.close()
 
 
 def plan_blocks(sources: Sequence[LatentSource], chunk_rows: int) -> list[tuple[int, int]]:
@@ -239,7 +289,8 @@ def _open_npy(path: Path) -> _Member:
         array = np.memmap(
             path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C"
         )
-    return _Member(label=label, shape=shape, dtype=dtype, array=array)
+    direct = None if fortran or math.prod(shape) == 0 else os.fspath(path)
+    return _Member(label=label, shape=shape, dtype=dtype, array=array, path=direct, offset=offset)
 
 
 def npz_keys(path: Path) -> list[str]:
@@ -287,7 +338,8 @@ def _open_npz_member(path: Path, key: str) -> _Member:
                 shape=shape,
                 order="F" if fortran else "C",
             )
-            return _Member(label=label, shape=shape, dtype=dtype, array=array)
+            direct = None if fortran else os.fspath(path)
+            return _Member(label, shape, dtype, array, path=direct, offset=offset)
         with zf.open(name) as fh:
             shape, fortran, dtype, _ = _read_npy_header(fh, label)
         check_dtype(dtype, label)
@@ -468,8 +520,12 @@ def _build_source(
 def iter_blocks(
     source: LatentSource, chunk_rows: int, ranges: list[tuple[int, int]] | None = None
 ) -> Iterator[tuple[int, NDArray[Any]]]:
-    """Yield (first row index, 2-D block) over the whole source in order."""
+    """Yield (first row index, 2-D block) over the whole source in order.
+
+    Each block is an independent copy (unlike :meth:`LatentSource.read_items`, whose
+    blocks may share a reused buffer).
+    """
     if ranges is None:
         ranges = plan_blocks([source], chunk_rows)
     for start, stop in ranges:
-        yield start * source.rows_per_item, source.read_items(start, stop)
+        yield start * source.rows_per_item, np.array(source.read_items(start, stop), copy=True)
