@@ -9,12 +9,13 @@ for the rate, active units and the mixture estimate of the ELBO-surgery split.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -32,7 +33,8 @@ __all__ = [
     "standard_normal",
 ]
 
-SPREAD_KINDS = ("logvar", "std", "var")
+SpreadKind = Literal["logvar", "std", "var"]
+SPREAD_KINDS: tuple[SpreadKind, ...] = ("logvar", "std", "var")
 
 
 @dataclass
@@ -41,7 +43,7 @@ class PosteriorInputs:
 
     mu: LatentSource
     spread: LatentSource
-    kind: str  # "logvar", "std" or "var"
+    kind: SpreadKind
     z: LatentSource | None
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -58,17 +60,10 @@ def standard_normal(index: NDArray[np.int64], seed: int) -> NDArray[np.float64]:
     scale = 2.0**-53
     u1 = ((h1 >> np.uint64(11)).astype(np.float64) + 0.5) * scale
     u2 = ((h2 >> np.uint64(11)).astype(np.float64) + 0.5) * scale
-    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * math.pi * u2)
+    z: NDArray[np.float64] = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * math.pi * u2)
+    return z
 
 
-def _sigma(block: NDArray[Any], kind: str) -> NDArray[np.float64]:
-    """Return the posterior std from a block of logvar, std or var values."""
-    b = np.asarray(block, dtype=np.float64)
-    if kind == "logvar":
-        return np.exp(0.5 * b)
-    if kind == "var":
-        return np.sqrt(b)
-    return b
 
 
 class DrawSource(LatentSource):
@@ -93,7 +88,7 @@ class DrawSource(LatentSource):
     def read_items(self, start: int, stop: int) -> NDArray[Any]:
         """Return the drawn z for samples [start, stop) as rows."""
         mu = np.asarray(self.post.mu.read_items(start, stop), dtype=np.float64)
-        from .stats.posterior import as_logvar, check_mu
+        from .stats.posterior_params import as_logvar, check_mu
 
         row0 = start * self.rows_per_item
         check_mu(mu, name=self.post.labels.get("mu", "mu"), row_offset=row0)
@@ -140,7 +135,7 @@ class PosteriorPass:
     def __init__(
         self,
         d: int,
-        kind: str,
+        kind: SpreadKind,
         labels: dict[str, str],
         *,
         seed: int,
@@ -157,7 +152,7 @@ class PosteriorPass:
 
     def push(self, block: NDArray[Any], row_start: int) -> None:
         """Add [mu | spread] rows whose first global row index is `row_start`."""
-        from .stats.posterior import as_logvar, check_mu
+        from .stats.posterior_params import as_logvar, check_mu
 
         d = self.d
         mu = check_mu(block[:, :d], name=self.labels.get("mu", "mu"), row_offset=row_start)
@@ -217,25 +212,29 @@ def resolve_inputs(
     InputError
         Posterior parameters given incompletely, twice, or with disagreeing shapes.
     """
-    view = {"channel_axis": channel_axis, "flatten": flatten}
-    spreads = {k: v for k, v in (("logvar", logvar), ("std", std), ("var", var)) if v is not None}
+    open_view = functools.partial(open_latents, channel_axis=channel_axis, flatten=flatten)
+    candidates: tuple[tuple[SpreadKind, Any], ...] = (
+        ("logvar", logvar),
+        ("std", std),
+        ("var", var),
+    )
+    spreads = {k: v for k, v in candidates if v is not None}
     if mu is None and not spreads:
         paths = _npz_paths(latents) if key is None and latents is not None else None
         if paths is None:
             return None, None
         keys = npz_keys(Path(paths[0]))
         mu_key = _role_key(keys, "mu")
-        spread = [(k, _role_key(keys, k)) for k in SPREAD_KINDS]
-        spread = [(k, name) for k, name in spread if name is not None]
+        spread = [(k, name) for k in SPREAD_KINDS if (name := _role_key(keys, k)) is not None]
         if mu_key is None or not spread:
             return None, None
         kind, spread_key = spread[0]
         z_key = _role_key(keys, "z")
         post = PosteriorInputs(
-            mu=open_latents(paths, key=mu_key, role="mu", **view),
-            spread=open_latents(paths, key=spread_key, role=kind, **view),
+            mu=open_view(paths, key=mu_key, role="mu"),
+            spread=open_view(paths, key=spread_key, role=kind),
             kind=kind,
-            z=open_latents(paths, key=z_key, **view) if z_key else None,
+            z=open_view(paths, key=z_key) if z_key else None,
             labels={"mu": mu_key, "spread": spread_key},
         )
         _check_aligned(post)
@@ -256,10 +255,10 @@ def resolve_inputs(
         )
     kind, spread_arg = next(iter(spreads.items()))
     post = PosteriorInputs(
-        mu=open_latents(mu, key=key, role="mu", name="mu", **view),
-        spread=open_latents(spread_arg, key=key, role=kind, name=kind, **view),
+        mu=open_view(mu, key=key, role="mu", name="mu"),
+        spread=open_view(spread_arg, key=key, role=kind, name=kind),
         kind=kind,
-        z=open_latents(latents, key=key, **view) if latents is not None else None,
+        z=open_view(latents, key=key) if latents is not None else None,
         labels={"mu": "mu", "spread": kind},
     )
     _check_aligned(post)
@@ -312,7 +311,8 @@ class PosteriorJob:
         from ._passes import run_pass
         from .loading import plan_blocks
         from .report import to_jsonable
-        from .stats.posterior import finalize_posterior, mixture_decomposition
+        from .stats.mixture import mixture_decomposition
+        from .stats.posterior import finalize_posterior
 
         post = self.post
         d = post.mu.n_dims

@@ -3,8 +3,8 @@
 Builds the whitening from the full-data moments, streams squared Mahalanobis distances and
 Mardia's moment sums over every row in the second pass, and runs the sample-based
 multivariate tests (Henze–Zirkler, Royston, Doornik–Hansen, energy) and the robust MCD
-distances on the seeded sample. The statistics themselves live in ``stats.multivariate``
-and ``stats.outliers``; this module arranges them for the report.
+distances on the seeded sample. The statistics themselves live in ``stats.multivariate``,
+``stats.mardia`` and ``stats.outliers``; this module arranges them for the report.
 """
 
 from __future__ import annotations
@@ -12,12 +12,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .report import TestResult
+
+if TYPE_CHECKING:
+    from .stats.whitening import Whitening
 
 __all__ = ["JointOptions", "JointPass", "joint_results"]
 
@@ -63,13 +66,13 @@ class JointPass:
         self,
         used: NDArray[np.intp],
         all_dims: bool,
-        whitening: Any,
+        whitening: Whitening,
         n: int,
         *,
         top: int,
         third: bool,
     ) -> None:
-        from .stats.multivariate import MardiaAccumulator
+        from .stats.mardia import MardiaAccumulator
         from .stats.outliers import MahalanobisAccumulator
 
         self.used = used
@@ -85,7 +88,7 @@ class JointPass:
 
         `mean` and `cov` are over all dimensions; `used` selects the joint ones.
         """
-        from .stats.multivariate import Whitening
+        from .stats.whitening import Whitening
 
         w = Whitening.from_moments(mean[used], cov[np.ix_(used, used)])
         all_dims = used.size == mean.size

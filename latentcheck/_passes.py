@@ -10,7 +10,7 @@ numpy and BLAS release the GIL, so threads use both cores without copying data.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -152,7 +152,7 @@ class SecondPass:
         mean: NDArray[np.float64],
         std: NDArray[np.float64],
         dtype: np.dtype[Any],
-        extras: dict[str, PushAccumulator] | None = None,
+        extras: Mapping[str, PushAccumulator] | None = None,
     ) -> None:
         self.centered = Exceedance(levels, mean, std, dtype)
         self.prior = Exceedance(levels, np.zeros_like(mean), np.ones_like(std), dtype)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,10 @@ def check_seed(seed: object) -> int:
     """Return the seed to use: `seed` itself, or a fresh one drawn from the OS when None."""
     if seed is None:
         # 32 bits: short enough to read and retype, and what every consumer accepts
-        return int(np.random.SeedSequence().entropy % (2**32))  # type: ignore[operator]
+        entropy = np.random.SeedSequence().entropy
+        # without an argument SeedSequence draws a 128-bit int (never None or a sequence)
+        assert isinstance(entropy, int)
+        return entropy % (2**32)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or int(seed) < 0:
         raise InputError(f"`seed` must be a non-negative integer or None, got {seed!r}")
     return int(seed)
@@ -68,7 +72,7 @@ def check_nan_policy(nan: object) -> str:
     return str(nan)
 
 
-def check_dtype(dtype: np.dtype[object], where: str) -> tuple[np.dtype[object], str | None]:
+def check_dtype(dtype: np.dtype[Any], where: str) -> tuple[np.dtype[Any], str | None]:
     """Return the dtype computations use for input of `dtype`, and a note if it is upcast.
 
     float32 and float64 are used as they are; float16, integer and boolean input is upcast

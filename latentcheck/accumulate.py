@@ -53,7 +53,8 @@ def column_sums(chunk: NDArray[Any]) -> NDArray[Any]:
     """Return the column sums of a 2-D block, through BLAS (a matrix-vector product)."""
     if chunk.dtype.kind != "f" or not chunk.flags.c_contiguous:
         return np.asarray(chunk.sum(axis=0))
-    return _ones(chunk.shape[0], chunk.dtype) @ chunk
+    sums: NDArray[Any] = _ones(chunk.shape[0], chunk.dtype) @ chunk
+    return sums
 
 
 def fold(chunk: NDArray[Any], op: np.ufunc) -> NDArray[Any]:
@@ -291,7 +292,8 @@ class Comoments:
     def cov(self, ddof: int = 0) -> F64:
         """Return the covariance matrix with `ddof` (symmetrised)."""
         c = self.comoment / (self.n - ddof)
-        return 0.5 * (c + c.T)
+        cov: F64 = 0.5 * (c + c.T)
+        return cov
 
 
 # ---------------------------------------------------------------------------------------
@@ -526,7 +528,8 @@ def _splitmix64(z: NDArray[np.uint64]) -> NDArray[np.uint64]:
     """Return the SplitMix64 finaliser of `z` (Steele, Lea & Flood 2014), elementwise."""
     z = (z ^ (z >> np.uint64(30))) * _MIX1
     z = (z ^ (z >> np.uint64(27))) * _MIX2
-    return z ^ (z >> np.uint64(31))
+    out: NDArray[np.uint64] = z ^ (z >> np.uint64(31))
+    return out
 
 
 def hash_rows(row_ids: NDArray[np.integer[Any]], seed: int) -> NDArray[np.uint64]:

@@ -15,7 +15,7 @@ import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -49,7 +49,7 @@ def handle_errors(fn: F) -> F:
                 raise
             raise CliError(str(exc)) from None
 
-    return wrapper  # type: ignore[return-value]
+    return cast(F, wrapper)
 
 
 def write_output(text: str, output: str | None) -> None:

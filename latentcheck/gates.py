@@ -49,7 +49,7 @@ _EXPR = re.compile(
 def resolve(data: Any, path: str) -> list[Any]:
     """Return the values at a dotted `path` (``*`` expands lists and dicts)."""
     current = [data]
-    walked = []
+    walked: list[str] = []
     for key in path.split("."):
         nxt: list[Any] = []
         for node in current:

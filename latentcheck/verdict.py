@@ -8,6 +8,7 @@ tables below it. The thresholds are rules of thumb, stated in the README.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -131,12 +132,12 @@ def dimension_finding(effective_dims: float, n_dims: int, active: int | None) ->
     return Finding("dimensions", "note", text[0].upper() + text[1:] + ".")
 
 
-def rate_finding(posterior: dict[str, object]) -> Finding:
+def rate_finding(posterior: dict[str, Any]) -> Finding:
     """Return the finding on the rate the KL term pays (posterior inputs only)."""
-    rate = float(posterior.get("rate_nats") or math.nan)  # type: ignore[arg-type]
-    mean_part = float(posterior.get("rate_mean_part_nats") or 0.0)  # type: ignore[arg-type]
+    rate = float(posterior.get("rate_nats") or math.nan)
+    mean_part = float(posterior.get("rate_mean_part_nats") or 0.0)
     collapsed = posterior.get("collapsed_dims") or []
-    n_coll = len(collapsed)  # type: ignore[arg-type]
+    n_coll = len(collapsed)
     share = mean_part / rate if rate > 0 else math.nan
     text = (
         f"The KL term pays {_fmt(rate)} nats per row, {_fmt(100 * share)}% of it for "
@@ -145,7 +146,7 @@ def rate_finding(posterior: dict[str, object]) -> Finding:
     )
     mi = posterior.get("mutual_information")
     if mi is not None:
-        text += f"; I(x;z) is about {_fmt(float(mi))} nats"  # type: ignore[arg-type]
+        text += f"; I(x;z) is about {_fmt(float(mi))} nats"
     return Finding("rate", "note", text + ".")
 
 

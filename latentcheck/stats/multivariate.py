@@ -2,27 +2,49 @@
 
 Sample-based tests (Mardia, Henze–Zirkler, Royston, Doornik–Hansen, energy) take an
 ``(n_samples, n_dims)`` array, normally the seeded sample; pairwise sums run in row blocks so
-memory stays O(block_size * n_samples). Mardia's statistics over all rows come from the
-mergeable :class:`MardiaAccumulator`, fed in the second pass with chunks whitened once by
-:class:`Whitening` (the Mahalanobis accumulator in :mod:`latentcheck.stats.outliers` shares
-it). :func:`mean_zero` and :func:`cov_identity` test the prior from full-data moments.
-Degenerate input (too few rows, ``n_dims >= n_samples``, constant columns, singular
-covariance) gives a warning and a skipped :class:`~latentcheck.report.TestResult`.
+memory stays O(block_size * n_samples). :func:`mean_zero` and :func:`cov_identity` test the
+prior from full-data moments. Degenerate input (too few rows, ``n_dims >= n_samples``,
+constant columns, singular covariance) gives a warning and a skipped
+:class:`~latentcheck.report.TestResult`. Mardia's tests, including the mergeable
+:class:`MardiaAccumulator` over all rows, live in :mod:`latentcheck.stats.mardia`, and the
+shared :class:`Whitening` in :mod:`latentcheck.stats.whitening`; both are importable from
+here too.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 from numpy.typing import NDArray
 
-from latentcheck.errors import DegenerateDimensionWarning, InputError, SmallSampleWarning
+from latentcheck.errors import InputError
 from latentcheck.report import TestResult
+from latentcheck.stats._joint_common import (
+    _check_sample,
+    _normal_sf,
+    _prepare,
+    _skip,
+    _symmetric_pair_sum,
+)
+from latentcheck.stats.mardia import (
+    THIRD_ORDER_FLOP_BUDGET,
+    MardiaAccumulator,
+    mardia,
+    mardia_third_order_affordable,
+)
+
+# private kernels that the tests check directly, kept importable from here
+from latentcheck.stats.mardia import _b1p_from_third as _b1p_from_third
+from latentcheck.stats.mardia import _cube as _cube
+from latentcheck.stats.mardia import _third_order_sums as _third_order_sums
+from latentcheck.stats.whitening import (
+    Whitening,
+    _check_moments,
+    _constant_columns,
+    _degeneracy_reason,
+)
 
 __all__ = [
     "THIRD_ORDER_FLOP_BUDGET",
@@ -38,296 +60,7 @@ __all__ = [
     "royston",
 ]
 
-#: Default flop budget of :func:`mardia_third_order_affordable`: 1e10 floating-point
-#: operations, 0.25-0.5 s of single-threaded float64 work on the reference machine.
-THIRD_ORDER_FLOP_BUDGET = 1.0e10
-
-# A column counts as constant when its variance is below (1e-12 |mean|)^2 (or zero), and
-# the covariance as singular when the reciprocal condition number of the correlation
-# matrix is below 1e-10: whitening would then amplify rounding errors beyond 1e-6.
-_CONSTANT_RTOL = 1.0e-12
-_SINGULAR_RCOND = 1.0e-10
-_BLOCK_ELEMENTS = 1 << 21  # elements of a temporary (rows x pairs) block: 16 MiB float64
-
 FloatArray = NDArray[np.float64]
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Whitening:
-    """Affine map to whitened coordinates, shared by the second-pass accumulators.
-
-    ``y = (x - mean) @ matrix`` has identity population covariance, and ``|y|^2`` is the
-    squared Mahalanobis distance under the population covariance (ddof=0).
-
-    Attributes
-    ----------
-    mean : ndarray of shape (n_dims,)
-        Full-data mean.
-    cov : ndarray of shape (n_dims, n_dims)
-        Full-data population covariance (ddof=0).
-    matrix : ndarray of shape (n_dims, n_dims)
-        ``inv(L).T`` for the Cholesky factor ``cov = L @ L.T`` (upper triangular); zeros
-        when the covariance is degenerate.
-    reason : str or None
-        Why the data cannot be whitened (constant columns, singular covariance), else None.
-    """
-
-    mean: FloatArray
-    cov: FloatArray
-    matrix: FloatArray
-    reason: str | None
-
-    @classmethod
-    def from_moments(cls, mean: npt.ArrayLike, cov: npt.ArrayLike) -> Whitening:
-        """Build the whitening from a mean and a population covariance.
-
-        Parameters
-        ----------
-        mean : array_like of shape (n_dims,)
-            Full-data mean.
-        cov : array_like of shape (n_dims, n_dims)
-            Full-data population covariance (ddof=0).
-
-        Returns
-        -------
-        Whitening
-            With ``reason`` set (and a zero matrix) when the covariance is degenerate.
-
-        Raises
-        ------
-        InputError
-            If the shapes do not match or a value is not finite.
-        """
-        mean_arr, cov_arr = _check_moments(mean, cov)
-        reason = _degeneracy_reason(mean_arr, cov_arr)
-        matrix = np.zeros_like(cov_arr)
-        if reason is None:
-            chol = np.linalg.cholesky(cov_arr)
-            matrix = np.ascontiguousarray(np.linalg.inv(chol).T)
-        return cls(mean=mean_arr, cov=cov_arr, matrix=matrix, reason=reason)
-
-    @property
-    def n_dims(self) -> int:
-        """Number of dimensions."""
-        return int(self.mean.shape[0])
-
-    def apply(self, chunk: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
-        """Return the whitened rows ``y`` (n_rows, n_dims) and their ``|y|^2`` (n_rows,).
-
-        The chunk (float32 or float64) is promoted to float64 while it is centred, so
-        there is one float64 copy and one BLAS product per chunk.
-        """
-        x = np.asarray(chunk)
-        if x.ndim != 2 or x.shape[1] != self.n_dims:
-            raise InputError(
-                f"`chunk` must have shape (n_rows, {self.n_dims}), got shape {x.shape}"
-            )
-        centred = np.subtract(x, self.mean, dtype=np.float64)
-        y = centred @ self.matrix
-        return y, np.einsum("ij,ij->i", y, y)
-
-
-class MardiaAccumulator:
-    """Mergeable sums for Mardia's skewness and kurtosis over all rows (second pass).
-
-    With ``y_i`` the rows whitened by the full-data mean and population covariance, it
-    accumulates ``n``, ``sum_i |y_i|^4`` and, if ``third_order``, the third-order sums
-    ``S_rst = sum_i y_ir y_is y_it`` (for ``s <= t``). Then ``b2p = sum |y|^4 / n`` and
-    ``b1p = sum_rst (S_rst / n)^2``. The centre is the final mean of pass 1, so the sums
-    are central sums and merging is addition.
-
-    Parameters
-    ----------
-    mean : array_like of shape (n_dims,)
-        Full-data mean from pass 1.
-    cov : array_like of shape (n_dims, n_dims)
-        Full-data population covariance (ddof=0) from pass 1.
-    third_order : bool, default=False
-        Accumulate the third-order sums needed for skewness; costs ``n * d^2 (d + 1)``
-        flops (see :func:`mardia_third_order_affordable`).
-
-    Notes
-    -----
-    ``sum_{i,j} (y_i' y_j)^3 = sum_{r,s,t} S_rst^2``, which turns Mardia's pairwise
-    skewness into a one-pass, mergeable sum (Mardia 1970).
-    """
-
-    __slots__ = ("_n_rows", "_sum_r4", "_third", "_third_order", "_whitening")
-
-    def __init__(
-        self, mean: npt.ArrayLike, cov: npt.ArrayLike, *, third_order: bool = False
-    ) -> None:
-        self._init(Whitening.from_moments(mean, cov), third_order)
-
-    def _init(self, whitening: Whitening, third_order: bool) -> None:
-        d = whitening.n_dims
-        self._whitening = whitening
-        self._third_order = bool(third_order)
-        self._n_rows = 0
-        self._sum_r4 = 0.0
-        n_pairs = d * (d + 1) // 2 if third_order else 0
-        self._third: FloatArray = np.zeros((d if third_order else 0, n_pairs))
-
-    @classmethod
-    def from_whitening(
-        cls, whitening: Whitening, *, third_order: bool = False
-    ) -> MardiaAccumulator:
-        """Return an empty accumulator that uses an existing :class:`Whitening`."""
-        acc = cls.__new__(cls)
-        acc._init(whitening, third_order)
-        return acc
-
-    @property
-    def whitening(self) -> Whitening:
-        """The whitening shared with other second-pass accumulators."""
-        return self._whitening
-
-    @property
-    def n_rows(self) -> int:
-        """Rows pushed so far."""
-        return self._n_rows
-
-    def push(self, chunk: npt.ArrayLike) -> None:
-        """Add a chunk of rows of shape (n_rows, n_dims), float32 or float64."""
-        if self._whitening.reason is not None:
-            self._n_rows += _n_chunk_rows(chunk, self._whitening.n_dims)
-            return
-        y, r2 = self._whitening.apply(chunk)
-        self.push_whitened(y, r2)
-
-    def push_whitened(self, y: FloatArray, r2: FloatArray) -> None:
-        """Add rows already whitened by :meth:`Whitening.apply` of this whitening."""
-        self._n_rows += int(r2.shape[0])
-        if self._whitening.reason is not None:
-            return
-        self._sum_r4 += float(np.dot(r2, r2))
-        if self._third_order:
-            self._third += _third_order_sums(y)
-
-    def merge(self, other: MardiaAccumulator) -> MardiaAccumulator:
-        """Return a new accumulator holding the rows of both."""
-        if not _same_whitening(self._whitening, other._whitening):
-            raise InputError("Cannot merge Mardia accumulators built from different moments")
-        if self._third_order != other._third_order:
-            raise InputError("Cannot merge Mardia accumulators with different `third_order`")
-        out = MardiaAccumulator.from_whitening(self._whitening, third_order=self._third_order)
-        out._n_rows = self._n_rows + other._n_rows
-        out._sum_r4 = self._sum_r4 + other._sum_r4
-        out._third = self._third + other._third
-        return out
-
-    __add__ = merge
-
-    def state(self) -> dict[str, NDArray[np.generic]]:
-        """Return the state as a dict of arrays (see :meth:`from_state`)."""
-        return {
-            "mean": self._whitening.mean.copy(),
-            "cov": self._whitening.cov.copy(),
-            "third_order": np.array(self._third_order),
-            "n_rows": np.array(self._n_rows, dtype=np.int64),
-            "sum_r4": np.array(self._sum_r4),
-            "third": self._third.copy(),
-        }
-
-    @classmethod
-    def from_state(cls, state: dict[str, NDArray[np.generic]]) -> MardiaAccumulator:
-        """Rebuild an accumulator from :meth:`state`."""
-        acc = cls(state["mean"], state["cov"], third_order=bool(state["third_order"]))
-        acc._n_rows = int(state["n_rows"])
-        acc._sum_r4 = float(state["sum_r4"])
-        acc._third = np.array(state["third"], dtype=np.float64).reshape(acc._third.shape)
-        return acc
-
-    def results(self) -> tuple[TestResult, TestResult]:
-        """Return Mardia's (skewness, kurtosis) tests over the rows pushed.
-
-        Skewness is skipped (with the reason) when ``third_order`` is False.
-        """
-        d = self._whitening.n_dims
-        reason = self._whitening.reason or _rows_reason(self._n_rows, d, "Mardia's tests")
-        if reason is not None:
-            skipped = _skip(reason, self._whitening.reason is None)
-            return skipped, skipped
-        n = self._n_rows
-        b2p = self._sum_r4 / n
-        if not self._third_order:
-            skew = TestResult.skipped(
-                "Skewness needs third-order sums (n * d^3 flops), not accumulated for "
-                f"n={n}, d={d}; use the sample-based `mardia`"
-            )
-            return skew, _mardia_kurtosis(n, d, b2p)
-        b1p = _b1p_from_third(self._third, d) / n**2
-        return _mardia_skewness(n, d, b1p), _mardia_kurtosis(n, d, b2p)
-
-
-def mardia_third_order_affordable(
-    n_rows: int, n_dims: int, *, flop_budget: float = THIRD_ORDER_FLOP_BUDGET
-) -> bool:
-    """Say whether Mardia's third-order sums over ``n_rows`` rows fit a flop budget.
-
-    Parameters
-    ----------
-    n_rows, n_dims : int
-        Rows and dimensions of the data.
-    flop_budget : float, default=THIRD_ORDER_FLOP_BUDGET
-        Allowed floating-point operations (1e10: 0.25-0.5 s single-threaded on the
-        reference machine for 4 <= n_dims <= 64).
-
-    Returns
-    -------
-    bool
-        True when ``n_rows * (d^2 (d + 1) + 64 d (d + 1) / 2) <= flop_budget``: the BLAS
-        products ``y_r (y_s y_t)`` plus the ``d (d + 1) / 2`` memory-bound products
-        ``y_s y_t`` per row, each weighted as 64 flops (measured). For d = 64 that is
-        about 25,000 rows, for d = 16 about 770,000, for d = 4 about 14 million.
-    """
-    d = float(n_dims)
-    return float(n_rows) * (d * d * (d + 1.0) + 32.0 * d * (d + 1.0)) <= flop_budget
-
-
-def mardia(x: npt.ArrayLike) -> tuple[TestResult, TestResult]:
-    """Mardia's multivariate skewness and kurtosis tests.
-
-    Parameters
-    ----------
-    x : array_like of shape (n_samples, n_dims)
-        Sample, finite values.
-
-    Returns
-    -------
-    skewness, kurtosis : TestResult
-        Skewness: statistic ``n b1p / 6`` (times ``k`` below when n < 20), chi2 p-value
-        with ``d(d+1)(d+2)/6`` df, effect size ``b1p``. Kurtosis: statistic
-        ``(b2p - d(d+2)) / sqrt(8 d (d+2) / n)``, two-sided normal p-value, effect size
-        ``b2p - d(d+2)`` (excess multivariate kurtosis).
-
-    Notes
-    -----
-    With ``D_ij = (x_i - m)' S^-1 (x_j - m)``, S the population covariance (ddof=0, as in
-    MVN), ``b1p = sum_ij D_ij^3 / n^2`` and ``b2p = sum_i D_ii^2 / n`` [1]_. For n < 20 the
-    skewness statistic is multiplied by ``k = (d+1)(n+1)(n+3) / (n((n+1)(d+1) - 6))``, the
-    small-sample correction that MVN's ``mardia`` applies [2]_.
-
-    References
-    ----------
-    .. [1] Mardia, K. V. (1970). Measures of multivariate skewness and kurtosis with
-       applications. Biometrika 57(3), 519-530. :doi:`10.1093/biomet/57.3.519`
-    .. [2] Korkmaz, S., Goksuluk, D., Zararsiz, G. (2014). MVN: An R package for assessing
-       multivariate normality. The R Journal 6(2), 151-162. :doi:`10.32614/RJ-2014-031`
-    """
-    xs = _check_sample(x)
-    prepared = _prepare(xs, "Mardia's tests", min_rows=3)
-    if isinstance(prepared, TestResult):
-        return prepared, prepared
-    y, r2 = prepared
-    n, d = y.shape
-    # Third-order sums cost n d^2 (d + 1) flops, pairwise products n^2 d (symmetric half).
-    if d * (d + 1) < n:
-        b1p = _b1p_from_third(_third_order_sums(y), d) / n**2
-    else:
-        b1p = _symmetric_pair_sum(y, y, _cube) / n**2
-    b2p = float(np.dot(r2, r2)) / n
-    return _mardia_skewness(n, d, b1p), _mardia_kurtosis(n, d, b2p)
 
 
 def henze_zirkler(x: npt.ArrayLike, *, block_size: int = 256) -> TestResult:
@@ -752,33 +485,6 @@ def cov_identity(n: int, cov: npt.ArrayLike) -> TestResult:
 # -- helpers -----------------------------------------------------------------------------
 
 
-def _check_sample(x: npt.ArrayLike) -> FloatArray:
-    """Return x as a finite 2-D float64 array or raise InputError."""
-    xs = np.asarray(x, dtype=np.float64)
-    if xs.ndim != 2:
-        raise InputError(f"`x` must be a 2-D array (n_samples, n_dims), got shape {xs.shape}")
-    if xs.shape[1] == 0:
-        raise InputError("`x` must have at least one column, got 0")
-    bad = int(np.count_nonzero(~np.isfinite(xs)))
-    if bad:
-        raise InputError(f"`x` holds {bad} non-finite values; drop those rows first")
-    return xs
-
-
-def _check_moments(mean: npt.ArrayLike, cov: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
-    """Return (mean, cov) as float64 arrays of matching shapes or raise InputError."""
-    mean_arr = np.asarray(mean, dtype=np.float64)
-    cov_arr = np.asarray(cov, dtype=np.float64)
-    if mean_arr.ndim != 1 or cov_arr.shape != (mean_arr.shape[0], mean_arr.shape[0]):
-        raise InputError(
-            f"`mean` must have shape (n_dims,) and `cov` (n_dims, n_dims), got "
-            f"{mean_arr.shape} and {cov_arr.shape}"
-        )
-    if not (np.all(np.isfinite(mean_arr)) and np.all(np.isfinite(cov_arr))):
-        raise InputError("`mean` and `cov` must be finite")
-    return mean_arr, cov_arr
-
-
 def _check_n(n: int) -> int:
     """Return n as an int or raise InputError."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
@@ -795,90 +501,6 @@ def _check_block_size(block_size: int) -> int:
     return int(block_size)
 
 
-def _n_chunk_rows(chunk: npt.ArrayLike, n_dims: int) -> int:
-    """Return the row count of a chunk after checking its shape."""
-    shape = np.shape(chunk)
-    if len(shape) != 2 or shape[1] != n_dims:
-        raise InputError(f"`chunk` must have shape (n_rows, {n_dims}), got shape {shape}")
-    return int(shape[0])
-
-
-def _constant_columns(mean: FloatArray, var: FloatArray) -> list[int]:
-    """Return the indices of columns whose variance is zero relative to their mean."""
-    return [int(j) for j in np.flatnonzero(var <= (_CONSTANT_RTOL * np.abs(mean)) ** 2)]
-
-
-def _degeneracy_reason(mean: FloatArray, cov: FloatArray) -> str | None:
-    """Return why a covariance cannot be inverted reliably, or None."""
-    var = np.diag(cov).copy()
-    constant = _constant_columns(mean, var)
-    if constant:
-        return f"Column(s) {constant} are constant; joint tests need a full-rank covariance"
-    inv_sd = 1.0 / np.sqrt(var)
-    eig = np.linalg.eigvalsh(cov * inv_sd[:, None] * inv_sd[None, :])
-    rcond = float(eig[0] / eig[-1])
-    if not rcond > _SINGULAR_RCOND:
-        return (
-            f"Covariance is singular (reciprocal condition number of the correlation matrix "
-            f"{rcond:.3g} < {_SINGULAR_RCOND:g}); some columns are linear combinations"
-        )
-    return None
-
-
-def _rows_reason(n: int, d: int, test: str, min_rows: int = 3) -> str | None:
-    """Return why n rows are too few for a joint test in d dimensions, or None."""
-    if n < min_rows or n <= d:
-        return f"Too few rows for {test}: need n > d and n >= {min_rows}, got n={n}, d={d}"
-    return None
-
-
-def _skip(reason: str, small: bool = False, *, stacklevel: int = 3) -> TestResult:
-    """Warn with the reason and return a skipped TestResult.
-
-    The default stacklevel 3 points at the caller of the public function that calls
-    ``_skip`` directly; one more level per private helper in between.
-    """
-    category = SmallSampleWarning if small else DegenerateDimensionWarning
-    warnings.warn(reason, category, stacklevel=stacklevel)
-    return TestResult.skipped(reason)
-
-
-def _prepare(
-    xs: FloatArray, test: str, *, min_rows: int, ddof: int = 0
-) -> tuple[FloatArray, FloatArray] | TestResult:
-    """Return the whitened sample and its squared norms, or a skipped result."""
-    n, d = xs.shape
-    reason = _rows_reason(n, d, test, min_rows)
-    if reason is not None:
-        return _skip(reason, small=True, stacklevel=4)
-    mean = xs.mean(axis=0)
-    xc = xs - mean
-    whitening = Whitening.from_moments(mean, xc.T @ xc / (n - ddof))
-    if whitening.reason is not None:
-        return _skip(whitening.reason, stacklevel=4)
-    y = xc @ whitening.matrix
-    return y, np.einsum("ij,ij->i", y, y)
-
-
-def _same_whitening(a: Whitening, b: Whitening) -> bool:
-    """Return whether two whitenings come from the same moments."""
-    return a is b or (np.array_equal(a.mean, b.mean) and np.array_equal(a.cov, b.cov))
-
-
-def _normal_sf(z: float) -> float:
-    """Return the upper tail of the standard normal at z."""
-    from scipy.special import ndtr
-
-    return float(ndtr(-z))
-
-
-def _cube(g: FloatArray) -> FloatArray:
-    """Return g ** 3 (Mardia's pairwise skewness terms), overwriting g."""
-    g3 = g * g
-    g *= g3
-    return g
-
-
 def _exp(g: FloatArray) -> FloatArray:
     """Return exp(g), overwriting g."""
     return np.exp(g, out=g)
@@ -888,60 +510,6 @@ def _distance(g: FloatArray) -> FloatArray:
     """Return sqrt(max(g, 0)) (distances from squared distances), overwriting g."""
     np.maximum(g, 0.0, out=g)
     return np.sqrt(g, out=g)
-
-
-def _symmetric_pair_sum(
-    left: FloatArray,
-    right: FloatArray,
-    transform: Callable[[FloatArray], FloatArray],
-    *,
-    block_size: int = 512,
-    diagonal: float | None = None,
-) -> float:
-    """Return sum_{j,k} transform(left_j' right_k) over all ordered pairs of rows.
-
-    ``left_j' right_k`` must be symmetric in (j, k). Row block [a, b) meets columns
-    [a, n): its square part counts once, the rest twice, so each unordered pair is
-    computed once and memory is O(block_size * n). ``diagonal`` overrides the j == k
-    terms (their exact value, free of the rounding of the product).
-    """
-    n = left.shape[0]
-    total = 0.0
-    for a in range(0, n, block_size):
-        b = min(a + block_size, n)
-        g = transform(left[a:b] @ right[a:].T)
-        square = g[:, : b - a]
-        if diagonal is not None:
-            np.fill_diagonal(square, diagonal)
-        total += float(np.sum(square)) + 2.0 * float(np.sum(g[:, b - a :]))
-    return total
-
-
-def _third_order_sums(y: FloatArray) -> FloatArray:
-    """Return S[r, p] = sum_i y_ir y_is y_it for the pairs p = (s, t), s <= t (row-major).
-
-    For each s, the products y_is y_it (t >= s) are contiguous slices, so one BLAS product
-    per s and row block covers them, with no gathered copies.
-    """
-    m, d = y.shape
-    out = np.zeros((d, d * (d + 1) // 2))
-    rows = max(1, _BLOCK_ELEMENTS // d)
-    for a in range(0, m, rows):
-        block = y[a : a + rows]
-        start = 0
-        for s_col in range(d):
-            width = d - s_col
-            out[:, start : start + width] += block.T @ (block[:, s_col:] * block[:, s_col, None])
-            start += width
-    return out
-
-
-def _b1p_from_third(third: FloatArray, d: int) -> float:
-    """Return sum_rst S_rst^2 from the (s <= t) third-order sums."""
-    s_idx, t_idx = np.triu_indices(d)
-    # s == t appears once in the full tensor, s < t twice (as (s, t) and (t, s)).
-    weights = np.where(s_idx == t_idx, 1.0, 2.0)
-    return float(np.sum(weights * np.sum(third**2, axis=0)))
 
 
 def _hz_lognormal(b2: float, d: int) -> tuple[float, float] | None:
@@ -966,36 +534,6 @@ def _hz_lognormal(b2: float, d: int) -> tuple[float, float] | None:
     if not log_var_ratio > 0:
         return None
     return math.log1p(-mu_deficit) - 0.5 * log_var_ratio, math.sqrt(log_var_ratio)
-
-
-def _mardia_skewness(n: int, d: int, b1p: float) -> TestResult:
-    """Return Mardia's skewness test from b1p (MVN conventions)."""
-    from scipy.special import chdtrc
-
-    df = d * (d + 1) * (d + 2) / 6.0
-    if n < 20:
-        # MVN `mardia`: small-sample correction of the skewness statistic for n < 20.
-        k = (d + 1.0) * (n + 1.0) * (n + 3.0) / (n * ((n + 1.0) * (d + 1.0) - 6.0))
-        stat = n * k * b1p / 6.0
-        method = "chi2 approximation with the small-sample correction k (n < 20, MVN `mardia`)"
-    else:
-        stat = n * b1p / 6.0
-        method = "chi2 approximation of n b1p / 6"
-    return TestResult(
-        statistic=stat, pvalue=float(chdtrc(df, stat)), df=df, effect_size=b1p, method=method
-    )
-
-
-def _mardia_kurtosis(n: int, d: int, b2p: float) -> TestResult:
-    """Return Mardia's kurtosis test from b2p (MVN conventions)."""
-    excess = b2p - d * (d + 2.0)
-    z = excess * math.sqrt(n / (8.0 * d * (d + 2.0)))
-    return TestResult(
-        statistic=z,
-        pvalue=2.0 * _normal_sf(abs(z)),
-        effect_size=excess,
-        method="normal approximation, two-sided",
-    )
 
 
 def _shapiro_francia(col: FloatArray) -> float:

@@ -1,8 +1,8 @@
 """Outlier statistics: Gaussian tail probabilities, Mahalanobis exceedances, robust MCD.
 
 :class:`MahalanobisAccumulator` runs in the second pass over all rows: it whitens each chunk
-once with the full-data moments (a :class:`~latentcheck.stats.multivariate.Whitening`
-shared with :class:`~latentcheck.stats.multivariate.MardiaAccumulator`), counts squared
+once with the full-data moments (a :class:`~latentcheck.stats.whitening.Whitening`
+shared with :class:`~latentcheck.stats.mardia.MardiaAccumulator`), counts squared
 distances above the chi2_d 0.99 and 0.999 quantiles and keeps the rows with the largest
 distances. :func:`mcd_outliers` gives the robust version on the seeded sample.
 """
@@ -18,8 +18,8 @@ import numpy.typing as npt
 from numpy.typing import NDArray
 
 from latentcheck.errors import DegenerateDimensionWarning, InputError, SmallSampleWarning
-from latentcheck.stats.multivariate import (
-    MardiaAccumulator,
+from latentcheck.stats.mardia import MardiaAccumulator
+from latentcheck.stats.whitening import (
     Whitening,
     _constant_columns,
     _degeneracy_reason,

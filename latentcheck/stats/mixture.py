@@ -1,0 +1,320 @@
+"""ELBO surgery: the rate split into I(x; z), total correlation and dimension-wise KL.
+
+:func:`mixture_decomposition` takes posterior parameters (μ, ln σ²) of a seeded subsample of
+inputs, estimates the mutual information I(x; z) of the aggregate-posterior mixture by Monte
+Carlo, with the mixture densities evaluated exactly by log-sum-exp in blocks of draws, and
+splits the analytic rate exactly into I(x; z) + TC + Σ_j KL(q(z_j) ‖ p(z_j)), returned as a
+:class:`MixtureDecomposition`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from latentcheck._validation import check_int, check_seed
+from latentcheck.errors import InputError, SmallSampleWarning
+from latentcheck.stats.posterior_params import _kl_variance_part, as_logvar, check_mu
+
+__all__ = ["MIXTURE_SAMPLES", "MixtureDecomposition", "mixture_decomposition"]
+
+#: Recommended mixture subsample size for mixture_decomposition: about 1 s at d = 64.
+MIXTURE_SAMPLES = 2048
+
+_BLOCK_ELEMENTS = 1 << 18
+
+
+# --------------------------------------------------------------------------------------------
+# ELBO surgery on a subsample
+
+
+@dataclass(frozen=True, slots=True)
+class MixtureDecomposition:
+    """Monte-Carlo "ELBO surgery" split of the rate on a subsample of n inputs.
+
+    All values are in nats per input. ``*_se`` are Monte-Carlo standard errors of the draws
+    given the subsample (they do not include the subsample's own sampling variation).
+
+    Attributes
+    ----------
+    rate_nats : float
+        Analytic rate on the subsample, (1/n) Σ_n KL(q(z | x_n) ‖ p(z)); equals
+        ``mutual_information + total_correlation + dimwise_kl`` exactly.
+    rate_per_dim : ndarray of shape (n_dims,)
+        The same per dimension.
+    mutual_information : float
+        I(x; z) under the empirical joint (x uniform over the n inputs), the "index-code
+        mutual information"; always ≤ ln n.
+    mutual_information_se : float
+        Its Monte-Carlo standard error.
+    mutual_information_per_dim : ndarray of shape (n_dims,)
+        I(x; z_j) per dimension (each ≤ ln n).
+    kl_aggregate : float
+        KL(q(z) ‖ p(z)) of the aggregate posterior q(z) = (1/n) Σ_n q(z | x_n) to the prior,
+        = ``rate_nats − mutual_information``.
+    kl_aggregate_se : float
+        Its Monte-Carlo standard error (the same as that of ``mutual_information``).
+    total_correlation : float
+        TC = KL(q(z) ‖ Π_j q(z_j)) = Σ_j I(x; z_j) − I(x; z).
+    total_correlation_se : float
+        Its Monte-Carlo standard error.
+    dimwise_kl : float
+        Σ_j KL(q(z_j) ‖ p(z_j)).
+    dimwise_kl_se : float
+        Its Monte-Carlo standard error.
+    dimwise_kl_per_dim : ndarray of shape (n_dims,)
+        KL(q(z_j) ‖ p(z_j)) = ``rate_per_dim − mutual_information_per_dim``.
+    dimwise_kl_per_dim_se : ndarray of shape (n_dims,)
+        Their Monte-Carlo standard errors.
+    estimator : dict
+        Settings for the report: ``name``, ``n_mixture`` (n), ``n_draws``, ``seed`` (the seed
+        actually used), ``block_size``, ``bias_bound_nats`` (ln n, the largest value the
+        mutual-information estimate can take) and ``description``.
+    """
+
+    rate_nats: float
+    rate_per_dim: NDArray[np.float64]
+    mutual_information: float
+    mutual_information_se: float
+    mutual_information_per_dim: NDArray[np.float64]
+    kl_aggregate: float
+    kl_aggregate_se: float
+    total_correlation: float
+    total_correlation_se: float
+    dimwise_kl: float
+    dimwise_kl_se: float
+    dimwise_kl_per_dim: NDArray[np.float64]
+    dimwise_kl_per_dim_se: NDArray[np.float64]
+    estimator: dict[str, Any]
+
+
+def _log_ratios(
+    mu: NDArray[np.float64],
+    logvar: NDArray[np.float64],
+    z: NDArray[np.float64],
+    own: NDArray[np.intp],
+    block_size: int,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Return g (n_draws,) and g_j (n_draws, n_dims): ln n − ln Σ_n q(z|x_n) / q(z|x_own)."""
+    n, d = mu.shape
+    n_draws = z.shape[0]
+    log_n = math.log(n)
+    mu_t = np.ascontiguousarray(mu.T)
+    # ½ (z − μ)² / σ² = ((z − μ) · s)² with s = exp(−ln σ² / 2) / √2; c = −½ ln σ²; the
+    # −½ ln 2π of every component cancels in the ratios
+    scale = np.exp(-0.5 * logvar) * math.sqrt(0.5)
+    scale_t = np.ascontiguousarray(scale.T)
+    const = -0.5 * logvar
+    const_t = np.ascontiguousarray(const.T)
+    g = np.empty(n_draws)
+    g_dim = np.empty((n_draws, d))
+    # Densities far outside a narrow component overflow to +inf in the square and vanish in
+    # exp; the draw's own component keeps every sum >= 1, so no log of 0 occurs.
+    # one scratch block reused throughout: a fresh temporary per block would be
+    # page-faulted in again every time
+    work = np.empty((d, min(block_size, n_draws), n))
+    with np.errstate(over="ignore", under="ignore"):
+        for start in range(0, n_draws, block_size):
+            stop = min(start + block_size, n_draws)
+            zb = z[start:stop]
+            rows = own[start:stop]
+            own_log = const[rows] - np.square((zb - mu[rows]) * scale[rows])  # (b, d)
+            # (d, b, n): log q(z_j | x_n) − log q(z_j | x_own), one block of draws at a time
+            t = np.subtract(zb.T[:, :, None], mu_t[:, None, :], out=work[:, : stop - start])
+            t *= scale_t[:, None, :]
+            np.square(t, out=t)
+            np.subtract(const_t[:, None, :], t, out=t)
+            t -= own_log.T[:, :, None]
+            # the own component's ratio is 1 by definition; pin it so that rounding cannot
+            # push a sum below 1 (and g above ln n)
+            t[:, np.arange(stop - start), rows] = 0.0
+            joint = t.sum(axis=0)
+            # per-dimension ratios are bounded by exp(½ (ln σ²_own − ln σ²_n) + ½ ε²) with
+            # |ln σ²| <= 600, so exp cannot overflow without a max shift; the joint sum can
+            np.exp(t, out=t)
+            g_dim[start:stop] = log_n - np.log(t.sum(axis=2).T)
+            top = joint.max(axis=1, keepdims=True)
+            g[start:stop] = log_n - (top[:, 0] + np.log(np.exp(joint - top).sum(axis=1)))
+    return g, g_dim
+
+
+def mixture_decomposition(
+    mu: ArrayLike,
+    logvar: ArrayLike,
+    *,
+    n_draws: int | None = None,
+    seed: int | None = None,
+    block_size: int | None = None,
+) -> MixtureDecomposition:
+    """Split the rate into I(x; z), total correlation and dimension-wise KL.
+
+    Parameters
+    ----------
+    mu : array_like of shape (n_samples, n_dims)
+        Posterior means of a (seeded, uniform) subsample of inputs; every row is one
+        component of the aggregate posterior. :data:`MIXTURE_SAMPLES` = 2048 rows take about
+        1 s at n_dims = 64 with the default ``n_draws``.
+    logvar : array_like of shape (n_samples, n_dims)
+        Their log-variances ln σ² (see :func:`~latentcheck.stats.posterior_params.as_logvar`).
+    n_draws : int or None, default=None
+        Number of Monte-Carlo draws z ~ q(z | x_m); None draws one per row (stratified over
+        the inputs). Larger values cycle over the rows; smaller ones use a random subset.
+    seed : int or None, default=None
+        Seed of the draws; None picks one from fresh entropy and records it in
+        ``estimator["seed"]``.
+    block_size : int or None, default=None
+        Draws evaluated together; memory is 8 · block_size · n_samples · n_dims bytes. None
+        keeps a block near 2 MiB (at least one draw).
+
+    Returns
+    -------
+    MixtureDecomposition
+
+    Raises
+    ------
+    InputError
+        For invalid arrays or parameters.
+
+    Warns
+    -----
+    SmallSampleWarning
+        With fewer than 2 rows (every value is NaN).
+
+    Notes
+    -----
+    With x uniform over the n rows and q(z) = (1/n) Σ_n q(z | x_n), the average rate splits
+    as [1]_ [2]_
+
+        (1/n) Σ_n KL(q(z|x_n) ‖ p) = I(x; z) + TC(z) + Σ_j KL(q(z_j) ‖ p(z_j)).
+
+    Draws z_k ~ q(z | x_{m_k}) give g_k = ln q(z_k | x_{m_k}) − ln q(z_k) and, per dimension,
+    g_kj = ln q(z_kj | x_{m_k}) − ln q_j(z_kj), with ln q(z) and ln q_j(z_j) evaluated exactly
+    over all n components by log-sum-exp, block by block (memory O(block · n · d), never
+    n × n). Then I(x; z) ≈ mean_k g_k and I(x; z_j) ≈ mean_k g_kj. The rate is known in closed
+    form, so KL(q(z) ‖ p) = rate − I(x; z) and KL(q(z_j) ‖ p) = rate_j − I(x; z_j); as q(z | x)
+    factorises, TC = Σ_j I(x; z_j) − I(x; z). Every g is bounded above by ln n (the draw's own
+    component is one of the n), so these estimates have far less variance than averaging
+    ln q(z) − ln p(z) directly, and the three parts add up to the rate exactly.
+
+    Bias: the estimate is unbiased (over draws) for the n-input mixture. As an estimate for
+    the population of inputs, mean_k g_k is the InfoNCE bound with the true critic [3]_ [4]_:
+    it is at most ln n and in expectation at most the population I(x; z); Jensen's inequality
+    over the other n − 1 components bounds the gap,
+    0 ≤ I − E[Î] ≤ ln(1 + (E_{p(x,z)}[q(z|x) / q(z)] − 1) / n), and the same holds per
+    dimension. So I is biased low and KL(q(z) ‖ p) high, badly so when I(x; z) approaches
+    ln n (near-deterministic encoders: every draw then sits at ln n, and the split only says
+    that I(x; z) ≥ ln n). Standard errors are sd(g) / √n_draws as for independent draws; with
+    stratified draws (one per row) they overstate the Monte-Carlo error given the subsample
+    (by 10-20 % in tests) and came within 10 % of the total error against population values
+    in linear-Gaussian tests, where the subsample varied too.
+
+    Accuracy at the defaults (n = n_draws = 2048, n_dims = 64, ~1 s on 2 cores): in a
+    linear-Gaussian model with I(x; z) = 3.6 nats the standard errors were 0.05 nats (I and
+    KL(q(z) ‖ p)), 0.02-0.03 (TC) and 0.05-0.06 (dimension-wise KL), and I was 0.12 nats low;
+    with I(x; z) = 9.4 nats > ln 2048 = 7.6 the estimate saturated at 6.9.
+
+    References
+    ----------
+    .. [1] M. D. Hoffman and M. J. Johnson, "ELBO surgery: yet another way to carve up the
+           variational evidence lower bound", NIPS 2016 Workshop on Advances in Approximate
+           Bayesian Inference, http://approximateinference.org/2016/accepted/HoffmanJohnson2016.pdf
+    .. [2] R. T. Q. Chen, X. Li, R. Grosse and D. Duvenaud, "Isolating Sources of
+           Disentanglement in Variational Autoencoders", NeurIPS 2018, :arxiv:`1802.04942`.
+    .. [3] A. van den Oord, Y. Li and O. Vinyals, "Representation Learning with Contrastive
+           Predictive Coding", 2018, :arxiv:`1807.03748`.
+    .. [4] B. Poole, S. Ozair, A. van den Oord, A. A. Alemi and G. Tucker, "On Variational
+           Bounds of Mutual Information", ICML 2019, :arxiv:`1905.06922`.
+    """
+    mu64 = check_mu(mu)
+    lv = as_logvar(logvar, "logvar")
+    if mu64.shape != lv.shape:
+        raise InputError(
+            f"`mu` and `logvar` must have the same shape, got {mu64.shape} and {lv.shape}"
+        )
+    n, d = lv.shape
+    if d == 0:
+        raise InputError("`mu` has 0 dimensions; expected at least one column")
+    draws = n if n_draws is None else check_int(n_draws, "n_draws", minimum=2)
+    if block_size is None:
+        block = max(1, _BLOCK_ELEMENTS // max(1, n * d))
+    else:
+        block = check_int(block_size, "block_size", minimum=1)
+    used_seed = check_seed(seed)
+    estimator: dict[str, Any] = {
+        "name": "aggregate-posterior mixture, Monte Carlo with analytic rate",
+        "n_mixture": int(n),
+        "n_draws": int(draws),
+        "seed": used_seed,
+        "block_size": int(block),
+        "bias_bound_nats": math.log(n) if n > 0 else math.nan,
+        "description": (
+            "I(x;z) = mean of ln q(z|x) - ln q(z) over draws from q(z|x), with q(z) the "
+            "mixture of the n subsample posteriors (<= ln n, biased low for the population); "
+            "KL(q(z)||p) = rate - I; TC = sum_j I(x;z_j) - I; dimension-wise KL_j = rate_j - "
+            "I(x;z_j)"
+        ),
+    }
+    if n:
+        rate_dim = (0.5 * np.square(mu64) + _kl_variance_part(lv)).mean(axis=0)
+    else:
+        rate_dim = np.full(d, np.nan)
+    if n < 2:
+        warnings.warn(
+            f"The mixture decomposition needs at least 2 rows, got {n}; its values are NaN",
+            SmallSampleWarning,
+            stacklevel=2,
+        )
+        nan_d = np.full(d, np.nan)
+        return MixtureDecomposition(
+            rate_nats=float(rate_dim.sum()),
+            rate_per_dim=rate_dim,
+            mutual_information=math.nan,
+            mutual_information_se=math.nan,
+            mutual_information_per_dim=nan_d,
+            kl_aggregate=math.nan,
+            kl_aggregate_se=math.nan,
+            total_correlation=math.nan,
+            total_correlation_se=math.nan,
+            dimwise_kl=math.nan,
+            dimwise_kl_se=math.nan,
+            dimwise_kl_per_dim=nan_d,
+            dimwise_kl_per_dim_se=nan_d,
+            estimator=estimator,
+        )
+    rng = np.random.default_rng(used_seed)
+    # stratified over inputs: whole cycles over all rows, then a random subset for the rest
+    own = np.concatenate(
+        [np.tile(np.arange(n), draws // n), rng.choice(n, draws % n, replace=False)]
+    ).astype(np.intp)
+    eps = rng.standard_normal((draws, d))
+    z = mu64[own] + np.exp(0.5 * lv[own]) * eps
+    g, g_dim = _log_ratios(mu64, lv, z, own, block)
+    g_sum = g_dim.sum(axis=1)
+    root = math.sqrt(draws)
+    # every g is <= ln n; clip the rounding of the mean of many values at ln n
+    log_n = math.log(n)
+    mi = min(float(g.mean()), log_n)
+    mi_se = float(g.std(ddof=1)) / root
+    mi_dim = np.minimum(g_dim.mean(axis=0), log_n)
+    rate = float(rate_dim.sum())
+    return MixtureDecomposition(
+        rate_nats=rate,
+        rate_per_dim=rate_dim,
+        mutual_information=mi,
+        mutual_information_se=mi_se,
+        mutual_information_per_dim=mi_dim,
+        kl_aggregate=rate - mi,
+        kl_aggregate_se=mi_se,
+        total_correlation=float(mi_dim.sum()) - mi,
+        total_correlation_se=float((g_sum - g).std(ddof=1)) / root,
+        dimwise_kl=rate - float(mi_dim.sum()),
+        dimwise_kl_se=float(g_sum.std(ddof=1)) / root,
+        dimwise_kl_per_dim=rate_dim - mi_dim,
+        dimwise_kl_per_dim_se=g_dim.std(axis=0, ddof=1) / root,
+        estimator=estimator,
+    )

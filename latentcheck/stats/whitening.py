@@ -1,0 +1,146 @@
+"""Whitening by full-data moments, and when a covariance is too degenerate to whiten.
+
+:class:`Whitening` maps rows to coordinates with identity covariance, ``y = (x - mean) @
+matrix``, so that ``|y|^2`` is the squared Mahalanobis distance. One instance, built from the
+moments of the first pass, is shared by the second-pass accumulators
+(:class:`~latentcheck.stats.mardia.MardiaAccumulator` and
+:class:`~latentcheck.stats.outliers.MahalanobisAccumulator`), so that each chunk is whitened
+once. Constant columns and a singular covariance give a reason instead of a matrix; the joint
+tests report that reason in a skipped result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from numpy.typing import NDArray
+
+from latentcheck.errors import InputError
+
+__all__ = ["Whitening"]
+
+# A column counts as constant when its variance is below (1e-12 |mean|)^2 (or zero), and
+# the covariance as singular when the reciprocal condition number of the correlation
+# matrix is below 1e-10: whitening would then amplify rounding errors beyond 1e-6.
+_CONSTANT_RTOL = 1.0e-12
+_SINGULAR_RCOND = 1.0e-10
+
+FloatArray = NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Whitening:
+    """Affine map to whitened coordinates, shared by the second-pass accumulators.
+
+    ``y = (x - mean) @ matrix`` has identity population covariance, and ``|y|^2`` is the
+    squared Mahalanobis distance under the population covariance (ddof=0).
+
+    Attributes
+    ----------
+    mean : ndarray of shape (n_dims,)
+        Full-data mean.
+    cov : ndarray of shape (n_dims, n_dims)
+        Full-data population covariance (ddof=0).
+    matrix : ndarray of shape (n_dims, n_dims)
+        ``inv(L).T`` for the Cholesky factor ``cov = L @ L.T`` (upper triangular); zeros
+        when the covariance is degenerate.
+    reason : str or None
+        Why the data cannot be whitened (constant columns, singular covariance), else None.
+    """
+
+    mean: FloatArray
+    cov: FloatArray
+    matrix: FloatArray
+    reason: str | None
+
+    @classmethod
+    def from_moments(cls, mean: npt.ArrayLike, cov: npt.ArrayLike) -> Whitening:
+        """Build the whitening from a mean and a population covariance.
+
+        Parameters
+        ----------
+        mean : array_like of shape (n_dims,)
+            Full-data mean.
+        cov : array_like of shape (n_dims, n_dims)
+            Full-data population covariance (ddof=0).
+
+        Returns
+        -------
+        Whitening
+            With ``reason`` set (and a zero matrix) when the covariance is degenerate.
+
+        Raises
+        ------
+        InputError
+            If the shapes do not match or a value is not finite.
+        """
+        mean_arr, cov_arr = _check_moments(mean, cov)
+        reason = _degeneracy_reason(mean_arr, cov_arr)
+        matrix = np.zeros_like(cov_arr)
+        if reason is None:
+            chol = np.linalg.cholesky(cov_arr)
+            matrix = np.ascontiguousarray(np.linalg.inv(chol).T)
+        return cls(mean=mean_arr, cov=cov_arr, matrix=matrix, reason=reason)
+
+    @property
+    def n_dims(self) -> int:
+        """Number of dimensions."""
+        return int(self.mean.shape[0])
+
+    def apply(self, chunk: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+        """Return the whitened rows ``y`` (n_rows, n_dims) and their ``|y|^2`` (n_rows,).
+
+        The chunk (float32 or float64) is promoted to float64 while it is centred, so
+        there is one float64 copy and one BLAS product per chunk.
+        """
+        x = np.asarray(chunk)
+        if x.ndim != 2 or x.shape[1] != self.n_dims:
+            raise InputError(
+                f"`chunk` must have shape (n_rows, {self.n_dims}), got shape {x.shape}"
+            )
+        centred = np.subtract(x, self.mean, dtype=np.float64)
+        y = centred @ self.matrix
+        return y, np.einsum("ij,ij->i", y, y)
+
+
+def _check_moments(mean: npt.ArrayLike, cov: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """Return (mean, cov) as float64 arrays of matching shapes or raise InputError."""
+    mean_arr = np.asarray(mean, dtype=np.float64)
+    cov_arr = np.asarray(cov, dtype=np.float64)
+    if mean_arr.ndim != 1 or cov_arr.shape != (mean_arr.shape[0], mean_arr.shape[0]):
+        raise InputError(
+            f"`mean` must have shape (n_dims,) and `cov` (n_dims, n_dims), got "
+            f"{mean_arr.shape} and {cov_arr.shape}"
+        )
+    if not (np.all(np.isfinite(mean_arr)) and np.all(np.isfinite(cov_arr))):
+        raise InputError("`mean` and `cov` must be finite")
+    return mean_arr, cov_arr
+
+
+def _constant_columns(mean: FloatArray, var: FloatArray) -> list[int]:
+    """Return the indices of columns whose variance is zero relative to their mean."""
+    return [int(j) for j in np.flatnonzero(var <= (_CONSTANT_RTOL * np.abs(mean)) ** 2)]
+
+
+def _degeneracy_reason(mean: FloatArray, cov: FloatArray) -> str | None:
+    """Return why a covariance cannot be inverted reliably, or None."""
+    var = np.diag(cov).copy()
+    constant = _constant_columns(mean, var)
+    if constant:
+        return f"Column(s) {constant} are constant; joint tests need a full-rank covariance"
+    inv_sd = 1.0 / np.sqrt(var)
+    eig = np.linalg.eigvalsh(cov * inv_sd[:, None] * inv_sd[None, :])
+    rcond = float(eig[0] / eig[-1])
+    if not rcond > _SINGULAR_RCOND:
+        return (
+            f"Covariance is singular (reciprocal condition number of the correlation matrix "
+            f"{rcond:.3g} < {_SINGULAR_RCOND:g}); some columns are linear combinations"
+        )
+    return None
+
+
+def _same_whitening(a: Whitening, b: Whitening) -> bool:
+    """Return whether two whitenings come from the same moments."""
+    return a is b or (np.array_equal(a.mean, b.mean) and np.array_equal(a.cov, b.cov))
