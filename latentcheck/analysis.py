@@ -86,7 +86,8 @@ def sorted_quantiles(sorted_x: F64, levels: Sequence[float]) -> F64:
     b = sorted_x[hi]
     diff = b - a
     out = a + diff * gamma
-    return np.where(gamma >= 0.5, b - diff * (1 - gamma), out)
+    quantiles: F64 = np.where(gamma >= 0.5, b - diff * (1 - gamma), out)
+    return quantiles
 
 
 class _Collector:
@@ -479,9 +480,7 @@ def analyze_source(
 
         # pass 2 streams on the workers while this thread computes what needs only the
         # sample (tests, negentropy, MCD: mostly Python-level work that holds the GIL)
-        pass2 = start_pass(
-            source, ranges, make_second, threads=max(1, threads - 1), progress=bar
-        )
+        pass2 = start_pass(source, ranges, make_second, threads=max(1, threads - 1), progress=bar)
     except BaseException:
         bar.close()
         raise

@@ -40,6 +40,9 @@ NPZ_ROLES: dict[str, tuple[str, ...]] = {
 SUPPORTED = ".npy, .npz"
 
 
+_HAVE_PREADV = hasattr(os, "preadv")  # POSIX; elsewhere blocks come from the memory map
+
+
 @dataclass
 class _Member:
     """One array of a data set: a file, an ``.npz`` member, or an in-memory array.
@@ -66,7 +69,7 @@ class _Member:
         For files this is a view of this thread's buffer for this member: it stays valid
         until the next read of the same member on the same thread.
         """
-        if self.path is None or stop <= start:
+        if self.path is None or stop <= start or not _HAVE_PREADV:
             return np.asarray(self.array[start:stop])
         item = math.prod(self.shape[1:]) * self.dtype.itemsize
         n = (stop - start) * item
@@ -86,7 +89,7 @@ class _Member:
             if buf.nbytes < nbytes:
                 raw = np.empty(nbytes + 64, dtype=np.uint8)
                 lead = (-raw.ctypes.data) % 64  # cache-line aligned rows
-                buf = memoryview(raw[lead : lead + nbytes])
+                buf = raw[lead : lead + nbytes].data
             self._io[key] = (fd, buf)
         return fd, buf
 
