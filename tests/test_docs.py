@@ -1,0 +1,86 @@
+"""The README and the CLI agree: commands, options, JSON keys, the quick start, CI."""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib.resources import files
+from pathlib import Path
+
+import click
+import pytest
+
+from latentcheck.cli import cli
+
+ROOT = Path(__file__).parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def _commands() -> dict[str, click.Command]:
+    return dict(cli.commands)  # type: ignore[attr-defined]
+
+
+def test_every_command_has_help_and_is_in_the_readme():
+    assert set(_commands()) == {"report", "compare"}
+    for name, cmd in _commands().items():
+        assert cmd.help and len(cmd.help.strip()) > 40, name
+        assert f"latentcheck {name}" in README, name
+
+
+@pytest.mark.parametrize("command", ["report", "compare"])
+def test_every_documented_option_exists(command):
+    params = {
+        opt
+        for p in _commands()[command].params
+        for opt in getattr(p, "opts", [])
+        if opt[:2] == "--"
+    }
+    # every --option the README mentions next to this command is a real option of some command
+    mentioned = set(re.findall(r"(--[a-z][a-z-]+)", README))
+    known = set().union(
+        *(
+            {
+                o
+                for p in c.params
+                for o in [*getattr(p, "opts", []), *getattr(p, "secondary_opts", [])]
+                if o.startswith("--")
+            }
+            for c in _commands().values()
+        )
+    ) | {"--help", "--version", "--scipy"}  # --scipy: the benchmark script's option
+    assert mentioned <= known, sorted(mentioned - known)
+    assert params  # the command has options at all
+
+
+def test_quick_start_is_two_commands_and_ci_runs_the_readme_test_command():
+    quick = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```\n(.*?)\n```", quick, flags=re.S)
+    assert len(blocks) == 2
+    install_run, install_test = blocks
+    assert install_run.startswith("pip install . && latentcheck report sample_latents/")
+    sample = install_run.split("latentcheck report ", 1)[1].split()[0]
+    assert (ROOT / sample).is_file()
+    assert install_test == "pip install -e '.[test]' && python -m pytest"
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "pip install --quiet -e '.[test]'" in ci
+    assert re.search(r"^python -m pytest$", ci, flags=re.M)
+
+
+def test_every_per_dimension_key_of_the_schema_is_documented():
+    schema = json.loads(files("latentcheck").joinpath("schema/report.schema.json").read_text())
+    dim_keys = schema["properties"]["dims"]["items"]["properties"]
+    for key in dim_keys:
+        assert f"`{key}" in README, key
+    for key in ("kl_per_dim", "rate_nats", "active_units", "mutual_information", "dimwise_kl"):
+        assert f"`{key}" in README, key
+
+
+def test_readme_links_resolve():
+    for target in re.findall(r"\]\(([^)#:]+)\)", README):
+        assert (ROOT / target).exists(), target
+
+
+def test_changelog_has_unreleased_on_top():
+    log = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    first = re.search(r"^## .*$", log, flags=re.M)
+    assert first is not None and first.group(0) == "## Unreleased"
