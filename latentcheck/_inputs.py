@@ -64,8 +64,6 @@ def standard_normal(index: NDArray[np.int64], seed: int) -> NDArray[np.float64]:
     return z
 
 
-
-
 class DrawSource(LatentSource):
     """A LatentSource whose rows are the seeded draw z = mu + sigma * eps."""
 
@@ -355,6 +353,8 @@ class PosteriorJob:
             "kl_variance_part": stats.kl_variance_part,
             "rate_nats": stats.rate_nats,
             "rate_bits": stats.rate_bits,
+            "rows_per_sample": post.mu.rows_per_item,
+            "rate_per_sample_nats": stats.rate_nats * post.mu.rows_per_item,
             "rate_mean_part_nats": stats.rate_mean_part_nats,
             "rate_variance_part_nats": stats.rate_variance_part_nats,
             "rate_share": stats.rate_share,

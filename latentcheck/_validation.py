@@ -52,6 +52,16 @@ def check_positive(value: object, name: str) -> float:
     return fvalue
 
 
+def check_real(value: object, name: str) -> float:
+    """Return `value` as a finite float, or raise InputError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputError(f"`{name}` must be a number, got {value!r}")
+    fvalue = float(value)
+    if not np.isfinite(fvalue):
+        raise InputError(f"`{name}` must be finite, got {fvalue}")
+    return fvalue
+
+
 def check_seed(seed: object) -> int:
     """Return the seed to use: `seed` itself, or a fresh one drawn from the OS when None."""
     if seed is None:

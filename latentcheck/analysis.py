@@ -38,6 +38,7 @@ from ._passes import (
     run_pass,
     start_pass,
 )
+from ._spatial import check_claim, spatial_block, spatial_factory, widen_normalization
 from .accumulate import key_threshold
 from .errors import DegenerateDimensionWarning, InputError, LatentcheckWarning
 from .loading import LatentSource, open_latents, plan_blocks
@@ -172,6 +173,8 @@ def analyze(
     active_threshold: float = 0.01,
     collapse_threshold: float = 0.01,
     mixture_samples: int = 2048,
+    assume_scale: float | None = None,
+    assume_shift: float = 0.0,
     chunk_rows: int | None = None,
     threads: int | None = None,
     progress: bool | None = False,
@@ -235,6 +238,10 @@ def analyze(
         Posterior only: a dimension is collapsed when its rate is below this (nats).
     mixture_samples : int, default=2048
         Posterior only: inputs in the mixture estimate of I(x; z) and KL(q(z) || p(z)).
+    assume_scale, assume_shift : float or None, default=None and 0.0
+        A normalisation ``(z - assume_shift) * assume_scale`` your pipeline applies; the
+        report checks it against the data and names known mistakes (inverted factor,
+        missing shift, another VAE's constant, per-channel constants needed).
     chunk_rows : int or None, default=None
         Rows per streamed chunk; None picks about 1 MiB per chunk. Results do not depend
         on it (to rounding).
@@ -367,6 +374,8 @@ def analyze_source(
     energy_resamples: int = DEFAULT_ENERGY_RESAMPLES,
     mcd_samples: int = DEFAULT_MCD_SAMPLES,
     top_rows: int = 10,
+    assume_scale: float | None = None,
+    assume_shift: float = 0.0,
     chunk_rows: int | None = None,
     threads: int | None = None,
     progress: bool | None = False,
@@ -381,6 +390,11 @@ def analyze_source(
     nan = v.check_nan_policy(nan)
     levels = v.check_levels(sigma_levels, "sigma_levels")
     top_pairs = v.check_int(top_pairs, "top_pairs", minimum=0)
+    if assume_scale is not None:
+        assume_scale = v.check_positive(assume_scale, "assume_scale")
+        if assume_scale == 0:
+            raise InputError("`assume_scale` must be > 0, got 0")
+    assume_shift = v.check_real(assume_shift, "assume_shift")
     max_joint_dims = v.check_int(max_joint_dims, "max_joint_dims", minimum=1)
     jopts = JointOptions(
         joint_samples=v.check_int(joint_samples, "joint_samples", minimum=3),
@@ -474,8 +488,14 @@ def analyze_source(
                 third=mardia_third_order_affordable(n, used.size),
             )
 
+        make_spatial = spatial_factory(source, mean, safe_std, levels)
+
         def make_second() -> SecondPass:
-            extras = {"joint": make_joint()} if make_joint is not None else None
+            extras: dict[str, Any] = {}
+            if make_joint is not None:
+                extras["joint"] = make_joint()
+            if make_spatial is not None:
+                extras["spatial"] = make_spatial()
             return SecondPass(levels, mean, safe_std, source.dtype, extras=extras)
 
         # pass 2 streams on the workers while this thread computes what needs only the
@@ -510,6 +530,8 @@ def analyze_source(
             kind=kind,
             aggregate=aggregate,
             posterior=posterior,
+            assume_scale=assume_scale,
+            assume_shift=assume_shift,
             collector=collector,
         )
     finally:
@@ -544,6 +566,8 @@ def _sample_and_finish(
     kind: str,
     aggregate: str | None,
     posterior: PosteriorJob | None,
+    assume_scale: float | None,
+    assume_shift: float,
     collector: _Collector,
 ) -> Analysis:
     """Compute the sample-based statistics (while pass 2 runs), then assemble the report."""
@@ -599,7 +623,40 @@ def _sample_and_finish(
     cov_sum = None
     if first.comoments is not None:
         cov_sum = float(first.comoments.cov().sum())
-    norm = normalization(n, mean, moments.m2, moments.m4, cov_sum=cov_sum)
+    base = normalization(n, mean, moments.m2, moments.m4, cov_sum=cov_sum)
+    norm = Normalization(
+        shift=base.shift,
+        scale=base.scale,
+        scale_rms=base.scale_rms,
+        per_dim_shift=base.per_dim_shift,
+        per_dim_scale=base.per_dim_scale,
+        shift_ci=base.shift_ci,
+        scale_ci=base.scale_ci,
+        per_dim_shift_ci=base.per_dim_shift_ci,
+        per_dim_scale_ci=base.per_dim_scale_ci,
+        n_rows=base.n_rows,
+    )
+    spatial = None
+    if "spatial" in second.extras:
+        spatial, vif_mean, vif_std = spatial_block(
+            second.extras["spatial"],
+            sample=sample,
+            row_ids=reservoir.row_ids,
+            rows_per_item=source.rows_per_item,
+            test_samples=test_samples,
+            degenerate=degenerate,
+            run=collector.run,
+        )
+        norm = widen_normalization(norm, vif_mean, vif_std)
+    claim = None
+    if assume_scale is not None:
+        claim = check_claim(
+            norm,
+            assume_scale=assume_scale,
+            assume_shift=assume_shift,
+            degenerate=degenerate,
+            run=collector.run,
+        )
 
     levels_arr = np.asarray(levels, dtype=np.float64)
     expected = np.array([math.erfc(k / math.sqrt(2.0)) for k in levels])
@@ -622,6 +679,7 @@ def _sample_and_finish(
         mean=mean[ok_dims] if ok_dims.any() else mean,
         std=std[ok_dims] if ok_dims.any() else std,
         pooled_rates=pooled,
+        n_values=int(n * max(int(ok_dims.sum()), 1)),
         expected=expected,
         levels=levels_arr,
         negentropy=neg[ok_dims],
@@ -652,18 +710,8 @@ def _sample_and_finish(
         dims_rejected=rejected,
         std_range=(float(np.min(std)), float(np.max(std))),
         effective_dims=joint.effective_dims,
-        normalization=Normalization(
-            shift=norm.shift,
-            scale=norm.scale,
-            scale_rms=norm.scale_rms,
-            per_dim_shift=norm.per_dim_shift,
-            per_dim_scale=norm.per_dim_scale,
-            shift_ci=norm.shift_ci,
-            scale_ci=norm.scale_ci,
-            per_dim_shift_ci=norm.per_dim_shift_ci,
-            per_dim_scale_ci=norm.per_dim_scale_ci,
-            n_rows=norm.n_rows,
-        ),
+        normalization=norm,
+        normalization_check=claim,
     )
     dims = Dims(
         index=np.arange(d, dtype=np.int64),
@@ -739,6 +787,7 @@ def _sample_and_finish(
         summary=summary,
         dims=dims,
         joint=joint,
+        spatial=spatial,
         posterior=post,
         warnings=tuple(collector.messages),
     )

@@ -228,6 +228,19 @@ def analysis_options(fn: F) -> F:
                 show_default=True,
                 help="Posterior: inputs in the mixture estimate of I(x;z).",
             ),
+            click.option(
+                "--assume-scale",
+                type=float,
+                default=None,
+                help="Check a normalisation (z - shift) * scale your pipeline applies.",
+            ),
+            click.option(
+                "--assume-shift",
+                type=float,
+                default=0.0,
+                show_default=True,
+                help="The shift of that normalisation.",
+            ),
             click.option("--chunk-rows", type=int, default=None, help="Rows per chunk."),
             click.option("--threads", type=int, default=None, help="Worker threads."),
             click.option(

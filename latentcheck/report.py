@@ -240,6 +240,9 @@ class Summary:
     effective_dims : float
         Participation ratio of the covariance spectrum (NaN if the joint part was skipped).
     normalization : Normalization
+    normalization_check : dict or None
+        The check of a claimed normalisation (``assume_scale``/``assume_shift``): the
+        normalised mean and std, the constants the data needs, and the known mistakes found.
     """
 
     verdict: str
@@ -255,6 +258,7 @@ class Summary:
     std_range: tuple[float, float]
     effective_dims: float
     normalization: Normalization
+    normalization_check: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,6 +376,9 @@ class Report:
     summary : Summary
     dims : Dims
     joint : Joint
+    spatial : dict or None
+        Conv latents only: spatial autocorrelation, effective sample size, per-position maps,
+        and the univariate tests on well-separated positions.
     posterior : dict or None
         Posterior-parameter statistics, when given.
     warnings : tuple of str
@@ -385,6 +392,7 @@ class Report:
     summary: Summary
     dims: Dims
     joint: Joint
+    spatial: dict[str, Any] | None
     posterior: dict[str, Any] | None
     warnings: tuple[str, ...]
 
@@ -642,6 +650,7 @@ def report_from_dict(data: dict[str, Any]) -> Report:
             summary=_from_hints(Summary, data["summary"]),
             dims=records_to_dims(data["dims"], settings),
             joint=_from_hints(Joint, data["joint"]),
+            spatial=data.get("spatial"),
             posterior=data.get("posterior"),
             warnings=tuple(data.get("warnings", ())),
         )

@@ -191,6 +191,22 @@ def render_report(
             width,
         )
     )
+    check = sm.normalization_check
+    if check:
+        mistakes = ", ".join(check.get("mistakes") or []) or "none"
+        out.extend(
+            _kv(
+                "Claimed normalisation",
+                f"(z - {fmt(check.get('assume_shift'), 4)}) * {fmt(check.get('assume_scale'), 4)} "
+                f"gives mean {fmt(check.get('normalized_mean'), p)}, std "
+                f"{fmt(check.get('normalized_std'), p)} ({check.get('verdict')}; mistakes: "
+                f"{mistakes}); the data needs shift {fmt(check.get('needed_shift'), 4)}, scale "
+                f"{fmt(check.get('needed_scale'), 4)}",
+                width,
+            )
+        )
+        for message in check.get("messages") or []:
+            out.extend(wrap(message, width, indent=" " * 26, first=" " * 24 + "- "))
     if jt.skipped is None and jt.top_pairs:
         pairs = ", ".join(f"({i},{j}) r={r:+.2f}" for i, j, r in jt.top_pairs[:5])
         out.extend(_kv("Most correlated", pairs, width))
@@ -199,6 +215,9 @@ def render_report(
     out.append("")
 
     out.extend(_dims_table(report, width, max_dims, p))
+    if report.spatial:
+        out.append("")
+        out.extend(_spatial_block(report, width, p))
     if report.posterior:
         out.append("")
         out.extend(_posterior_block(report, width, p, max_dims))
@@ -321,16 +340,73 @@ def _dims_table(report: Report, width: int, max_dims: int, p: int) -> list[str]:
     return lines
 
 
+def _spatial_block(report: Report, width: int, p: int) -> list[str]:
+    """Return the block on conv latents: spatial correlation, ESS, separated tests."""
+    sp = report.spatial or {}
+    shape = "x".join(str(s) for s in sp.get("spatial_shape", []))
+    out = [f"SPATIAL (conv latents, {sp.get('n_items')} samples of {shape} positions)"]
+    rho = sp.get("autocorrelation") or []
+    ess = sp.get("effective_sample_size") or []
+    vif = sp.get("variance_inflation") or []
+    axes = ["H", "W", "D"][: len(rho)] if len(rho) <= 3 else [str(i) for i in range(len(rho))]
+    headers = ["channel", *[f"lag-1 r ({a})" for a in axes], "var. inflation", "ESS (rows)"]
+    rows = []
+    for c in range(len(ess)):
+        rows.append(
+            [
+                str(c),
+                *[fmt(rho[a][c], p) for a in range(len(rho))],
+                fmt(vif[c], p),
+                fmt(ess[c], p),
+            ]
+        )
+    out.extend("  " + line for line in table(headers, rows))
+    sep = sp.get("separated_tests") or {}
+    sw = (sep.get("tests") or {}).get("shapiro") or {}
+    holm = sw.get("pvalue_holm") or []
+    if holm:
+        alpha = report.settings.alpha
+        n_rej = sum(1 for x in holm if x is not None and x < alpha)
+        gap = ", ".join(str(g) for g in sp.get("separation_gap", []))
+        out.extend(
+            _kv(
+                "Separated positions",
+                f"Shapiro-Wilk on {sep.get('n_rows')} rows at {sep.get('n_positions')} "
+                f"well-separated positions (gap {gap}): {n_rej} of {len(holm)} channels "
+                f"rejected (Holm, alpha {alpha:g})",
+                width,
+            )
+        )
+    out.extend(
+        wrap(
+            "Neighbouring positions are correlated, so N*H*W rows carry less information than "
+            "independent rows: ESS = rows / variance inflation (separable AR(1) model); the "
+            "normalisation intervals above are widened by it. Per-position mean, std and "
+            "outlier maps are in the JSON (spatial.mean_map, std_map, outlier_rate_map).",
+            width,
+            indent="  ",
+            first="  ",
+        )
+    )
+    return out
+
+
 def _posterior_block(report: Report, width: int, p: int, max_dims: int = 64) -> list[str]:
     """Return the block of posterior-parameter figures and its per-dimension table."""
     post = report.posterior or {}
     spread = post.get("spread_input", "logvar")
     out = [f"POSTERIOR (from mu and {spread}; {post.get('n_samples', '?')} rows)"]
+    per_sample = ""
+    if int(post.get("rows_per_sample") or 1) > 1:
+        per_sample = (
+            f" (one position; {fmt(post.get('rate_per_sample_nats'), p)} nats per sample of "
+            f"{post.get('rows_per_sample')} positions)"
+        )
     out.extend(
         _kv(
             "Rate",
             f"{fmt(post.get('rate_nats'), p)} nats = {fmt(post.get('rate_bits'), p)} bits per "
-            f"row (mean over inputs of KL(q(z|x) || N(0,I))); mean part (mu^2/2) "
+            f"row{per_sample} (mean over inputs of KL(q(z|x) || N(0,I))); mean part (mu^2/2) "
             f"{fmt(post.get('rate_mean_part_nats'), p)}, variance part "
             f"{fmt(post.get('rate_variance_part_nats'), p)} nats",
             width,

@@ -1,0 +1,137 @@
+"""Practical parts of the report: conv spatial block, claimed normalisations, the verdict."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import scipy.stats as st
+
+import latentcheck as lc
+from latentcheck.cli import cli
+from latentcheck.verdict import outlier_finding, rate_finding
+
+
+def _ar1_field(rng, n, c, h, w, rho):
+    """Separable AR(1) field with unit variance and lag-1 correlation rho on each axis."""
+    z = rng.standard_normal((n, c, h, w))
+    s = math.sqrt(1 - rho**2)
+    for i in range(1, h):
+        z[:, :, i, :] = rho * z[:, :, i - 1, :] + s * z[:, :, i, :]
+    for j in range(1, w):
+        z[:, :, :, j] = rho * z[:, :, :, j - 1] + s * z[:, :, :, j]
+    return z
+
+
+@pytest.fixture(scope="module")
+def conv_report():
+    rng = np.random.default_rng(3)
+    x = _ar1_field(rng, 400, 3, 8, 8, 0.6)
+    x[:, 1] = 2.0 * x[:, 1] + 1.0
+    return x, lc.analyze(x, seed=0)
+
+
+def test_conv_report_has_spatial_block(conv_report):
+    x, rep = conv_report
+    sp = rep.spatial
+    assert sp is not None and sp["spatial_shape"] == [8, 8] and sp["n_items"] == 400
+    # lag-1 Pearson correlation along H equals numpy's on the shifted arrays
+    a = x[:, 0, 1:, :].ravel()
+    b = x[:, 0, :-1, :].ravel()
+    np.testing.assert_allclose(
+        sp["autocorrelation_pearson"][0][0], np.corrcoef(a, b)[0, 1], rtol=1e-9
+    )
+    # the simulated field has rho = 0.6 on both axes (Monte-Carlo tolerance 0.03)
+    assert abs(sp["autocorrelation"][0][1] - 0.6) < 0.03
+    assert all(e < 400 * 64 / 2 for e in sp["effective_sample_size"])
+    assert np.array(sp["mean_map"]).shape == (3, 8, 8)
+    sep = sp["separated_tests"]
+    assert sep["n_positions"] >= 1 and set(sep["tests"]) >= {"shapiro", "ks_prior"}
+    text = rep.to_text()
+    assert "SPATIAL (conv latents, 400 samples of 8x8 positions)" in text
+
+
+def test_conv_normalisation_intervals_are_widened(conv_report):
+    x, rep = conv_report
+    rows = np.moveaxis(x, 1, -1).reshape(-1, 3)
+    nz = rep.summary.normalization
+    naive_half = 1.959963984540054 * rows.std(0) / math.sqrt(rows.shape[0])
+    half = (nz.per_dim_shift_ci[:, 1] - nz.per_dim_shift_ci[:, 0]) / 2
+    vif = np.array(rep.spatial["variance_inflation"])
+    np.testing.assert_allclose(half, naive_half * np.sqrt(vif), rtol=1e-9)
+    assert np.all(vif > 2)  # rho = 0.6 on both axes inflates the variance of the mean
+
+
+def test_row_data_has_no_spatial_block():
+    rep = lc.analyze(np.random.default_rng(0).standard_normal((500, 3)))
+    assert rep.spatial is None and rep.to_dict()["spatial"] is None
+
+
+def test_assume_scale_names_the_mistakes(runner, latents_file):
+    rng = np.random.default_rng(1)
+    z = rng.standard_normal((3000, 4)) * 5.5 + 0.8  # needs scale ~0.18 and a shift
+    path = latents_file(z.astype(np.float32), name="z.npy")
+    res = runner.invoke(cli, ["report", str(path), "--format", "json", "--assume-scale", "0.13025"])
+    assert res.exit_code == 0, res.stderr
+    check = json.loads(res.stdout)["summary"]["normalization_check"]
+    np.testing.assert_allclose(check["normalized_std"], z.std() * 0.13025, rtol=1e-6)
+    np.testing.assert_allclose(check["normalized_mean"], z.mean() * 0.13025, rtol=1e-6)
+    assert check["known_constant"] == "Stable Diffusion XL" or "XL" in check["known_constant"]
+    assert "other_vae_constant" in check["mistakes"] and "missing_shift" in check["mistakes"]
+    ok = lc.analyze(z, assume_scale=1 / z.std(), assume_shift=z.mean())
+    assert ok.summary.normalization_check["verdict"] == "ok"
+    with pytest.raises(lc.InputError, match="`assume_scale` must be"):
+        lc.analyze(z, assume_scale=-1.0)
+    assert lc.analyze(z).summary.normalization_check is None
+
+
+@pytest.mark.parametrize(
+    "level, n_values, observed, status, word",
+    [
+        (1, 28_752, 0, "ok", "Tails as a Gaussian's"),  # 1.8 expected: no evidence
+        (1, 115_000, 0, "ok", "Outliers suppressed"),  # 7.3 expected: P(0) = 0.0007
+        (0, 28_752, 30, "ok", "Outliers suppressed"),  # 77.6 expected at 3 std
+        (0, 28_752, 80, "ok", "Tails as a Gaussian's"),
+        (1, 100_000, 40, "warn", "Heavy tails"),  # 6.3 expected at 4 std
+    ],
+)
+def test_outlier_verdict_uses_counts(level, n_values, observed, status, word):
+    levels = np.array([3.0, 4.0])
+    expected = np.array([math.erfc(k / math.sqrt(2)) for k in levels])
+    rates = expected.copy()  # the other level exactly as a Gaussian's
+    rates[level] = observed / n_values
+    f = outlier_finding(rates, expected, levels, n_values)
+    assert f.status == status and f.text.startswith(word), f.text
+
+
+def test_poisson_tails_match_scipy():
+    from latentcheck.verdict import _poisson_tails
+
+    lo, hi = _poisson_tails(3, 7.5)
+    assert lo == pytest.approx(st.poisson.cdf(3, 7.5), rel=1e-12)
+    assert hi == pytest.approx(st.poisson.sf(2, 7.5), rel=1e-12)
+
+
+def test_rate_finding_handles_zero_rate():
+    # regression: a rate of exactly 0 used to print "nan nats"
+    f = rate_finding({"rate_nats": 0.0, "rate_mean_part_nats": 0.0, "collapsed_dims": [0, 1]})
+    assert "pays 0 nats per row" in f.text and "nan" not in f.text
+    mu = np.zeros((500, 2))
+    with pytest.warns(lc.DegenerateDimensionWarning, match="total rate is 0 nats"):
+        rep = lc.analyze(mu=mu, logvar=np.zeros((500, 2)), seed=0)
+    assert rep.posterior["rate_nats"] == 0.0
+    assert "nan" not in rep.summary.verdict
+
+
+def test_conv_posterior_reports_rate_per_sample():
+    rng = np.random.default_rng(0)
+    mu = rng.standard_normal((60, 2, 3, 3))
+    lv = rng.uniform(-1, 0, mu.shape)
+    rep = lc.analyze(mu=mu, logvar=lv)
+    p = rep.posterior
+    assert p["rows_per_sample"] == 9
+    np.testing.assert_allclose(p["rate_per_sample_nats"], 9 * p["rate_nats"], rtol=1e-12)
+    per_input = 0.5 * (mu**2 + np.exp(lv) - 1 - lv).sum(axis=(1, 2, 3)).mean()
+    np.testing.assert_allclose(p["rate_per_sample_nats"], per_input, rtol=1e-10)
