@@ -738,6 +738,7 @@ def _sample_and_finish(
             for name in UNIVARIATE_TESTS
         },
         degenerate=degenerate,
+        histogram=_histograms(sorted_sample, mean, std, degenerate),
     )
     from . import __version__
 
@@ -792,6 +793,28 @@ def _sample_and_finish(
         warnings=tuple(collector.messages),
     )
     return Analysis(report=report, sample=sample, row_ids=reservoir.row_ids)
+
+
+def _histograms(
+    sorted_sample: F64, mean: F64, std: F64, degenerate: NDArray[np.bool_]
+) -> NDArray[np.int64]:
+    """Return per-dimension counts of the sample's standardised values in HISTOGRAM_EDGES.
+
+    The sample is sorted, so the counts come from one searchsorted per dimension. Bins are
+    left-closed; index 0 counts values below -5 std and the last index values at or above 5.
+    """
+    from .report import HISTOGRAM_EDGES
+
+    edges = np.asarray(HISTOGRAM_EDGES)
+    d = sorted_sample.shape[1]
+    out = np.zeros((d, edges.size + 1), dtype=np.int64)
+    for j in range(d):
+        if degenerate[j]:
+            continue
+        cuts = mean[j] + edges * std[j]
+        pos = np.searchsorted(sorted_sample[:, j], cuts, side="left")
+        out[j] = np.diff(np.concatenate([[0], pos, [sorted_sample.shape[0]]]))
+    return out
 
 
 def _fields(obj: Any) -> dict[str, Any]:

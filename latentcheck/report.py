@@ -24,6 +24,10 @@ from .errors import SchemaError
 # SCHEMA_VERSION history (one line per bump):
 # 1: first release: input, settings, summary, dims, joint, posterior, warnings.
 SCHEMA_VERSION = 1
+
+#: Bin edges of ``dims[i].histogram``, in standard deviations from the dimension's mean
+#: (0.25 wide from -5 to 5); the histogram adds an underflow and an overflow bin.
+HISTOGRAM_EDGES: tuple[float, ...] = tuple(-5.0 + 0.25 * i for i in range(41))
 READABLE_SCHEMA_VERSIONS = (1,)
 
 F64 = NDArray[np.float64]
@@ -293,6 +297,9 @@ class Dims:
     tests : dict of str to UnivariateTest
     degenerate : ndarray of bool
         Zero or near-zero variance (left out of joint statistics and tests).
+    histogram : ndarray of int of shape (n_dims, n_bins + 2) or None
+        Counts of the seeded sample's standardised values (z − mean)/std in the bins of
+        ``HISTOGRAM_EDGES``, with one underflow and one overflow bin at the ends.
     """
 
     index: NDArray[np.int64]
@@ -311,6 +318,7 @@ class Dims:
     prior_outlier_rate: F64
     tests: dict[str, UnivariateTest]
     degenerate: NDArray[np.bool_]
+    histogram: NDArray[np.int64] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,6 +510,11 @@ def dims_to_records(dims: Dims, settings: Settings) -> list[dict[str, Any]]:
                 k: _clean_float(float(dims.prior_outlier_rate[i, j])) for i, k in enumerate(kkeys)
             },
             "degenerate": bool(dims.degenerate[j]),
+            **(
+                {"histogram": [int(c) for c in dims.histogram[j]]}
+                if dims.histogram is not None
+                else {}
+            ),
             "tests": {
                 name: {
                     "statistic": _clean_float(float(t.statistic[j])),
@@ -626,6 +639,11 @@ def records_to_dims(records: list[dict[str, Any]], settings: Settings) -> Dims:
         prior_outlier_rate=table("prior_outlier_rate", kkeys),
         tests=tests,
         degenerate=np.array([bool(r.get("degenerate", False)) for r in records], dtype=bool),
+        histogram=(
+            np.array([r["histogram"] for r in records], dtype=np.int64)
+            if records and all("histogram" in r for r in records)
+            else None
+        ),
     )
 
 

@@ -344,3 +344,13 @@ def test_holm_matches_statsmodels_and_skips_nan(rng):
     np.testing.assert_allclose(out[ok], multipletests(p[ok], method="holm")[1], rtol=1e-15)
     assert np.isnan(out[[3, 17]]).all()
     assert np.isnan(holm(np.array([np.nan]))).all()
+
+
+def test_histogram_of_standardised_sample_matches_numpy(data, report):
+    from latentcheck.report import HISTOGRAM_EDGES
+
+    edges = np.concatenate([[-np.inf], HISTOGRAM_EDGES, [np.inf]])
+    for j in range(data.shape[1]):
+        z = (data[:, j] - data[:, j].mean()) / data[:, j].std()
+        np.testing.assert_array_equal(report.dims.histogram[j], np.histogram(z, bins=edges)[0])
+    assert report.to_dict()["dims"][0]["histogram"] == report.dims.histogram[0].tolist()
