@@ -32,7 +32,9 @@ def _fmt(x: float) -> str:
     """Return a short number for prose."""
     if not math.isfinite(x):
         return str(x)
-    if x != 0 and (abs(x) >= 1e4 or abs(x) < 1e-2):
+    if 1e3 <= abs(x) < 1e7:
+        return f"{x:.0f}"
+    if x != 0 and (abs(x) >= 1e7 or abs(x) < 1e-2):
         return f"{x:.2g}"
     return f"{x:.3g}"
 

@@ -31,6 +31,8 @@ def fmt(x: Any, precision: int = 3) -> str:
         return "inf" if x > 0 else "-inf"
     if x == 0:
         return "0"
+    if 10**precision <= abs(x) < 1e6:
+        return f"{x:.0f}"  # 1234 rather than 1.23e+03
     text = f"{x:#.{precision}g}"
     if "e" in text:
         mant, exp = text.split("e")
