@@ -1,10 +1,11 @@
 """Conv latents and claimed normalisations: glue between the analysis and the statistics.
 
 For conv latents the second pass also streams a spatial accumulator (lag-1 spatial
-autocorrelation, per-position maps); its effective sample size widens the normalisation
-confidence intervals, and the univariate tests are repeated on rows at well-separated
-positions. A claimed normalisation (``--assume-scale/--assume-shift``) is checked against
-the data's moments. The statistics live in ``stats.spatial`` and ``stats.normcheck``.
+autocorrelation, per-position maps) and the per-sample channel means, whose exact design
+effect rescales the normalisation confidence intervals; the univariate tests are repeated
+on rows at well-separated positions. A claimed normalisation (``--assume-scale`` and
+``--assume-shift``) is checked against the data's moments. The statistics live in
+``stats.spatial``, ``stats.design_effect`` and ``stats.normcheck``.
 """
 
 from __future__ import annotations
@@ -34,20 +35,53 @@ def spatial_shape(source: LatentSource) -> tuple[int, ...] | None:
 
 def spatial_factory(
     source: LatentSource, mean: F64, std: F64, levels: Sequence[float]
-) -> Callable[[], Any] | None:
-    """Return a maker of second-pass spatial accumulators for conv sources, else None."""
+) -> Callable[[], dict[str, Any]] | None:
+    """Return a maker of second-pass accumulators for conv sources (None for row data).
+
+    Two accumulators: the spatial maps and cross-moments, and the per-sample channel means
+    from which the exact design effects come.
+    """
     shape = spatial_shape(source)
     if shape is None:
         return None
+    from .stats.design_effect import ItemMeansAccumulator
     from .stats.spatial import SpatialAccumulator
 
     keep = tuple(levels[:2])
-    return lambda: SpatialAccumulator(source.n_dims, shape, mean=mean, std=std, levels=keep)
+    p = source.rows_per_item
+    return lambda: {
+        "spatial": SpatialAccumulator(source.n_dims, shape, mean=mean, std=std, levels=keep),
+        "items": ItemMeansAccumulator(source.n_dims, p, mean),
+    }
+
+
+def _within_autocorrelation(acc: Any) -> F64:
+    """Return lag-1 correlations of deviations from the per-position means, per axis.
+
+    The channel-mean autocorrelation also counts a fixed pattern of per-position means as
+    correlation; about per-position means only the dependence within a sample remains.
+    """
+    from .stats.spatial import _pair_slices
+
+    c, shape = acc.n_channels, acc.spatial_shape
+    n, p = acc.n, acc.n_positions
+    out = np.full((len(shape), c), np.nan)
+    var = acc.m2.reshape(c, -1).sum(axis=1) / (n * p) if n else np.full(c, np.nan)
+    for a, length in enumerate(shape):
+        if length < 2 or n == 0:
+            continue
+        lo, _ = _pair_slices(1 + a)
+        pairs = n * p * (length - 1) / length
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[a] = acc.cross[a][lo].reshape(c, -1).sum(axis=1) / pairs / var
+    return out
 
 
 def spatial_block(
-    acc: Any,
+    accs: dict[str, Any],
     *,
+    var: F64,
+    fourth: F64,
     sample: NDArray[Any],
     row_ids: NDArray[np.int64],
     rows_per_item: int,
@@ -55,20 +89,39 @@ def spatial_block(
     degenerate: NDArray[np.bool_],
     run: Callable[..., Any],
 ) -> tuple[dict[str, Any], F64, F64]:
-    """Return the report's ``spatial`` block and the per-channel variance inflation factors.
+    """Return the report's ``spatial`` block and the design effects (mean, variance).
 
-    The second factor is for the standard deviation: for a Gaussian field the squares of
-    neighbours correlate as rho², so its inflation uses rho² in place of rho.
+    `var` and `fourth` are the channel variance and fourth central moment over all rows.
     """
+    from .stats.design_effect import design_effects
     from .stats.normality import univariate_tests
-    from .stats.spatial import spatial_statistics, variance_inflation
+    from .stats.spatial import (
+        separation_gap,
+        spatial_statistics,
+        variance_inflation,
+        well_separated_positions,
+    )
 
+    acc = accs["spatial"]
     stats = run(spatial_statistics, acc)
     block: dict[str, Any] = stats.to_jsonable()
-    rho = np.nan_to_num(stats.autocorrelation, nan=0.0)
-    vif_mean = np.asarray(stats.variance_inflation, dtype=np.float64)
-    vif_std = np.asarray(variance_inflation(stats.spatial_shape, rho**2), dtype=np.float64)
-    positions = np.asarray(stats.separated_positions)
+    rho_within = _within_autocorrelation(acc)
+    deff_mean, deff_var = design_effects(accs["items"], var, fourth)
+    n_rows = stats.n_items * acc.n_positions
+    gap = separation_gap(np.nan_to_num(rho_within, nan=0.0), stats.spatial_shape)
+    positions = np.asarray(well_separated_positions(stats.spatial_shape, gap))
+    block.pop("variance_inflation")
+    block.update(
+        autocorrelation_within=rho_within,
+        design_effect_mean=deff_mean,
+        design_effect_var=deff_var,
+        effective_sample_size=n_rows / deff_mean,
+        variance_inflation_ar1=variance_inflation(
+            stats.spatial_shape, np.nan_to_num(rho_within, nan=0.0)
+        ),
+        separation_gap=list(gap),
+        separated_positions=positions,
+    )
     mask = np.isin(row_ids % rows_per_item, positions)
     sep = np.asarray(sample[mask][:test_samples], dtype=np.float64)
     tests = run(univariate_tests, sep, degenerate=degenerate) if sep.shape[0] >= 3 else {}
@@ -77,8 +130,9 @@ def spatial_block(
         "n_positions": int(positions.size),
         "note": (
             "the univariate tests again, on sample rows at positions at least "
-            f"{', '.join(str(g) for g in stats.separation_gap)} apart (lag correlation below "
-            "0.05), so that rows of one sample are close to independent"
+            f"{', '.join(str(g) for g in gap)} apart (lag correlation within a sample below "
+            "0.05, or as far apart as the grid allows), so that rows of one sample are close "
+            "to independent"
         ),
         "tests": {
             name: {
@@ -89,31 +143,33 @@ def spatial_block(
             for name, t in tests.items()
         },
     }
-    return to_jsonable(block), vif_mean, vif_std
+    return to_jsonable(block), deff_mean, deff_var
 
 
-def widen_normalization(norm: Normalization, vif_mean: F64, vif_std: F64) -> Normalization:
-    """Return `norm` with per-dimension intervals widened by the spatial variance inflation.
+def widen_normalization(norm: Normalization, deff_mean: F64, deff_var: F64) -> Normalization:
+    """Return `norm` with intervals rescaled by the design effects of the conv layout.
 
-    The intervals assumed independent rows; with a variance inflation factor f the standard
-    errors grow by sqrt(f). The global intervals grow by the mean factor over channels.
+    The intervals assumed independent rows; with design effect f the standard error of a
+    channel mean is sqrt(f) times that (f may be below 1: then the interval shrinks). The
+    std interval uses the design effect of the variance. The global intervals use the mean
+    factor over channels.
     """
     import dataclasses
 
-    f_mean = np.sqrt(np.maximum(vif_mean, 1.0))
-    f_std = np.sqrt(np.maximum(vif_std, 1.0))
+    f_mean = np.sqrt(np.nan_to_num(deff_mean, nan=1.0))
+    f_std = np.sqrt(np.nan_to_num(deff_var, nan=1.0))
     mid = norm.per_dim_shift
     half = (norm.per_dim_shift_ci[:, 1] - norm.per_dim_shift_ci[:, 0]) / 2
     shift_ci = np.stack([mid - half * f_mean, mid + half * f_mean], 1)
-    std = np.where(norm.per_dim_scale > 0, 1.0 / norm.per_dim_scale, np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
+        std = 1.0 / norm.per_dim_scale
         std_lo = 1.0 / norm.per_dim_scale_ci[:, 1]
         std_hi = 1.0 / norm.per_dim_scale_ci[:, 0]
         lo = std - (std - std_lo) * f_std
         hi = std + (std_hi - std) * f_std
         scale_ci = np.stack([1.0 / hi, np.where(lo > 0, 1.0 / lo, np.inf)], 1)
-    g_mean = float(np.sqrt(np.mean(np.maximum(vif_mean, 1.0))))
-    g_std = float(np.sqrt(np.mean(np.maximum(vif_std, 1.0))))
+    g_mean = float(np.sqrt(np.mean(np.nan_to_num(deff_mean, nan=1.0))))
+    g_std = float(np.sqrt(np.mean(np.nan_to_num(deff_var, nan=1.0))))
     s_half = (norm.shift_ci[1] - norm.shift_ci[0]) / 2
     pooled = 1.0 / norm.scale if norm.scale > 0 else math.nan
     p_lo, p_hi = 1.0 / norm.scale_ci[1], 1.0 / norm.scale_ci[0]

@@ -495,7 +495,7 @@ def analyze_source(
             if make_joint is not None:
                 extras["joint"] = make_joint()
             if make_spatial is not None:
-                extras["spatial"] = make_spatial()
+                extras.update(make_spatial())
             return SecondPass(levels, mean, safe_std, source.dtype, extras=extras)
 
         # pass 2 streams on the workers while this thread computes what needs only the
@@ -639,7 +639,9 @@ def _sample_and_finish(
     spatial = None
     if "spatial" in second.extras:
         spatial, vif_mean, vif_std = spatial_block(
-            second.extras["spatial"],
+            second.extras,
+            var=moments.var(),
+            fourth=moments.m4 / moments.n,
             sample=sample,
             row_ids=reservoir.row_ids,
             rows_per_item=source.rows_per_item,

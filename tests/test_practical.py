@@ -43,9 +43,12 @@ def test_conv_report_has_spatial_block(conv_report):
     np.testing.assert_allclose(
         sp["autocorrelation_pearson"][0][0], np.corrcoef(a, b)[0, 1], rtol=1e-9
     )
+    # within a sample: deviations from the per-position means, as numpy computes them
+    dev = x - x.mean(axis=0)
+    within = (dev[:, 0, 1:, :] * dev[:, 0, :-1, :]).mean() / (dev[:, 0] ** 2).mean()
+    np.testing.assert_allclose(sp["autocorrelation_within"][0][0], within, rtol=1e-9)
     # the simulated field has rho = 0.6 on both axes (Monte-Carlo tolerance 0.03)
-    assert abs(sp["autocorrelation"][0][1] - 0.6) < 0.03
-    assert all(e < 400 * 64 / 2 for e in sp["effective_sample_size"])
+    assert abs(sp["autocorrelation_within"][1][1] - 0.6) < 0.03
     assert np.array(sp["mean_map"]).shape == (3, 8, 8)
     sep = sp["separated_tests"]
     assert sep["n_positions"] >= 1 and set(sep["tests"]) >= {"shapiro", "ks_prior"}
@@ -53,15 +56,41 @@ def test_conv_report_has_spatial_block(conv_report):
     assert "SPATIAL (conv latents, 400 samples of 8x8 positions)" in text
 
 
-def test_conv_normalisation_intervals_are_widened(conv_report):
+def test_design_effect_is_the_variance_of_sample_means(conv_report):
+    x, rep = conv_report
+    sp = rep.spatial
+    p = 64
+    for c in range(3):
+        item_means = x[:, c].reshape(400, -1).mean(axis=1)
+        deff = p * item_means.var() / x[:, c].var()
+        np.testing.assert_allclose(sp["design_effect_mean"][c], deff, rtol=1e-9)
+        dev2 = (x[:, c] - x[:, c].mean()) ** 2
+        deff_v = p * dev2.reshape(400, -1).mean(axis=1).var() / dev2.var()
+        np.testing.assert_allclose(sp["design_effect_var"][c], deff_v, rtol=1e-9)
+    np.testing.assert_allclose(
+        sp["effective_sample_size"], 400 * 64 / np.array(sp["design_effect_mean"]), rtol=1e-12
+    )
+    assert all(d > 2 for d in sp["design_effect_mean"])  # rho = 0.6 makes positions alike
+
+
+def test_a_fixed_spatial_pattern_gives_a_design_effect_below_one():
+    rng = np.random.default_rng(5)
+    pattern = np.linspace(-3, 3, 16).reshape(1, 1, 4, 4)
+    x = pattern + rng.standard_normal((2000, 1, 4, 4))
+    rep = lc.analyze(x)
+    # independent noise around a fixed per-position mean: positions of a sample differ more
+    # than random rows do, so averages over a sample are more precise (stratification)
+    assert rep.spatial["design_effect_mean"][0] < 0.5
+
+
+def test_conv_normalisation_intervals_are_rescaled(conv_report):
     x, rep = conv_report
     rows = np.moveaxis(x, 1, -1).reshape(-1, 3)
     nz = rep.summary.normalization
     naive_half = 1.959963984540054 * rows.std(0) / math.sqrt(rows.shape[0])
     half = (nz.per_dim_shift_ci[:, 1] - nz.per_dim_shift_ci[:, 0]) / 2
-    vif = np.array(rep.spatial["variance_inflation"])
-    np.testing.assert_allclose(half, naive_half * np.sqrt(vif), rtol=1e-9)
-    assert np.all(vif > 2)  # rho = 0.6 on both axes inflates the variance of the mean
+    deff = np.array(rep.spatial["design_effect_mean"])
+    np.testing.assert_allclose(half, naive_half * np.sqrt(deff), rtol=1e-9)
 
 
 def test_row_data_has_no_spatial_block():

@@ -347,18 +347,20 @@ def _spatial_block(report: Report, width: int, p: int) -> list[str]:
     sp = report.spatial or {}
     shape = "x".join(str(s) for s in sp.get("spatial_shape", []))
     out = [f"SPATIAL (conv latents, {sp.get('n_items')} samples of {shape} positions)"]
-    rho = sp.get("autocorrelation") or []
+    rho = sp.get("autocorrelation_within") or []
     ess = sp.get("effective_sample_size") or []
-    vif = sp.get("variance_inflation") or []
+    deff = sp.get("design_effect_mean") or []
+    deff_v = sp.get("design_effect_var") or []
     axes = ["H", "W", "D"][: len(rho)] if len(rho) <= 3 else [str(i) for i in range(len(rho))]
-    headers = ["channel", *[f"lag-1 r ({a})" for a in axes], "var. inflation", "ESS (rows)"]
+    headers = ["channel", *[f"lag-1 r ({a})" for a in axes], "deff mean", "deff var", "ESS"]
     rows = []
     for c in range(len(ess)):
         rows.append(
             [
                 str(c),
                 *[fmt(rho[a][c], p) for a in range(len(rho))],
-                fmt(vif[c], p),
+                fmt(deff[c], p),
+                fmt(deff_v[c], p),
                 fmt(ess[c], p),
             ]
         )
@@ -381,9 +383,12 @@ def _spatial_block(report: Report, width: int, p: int) -> list[str]:
         )
     out.extend(
         wrap(
-            "Neighbouring positions are correlated, so N*H*W rows carry less information than "
-            "independent rows: ESS = rows / variance inflation (separable AR(1) model); the "
-            "normalisation intervals above are widened by it. Per-position mean, std and "
+            "lag-1 r: correlation of neighbours within a sample (about the per-position "
+            "means); deff: design effect of the channel mean and variance, the variance of "
+            "their estimates over that of as many independent rows (Kish; exact, from the "
+            "per-sample means: above 1 when a sample's positions move together, below 1 when "
+            "a fixed spatial pattern makes them differ); ESS = rows / deff mean. The "
+            "normalisation intervals above are rescaled by it. Per-position mean, std and "
             "outlier maps are in the JSON (spatial.mean_map, std_map, outlier_rate_map).",
             width,
             indent="  ",

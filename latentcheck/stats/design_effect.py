@@ -1,0 +1,122 @@
+"""Design effects of conv latents: how much one sample's positions are worth.
+
+A conv latent of shape (C, H, W) gives H·W rows per sample, and rows of one sample are not
+independent. The variance of a channel's mean over N samples is Var_i(m_i) / N, where m_i
+is sample i's own channel mean, against σ² / (N·P) for N·P independent rows; their ratio
+is the design effect of cluster sampling (Kish 1965, §5.4), with samples as clusters:
+
+    deff = P · Var_i(m_i) / σ²  =  1 + (P − 1) · ICC.
+
+It is exact (no model of the spatial correlation) and may be below 1: when the positions
+have different means (a fixed spatial pattern) but little shared noise, the positions of
+one sample are *less* alike than random rows. The same holds for the variance, with
+v_i = mean over positions of (x − μ)² and Var((x − μ)²) = μ₄ − σ⁴ in place of σ².
+
+This module streams the per-sample means (mergeable, Chan et al. 1979 updates).
+
+References
+----------
+.. [1] L. Kish, "Survey Sampling", Wiley, 1965, section 5.4 (design effect of clusters).
+.. [2] T. F. Chan, G. H. Golub and R. J. LeVeque, "Updating formulae and a pairwise
+   algorithm for computing sample variances", Stanford CS report STAN-CS-79-773, 1979.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["ItemMeansAccumulator", "design_effects"]
+
+F64 = NDArray[np.float64]
+
+
+class ItemMeansAccumulator:
+    """Mean and variance over samples of each sample's channel mean and mean square.
+
+    Parameters
+    ----------
+    n_channels : int
+    rows_per_item : int
+        Positions per sample (rows of the 2-D view per sample).
+    center : ndarray of shape (n_channels,)
+        The channel means over all rows (from the first pass), about which the mean
+        squares are taken.
+    """
+
+    def __init__(self, n_channels: int, rows_per_item: int, center: F64) -> None:
+        self.p = int(rows_per_item)
+        self.center = np.asarray(center, dtype=np.float64)
+        self.n = 0
+        self.dropped = 0
+        z = np.zeros(int(n_channels))
+        self.mean_m, self.m2_m = z.copy(), z.copy()
+        self.mean_v, self.m2_v = z.copy(), z.copy()
+
+    def push(self, rows: NDArray[Any], row_ids: NDArray[np.int64]) -> None:
+        """Add rows (channels last) whose global indices are `row_ids`; whole samples only."""
+        p = self.p
+        ids = np.asarray(row_ids, dtype=np.int64)
+        if ids.size == 0:
+            return
+        items = ids // p
+        contiguous = ids[0] % p == 0 and ids.size % p == 0 and ids[-1] - ids[0] + 1 == ids.size
+        if not contiguous:
+            uniq, counts = np.unique(items, return_counts=True)
+            whole = uniq[counts == p]
+            self.dropped += int(np.count_nonzero(counts < p))
+            keep = np.isin(items, whole)
+            order = np.argsort(ids[keep], kind="stable")
+            rows = rows[keep][order]
+        x = np.asarray(rows, dtype=np.float64).reshape(-1, p, rows.shape[1])
+        if x.shape[0] == 0:
+            return
+        m = x.mean(axis=1)
+        dev = x - self.center
+        v = np.einsum("ipc,ipc->ic", dev, dev) / p
+        self._merge_in(x.shape[0], m.mean(0), ((m - m.mean(0)) ** 2).sum(0), v.mean(0),
+                       ((v - v.mean(0)) ** 2).sum(0))  # fmt: skip
+
+    def _merge_in(self, nb: int, mm: F64, m2m: F64, mv: F64, m2v: F64) -> None:
+        """Merge another group of samples (Chan et al. 1979)."""
+        na = self.n
+        if na == 0:
+            self.n = nb
+            self.mean_m, self.m2_m, self.mean_v, self.m2_v = mm, m2m, mv, m2v
+            return
+        n = na + nb
+        dm = mm - self.mean_m
+        dv = mv - self.mean_v
+        self.m2_m = self.m2_m + m2m + dm * dm * na * nb / n
+        self.m2_v = self.m2_v + m2v + dv * dv * na * nb / n
+        self.mean_m = self.mean_m + dm * nb / n
+        self.mean_v = self.mean_v + dv * nb / n
+        self.n = n
+
+    def merge(self, other: ItemMeansAccumulator) -> ItemMeansAccumulator:
+        """Merge `other` into self and return self."""
+        self._merge_in(other.n, other.mean_m, other.m2_m, other.mean_v, other.m2_v)
+        self.dropped += other.dropped
+        return self
+
+    __add__ = merge
+
+
+def design_effects(acc: ItemMeansAccumulator, var: F64, fourth: F64) -> tuple[F64, F64]:
+    """Return the design effects (deff of the mean, deff of the variance) per channel.
+
+    Parameters
+    ----------
+    acc : ItemMeansAccumulator
+    var : ndarray of shape (n_channels,)
+        Channel variance over all rows (ddof=0).
+    fourth : ndarray of shape (n_channels,)
+        Fourth central moment over all rows, E[(x − μ)⁴].
+    """
+    n = max(acc.n, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        deff_mean = acc.p * (acc.m2_m / n) / var
+        deff_var = acc.p * (acc.m2_v / n) / (fourth - var * var)
+    return np.asarray(deff_mean, dtype=np.float64), np.asarray(deff_var, dtype=np.float64)
