@@ -71,10 +71,10 @@ def outlier_finding(
     Rates are turned into counts over the `n_values` values and compared with the Gaussian
     expectation by exact Poisson tails, Bonferroni-corrected over the levels: tails count as
     heavy when some level has significantly more values than expected and more than
-    ``TAIL_RATIO`` times as many; as suppressed when the level whose expected count is largest
-    among those with at least 5 expected values has significantly fewer and under
-    1/``TAIL_RATIO`` as many. Otherwise the tails are as a Gaussian's, as far as the data can
-    tell (zero values beyond 4 std is no evidence when 1.8 are expected).
+    ``TAIL_RATIO`` times as many. Otherwise the deepest level with at least 5 expected values
+    decides: suppressed when it has significantly fewer and under 1/``TAIL_RATIO`` as many,
+    lighter when significantly fewer but not that few, else as a Gaussian's (zero values
+    beyond 4 std is no evidence when 1.8 are expected).
     """
     obs = rates * n_values
     exp = expected * n_values
@@ -97,17 +97,20 @@ def outlier_finding(
     if heavy:
         return Finding("outliers", "warn", f"Heavy tails: {head}{tail}.")
     testable = [i for i in range(levels.size) if exp[i] >= 5]
-    if testable:
-        j = testable[-1]
-        low = _poisson_tails(obs[j], exp[j])[0]
-        if obs[j] < exp[j] / TAIL_RATIO and low < a:
-            text = (
-                f"Outliers suppressed: {round(obs[j])} values lie beyond {levels[j]:g} std "
-                f"of their mean where a Gaussian gives {_fmt(exp[j])} "
-                f"({_fmt(100 * rates[j])}% against {_fmt(100 * expected[j])}%)"
-            )
-            return Finding("outliers", "ok", f"{text}{tail}.")
-    return Finding("outliers", "ok", f"Tails as a Gaussian's: {head}{tail}.")
+    if not testable:
+        return Finding("outliers", "ok", f"Tails as a Gaussian's: {head}{tail}.")
+    j = testable[-1]
+    low = _poisson_tails(obs[j], exp[j])[0]
+    counted = (
+        f"{round(obs[j])} values lie beyond {levels[j]:g} std of their mean where a Gaussian "
+        f"gives {_fmt(exp[j])} ({_fmt(100 * rates[j])}% against {_fmt(100 * expected[j])}%, "
+        f"Poisson P(X <= {round(obs[j])}) = {low:.2g})"
+    )
+    if low < a and obs[j] < exp[j] / TAIL_RATIO:
+        return Finding("outliers", "ok", f"Outliers suppressed: {counted}{tail}.")
+    if low < a:
+        return Finding("outliers", "ok", f"Tails lighter than a Gaussian's: {counted}{tail}.")
+    return Finding("outliers", "ok", f"Tails as a Gaussian's: {counted}{tail}.")
 
 
 def gaussianity_finding(

@@ -130,7 +130,7 @@ def test_missing_shift() -> None:
     res = check_normalization(10_000, 1.5, 2.0, assume_scale=0.5)
     assert res.mistakes == ("missing_shift",) and res.verdict == "mistake"
     assert res.normalized_std == pytest.approx(1.0)
-    assert "(z − 1.5) * scale" in res.messages[0]
+    assert "use shift = 1.5, i.e. (z - shift) * scale" in res.messages[0]
     # the same mean with the shift applied is fine
     ok = check_normalization(10_000, 1.5, 2.0, assume_scale=0.5, assume_shift=1.5)
     assert ok.verdict == "ok"

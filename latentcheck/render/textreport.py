@@ -199,7 +199,7 @@ def render_report(
         out.extend(
             _kv(
                 "Claimed normalisation",
-                f"(z - {fmt(check.get('assume_shift'), 4)}) * {fmt(check.get('assume_scale'), 4)} "
+                f"(z - {check.get('assume_shift'):g}) * {check.get('assume_scale'):g} "
                 f"gives mean {fmt(check.get('normalized_mean'), p)}, std "
                 f"{fmt(check.get('normalized_std'), p)} ({check.get('verdict')}; mistakes: "
                 f"{mistakes}); the data needs shift {fmt(check.get('needed_shift'), 4)}, scale "

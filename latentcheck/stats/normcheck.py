@@ -385,7 +385,7 @@ def check_normalization(
     if shift == 0.0 and abs(mean) / std >= MEAN_TOL:
         found["missing_shift"] = (
             f"The data mean {mean:.4g} is {abs(mean) / std:.3g} std from 0 and no shift is "
-            f"applied (normalised mean {m1:.4g}); use (z − {mean:.6g}) * scale"
+            f"applied (normalised mean {m1:.4g}); use shift = {mean:.6g}, i.e. (z - shift) * scale"
         )
     raw_normalised = abs(std - 1.0) <= STD_TOL and abs(mean) < MEAN_TOL
     if raw_normalised and not within:
