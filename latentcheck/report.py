@@ -431,6 +431,12 @@ class Report:
 
         return render_report(self, max_dims=max_dims)
 
+    def to_html(self, *, max_dims: int = 64) -> str:
+        """Return the report as one self-contained HTML page with plots (needs matplotlib)."""
+        from .render.htmlreport import render_report
+
+        return render_report(self, max_dims=max_dims)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:
         """Rebuild a report from :meth:`to_dict` output (e.g. a saved JSON report).

@@ -1,4 +1,4 @@
-"""Renderers: turn a finished report (or comparison) into text, JSON or Markdown.
+"""Renderers: turn a finished report (or comparison) into text, JSON, Markdown or HTML.
 
 Renderers only read result objects; one module per format.
 """
@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 __all__ = ["FORMATS", "Renderer", "render"]
 
-FORMATS = ("text", "json", "markdown")
+FORMATS = ("text", "json", "markdown", "html")
 
 
 class Renderer(Protocol):
@@ -20,13 +20,20 @@ class Renderer(Protocol):
 
 
 def render(obj: Any, fmt: str, *, width: int = 100, max_dims: int = 64) -> str:
-    """Return `obj` (a Report or Comparison) in format `fmt` (text, json or markdown)."""
+    """Return `obj` (a Report or Comparison) in format `fmt` (text, json, markdown, html)."""
     if fmt == "json":
         from .jsonreport import render_json
 
         return render_json(obj)
     if fmt == "markdown":
         return str(obj.to_markdown(max_dims=max_dims))
+    if fmt == "html":
+        to_html = getattr(obj, "to_html", None)
+        if to_html is None:
+            from ..errors import InputError
+
+            raise InputError("HTML output is available for reports, not comparisons")
+        return str(to_html(max_dims=max_dims))
     if fmt == "text":
         return str(obj.to_text(width=width, max_dims=max_dims))
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")

@@ -1,0 +1,629 @@
+"""HTML rendering of a report: one self-contained page with tables and plots.
+
+The page holds the verdict, the summary, the marginal plots, the per-dimension table, the
+joint block, the posterior and spatial blocks when present, the notes and the settings.
+The plots come from :mod:`latentcheck.render._htmlplots` (matplotlib, the optional ``plots``
+extra) as inline PNG, so the file needs no network, no JavaScript and no other file. This
+module reads the report and writes HTML; numbers are formatted as the text report formats
+them, and every text is escaped.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..errors import InputError
+from ..report import Report, level_key
+from ._htmlplots import floats, histograms, kl_bars, maps, plot_style, qq, spectrum
+from .textreport import fmt, pct, pval
+
+__all__ = ["render_report"]
+
+MISSING_MATPLOTLIB = "HTML output needs matplotlib: pip install 'latentcheck[plots]'"
+MARK = {"ok": "ok", "note": "note", "warn": "WARN"}
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d1d1f;
+max-width:1100px;margin:1.5em auto;padding:0 1em}
+h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.2em;border-bottom:1px solid #ddd;
+padding-bottom:.2em;margin-top:1.8em}h3{font-size:1em;margin-top:1.2em}
+code{font-size:.95em;background:#f3f3f3;padding:0 .25em;border-radius:3px}
+.meta{color:#555;margin:.2em 0}
+ul.findings{list-style:none;padding:0}ul.findings li{margin:.35em 0;padding:.35em .6em;
+border-left:4px solid #999;background:#fafafa}
+li.ok{border-left-color:#2e7d32!important}li.note{border-left-color:#1565c0!important}
+li.warn{border-left-color:#c62828!important;background:#fff5f5!important}
+.status{display:inline-block;min-width:3.2em;font-weight:600;font-size:.85em}
+li.ok .status{color:#2e7d32}li.note .status{color:#1565c0}li.warn .status{color:#c62828}
+table{border-collapse:collapse;margin:.5em 0;font-size:.9em}
+th,td{padding:.2em .6em;border-bottom:1px solid #e5e5e5;vertical-align:top}
+th{background:#f5f5f5;text-align:right}th:first-child,td:first-child{text-align:left}
+td{text-align:right;font-variant-numeric:tabular-nums}
+table.kv td{text-align:left}table.kv td:first-child{color:#444;white-space:nowrap}
+figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption,.caption{color:#555;font-size:.88em;margin-top:.3em}
+.skip{color:#8a6d3b}footer{margin-top:2em;color:#666;font-size:.85em}
+"""
+
+
+def render_report(report: Report, *, max_dims: int = 64, dpi: int = 90) -> str:
+    """Return the report as one self-contained HTML page with plots.
+
+    Parameters
+    ----------
+    report : Report
+    max_dims : int, default=64
+        Plot and tabulate at most this many dimensions: those with the largest
+        ``kl_marginal`` (the page says so when there are more).
+    dpi : int, default=90
+        Resolution of the embedded PNG plots.
+
+    Returns
+    -------
+    str
+        An HTML5 document with inline CSS and the plots as ``data:`` PNG images: no
+        external resource and no JavaScript.
+
+    Raises
+    ------
+    InputError
+        If matplotlib is not installed, or `max_dims` or `dpi` is below 1.
+
+    Notes
+    -----
+    The histograms show ``dims.histogram`` as densities per unit standard deviation,
+    count / (n · 0.25) over the bins of ``HISTOGRAM_EDGES``, with n including the under-
+    and overflow bins (stated in each panel when not empty), against the N(0, 1) density
+    φ(x) = exp(−x²/2)/√(2π). The Q-Q plot shows (q_p − mean)/std against Φ⁻¹(p) at
+    ``settings.quantile_levels``.
+    """
+    if max_dims < 1:
+        raise InputError(f"`max_dims` must be at least 1, got {max_dims}")
+    if dpi < 1:
+        raise InputError(f"`dpi` must be at least 1, got {dpi}")
+    try:
+        import matplotlib
+        import matplotlib.figure  # noqa: F401
+    except ImportError:
+        raise InputError(MISSING_MATPLOTLIB) from None
+
+    order, shown_note = _shown_dims(report, max_dims)
+    with plot_style():
+        parts = [
+            _head(report),
+            _verdict(report),
+            _summary(report),
+            _marginals(report, order, shown_note, dpi),
+            _dims_section(report, order, shown_note, dpi),
+            _joint(report, dpi),
+        ]
+        if report.posterior:
+            parts.append(_posterior(report, order))
+        if report.spatial:
+            parts.append(_spatial(report, order, dpi))
+    parts += [_notes(report), _settings(report), _foot(report)]
+    return "\n".join(p for p in parts if p) + "\n</body>\n</html>\n"
+
+
+# ---------------------------------------------------------------------------------------
+# HTML helpers
+# ---------------------------------------------------------------------------------------
+
+
+def _e(x: Any) -> str:
+    """Return `x` as escaped HTML text."""
+    return html.escape(str(x), quote=True)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -> str:
+    """Return an HTML table; headers and cells are plain text (escaped here)."""
+    attr = f' class="{cls}"' if cls else ""
+    head = "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in headers) + "</tr>"
+    body = "\n".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table{attr}>\n<thead>{head}</thead>\n<tbody>\n{body}\n</tbody>\n</table>"
+
+
+def _kv(rows: Sequence[tuple[str, str]]) -> str:
+    """Return a two-column 'label: value' table."""
+    body = "\n".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in rows)
+    return f'<table class="kv">\n<tbody>\n{body}\n</tbody>\n</table>'
+
+
+def _p(text: str, cls: str = "") -> str:
+    """Return an escaped paragraph."""
+    attr = f' class="{cls}"' if cls else ""
+    return f"<p{attr}>{_e(text)}</p>"
+
+
+def _section(ident: str, title: str, body: Sequence[str]) -> str:
+    """Return a section with an h2 title."""
+    inner = "\n".join(b for b in body if b)
+    return f'<section id="{ident}">\n<h2>{_e(title)}</h2>\n{inner}\n</section>'
+
+
+def _shown_dims(report: Report, max_dims: int) -> tuple[NDArray[np.intp], str | None]:
+    """Return the positions of the dims to show and a note when some are left out."""
+    dm = report.dims
+    d = dm.index.shape[0]
+    if d <= max_dims:
+        return np.arange(d), None
+    key = np.where(np.isfinite(dm.kl_marginal), dm.kl_marginal, -np.inf)
+    order = np.sort(np.argsort(-key, kind="stable")[:max_dims])
+    return order, (
+        f"{max_dims} of {d} dimensions shown: those with the largest kl_marginal "
+        "(all of them are in --format json)."
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Sections
+# ---------------------------------------------------------------------------------------
+
+
+def _head(report: Report) -> str:
+    """Return the document head and the page title block."""
+    inp, st = report.input, report.settings
+    sources = ", ".join(inp.sources)
+    rows = f"{inp.n_samples} rows used"
+    if inp.non_finite_rows:
+        rows += f" ({inp.non_finite_rows} rows with NaN/inf left out)"
+    rows += f"; analysed: {inp.aggregate}; seed {st.seed}"
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en">',
+            "<head>",
+            '<meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>latentcheck report: {_e(sources)}</title>",
+            f"<style>{CSS}</style>",
+            "</head>",
+            "<body>",
+            f"<h1>latentcheck report: <code>{_e(sources)}</code></h1>",
+            _p(f"{inp.layout}; dtype {inp.dtype}", "meta"),
+            _p(rows, "meta"),
+        ]
+    )
+
+
+def _verdict(report: Report) -> str:
+    """Return the verdict: one finding per aspect with its status."""
+    items = [
+        f'<li class="{_e(f.status)}"><span class="status">{_e(MARK.get(f.status, f.status))}'
+        f"</span> {_e(f.text)}</li>"
+        for f in report.summary.findings
+    ]
+    body = '<ul class="findings">\n' + "\n".join(items) + "\n</ul>" if items else ""
+    return _section("verdict", "Verdict", [body or _p(report.summary.verdict)])
+
+
+def _summary(report: Report) -> str:
+    """Return the headline figures, the outlier table and the normalisation."""
+    inp, st, sm, dm, jt = report.input, report.settings, report.summary, report.dims, report.joint
+    rows = [
+        (
+            "KL to N(0,1)",
+            f"sum over dims of kl_gauss {fmt(sm.kl_gauss_sum)} + negentropy "
+            f"{fmt(sm.negentropy_sum)} = kl_marginal {fmt(sm.kl_marginal_sum)} nats",
+        )
+    ]
+    if jt.skipped is None:
+        rows.append(
+            (
+                "Joint Gaussian fit",
+                f"KL(N(m,S) ‖ N(0,I)) {fmt(jt.kl_gauss)} nats = sum kl_gauss "
+                f"{fmt(jt.kl_gauss_dims)} + total correlation {fmt(jt.total_correlation)}",
+            )
+        )
+        rows.append(
+            (
+                "Dimensions",
+                f"effective {fmt(jt.effective_dims)} of {inp.n_dims} (participation ratio); "
+                f"condition number {fmt(jt.condition_number)}",
+            )
+        )
+    else:
+        rows.append(("Joint", f"skipped: {jt.skipped}"))
+    nz = sm.normalization
+    rows.append(
+        (
+            "Normalisation",
+            f"(z − shift) · scale with shift {fmt(nz.shift, 4)} [95% CI "
+            f"{fmt(nz.shift_ci[0], 4)}, {fmt(nz.shift_ci[1], 4)}], scale {fmt(nz.scale, 4)} "
+            f"[{fmt(nz.scale_ci[0], 4)}, {fmt(nz.scale_ci[1], 4)}]; per dim: (z − mean) / std "
+            "from the table",
+        )
+    )
+    rej = ", ".join(f"{name} {count}" for name, count in sm.dims_rejected.items())
+    tested = int(np.isfinite(dm.tests["shapiro"].pvalue).sum()) if "shapiro" in dm.tests else 0
+    rows.append(
+        (
+            "Normality tests",
+            f"dims rejected at alpha {st.alpha:g} after Holm, of {tested} tested on "
+            f"{min(st.test_samples, st.sample_rows)} rows: {rej or 'none run'}",
+        )
+    )
+    check = sm.normalization_check
+    if check:
+        mistakes = ", ".join(check.get("mistakes") or []) or "none"
+        text = (
+            f"(z − {fmt(check.get('assume_shift'), 4)}) · {fmt(check.get('assume_scale'), 4)} "
+            f"gives mean {fmt(check.get('normalized_mean'))}, std "
+            f"{fmt(check.get('normalized_std'))} ({check.get('verdict')}; mistakes: "
+            f"{mistakes}); the data needs shift {fmt(check.get('needed_shift'), 4)}, scale "
+            f"{fmt(check.get('needed_scale'), 4)}"
+        )
+        for message in check.get("messages") or []:
+            text += f". {message}"
+        rows.append(("Claimed normalisation", text))
+    out = [_kv(rows), "<h3>Outliers</h3>"]
+    keys = list(sm.outlier_rate)
+    out.append(
+        _table(
+            [
+                "k",
+                "beyond k std of the dim mean",
+                "× Gaussian",
+                "Gaussian 2Φ(−k)",
+                "|z| > k (prior)",
+            ],
+            [
+                [
+                    k,
+                    pct(sm.outlier_rate[k], 2),
+                    fmt(sm.outlier_ratio.get(k), 2),
+                    pct(sm.expected_outlier_rate.get(k), 2),
+                    pct(sm.prior_outlier_rate.get(k), 2),
+                ]
+                for k in keys
+            ],
+        )
+    )
+    out.append(_p("Shares of all values, pooled over dimensions.", "caption"))
+    return _section("summary", "Summary", out)
+
+
+def _marginals(report: Report, order: NDArray[np.intp], note: str | None, dpi: int) -> str:
+    """Return the histogram grid and the Q-Q plot."""
+    out = [_p(note, "caption")] if note else []
+    out.append(histograms(report, order, dpi))
+    out.append(qq(report, order, dpi))
+    return _section("marginals", "Marginals against N(0,1)", out)
+
+
+def _dims_section(report: Report, order: NDArray[np.intp], note: str | None, dpi: int) -> str:
+    """Return the KL bar chart and the per-dimension table."""
+    dm, st = report.dims, report.settings
+    out = [_p(note, "caption")] if note else []
+    out.append(kl_bars(report, order, dpi))
+    k4 = 1 if len(st.sigma_levels) > 1 else 0
+    klab = level_key(st.sigma_levels[k4])
+    expected = math.erfc(st.sigma_levels[k4] / math.sqrt(2.0))
+    rate = (report.posterior or {}).get("kl_per_dim")
+    rate_arr = floats(rate) if rate is not None else None
+    headers = ["dim", "mean", "std", "min", "max", "skew", "exkurt"]
+    headers += ["kl_gauss", "negent", "kl_marg"]
+    if rate_arr is not None:
+        headers.append("rate")
+    headers += [f">{klab}sd ×", "SW p_holm"]
+    sw = dm.tests.get("shapiro")
+    rows = []
+    for j in order:
+        label = str(int(dm.index[j])) + (" (degenerate)" if dm.degenerate[j] else "")
+        r = [label] + [
+            fmt(a[j]) for a in (dm.mean, dm.std, dm.min, dm.max, dm.skewness, dm.excess_kurtosis)
+        ]
+        r += [fmt(dm.kl_gauss[j]), fmt(dm.negentropy[j]), fmt(dm.kl_marginal[j])]
+        if rate_arr is not None:
+            r.append(fmt(rate_arr[j]) if j < rate_arr.size else "-")
+        r += [
+            fmt(dm.outlier_rate[k4, j] / expected, 2),
+            pval(sw.pvalue_holm[j]) if sw is not None else "-",
+        ]
+        rows.append(r)
+    out.append(_table(headers, rows))
+    legend = (
+        "mean, std, min, max: over all rows (std with ddof 0, in the data's units); skew, "
+        "exkurt: moment ratios g1, g2; kl_gauss: KL(N(mean, std²) ‖ N(0,1)); negent: "
+        "negentropy (the non-Gaussian part); kl_marg = kl_gauss + negent, an estimate of "
+        "KL(q_j ‖ N(0,1)); all in nats"
+    )
+    if rate_arr is not None:
+        legend += "; rate: mean analytic KL(q(z_j|x) ‖ N(0,1)) the training loss pays (nats)"
+    legend += (
+        f"; >{klab}sd ×: share of values beyond {klab} std over the Gaussian share; "
+        "SW p_holm: Shapiro–Wilk p-value, Holm-adjusted."
+    )
+    out.append(_p(legend, "caption"))
+    return _section("dims", "Per dimension", out)
+
+
+def _joint(report: Report, dpi: int) -> str:
+    """Return the joint block: decomposition, tests, Mahalanobis, MCD, spectrum."""
+    jt, inp = report.joint, report.input
+    if jt.skipped is not None:
+        return _section("joint", "Joint", [_p(f"Joint part skipped: {jt.skipped}", "skip")])
+    rows = [
+        ("Dimensions used", f"{jt.n_dims_used} of {inp.n_dims}"),
+        (
+            "Gaussian fit",
+            f"KL(N(m,S) ‖ N(0,I)) {fmt(jt.kl_gauss)} nats = sum kl_gauss "
+            f"{fmt(jt.kl_gauss_dims)} + total correlation {fmt(jt.total_correlation)}",
+        ),
+        ("Effective dims", f"{fmt(jt.effective_dims)} (participation ratio (Σλ)²/Σλ²)"),
+        ("Condition number", fmt(jt.condition_number)),
+    ]
+    if jt.dims_excluded:
+        rows.append(("Left out", "; ".join(f"dim {i}: {why}" for i, why in jt.dims_excluded)))
+    if jt.top_pairs:
+        rows.append(
+            ("Most correlated", ", ".join(f"({i},{j}) r={r:+.2f}" for i, j, r in jt.top_pairs))
+        )
+    out = [_kv(rows), spectrum(report, dpi)]
+    if jt.tests:
+        trows = []
+        for name, t in jt.tests.items():
+            if t.reason:
+                trows.append([name, "-", "-", "-", "-", f"skipped: {t.reason}"])
+            else:
+                trows.append(
+                    [
+                        name,
+                        fmt(t.statistic),
+                        pval(t.pvalue),
+                        fmt(t.df),
+                        fmt(t.effect_size),
+                        t.method or "",
+                    ]
+                )
+        out.append("<h3>Multivariate tests</h3>")
+        out.append(_table(["test", "statistic", "p-value", "df", "effect size", "method"], trows))
+    if jt.mahalanobis:
+        out.extend(_mahalanobis(jt.mahalanobis))
+    if jt.mcd:
+        out.extend(_mcd(jt.mcd))
+    return _section("joint", "Joint", out)
+
+
+def _top_rows(rows: Any) -> str:
+    """Return the table of the rows with the largest distances."""
+    if not rows:
+        return ""
+    return _table(
+        ["row", "d²", "where"],
+        [[str(r.get("row")), fmt(r.get("d2")), str(r.get("where") or "")] for r in rows],
+    )
+
+
+def _mahalanobis(m: dict[str, Any]) -> list[str]:
+    """Return the Mahalanobis outlier table and its top rows."""
+    out = ["<h3>Mahalanobis distances</h3>"]
+    if m.get("reason"):
+        return [*out, _p(f"skipped: {m['reason']}", "skip")]
+    rates = m.get("outlier_rate") or {}
+    thr, exp, ratio = (m.get(k) or {} for k in ("thresholds", "expected_rate", "rate_ratio"))
+    out.append(
+        _table(
+            ["χ² quantile", "threshold d²", "beyond", "expected", "ratio"],
+            [
+                [k, fmt(thr.get(k)), pct(rates[k], 2), pct(exp.get(k), 2), fmt(ratio.get(k), 2)]
+                for k in rates
+            ],
+        )
+    )
+    out.append(
+        _p(
+            f"{m.get('distance', 'squared Mahalanobis distance')} against χ² with "
+            f"{m.get('n_dims')} degrees of freedom, over {m.get('n_rows')} rows; the rows "
+            "with the largest distances:",
+            "caption",
+        )
+    )
+    out.append(_top_rows(m.get("top_rows")))
+    return out
+
+
+def _mcd(m: dict[str, Any]) -> list[str]:
+    """Return the robust (MinCovDet) distance block."""
+    out = ["<h3>Robust distances (MCD)</h3>"]
+    if m.get("reason"):
+        return [*out, _p(f"skipped: {m['reason']}", "skip")]
+    out.append(
+        _p(
+            f"{pct(m.get('outlier_rate'), 2)} of {m.get('n_rows')} sample rows beyond the χ² "
+            f"0.975 quantile d² = {fmt(m.get('threshold'))} (expected "
+            f"{pct(m.get('expected_rate'), 2)}); support fraction "
+            f"{fmt(m.get('support_fraction'))}. The rows with the largest robust distances:"
+        )
+    )
+    out.append(_top_rows(m.get("top_rows")))
+    return out
+
+
+def _posterior(report: Report, order: NDArray[np.intp]) -> str:
+    """Return the posterior block: rate, active units, posterior std, ELBO surgery, table."""
+    post = report.posterior or {}
+    spread = post.get("spread_input", "logvar")
+    rate = (
+        f"{fmt(post.get('rate_nats'))} nats = {fmt(post.get('rate_bits'))} bits per row "
+        "(mean over inputs of KL(q(z|x) ‖ N(0,I)))"
+    )
+    if int(post.get("rows_per_sample") or 1) > 1:
+        rate += (
+            f"; {fmt(post.get('rate_per_sample_nats'))} nats per sample of "
+            f"{post.get('rows_per_sample')} positions"
+        )
+    rate += (
+        f"; mean part (μ²/2) {fmt(post.get('rate_mean_part_nats'))}, variance part "
+        f"{fmt(post.get('rate_variance_part_nats'))} nats"
+    )
+    collapsed = post.get("collapsed_dims") or []
+    rows = [
+        ("Rate", rate),
+        (
+            "Active units",
+            f"{post.get('active_units')} of {report.input.n_dims} (Var_x μ_j > "
+            f"{post.get('active_threshold', 0.01):g}, Burda et al.); collapsed (rate < "
+            f"{post.get('collapse_threshold', 0.01):g} nats): "
+            + (", ".join(str(i) for i in collapsed) if collapsed else "none"),
+        ),
+    ]
+    q = post.get("posterior_std_quantiles_all") or {}
+    sd_text = f"median {fmt(q.get('0.5'))}, 1% {fmt(q.get('0.01'))}, 99% {fmt(q.get('0.99'))}"
+    lvmin = floats(post.get("logvar_min"))
+    at_min = floats(post.get("share_at_min"))
+    if lvmin.size and np.isfinite(lvmin).any():
+        j = int(np.nanargmin(lvmin))
+        share = pct(at_min[j], 2) if j < at_min.size else "-"
+        sd_text += f"; smallest logvar {fmt(lvmin[j])} (dim {j}, {share} of rows at that minimum)"
+    rows.append(("Posterior std", sd_text))
+    if post.get("mutual_information") is not None:
+        est = post.get("estimator") or {}
+        rows.append(
+            (
+                "ELBO surgery",
+                f"rate = I(x;z) {fmt(post['mutual_information'])} "
+                f"(±{fmt(post.get('mutual_information_se'), 2)}) + KL(q(z) ‖ p(z)) "
+                f"{fmt(post.get('kl_aggregate'))} nats; KL(q(z) ‖ p(z)) = total correlation "
+                f"{fmt(post.get('total_correlation'))} + dimension-wise KL "
+                f"{fmt(post.get('dimwise_kl'))}. Mixture estimate over "
+                f"{est.get('n_mixture')} inputs: I(x;z) ≤ ln {est.get('n_mixture')} = "
+                f"{fmt(est.get('bias_bound_nats'))}",
+            )
+        )
+    out = [_p(f"From μ and {spread}; {post.get('n_samples', '?')} rows."), _kv(rows)]
+    cols = ("kl_per_dim", "kl_mean_part", "kl_variance_part", "rate_share", "mu_var", "snr")
+    arrays = {c: floats(post.get(c)) for c in (*cols, "mean_posterior_std")}
+    d = report.dims.index.size
+    if all(a.size == d for a in arrays.values()):
+        trows = [
+            [
+                str(int(report.dims.index[j])),
+                fmt(arrays["kl_per_dim"][j]),
+                fmt(arrays["kl_mean_part"][j]),
+                fmt(arrays["kl_variance_part"][j]),
+                pct(arrays["rate_share"][j], 2),
+                fmt(arrays["mu_var"][j]),
+                fmt(arrays["snr"][j]),
+                fmt(arrays["mean_posterior_std"][j]),
+            ]
+            for j in order
+        ]
+        out.append(
+            _table(
+                ["dim", "rate", "mean part", "var part", "share", "Var μ", "SNR", "mean σ"],
+                trows,
+            )
+        )
+        out.append(
+            _p(
+                "rate = mean part + var part (nats): what the KL term pays per dimension, for "
+                "moving means (μ²/2) and for shrinking variances; share: of the total rate; "
+                "Var μ = Var_x E[z_j|x]; SNR = Var μ / E[σ²]; mean σ: mean posterior std.",
+                "caption",
+            )
+        )
+    return _section("posterior", "Posterior", out)
+
+
+def _spatial(report: Report, order: NDArray[np.intp], dpi: int) -> str:
+    """Return the conv-latent block: channel table, separated tests, mean and std maps."""
+    sp = report.spatial or {}
+    shape = "×".join(str(s) for s in sp.get("spatial_shape", []))
+    out = [_p(f"Conv latents: {sp.get('n_items')} samples of {shape} positions.")]
+    rho = [floats(r) for r in sp.get("autocorrelation") or []]
+    ess = floats(sp.get("effective_sample_size"))
+    vif = floats(sp.get("variance_inflation"))
+    names = {1: ["L"], 2: ["H", "W"], 3: ["D", "H", "W"]}
+    axes = names.get(len(rho), [f"axis {i}" for i in range(len(rho))])
+    headers = ["channel", *[f"lag-1 r ({a})" for a in axes], "var. inflation", "ESS (rows)"]
+    rows = [
+        [
+            str(c),
+            *[fmt(r[c]) if c < r.size else "-" for r in rho],
+            fmt(vif[c]) if c < vif.size else "-",
+            fmt(ess[c]),
+        ]
+        for c in range(ess.size)
+    ]
+    out.append(_table(headers, rows))
+    sep = sp.get("separated_tests") or {}
+    sw = (sep.get("tests") or {}).get("shapiro") or {}
+    holm = sw.get("pvalue_holm") or []
+    if holm:
+        alpha = report.settings.alpha
+        n_rej = sum(1 for x in holm if x is not None and x < alpha)
+        gap = ", ".join(str(g) for g in sp.get("separation_gap", []))
+        out.append(
+            _p(
+                f"Separated positions: Shapiro–Wilk on {sep.get('n_rows')} rows at "
+                f"{sep.get('n_positions')} well-separated positions (gap {gap}): {n_rej} of "
+                f"{len(holm)} channels rejected (Holm, alpha {alpha:g})."
+            )
+        )
+    out.append(
+        _p(
+            "Neighbouring positions are correlated, so N·H·W rows carry less information than "
+            "independent rows: ESS = rows / variance inflation (separable AR(1) model); the "
+            "normalisation intervals are widened by it.",
+            "caption",
+        )
+    )
+    out.append(maps(sp, "mean_map", order, dpi))
+    out.append(maps(sp, "std_map", order, dpi))
+    return _section("spatial", "Spatial (conv latents)", out)
+
+
+def _notes(report: Report) -> str:
+    """Return the notes and warnings."""
+    inp = report.input
+    notes = list(inp.notes) + [w for w in report.warnings if w not in inp.notes]
+    if not notes:
+        return ""
+    items = "\n".join(f"<li>{_e(n)}</li>" for n in notes)
+    return _section("notes", "Notes and warnings", [f"<ul>\n{items}\n</ul>"])
+
+
+def _settings(report: Report) -> str:
+    """Return the settings the report was computed with."""
+    st = report.settings
+    rows = [
+        ("Seed", str(st.seed)),
+        ("Univariate tests on", f"at most {st.test_samples} rows"),
+        (
+            "Seeded sample",
+            f"{st.sample_rows} rows (capacity {st.sample_size}); quantiles "
+            + ("exact" if st.quantiles_exact else "from the sample"),
+        ),
+        ("Alpha", f"{st.alpha:g}"),
+        ("Non-finite rows", st.nan_policy),
+        ("k of the k-σ rates", ", ".join(level_key(k) for k in st.sigma_levels)),
+        ("Quantile levels", ", ".join(level_key(q) for q in st.quantile_levels)),
+        ("Negentropy estimator", st.entropy_estimator),
+    ]
+    return _section("settings", "Settings", [_kv(rows)])
+
+
+def _foot(report: Report) -> str:
+    """Return the footer: units and provenance."""
+    tool = report.tool
+    return (
+        "<footer>\n"
+        + _p(
+            "Units: KL and negentropy in nats; rates are fractions of values shown as %; std "
+            "in the data's units; σ = one standard deviation of the dimension. Definitions: "
+            "README, section 'What the figures mean'."
+        )
+        + "\n"
+        + _p(
+            f"{tool.get('name', 'latentcheck')} {tool.get('version', '')}, schema "
+            f"{report.schema_version}, created {report.created_at}"
+        )
+        + "\n</footer>"
+    )
