@@ -20,9 +20,10 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from . import _formats
 from .accumulate import Reservoir, hash_rows, key_threshold
-from .errors import InputError
-from .loading import NPZ_ROLES, LatentSource, npz_keys, open_latents
+from .errors import FormatError, InputError
+from .loading import NPZ_ROLES, LatentSource, expand_paths, file_keys, open_latents
 
 __all__ = [
     "DrawSource",
@@ -168,15 +169,23 @@ class PosteriorPass:
         return self
 
 
-def _npz_paths(latents: Any) -> list[str] | None:
-    """Return the paths if `latents` names only .npz files, else None."""
+def _keyed_paths(latents: Any) -> list[str] | None:
+    """Return the paths (globs expanded) if `latents` names only files of named arrays.
+
+    Files of named arrays are ``.npz``, ``.safetensors``, ``.h5``/``.hdf5``, ``.zarr`` and
+    ``.pt``/``.pth``; None otherwise, and for missing files (opening them reports those).
+    """
     items = [latents] if isinstance(latents, (str, os.PathLike)) else latents
     if not isinstance(items, Sequence) or isinstance(items, (bytes, bytearray)) or not items:
         return None
-    if all(isinstance(p, (str, os.PathLike)) for p in items):
-        paths = [os.fspath(p) for p in items]
-        if all(p.lower().endswith(".npz") and os.path.isfile(p) for p in paths):
-            return paths
+    if not all(isinstance(p, (str, os.PathLike)) for p in items):
+        return None
+    try:
+        paths = expand_paths(items)
+    except FormatError:
+        return None
+    if all(_formats.file_format(p) in _formats.KEYED for p in paths):
+        return [os.fspath(p) for p in paths]
     return None
 
 
@@ -202,8 +211,10 @@ def resolve_inputs(
     """Return (z source or None, posterior inputs or None) for the given arguments.
 
     Posterior mode starts when `mu` and one of `logvar`/`std`/`var` are given, or when
-    `latents` are ``.npz`` files (and no `key` is given) that hold both a mean and a spread
-    array by name; then z is read from the same files if they hold one.
+    `latents` are files of named arrays (``.npz``, ``.safetensors``, ``.h5``, ``.zarr``,
+    ``.pt``; no `key` given) that hold both a mean and a spread array by name
+    (:data:`~latentcheck.loading.NPZ_ROLES`); then z is read from the same files if they
+    hold one.
 
     Raises
     ------
@@ -218,10 +229,10 @@ def resolve_inputs(
     )
     spreads = {k: v for k, v in candidates if v is not None}
     if mu is None and not spreads:
-        paths = _npz_paths(latents) if key is None and latents is not None else None
+        paths = _keyed_paths(latents) if key is None and latents is not None else None
         if paths is None:
             return None, None
-        keys = npz_keys(Path(paths[0]))
+        keys = file_keys(Path(paths[0]))
         mu_key = _role_key(keys, "mu")
         spread = [(k, name) for k in SPREAD_KINDS if (name := _role_key(keys, k)) is not None]
         if mu_key is None or not spread:

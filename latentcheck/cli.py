@@ -65,6 +65,9 @@ def write_output(text: str, output: str | None) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -78,7 +81,7 @@ def output_options(fn: F) -> F:
             click.option(
                 "--format",
                 "fmt",
-                type=click.Choice(["text", "json", "markdown"]),
+                type=click.Choice(["text", "json", "markdown", "html"]),
                 default="text",
                 show_default=True,
                 help="Output format.",
@@ -117,7 +120,11 @@ def input_options(fn: F) -> F:
     """Options that say how to read and view the input arrays."""
     for option in reversed(
         [
-            click.option("--key", default=None, help="Array name inside .npz files."),
+            click.option(
+                "--key",
+                default=None,
+                help="Array name in .npz/.safetensors/.h5/.zarr/.pt files (group/name if nested).",
+            ),
             click.option(
                 "--channel-axis",
                 type=int,
@@ -275,7 +282,7 @@ def _fail(report_dict: dict[str, Any], expressions: Sequence[str]) -> list[str]:
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("inputs", nargs=-1, type=click.Path(dir_okay=False))
+@click.argument("inputs", nargs=-1, type=click.Path())
 @click.option("--mu", multiple=True, metavar="PATH", help="Posterior means (files or globs).")
 @click.option("--logvar", multiple=True, metavar="PATH", help="Posterior log-variances.")
 @click.option("--std", multiple=True, metavar="PATH", help="Posterior standard deviations.")
@@ -340,7 +347,7 @@ def report(
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("inputs", nargs=-1, type=click.Path(dir_okay=False))
+@click.argument("inputs", nargs=-1, type=click.Path())
 @click.option(
     "--correction",
     type=click.Choice(["holm", "bh"]),

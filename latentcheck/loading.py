@@ -4,7 +4,9 @@ A :class:`LatentSource` is one data set: one or more arrays ("shards") concatena
 axis 0, seen through a *view* that turns each block of the leading axis into a 2-D block of
 shape (rows, n_dims). ``.npy`` files are memory-mapped and never read whole; uncompressed
 ``.npz`` members are memory-mapped in place; compressed ``.npz`` members are decompressed
-into memory (numpy cannot map them), which the source notes. Nothing is ever unpickled.
+into memory (numpy cannot map them), which the source notes. ``.safetensors``, ``.h5``,
+``.zarr`` and ``.pt`` files are read by their own libraries (optional extras, see
+:mod:`latentcheck._formats`), one slice of samples at a time. Nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import math
 import os
 import threading
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,29 +25,31 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from . import _formats
+from ._formats import NPZ_ROLES as NPZ_ROLES
+from ._formats import SUPPORTED as SUPPORTED
 from ._validation import check_channel_axis, check_dtype, check_shape
 from .errors import FormatError, InputError
 
-__all__ = ["LatentSource", "expand_paths", "npz_keys", "open_latents"]
-
-#: Keys recognised by name in ``.npz`` files, per role, in order of preference.
-NPZ_ROLES: dict[str, tuple[str, ...]] = {
-    "z": ("z", "latents", "latent", "samples", "z_sample", "x"),
-    "mu": ("mu", "mean", "z_mean", "means", "loc"),
-    "logvar": ("logvar", "log_var", "z_log_var", "logvariance", "log_variance"),
-    "std": ("std", "sigma", "scale", "z_std", "stddev"),
-    "var": ("var", "variance", "z_var"),
-}
-
-SUPPORTED = ".npy, .npz"
-
+__all__ = [
+    "LatentSource",
+    "expand_paths",
+    "file_keys",
+    "npz_keys",
+    "open_latents",
+    "resolve_key",
+]
 
 _HAVE_PREADV = hasattr(os, "preadv")  # POSIX; elsewhere blocks come from the memory map
 
 
 @dataclass
 class _Member:
-    """One array of a data set: a file, an ``.npz`` member, or an in-memory array.
+    """One array of a data set: a file, a member of a file, or an in-memory array.
+
+    `array` supports ``array[start:stop]`` along axis 0 (an ndarray, a memory map, or a
+    :class:`~latentcheck._formats.SlicedArray` that reads only those items); `closer`
+    releases a library's file handle and `notes` records conversions for the report.
 
     File-backed C-ordered arrays also keep their path and byte offset, so blocks are read
     with ``pread`` into a per-thread buffer instead of faulting pages of the memory map in:
@@ -60,6 +64,8 @@ class _Member:
     in_memory: bool = False
     path: str | None = None
     offset: int = 0
+    closer: Callable[[], None] | None = None
+    notes: list[str] = field(default_factory=list)
     _io: dict[int, tuple[int, memoryview]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -94,11 +100,14 @@ class _Member:
         return fd, buf
 
     def close(self) -> None:
-        """Close the file descriptors and drop the buffers and the memory map."""
+        """Close the file descriptors and handles and drop the buffers and the memory map."""
         with self._lock:
             for fd, _ in self._io.values():
                 os.close(fd)
             self._io.clear()
+            closer, self.closer = self.closer, None
+        if closer is not None:
+            closer()
         if not self.in_memory:
             self.array = None
 
@@ -246,9 +255,10 @@ def expand_paths(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
             path = Path(text)
             if not path.exists():
                 raise FormatError(f"File not found: {text}")
-            if path.is_dir():
+            if path.is_dir() and not _formats.is_zarr_store(path):
                 raise FormatError(
-                    f"{text} is a directory; pass the files, e.g. {os.path.join(text, '*.npy')}"
+                    f"{text} is a directory; pass the files, e.g. "
+                    f"{os.path.join(text, '*.npy')} (directories are read only as Zarr stores)"
                 )
             out.append(path)
     return out
@@ -357,48 +367,109 @@ def _open_npz_member(path: Path, key: str) -> _Member:
     )
 
 
-def resolve_npz_key(path: Path, key: str | None, role: str = "z") -> str:
-    """Return the member of `path` to read for `role`, by explicit `key` or by name."""
-    keys = npz_keys(path)
-    if key is not None:
-        if key not in keys:
-            raise FormatError(f"{path} has no array named {key!r}; it holds {', '.join(keys)}")
-        return key
-    if len(keys) == 1:
-        return keys[0]
-    for candidate in NPZ_ROLES[role]:
-        if candidate in keys:
-            return candidate
-    if not keys:
-        raise FormatError(f"{path} holds no arrays")
-    raise FormatError(
-        f"{path} holds {len(keys)} arrays ({', '.join(keys)}) and none is named like latents "
-        f"({', '.join(NPZ_ROLES[role])}); choose one with --key"
-    )
+def _file_format(path: Path) -> str:
+    """Return the format name of `path`, or raise FormatError for an unknown extension."""
+    fmt = _formats.file_format(path)
+    if fmt is None:
+        ext = path.suffix.lower()
+        raise FormatError(
+            f"Unknown file type {ext or '(no extension)'!r} for {path}; "
+            f"latentcheck reads {SUPPORTED}"
+        )
+    return fmt
+
+
+def _keys(path: Path) -> list[str] | None:
+    """Return the array names in `path`, or None for a file of one unnamed array."""
+    fmt = _file_format(path)
+    if fmt == "npy":
+        return None
+    if fmt == "npz":
+        return npz_keys(path)
+    return _formats.keys(path, fmt)
+
+
+def file_keys(path: str | os.PathLike[str]) -> list[str]:
+    """Return the names of the arrays stored in a file, as its library lists them.
+
+    Parameters
+    ----------
+    path : str or Path
+        An ``.npz``, ``.safetensors``, ``.h5``/``.hdf5``, ``.zarr`` or ``.pt``/``.pth``
+        file. Arrays nested in groups (HDF5, Zarr) or dicts (PyTorch) are named
+        ``group/name``.
+
+    Returns
+    -------
+    list of str
+        The names accepted by ``key``; empty for a file that holds one unnamed array
+        (``.npy``, a Zarr array, a ``.pt`` file of one tensor).
+
+    Raises
+    ------
+    FormatError
+        An unreadable file, an unknown extension, or a missing optional library.
+    """
+    return _keys(Path(path)) or []
+
+
+def resolve_key(path: Path, key: str | None, role: str = "z") -> str | None:
+    """Return the array of `path` to read for `role`: `key` if given, else by name.
+
+    Names are looked up in :data:`NPZ_ROLES` for `role`; a file of one array needs no name.
+    Returns None for a file that holds one unnamed array (``.npy``, a Zarr array, a ``.pt``
+    tensor).
+    """
+    return _formats.choose_key(path, _keys(path), key, role)
+
+
+resolve_npz_key = resolve_key
 
 
 def _member_from_array(obj: Any, label: str) -> _Member:
     """Wrap an in-memory array-like as a member, refusing object arrays."""
+    note = None
     if hasattr(obj, "detach") and hasattr(obj, "cpu"):  # a torch tensor
-        obj = obj.detach().cpu().numpy()
+        obj, note = _formats.tensor_to_numpy(obj, label)
     arr = obj if isinstance(obj, np.ndarray) else np.asarray(obj)
     check_dtype(arr.dtype, label)
     check_shape(arr.shape, label)
-    return _Member(label=label, shape=tuple(arr.shape), dtype=arr.dtype, array=arr, in_memory=True)
+    return _Member(
+        label=label,
+        shape=tuple(arr.shape),
+        dtype=arr.dtype,
+        array=arr,
+        in_memory=True,
+        notes=[note] if note else [],
+    )
 
 
 def _open_member(path: Path, key: str | None, role: str) -> _Member:
-    """Open one file as a member, by extension."""
-    ext = path.suffix.lower()
-    if ext == ".npy":
-        if key is not None:
-            raise InputError(f"--key applies to .npz files, but {path} is a .npy file")
+    """Open one file as a member, by format."""
+    fmt = _file_format(path)
+    if fmt == "npy":
+        _formats.choose_key(path, None, key, role)
         return _open_npy(path)
-    if ext == ".npz":
-        return _open_npz_member(path, resolve_npz_key(path, key, role))
-    raise FormatError(
-        f"Unknown file type {ext or '(no extension)'!r} for {path}; latentcheck reads {SUPPORTED}"
+    if fmt == "npz":
+        npz_key = _formats.choose_key(path, npz_keys(path), key, role)
+        assert npz_key is not None  # .npz members always have names
+        return _open_npz_member(path, npz_key)
+    opened = _formats.open_array(path, fmt, lambda keys: _formats.choose_key(path, keys, key, role))
+    member = _Member(
+        label=opened.label,
+        shape=opened.shape,
+        dtype=opened.dtype,
+        array=opened.array,
+        closer=opened.close,
+        notes=opened.notes,
     )
+    try:
+        check_dtype(opened.dtype, opened.label)
+        check_shape(opened.shape, opened.label)
+    except (FormatError, InputError):
+        member.close()
+        raise
+    return member
 
 
 def open_latents(
@@ -415,16 +486,21 @@ def open_latents(
     Parameters
     ----------
     latents : str, Path, ndarray, or a sequence of them
-        One data set. Several files (or a glob) are concatenated along axis 0.
+        One data set. Several files (or a glob) are concatenated along axis 0. Files are
+        ``.npy``, ``.npz``, ``.safetensors``, ``.h5``/``.hdf5``, ``.zarr`` (a directory
+        store) or ``.pt``/``.pth`` (tensors only: loaded with ``weights_only=True``); the
+        last four need their libraries (extras ``safetensors``, ``hdf5``, ``zarr``,
+        ``torch``).
     key : str or None, default=None
-        Member of ``.npz`` files to read; by default chosen by name (``z``, ``latents``…).
+        The array to read from files of named arrays (``group/name`` when nested); by
+        default chosen by name (``z``, ``latents``…), or the only one.
     channel_axis : int, default=1
         For arrays of 3 or more dimensions, the axis that holds the latent channels; all
         other non-sample axes become extra rows (positions).
     flatten : bool, default=False
         Make every element of a sample a dimension instead.
     role : {"z", "mu", "logvar", "std", "var"}, default="z"
-        Which ``.npz`` names to look for.
+        Which names (:data:`NPZ_ROLES`) to look for.
     name : str or None
         A label for messages.
 
@@ -435,8 +511,8 @@ def open_latents(
     Raises
     ------
     FormatError
-        Missing, unreadable, truncated or pickled input, an unknown extension, an ``.npz``
-        without a recognisable key.
+        Missing, unreadable, truncated or pickled input, an unknown extension, a file of
+        named arrays without a recognisable key, a missing optional library.
     InputError
         Shapes that cannot hold latents or that disagree between shards.
     """
@@ -489,6 +565,9 @@ def _build_source(
         dtypes.append(dt)
         if note and note not in notes:
             notes.append(note)
+        for n in m.notes:
+            if n not in notes:
+                notes.append(n)
         if m.in_memory and m.label.endswith("]"):
             notes.append(
                 f"{m.label} is compressed, so it was read into memory "
