@@ -10,8 +10,8 @@ test-fast:      ## skip the slow calibration tests
 	$(PY) -m pytest -m "not slow"
 
 lint:
-	ruff check latentcheck tests benchmarks sample_latents
-	ruff format --check latentcheck tests benchmarks sample_latents
+	ruff check latentcheck tests benchmarks sample_latents docs
+	ruff format --check latentcheck tests benchmarks sample_latents docs
 	mypy latentcheck
 
 fmt:
