@@ -463,6 +463,11 @@ def analyze_source(
         from .stats.scale import DEGENERATE_RTOL, degenerate_dims
 
         degenerate = degenerate_dims(std, mean)
+        if degenerate.all():
+            raise InputError(
+                f"All {d} dimensions of {source.name} are constant (or vary by less than "
+                "1e-12 of their value); there is no distribution to describe"
+            )
         if degenerate.any():
             idx = np.flatnonzero(degenerate)
             shown = ", ".join(str(i) for i in idx[:10]) + (" ..." if idx.size > 10 else "")

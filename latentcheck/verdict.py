@@ -76,6 +76,8 @@ def outlier_finding(
     lighter when significantly fewer but not that few, else as a Gaussian's (zero values
     beyond 4 std is no evidence when 1.8 are expected).
     """
+    if not np.isfinite(rates).all():
+        return Finding("outliers", "note", "Outlier rates could not be computed.")
     obs = rates * n_values
     exp = expected * n_values
     a = alpha / max(levels.size, 1)

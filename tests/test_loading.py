@@ -215,3 +215,9 @@ def test_npz_with_bad_local_header_is_refused(tmp_path, rng):
     path.write_bytes(bytes(data))
     with pytest.raises(FormatError, match=r"corrupt .npz archive|not a readable"):
         open_latents(path)
+
+
+def test_all_constant_data_is_refused(latents_file):
+    path = latents_file(np.ones((100, 4), dtype=np.float32))
+    with pytest.raises(InputError, match=r"All 4 dimensions of .* are constant"):
+        lc.analyze(path)

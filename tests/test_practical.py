@@ -164,3 +164,9 @@ def test_conv_posterior_reports_rate_per_sample():
     np.testing.assert_allclose(p["rate_per_sample_nats"], 9 * p["rate_nats"], rtol=1e-12)
     per_input = 0.5 * (mu**2 + np.exp(lv) - 1 - lv).sum(axis=(1, 2, 3)).mean()
     np.testing.assert_allclose(p["rate_per_sample_nats"], per_input, rtol=1e-10)
+
+
+def test_outlier_verdict_without_rates_is_a_note():
+    levels = np.array([3.0, 4.0])
+    f = outlier_finding(np.array([np.nan, np.nan]), np.array([0.0027, 6e-5]), levels, 100)
+    assert f.status == "note" and "could not be computed" in f.text
