@@ -170,3 +170,29 @@ def test_outlier_verdict_without_rates_is_a_note():
     levels = np.array([3.0, 4.0])
     f = outlier_finding(np.array([np.nan, np.nan]), np.array([0.0027, 6e-5]), levels, 100)
     assert f.status == "note" and "could not be computed" in f.text
+
+
+def test_item_means_accumulator_merges_and_skips_incomplete_samples():
+    from latentcheck.stats.design_effect import ItemMeansAccumulator, design_effects
+
+    rng = np.random.default_rng(2)
+    rows = rng.standard_normal((40, 3))  # 10 samples of 4 positions
+    ids = np.arange(40)
+    center = rows.mean(0)
+    whole = ItemMeansAccumulator(3, 4, center)
+    whole.push(rows, ids)
+    a, b = ItemMeansAccumulator(3, 4, center), ItemMeansAccumulator(3, 4, center)
+    a.push(rows[:20], ids[:20])
+    b.push(rows[20:], ids[20:])
+    merged = a + b
+    np.testing.assert_allclose(merged.m2_m, whole.m2_m, rtol=1e-12)
+    np.testing.assert_allclose(merged.mean_v, whole.mean_v, rtol=1e-12)
+    # rows of sample 2 partly missing and shuffled: that sample is left out and counted
+    keep = np.r_[0:9, 10:40]
+    order = rng.permutation(keep.size)
+    part = ItemMeansAccumulator(3, 4, center)
+    part.push(rows[keep][order], ids[keep][order])
+    assert part.n == 9 and part.dropped == 1
+    m = rows.reshape(10, 4, 3).mean(axis=1)
+    dm, _ = design_effects(whole, rows.var(0), ((rows - center) ** 4).mean(0))
+    np.testing.assert_allclose(dm, 4 * m.var(0) / rows.var(0), rtol=1e-12)
