@@ -130,9 +130,10 @@ def spatial_block(
         "n_positions": int(positions.size),
         "note": (
             "the univariate tests again, on sample rows at positions at least "
-            f"{', '.join(str(g) for g in gap)} apart (lag correlation within a sample below "
-            "0.05, or as far apart as the grid allows), so that rows of one sample are close "
-            "to independent"
+            f"{', '.join(str(g) for g in gap)} apart, where a separable AR(1) model of the lag-1 "
+            "correlation within a sample puts the correlation below 0.05 (or as far apart as "
+            "the grid allows); correlation at longer range is not modelled, and positions with "
+            "different means are pooled, which alone can make the tests reject"
         ),
         "tests": {
             name: {
