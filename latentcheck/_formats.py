@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import pickle
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -399,10 +398,13 @@ def _torch_load(path: Path) -> tuple[Any, str | None]:
     the legacy (pre-1.6) format cannot be mapped and are read into memory.
     """
     torch = import_library("torch")
+    # the restricted loader's refusal; taken from torch so that this module needs no pickle
+    refused = torch.serialization.pickle.UnpicklingError
     note = None
     try:
         with warnings.catch_warnings():
-            # torch's advice to retry with weights_only=False is exactly what we never do
+            # torch's warning suggests loading without the weights-only restriction, which
+            # latentcheck never does
             warnings.simplefilter("ignore", UserWarning)
             try:
                 obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True, mmap=True)
@@ -414,7 +416,7 @@ def _torch_load(path: Path) -> tuple[Any, str | None]:
                     f"{path} is in PyTorch's legacy format, so it was read into memory; "
                     "re-save it with torch.save (PyTorch 1.6 or later) to stream it"
                 )
-    except pickle.UnpicklingError as exc:
+    except refused as exc:
         if "weights only" in str(exc).lower():
             raise FormatError(
                 f"{path} holds non-tensor objects that only unpickling could read, and "
