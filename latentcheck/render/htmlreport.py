@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from ..errors import InputError
 from ..report import Report, level_key
 from ._htmlplots import floats, histograms, kl_bars, maps, plot_style, qq, spectrum
-from .textreport import fmt, pct, pval
+from .textreport import SPATIAL_LEGEND, fmt, pct, pval, separated_summary, spatial_table
 
 __all__ = ["render_report"]
 
@@ -537,44 +537,12 @@ def _spatial(report: Report, order: NDArray[np.intp], dpi: int) -> str:
     sp = report.spatial or {}
     shape = "×".join(str(s) for s in sp.get("spatial_shape", []))
     out = [_p(f"Conv latents: {sp.get('n_items')} samples of {shape} positions.")]
-    rho = [floats(r) for r in sp.get("autocorrelation") or []]
-    ess = floats(sp.get("effective_sample_size"))
-    vif = floats(sp.get("variance_inflation"))
-    names = {1: ["L"], 2: ["H", "W"], 3: ["D", "H", "W"]}
-    axes = names.get(len(rho), [f"axis {i}" for i in range(len(rho))])
-    headers = ["channel", *[f"lag-1 r ({a})" for a in axes], "var. inflation", "ESS (rows)"]
-    rows = [
-        [
-            str(c),
-            *[fmt(r[c]) if c < r.size else "-" for r in rho],
-            fmt(vif[c]) if c < vif.size else "-",
-            fmt(ess[c]),
-        ]
-        for c in range(ess.size)
-    ]
+    headers, rows = spatial_table(report)
     out.append(_table(headers, rows))
-    sep = sp.get("separated_tests") or {}
-    sw = (sep.get("tests") or {}).get("shapiro") or {}
-    holm = sw.get("pvalue_holm") or []
-    if holm:
-        alpha = report.settings.alpha
-        n_rej = sum(1 for x in holm if x is not None and x < alpha)
-        gap = ", ".join(str(g) for g in sp.get("separation_gap", []))
-        out.append(
-            _p(
-                f"Separated positions: Shapiro–Wilk on {sep.get('n_rows')} rows at "
-                f"{sep.get('n_positions')} well-separated positions (gap {gap}): {n_rej} of "
-                f"{len(holm)} channels rejected (Holm, alpha {alpha:g})."
-            )
-        )
-    out.append(
-        _p(
-            "Neighbouring positions are correlated, so N·H·W rows carry less information than "
-            "independent rows: ESS = rows / variance inflation (separable AR(1) model); the "
-            "normalisation intervals are widened by it.",
-            "caption",
-        )
-    )
+    sentence = separated_summary(report)
+    if sentence:
+        out.append(_p(f"Separated positions: {sentence}."))
+    out.append(_p(SPATIAL_LEGEND, "caption"))
     out.append(maps(sp, "mean_map", order, dpi))
     out.append(maps(sp, "std_map", order, dpi))
     return _section("spatial", "Spatial (conv latents)", out)

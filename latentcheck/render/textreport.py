@@ -342,59 +342,69 @@ def _dims_table(report: Report, width: int, max_dims: int, p: int) -> list[str]:
     return lines
 
 
-def _spatial_block(report: Report, width: int, p: int) -> list[str]:
-    """Return the block on conv latents: spatial correlation, ESS, separated tests."""
+SPATIAL_LEGEND = (
+    "lag-1 r: correlation of neighbours within a sample (about the per-position means); "
+    "deff: design effect of the channel mean and variance, the variance of their estimates "
+    "over that of as many independent rows (Kish; exact, from the per-sample means: above 1 "
+    "when a sample's positions move together, below 1 when a fixed spatial pattern makes them "
+    "differ); ESS = rows / deff mean. The normalisation intervals are rescaled by it."
+)
+
+
+def spatial_table(report: Report, p: int = 3) -> tuple[list[str], list[list[str]]]:
+    """Return the headers and rows of the per-channel spatial table (text and HTML)."""
     sp = report.spatial or {}
-    shape = "x".join(str(s) for s in sp.get("spatial_shape", []))
-    out = [f"SPATIAL (conv latents, {sp.get('n_items')} samples of {shape} positions)"]
     rho = sp.get("autocorrelation_within") or []
     ess = sp.get("effective_sample_size") or []
     deff = sp.get("design_effect_mean") or []
     deff_v = sp.get("design_effect_var") or []
     axes = ["H", "W", "D"][: len(rho)] if len(rho) <= 3 else [str(i) for i in range(len(rho))]
     headers = ["channel", *[f"lag-1 r ({a})" for a in axes], "deff mean", "deff var", "ESS"]
-    rows = []
-    for c in range(len(ess)):
-        rows.append(
-            [
-                str(c),
-                *[fmt(rho[a][c], p) for a in range(len(rho))],
-                fmt(deff[c], p),
-                fmt(deff_v[c], p),
-                fmt(ess[c], p),
-            ]
-        )
-    out.extend("  " + line for line in table(headers, rows))
+    rows = [
+        [
+            str(c),
+            *[fmt(rho[a][c], p) for a in range(len(rho))],
+            fmt(deff[c], p),
+            fmt(deff_v[c], p),
+            fmt(ess[c], p),
+        ]
+        for c in range(len(ess))
+    ]
+    return headers, rows
+
+
+def separated_summary(report: Report) -> str | None:
+    """Return the sentence on the tests at well-separated positions, or None."""
+    sp = report.spatial or {}
     sep = sp.get("separated_tests") or {}
-    sw = (sep.get("tests") or {}).get("shapiro") or {}
-    holm = sw.get("pvalue_holm") or []
-    if holm:
-        alpha = report.settings.alpha
-        n_rej = sum(1 for x in holm if x is not None and x < alpha)
-        gap = ", ".join(str(g) for g in sp.get("separation_gap", []))
-        out.extend(
-            _kv(
-                "Separated positions",
-                f"Shapiro-Wilk on {sep.get('n_rows')} rows at {sep.get('n_positions')} "
-                f"well-separated positions (gap {gap}): {n_rej} of {len(holm)} channels "
-                f"rejected (Holm, alpha {alpha:g})",
-                width,
-            )
-        )
-    out.extend(
-        wrap(
-            "lag-1 r: correlation of neighbours within a sample (about the per-position "
-            "means); deff: design effect of the channel mean and variance, the variance of "
-            "their estimates over that of as many independent rows (Kish; exact, from the "
-            "per-sample means: above 1 when a sample's positions move together, below 1 when "
-            "a fixed spatial pattern makes them differ); ESS = rows / deff mean. The "
-            "normalisation intervals above are rescaled by it. Per-position mean, std and "
-            "outlier maps are in the JSON (spatial.mean_map, std_map, outlier_rate_map).",
-            width,
-            indent="  ",
-            first="  ",
-        )
+    holm = ((sep.get("tests") or {}).get("shapiro") or {}).get("pvalue_holm") or []
+    if not holm:
+        return None
+    alpha = report.settings.alpha
+    n_rej = sum(1 for x in holm if x is not None and x < alpha)
+    gap = ", ".join(str(g) for g in sp.get("separation_gap", []))
+    return (
+        f"Shapiro-Wilk on {sep.get('n_rows')} rows at {sep.get('n_positions')} well-separated "
+        f"positions (gap {gap}): {n_rej} of {len(holm)} channels rejected (Holm, alpha "
+        f"{alpha:g})"
     )
+
+
+def _spatial_block(report: Report, width: int, p: int) -> list[str]:
+    """Return the block on conv latents: spatial correlation, ESS, separated tests."""
+    sp = report.spatial or {}
+    shape = "x".join(str(s) for s in sp.get("spatial_shape", []))
+    out = [f"SPATIAL (conv latents, {sp.get('n_items')} samples of {shape} positions)"]
+    headers, rows = spatial_table(report, p)
+    out.extend("  " + line for line in table(headers, rows))
+    sentence = separated_summary(report)
+    if sentence:
+        out.extend(_kv("Separated positions", sentence, width))
+    legend = (
+        SPATIAL_LEGEND + " Per-position mean, std and outlier maps are in the JSON "
+        "(spatial.mean_map, std_map, outlier_rate_map)."
+    )
+    out.extend(wrap(legend, width, indent="  ", first="  "))
     return out
 
 
