@@ -47,7 +47,6 @@ from .report import (
     Dims,
     InputInfo,
     Joint,
-    Normalization,
     Report,
     Settings,
     Summary,
@@ -628,19 +627,7 @@ def _sample_and_finish(
     cov_sum = None
     if first.comoments is not None:
         cov_sum = float(first.comoments.cov().sum())
-    base = normalization(n, mean, moments.m2, moments.m4, cov_sum=cov_sum)
-    norm = Normalization(
-        shift=base.shift,
-        scale=base.scale,
-        scale_rms=base.scale_rms,
-        per_dim_shift=base.per_dim_shift,
-        per_dim_scale=base.per_dim_scale,
-        shift_ci=base.shift_ci,
-        scale_ci=base.scale_ci,
-        per_dim_shift_ci=base.per_dim_shift_ci,
-        per_dim_scale_ci=base.per_dim_scale_ci,
-        n_rows=base.n_rows,
-    )
+    norm = normalization(n, mean, moments.m2, moments.m4, cov_sum=cov_sum)
     spatial = None
     if "spatial" in second.extras:
         spatial, vif_mean, vif_std = spatial_block(

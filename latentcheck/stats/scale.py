@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from ..report import Normalization
+
 __all__ = [
     "JointGaussian",
     "Normalization",
@@ -140,43 +142,6 @@ def joint_gaussian(
         kl_gauss_dims=kl_dims,
         top_pairs=top_correlated_pairs(corr, index, top_pairs),
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Normalization:
-    """Latent normalisation constants, from all rows, with 95% confidence intervals.
-
-    Attributes
-    ----------
-    shift : float
-        Mean over all values of all dimensions: the ``shift_factor`` of SD3/FLUX,
-        used as ``(z − shift) * scale``.
-    scale : float
-        1 / (standard deviation over all values about `shift`): ``scaling_factor`` of
-        SD3/FLUX, and of Stable Diffusion (``z * scaling_factor``), which uses no shift.
-    scale_rms : float
-        1 / sqrt(mean of z²): the factor that gives unit second moment *without* a shift.
-    per_dim_shift, per_dim_scale : ndarray of shape (n_dims,)
-        Per-dimension mean and 1/std (``(z − per_dim_shift) * per_dim_scale``); diffusers'
-        ``latents_mean``/``latents_std`` and EDM2's ``raw_mean``/``raw_std`` are
-        ``per_dim_shift`` and ``1 / per_dim_scale``.
-    shift_ci, scale_ci : tuple of float
-        95% confidence intervals (normal approximation; see Notes of ``normalization``).
-    per_dim_shift_ci, per_dim_scale_ci : ndarray of shape (n_dims, 2)
-    n_rows : int
-        Rows the constants come from.
-    """
-
-    shift: float
-    scale: float
-    scale_rms: float
-    per_dim_shift: F64
-    per_dim_scale: F64
-    shift_ci: tuple[float, float]
-    scale_ci: tuple[float, float]
-    per_dim_shift_ci: F64
-    per_dim_scale_ci: F64
-    n_rows: int
 
 
 def normalization(
