@@ -79,6 +79,7 @@ class JointPass:
         self.all_dims = all_dims
         self.maha = MahalanobisAccumulator.from_whitening(whitening, n, top_k=top)
         self.mardia = MardiaAccumulator.from_whitening(whitening, third_order=third)
+        self._work: NDArray[np.float64] | None = None
 
     @classmethod
     def factory(
@@ -97,7 +98,11 @@ class JointPass:
     def push(self, chunk: NDArray[Any], row_ids: NDArray[np.int64]) -> None:
         """Add a finite block of rows (all dimensions) with its global row ids."""
         block = chunk if self.all_dims else chunk[:, self.used]
-        self.maha.push(block, row_ids, mardia=self.mardia)
+        n, d = block.shape
+        work = self._work
+        if work is None or work.shape[1] < n:  # scratch reused from chunk to chunk
+            work = self._work = np.empty((2, n, d))
+        self.maha.push(block, row_ids, mardia=self.mardia, out=(work[0, :n], work[1, :n]))
 
     def merge(self, other: JointPass) -> JointPass:
         """Merge `other` into self and return self."""

@@ -57,12 +57,17 @@ def column_sums(chunk: NDArray[Any]) -> NDArray[Any]:
     return sums
 
 
-def fold(chunk: NDArray[Any], op: np.ufunc) -> NDArray[Any]:
-    """Return op.reduce(chunk, axis=0) by halving, which keeps numpy's inner loops long."""
+def fold(chunk: NDArray[Any], op: np.ufunc, work: NDArray[Any] | None = None) -> NDArray[Any]:
+    """Return op.reduce(chunk, axis=0) by halving, which keeps numpy's inner loops long.
+
+    `work`, if given, is a C-contiguous buffer of at least ``(len(chunk) // 2, n_dims)``
+    in the chunk's dtype; the halves are folded into it instead of into new arrays (fresh
+    megabyte-sized temporaries for every chunk cost more in page faults than the fold).
+    """
     a = chunk
     while a.shape[0] > 1:
         h = a.shape[0] // 2
-        r = op(a[:h], a[h : 2 * h])
+        r = op(a[:h], a[h : 2 * h], out=None if work is None else work[:h])
         if a.shape[0] % 2:
             r[0] = op(r[0], a[-1])
         a = r
@@ -304,18 +309,23 @@ class Comoments:
 class Extremes:
     """Per-dimension minimum and maximum."""
 
-    __slots__ = ("max", "min")
+    __slots__ = ("_work", "max", "min")
 
     def __init__(self, n_dims: int) -> None:
         self.min: F64 = np.full(n_dims, np.inf)
         self.max: F64 = np.full(n_dims, -np.inf)
+        self._work: NDArray[Any] | None = None
 
     def push(self, chunk: NDArray[Any]) -> None:
         """Add the rows of `chunk`."""
-        if chunk.shape[0] == 0:
+        n = chunk.shape[0]
+        if n == 0:
             return
-        np.minimum(self.min, fold(chunk, np.minimum), out=self.min)
-        np.maximum(self.max, fold(chunk, np.maximum), out=self.max)
+        work = self._work
+        if work is None or work.dtype != chunk.dtype or work.shape[0] < n // 2:
+            work = self._work = np.empty((max(n // 2, 1), chunk.shape[1]), chunk.dtype)
+        np.minimum(self.min, fold(chunk, np.minimum, work), out=self.min)
+        np.maximum(self.max, fold(chunk, np.maximum, work), out=self.max)
 
     def merge(self, other: Extremes) -> Extremes:
         """Return the extremes of the union."""
@@ -381,6 +391,11 @@ class Exceedance:
         self._lo = exact_threshold(lo, dt, upper=False)
         self._tiles: dict[int, tuple[NDArray[Any], NDArray[Any]]] = {}
 
+    def thresholds(self, *, upper: bool) -> NDArray[Any]:
+        """Return the lowest level's thresholds (upper or lower side), in the data dtype."""
+        out: NDArray[Any] = self._hi[0] if upper else self._lo[0]
+        return out
+
     def _tile(self, n: int) -> tuple[NDArray[Any], NDArray[Any]]:
         """Return the lowest-level thresholds tiled to n rows (long inner loops in numpy)."""
         t = self._tiles.get(n)
@@ -395,21 +410,34 @@ class Exceedance:
         n, d = chunk.shape
         if n == 0:
             return
-        self.n += n
         hi, lo = self._tile(n)
-        flat = chunk.reshape(-1)
-        for side, thr, cmp, counts in (
-            ("hi", hi, np.greater, self.upper),
-            ("lo", lo, np.less, self.lower),
+        self.push_candidates(
+            chunk.reshape(-1), d, np.flatnonzero(chunk > hi), np.flatnonzero(chunk < lo)
+        )
+
+    def push_candidates(
+        self,
+        flat: NDArray[Any],
+        d: int,
+        above: NDArray[np.intp],
+        below: NDArray[np.intp],
+    ) -> None:
+        """Add a chunk given as its C-order values and the positions worth a closer look.
+
+        `above` must hold every flat position whose value exceeds the lowest upper
+        threshold, and `below` every one under the highest lower threshold; they may
+        hold more (a shared prefilter for several accumulators), which are counted out.
+        """
+        self.n += flat.size // d
+        for table, cmp, counts, idx in (
+            (self._hi, np.greater, self.upper, above),
+            (self._lo, np.less, self.lower, below),
         ):
-            idx = np.flatnonzero(cmp(chunk, thr))
             if idx.size == 0:
                 continue
             cols = idx % d
-            counts[0] += np.bincount(cols, minlength=d)
             vals = flat[idx]
-            table = self._hi if side == "hi" else self._lo
-            for i in range(1, self.levels.size):
+            for i in range(self.levels.size):
                 sel = cmp(vals, table[i][cols])
                 if not sel.any():
                     break
@@ -637,14 +665,22 @@ class Reservoir:
         rows = np.concatenate([self.rows, *(b[2] for b in self._buf)])
         self._buf = []
         self._buffered = 0
+        idx = np.arange(keys.size)
+        boundary_tie = False
         if keys.size > self.capacity:
-            # ties in 64-bit keys are broken by row index, so the result is unique
-            part = np.argpartition(keys, self.capacity - 1)[: self.capacity]
-            keys, ids, rows = keys[part], ids[part], rows[part]
-        if keys.size == self.capacity:
-            self.threshold = min(self.threshold, keys.max())
-        order = np.lexsort((ids, keys))
-        self.keys, self.row_ids, self.rows = keys[order], ids[order], rows[order]
+            part = np.argpartition(keys, self.capacity)
+            idx = part[: self.capacity]
+            boundary_tie = bool(keys[part[self.capacity]] == keys[idx].max())
+        order = idx[np.argsort(keys[idx], kind="stable")]
+        sorted_keys = keys[order]
+        if boundary_tie or np.any(sorted_keys[1:] == sorted_keys[:-1]):
+            # ties in 64-bit keys (rare) are broken by row index, so the result is unique
+            order = np.lexsort((ids, keys))[: self.capacity]
+            sorted_keys = keys[order]
+        if sorted_keys.size == self.capacity:
+            self.threshold = min(self.threshold, sorted_keys[-1])
+        # one gather of the rows, in key order (the rows are the bulk of the sample)
+        self.keys, self.row_ids, self.rows = sorted_keys, ids[order], rows[order]
 
     def complete(self) -> bool:
         """Return True unless the prefilter may have skipped a row of the true sample."""
@@ -658,11 +694,15 @@ class Reservoir:
 
     def merge(self, other: Reservoir) -> Reservoir:
         """Return the sample of the union of the rows offered to self and `other`."""
-        a = Reservoir.from_state(self.state())
+        self._compact()
+        a = Reservoir(self.capacity, self.n_dims, self.seed, self.dtype)
+        # the arrays are shared, not copied: `_compact` replaces them and never writes into them
+        a.keys, a.row_ids, a.rows = self.keys, self.row_ids, self.rows
+        a.prefilter, a.threshold, a.prefiltered = self.prefilter, self.threshold, self.prefiltered
         b = other.finalize()
         a.prefiltered += b.prefiltered
         if b.keys.size:
-            a._buf.append((b.keys, b.row_ids, b.rows.astype(a.dtype)))
+            a._buf.append((b.keys, b.row_ids, b.rows.astype(a.dtype, copy=False)))
             a._buffered += b.keys.size
         return a.finalize()
 

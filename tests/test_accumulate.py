@@ -215,6 +215,25 @@ def test_reservoir_merge_equals_whole_and_holds_everything_when_small(rng):
     np.testing.assert_array_equal(back.rows, whole.rows)
 
 
+@pytest.mark.parametrize("capacity", [1, 2, 3, 4, 6])
+def test_reservoir_breaks_key_ties_by_row_index(monkeypatch, capacity):
+    # 64-bit hash ties never happen in practice, so force them: the sample must still be
+    # the `capacity` smallest (key, row) pairs, in that order, however the rows arrive
+    keys = {10: 5, 11: 1, 12: 5, 13: 5, 14: 2, 15: 1}
+    monkeypatch.setattr(
+        "latentcheck.accumulate.hash_rows",
+        lambda ids, seed: np.array([keys[int(i)] for i in ids], dtype=np.uint64),
+    )
+    expected = sorted(keys, key=lambda i: (keys[i], i))[:capacity]
+    for order in ([10, 11, 12, 13, 14, 15], [15, 13, 14, 12, 11, 10]):
+        r = Reservoir(capacity, 1, 0)
+        for i in order:
+            r.push(np.array([[float(i)]]), np.array([i]))
+        r = r.finalize()
+        assert r.row_ids.tolist() == expected
+        assert r.rows[:, 0].tolist() == [float(i) for i in expected]
+
+
 def test_reservoir_is_uniform_over_rows():
     # inclusion frequency of each row over many seeds: a chi-square test of uniformity
     n, cap, seeds = 200, 20, 400

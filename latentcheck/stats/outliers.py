@@ -197,6 +197,7 @@ class MahalanobisAccumulator:
         row_ids: npt.ArrayLike,
         *,
         mardia: MardiaAccumulator | None = None,
+        out: tuple[FloatArray, FloatArray] | None = None,
     ) -> None:
         """Add a chunk of finite rows and their global row indices.
 
@@ -208,6 +209,8 @@ class MahalanobisAccumulator:
             Indices of these rows in the original input.
         mardia : MardiaAccumulator, optional
             Also fed with the same whitened rows (it must share this whitening).
+        out : pair of ndarray of shape (n_rows, n_dims), optional
+            Float64 scratch blocks for the whitening (see :meth:`Whitening.apply`).
         """
         ids = np.asarray(row_ids)
         shape = np.shape(chunk)
@@ -227,7 +230,7 @@ class MahalanobisAccumulator:
             if mardia is not None:
                 mardia.push(chunk)
             return
-        y, r2 = self._whitening.apply(chunk)
+        y, r2 = self._whitening.apply(chunk, out)
         if mardia is not None:
             mardia.push_whitened(y, r2)
         self._push_squared(r2, ids.astype(np.int64, copy=False))
@@ -240,6 +243,9 @@ class MahalanobisAccumulator:
         k = self._top_k
         if k == 0:
             return
+        if self._top_d2.size == k:  # only rows reaching the current k-th can enter
+            keep = np.flatnonzero(d2 >= self._top_d2.min())
+            d2, ids = d2[keep], ids[keep]
         if d2.shape[0] > k:
             kth = np.partition(d2, d2.shape[0] - k)[d2.shape[0] - k]
             keep = np.flatnonzero(d2 >= kth)  # every row tied with the k-th stays a candidate

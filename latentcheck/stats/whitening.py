@@ -89,19 +89,28 @@ class Whitening:
         """Number of dimensions."""
         return int(self.mean.shape[0])
 
-    def apply(self, chunk: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+    def apply(
+        self, chunk: npt.ArrayLike, out: tuple[FloatArray, FloatArray] | None = None
+    ) -> tuple[FloatArray, FloatArray]:
         """Return the whitened rows ``y`` (n_rows, n_dims) and their ``|y|^2`` (n_rows,).
 
         The chunk (float32 or float64) is promoted to float64 while it is centred, so
-        there is one float64 copy and one BLAS product per chunk.
+        there is one float64 copy and one BLAS product per chunk. `out`, if given, holds
+        two C-contiguous float64 scratch blocks of the chunk's shape: the centred rows
+        and ``y`` (returned) are written there instead of into new arrays.
         """
         x = np.asarray(chunk)
         if x.ndim != 2 or x.shape[1] != self.n_dims:
             raise InputError(
                 f"`chunk` must have shape (n_rows, {self.n_dims}), got shape {x.shape}"
             )
-        centred = np.subtract(x, self.mean, dtype=np.float64)
-        y = centred @ self.matrix
+        if out is None:
+            centred = np.subtract(x, self.mean, dtype=np.float64)
+            y = centred @ self.matrix
+        else:
+            centred, y = out
+            np.subtract(x, self.mean, out=centred)
+            np.matmul(centred, self.matrix, out=y)
         return y, np.einsum("ij,ij->i", y, y)
 
 
