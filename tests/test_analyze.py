@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import warnings
 
@@ -354,3 +355,28 @@ def test_histogram_of_standardised_sample_matches_numpy(data, report):
         z = (data[:, j] - data[:, j].mean()) / data[:, j].std()
         np.testing.assert_array_equal(report.dims.histogram[j], np.histogram(z, bins=edges)[0])
     assert report.to_dict()["dims"][0]["histogram"] == report.dims.histogram[0].tolist()
+
+
+def test_analysis_restores_gc_and_blas_threads(rng):
+    # the analysis suspends the cyclic GC and limits BLAS to one thread while it runs;
+    # a caller's process must get both back, also when the analysis fails
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    assert gc.isenabled()
+    lc.analyze(rng.standard_normal((500, 3)))
+    assert gc.isenabled()
+    assert blas_threads() == before
+    with pytest.raises(InputError):
+        lc.analyze(np.ones((500, 3)))  # all constant: refused
+    assert gc.isenabled()
+    assert blas_threads() == before
+    gc.disable()
+    try:
+        lc.analyze(rng.standard_normal((500, 3)))
+        assert not gc.isenabled()  # a caller's choice is kept
+    finally:
+        gc.enable()
