@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .accumulate import Scratch
 from .report import TestResult
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ class JointPass:
         self.all_dims = all_dims
         self.maha = MahalanobisAccumulator.from_whitening(whitening, n, top_k=top)
         self.mardia = MardiaAccumulator.from_whitening(whitening, third_order=third)
-        self._work: NDArray[np.float64] | None = None
+        self._scratch = Scratch()
 
     @classmethod
     def factory(
@@ -98,11 +99,8 @@ class JointPass:
     def push(self, chunk: NDArray[Any], row_ids: NDArray[np.int64]) -> None:
         """Add a finite block of rows (all dimensions) with its global row ids."""
         block = chunk if self.all_dims else chunk[:, self.used]
-        n, d = block.shape
-        work = self._work
-        if work is None or work.shape[1] < n:  # scratch reused from chunk to chunk
-            work = self._work = np.empty((2, n, d))
-        self.maha.push(block, row_ids, mardia=self.mardia, out=(work[0, :n], work[1, :n]))
+        centred, y = self._scratch.get(2, *block.shape)
+        self.maha.push(block, row_ids, mardia=self.mardia, out=(centred, y))
 
     def merge(self, other: JointPass) -> JointPass:
         """Merge `other` into self and return self."""

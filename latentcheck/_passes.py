@@ -24,7 +24,9 @@ from .accumulate import (
     Moments,
     NonFinite,
     Reservoir,
+    Scratch,
     column_sums,
+    tiled,
 )
 from .loading import LatentSource
 
@@ -79,28 +81,6 @@ def _finite_rows(
     return block, row_start + keep.astype(np.int64), block.sum(axis=0, dtype=np.float64)
 
 
-class _Workspace:
-    """Float64 scratch blocks reused from chunk to chunk by one worker's accumulators.
-
-    Megabyte-sized temporaries can go back to the kernel when freed and be faulted in and
-    zeroed again for the next chunk: in an isolated loop that made a pass-1 chunk take
-    2.9 ms instead of 0.8 ms. (In the whole report the allocator mostly kept them, and the
-    gain was within the machine's noise.)
-    """
-
-    __slots__ = ("_buf",)
-
-    def __init__(self) -> None:
-        self._buf: NDArray[np.float64] | None = None
-
-    def get(self, count: int, n: int, d: int) -> tuple[NDArray[np.float64], ...]:
-        """Return `count` C-contiguous (n, d) float64 blocks (views of one buffer)."""
-        buf = self._buf
-        if buf is None or buf.shape[0] < count or buf.shape[1] < n or buf.shape[2] != d:
-            buf = self._buf = np.empty((count, n, d))
-        return tuple(buf[k, :n] for k in range(count))
-
-
 class PushAccumulator(Protocol):
     """A second-pass accumulator: takes a finite block and its global row ids."""
 
@@ -129,7 +109,7 @@ class FirstPass:
         self.extremes = Extremes(n_dims)
         self.nonfinite = NonFinite(n_dims)
         self.reservoir = Reservoir(sample_size, n_dims, seed, dtype, threshold=key_threshold)
-        self._work = _Workspace()
+        self._scratch = Scratch()
 
     def push(self, block: NDArray[Any], row_start: int) -> None:
         """Add one block of rows whose first global row index is `row_start`."""
@@ -140,7 +120,7 @@ class FirstPass:
         if row_ids is None:
             row_ids = np.arange(row_start, row_start + n, dtype=np.int64)
         shift = sums.astype(np.float64) / n
-        dev, sq = self._work.get(2, n, block.shape[1])
+        dev, sq = self._scratch.get(2, n, block.shape[1])
         np.subtract(block, shift, out=dev)
         s1 = column_sums(dev)
         np.multiply(dev, dev, out=sq)
@@ -197,13 +177,9 @@ class SecondPass:
         n, d = block.shape
         if n == 0:
             return
-        tiles = self._tiles.get(n)
-        if tiles is None:  # rows of thresholds: long inner loops in the comparison
-            tiles = (np.tile(self._hi, (n, 1)), np.tile(self._lo, (n, 1)))
-            if len(self._tiles) < 4:
-                self._tiles[n] = tiles
-        above = np.flatnonzero(block > tiles[0])
-        below = np.flatnonzero(block < tiles[1])
+        hi, lo = tiled(self._tiles, self._hi, self._lo, n)
+        above = np.flatnonzero(block > hi)
+        below = np.flatnonzero(block < lo)
         flat = block.reshape(-1)
         self.centered.push_candidates(flat, d, above, below)
         self.prior.push_candidates(flat, d, above, below)
