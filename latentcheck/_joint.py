@@ -9,6 +9,7 @@ distances on the seeded sample. The statistics themselves live in ``stats.multiv
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,7 +95,7 @@ class JointPass:
 
         w = Whitening.from_moments(mean[used], cov[np.ix_(used, used)])
         all_dims = used.size == mean.size
-        return lambda: cls(used, all_dims, w, n, top=top, third=third)
+        return functools.partial(cls, used, all_dims, w, n, top=top, third=third)
 
     def push(self, chunk: NDArray[Any], row_ids: NDArray[np.int64]) -> None:
         """Add a finite block of rows (all dimensions) with its global row ids."""

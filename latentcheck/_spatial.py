@@ -10,6 +10,7 @@ on rows at well-separated positions. A claimed normalisation (``--assume-scale``
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -44,14 +45,32 @@ def spatial_factory(
     shape = spatial_shape(source)
     if shape is None:
         return None
+    return functools.partial(
+        _spatial_accumulators,
+        source.n_dims,
+        shape,
+        mean,
+        std,
+        tuple(levels[:2]),
+        source.rows_per_item,
+    )
+
+
+def _spatial_accumulators(
+    d: int,
+    shape: tuple[int, ...],
+    mean: F64,
+    std: F64,
+    levels: tuple[float, ...],
+    rows_per_item: int,
+) -> dict[str, Any]:
+    """Return empty spatial accumulators (module level: worker processes unpickle it)."""
     from .stats.design_effect import ItemMeansAccumulator
     from .stats.spatial import SpatialAccumulator
 
-    keep = tuple(levels[:2])
-    p = source.rows_per_item
-    return lambda: {
-        "spatial": SpatialAccumulator(source.n_dims, shape, mean=mean, std=std, levels=keep),
-        "items": ItemMeansAccumulator(source.n_dims, p, mean),
+    return {
+        "spatial": SpatialAccumulator(d, shape, mean=mean, std=std, levels=levels),
+        "items": ItemMeansAccumulator(d, rows_per_item, mean),
     }
 
 

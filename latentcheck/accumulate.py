@@ -84,24 +84,35 @@ class Scratch:
             buf = self._buf = np.empty((count, n, d), dtype)
         return tuple(buf[k, :n] for k in range(count))
 
+    def __reduce__(self) -> tuple[type[Scratch], tuple[()]]:
+        # a cache: worker processes send their accumulators back without it
+        return (Scratch, ())
 
-def tiled(
-    cache: dict[int, tuple[NDArray[Any], NDArray[Any]]],
-    hi: NDArray[Any],
-    lo: NDArray[Any],
-    n: int,
-) -> tuple[NDArray[Any], NDArray[Any]]:
-    """Return thresholds `hi` and `lo` tiled to n rows (long inner loops in numpy).
 
-    `cache` keeps the tiles of up to four chunk sizes (the full chunk, the last one, and
-    chunks short of their non-finite rows).
+class TileCache:
+    """Thresholds tiled to whole chunks (long inner loops in numpy), for up to four sizes.
+
+    Four covers the full chunk, the last one, and chunks short of their non-finite rows.
+    Like :class:`Scratch`, a cache: it pickles empty (worker processes send their
+    accumulators back without it).
     """
-    t = cache.get(n)
-    if t is None:
-        t = (np.tile(hi, (n, 1)), np.tile(lo, (n, 1)))
-        if len(cache) < 4:
-            cache[n] = t
-    return t
+
+    __slots__ = ("_tiles",)
+
+    def __init__(self) -> None:
+        self._tiles: dict[int, tuple[NDArray[Any], NDArray[Any]]] = {}
+
+    def __reduce__(self) -> tuple[type[TileCache], tuple[()]]:
+        return (TileCache, ())
+
+    def get(self, hi: NDArray[Any], lo: NDArray[Any], n: int) -> tuple[NDArray[Any], NDArray[Any]]:
+        """Return thresholds `hi` and `lo` (each of shape (d,)) tiled to n rows."""
+        t = self._tiles.get(n)
+        if t is None:
+            t = (np.tile(hi, (n, 1)), np.tile(lo, (n, 1)))
+            if len(self._tiles) < 4:
+                self._tiles[n] = t
+        return t
 
 
 def fold(chunk: NDArray[Any], op: np.ufunc, work: NDArray[Any] | None = None) -> NDArray[Any]:
@@ -434,7 +445,7 @@ class Exceedance:
         lo = self.center - self.levels[:, None] * self.scale
         self._hi = exact_threshold(hi, dt, upper=True)
         self._lo = exact_threshold(lo, dt, upper=False)
-        self._tiles: dict[int, tuple[NDArray[Any], NDArray[Any]]] = {}
+        self._tiles = TileCache()
 
     def thresholds(self, *, upper: bool) -> NDArray[Any]:
         """Return the lowest level's thresholds (upper or lower side), in the data dtype."""
@@ -446,7 +457,7 @@ class Exceedance:
         n, d = chunk.shape
         if n == 0:
             return
-        hi, lo = tiled(self._tiles, self._hi[0], self._lo[0], n)
+        hi, lo = self._tiles.get(self._hi[0], self._lo[0], n)
         self.push_candidates(
             chunk.reshape(-1), d, np.flatnonzero(chunk > hi), np.flatnonzero(chunk < lo)
         )
@@ -485,7 +496,7 @@ class Exceedance:
         out = Exceedance.__new__(Exceedance)
         for name in ("levels", "center", "scale", "_hi", "_lo"):
             setattr(out, name, getattr(self, name))
-        out._tiles = {}
+        out._tiles = TileCache()
         out.n = self.n + other.n
         out.upper = self.upper + other.upper
         out.lower = self.lower + other.lower

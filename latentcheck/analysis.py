@@ -9,10 +9,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import functools
 import gc
 import math
 import sys
 import threading
+import types
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,6 +37,8 @@ from ._joint import (
 from ._passes import (
     FirstPass,
     SecondPass,
+    SecondPassFactory,
+    WorkerPool,
     default_chunk_rows,
     default_threads,
     run_pass,
@@ -140,24 +144,36 @@ class _Collector:
 
 
 class _Progress:
-    """A progress bar on stderr, shown only when stderr is a terminal."""
+    """A progress bar on stderr, shown only when stderr is a terminal.
+
+    Worker processes update it too: its count lives in shared memory, under a lock
+    shared across processes.
+    """
 
     def __init__(self, enabled: bool | None, total: int, label: str) -> None:
         if enabled is None:
             enabled = sys.stderr.isatty()
         self.enabled = bool(enabled) and total > 0
         self.total = total
-        self.done = 0
         self.label = label
-        self.lock = threading.Lock()
         self.shown = -1
+        self.lock: Any = threading.Lock()
+        self._done: Any = types.SimpleNamespace(value=0)
+        if self.enabled:
+            import multiprocessing
+
+            try:
+                self.lock = multiprocessing.Lock()
+                self._done = multiprocessing.RawValue("q", 0)
+            except OSError:  # no shared memory here: the passes then use threads only
+                pass
 
     def __call__(self, n: int) -> None:
         if not self.enabled:
             return
         with self.lock:
-            self.done += n
-            pct = int(100 * self.done / self.total)
+            self._done.value += n
+            pct = int(100 * self._done.value / self.total)
             if pct != self.shown:
                 self.shown = pct
                 bar = "#" * (pct // 4)
@@ -447,22 +463,25 @@ def analyze_source(
     ranges = plan_blocks([source], chunk_rows)
     threshold: int | None = key_threshold(source.n_rows, sample_size)
     bar = _Progress(progress, 2 * source.n_items, "latentcheck")
+    # forked now, while this process holds little that it could later copy-on-write
+    pool = WorkerPool.maybe(source, threads, bar if bar.enabled else None)
     try:
-
-        def make_first() -> FirstPass:
-            return FirstPass(
-                d,
-                dtype=source.dtype,
-                seed=seed_used,
-                sample_size=sample_size,
-                covariance=covariance,
-                key_threshold=threshold,
-            )
-
-        first: FirstPass = run_pass(source, ranges, make_first, threads=threads, progress=bar)
+        make_first = functools.partial(
+            FirstPass,
+            d,
+            dtype=source.dtype,
+            seed=seed_used,
+            sample_size=sample_size,
+            covariance=covariance,
+            key_threshold=threshold,
+        )
+        first: FirstPass = run_pass(
+            source, ranges, make_first, threads=threads, progress=bar, pool=pool
+        )
         if not first.reservoir.complete():  # p < 1e-15: the prefilter was too tight
             threshold = None
-            first = run_pass(source, ranges, make_first, threads=threads)
+            make_first = functools.partial(make_first, key_threshold=None)
+            first = run_pass(source, ranges, make_first, threads=threads, pool=pool)
         nonfinite = first.nonfinite
         if nonfinite.rows and nan == "error":
             raise InputError(
@@ -519,20 +538,24 @@ def analyze_source(
 
         make_spatial = spatial_factory(source, mean, safe_std, levels)
 
-        def make_second() -> SecondPass:
-            extras: dict[str, Any] = {}
-            if make_joint is not None:
-                extras["joint"] = make_joint()
-            if make_spatial is not None:
-                extras.update(make_spatial())
-            return SecondPass(levels, mean, safe_std, source.dtype, extras=extras)
+        make_second = SecondPassFactory(
+            levels, mean, safe_std, source.dtype, joint=make_joint, spatial=make_spatial
+        )
 
-        # pass 2 streams on the workers while this thread computes what needs only the
-        # sample (tests, negentropy, MCD: mostly Python-level work that holds the GIL);
-        # one worker fewer than cores: as fast in wall time as all of them (measured,
-        # alternating runs), with 0.3 s less CPU lost to contention
-        pass2 = start_pass(source, ranges, make_second, threads=max(1, threads - 1), progress=bar)
+        # pass 2 streams on the workers (processes where they can fork: the GIL would
+        # serialise threads) while this process computes what needs only the sample
+        # (tests, negentropy, MCD: mostly Python-level work); one worker fewer than cores
+        pass2 = start_pass(
+            source,
+            ranges,
+            make_second,
+            threads=max(1, threads - 1),
+            progress=bar,
+            pool=pool,
+        )
     except BaseException:
+        if pool is not None:
+            pool.close()
         bar.close()
         raise
     try:
@@ -566,8 +589,12 @@ def analyze_source(
             collector=collector,
         )
     finally:
-        pass2.result()
-        bar.close()
+        try:
+            pass2.result()
+        finally:
+            if pool is not None:
+                pool.close()
+            bar.close()
     return result
 
 

@@ -1,0 +1,133 @@
+"""The streaming passes on worker processes: same results as threads, errors surface."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+
+import numpy as np
+import pytest
+from test_analyze import _assert_same_report, _mixed
+
+import latentcheck as lc
+from latentcheck import _passes
+from latentcheck.errors import InputError
+from latentcheck.loading import open_latents, plan_blocks
+
+needs_fork = pytest.mark.skipif(
+    not _passes.processes_available(), reason="worker processes are forked on Linux only"
+)
+
+
+@pytest.fixture
+def forking(monkeypatch):
+    """Let small data sets use worker processes and count the pools made."""
+    monkeypatch.setattr(_passes, "PROCESS_MIN_VALUES", 0)
+    made = []
+    real = _passes.WorkerPool.__init__
+
+    def spy(self, *args, **kwargs):
+        made.append(args)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(_passes.WorkerPool, "__init__", spy)
+    return made
+
+
+@needs_fork
+@pytest.mark.filterwarnings("ignore:2 of 2500 rows hold NaN")
+@pytest.mark.parametrize("chunk_rows", [7, 1000])
+def test_worker_processes_give_the_threads_report(forking, chunk_rows):
+    data = _mixed(np.random.default_rng(8), n=2500)
+    data[[3, 1200], 2] = np.nan  # rows left out in both passes
+    threads = lc.analyze(data, seed=2, chunk_rows=1500, threads=1).to_dict()
+    assert not forking
+    procs = lc.analyze(data, seed=2, chunk_rows=chunk_rows, threads=2).to_dict()
+    assert len(forking) == 1  # one pool of one worker, for both passes
+    _assert_same_report(threads, procs, rtol=1e-10)
+    assert multiprocessing.active_children() == []
+
+
+@needs_fork
+def test_worker_processes_carry_the_spatial_accumulators(forking, tmp_path):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((40, 3, 6, 5)).astype(np.float32)
+    x += 0.5 * np.roll(x, 1, axis=3)  # spatial correlation for the design effects
+    path = tmp_path / "conv.npy"
+    np.save(path, x)
+    threads = lc.analyze(str(path), seed=1, threads=1).to_dict()
+    procs = lc.analyze(str(path), seed=1, threads=2, chunk_rows=50).to_dict()
+    assert len(forking) == 1
+    assert procs["spatial"] is not None
+    _assert_same_report(threads, procs, rtol=1e-10)
+
+
+@needs_fork
+def test_no_worker_processes_beside_other_threads(forking):
+    import threading
+
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        lc.analyze(np.random.default_rng(0).standard_normal((300, 3)), threads=2)
+    finally:
+        stop.set()
+        other.join()
+    assert not forking  # a host program's threads could hold locks at the fork
+
+
+class _Failing:
+    """A source whose blocks from row `bad` on cannot be read."""
+
+    def __init__(self, source, bad: int) -> None:
+        self._source = source
+        self._bad = bad
+        self.rows_per_item = source.rows_per_item
+        self.n_rows = source.n_rows
+        self.n_dims = source.n_dims
+
+    def read_items(self, start: int, stop: int) -> np.ndarray:
+        if stop > self._bad:
+            raise InputError(f"Rows from {self._bad} could not be read")
+        return self._source.read_items(start, stop)
+
+
+@needs_fork
+@pytest.mark.parametrize("bad", [10, 290])  # in the caller's run, in the worker's run
+def test_a_failing_run_raises_in_the_caller_and_stops_the_workers(bad):
+    src = open_latents(np.random.default_rng(1).standard_normal((300, 2)))
+    failing = _Failing(src, bad)
+    ranges = plan_blocks([src], 20)
+    from functools import partial
+
+    make = partial(_passes.FirstPass, 2, dtype=src.dtype, seed=0, sample_size=50, covariance=True)
+    pool = _passes.WorkerPool(failing, 1)
+    try:
+        with pytest.raises(InputError, match=f"Rows from {bad} could not be read"):
+            _passes.run_pass(failing, ranges, make, threads=2, pool=pool)
+    finally:
+        pool.close()
+    assert multiprocessing.active_children() == []
+
+
+@needs_fork
+def test_worker_pool_runs_successive_passes():
+    from functools import partial
+
+    x = np.random.default_rng(5).standard_normal((500, 3))
+    src = open_latents(x)
+    ranges = plan_blocks([src], 64)
+    make = partial(_passes.FirstPass, 3, dtype=src.dtype, seed=0, sample_size=50, covariance=True)
+    with _passes.WorkerPool(src, 1) as pool:
+        a = _passes.run_pass(src, ranges, make, threads=2, pool=pool)
+        b = _passes.start_pass(src, ranges, make, threads=1, pool=pool).result()
+        assert pool.workers[0]._proc.is_alive()
+    np.testing.assert_allclose(a.moments.mean, x.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(a.moments.mean, b.moments.mean, rtol=1e-12)
+    np.testing.assert_allclose(b.comoments.cov(), np.cov(x, rowvar=False, ddof=0), rtol=1e-12)
+    assert multiprocessing.active_children() == []
+
+
+def test_processes_only_on_linux():
+    assert _passes.processes_available() == sys.platform.startswith("linux")
