@@ -9,6 +9,7 @@ numpy and BLAS release the GIL, so threads use both cores without copying data.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import warnings
@@ -381,13 +382,20 @@ def _stream(
     return acc
 
 
-class _Done:
-    """A finished piece of work (the caller's own run), shaped like a future."""
+class _Caller:
+    """The caller's own run of a pass, shaped like a future: computed at first request."""
 
-    def __init__(self, value: Any) -> None:
-        self._value = value
+    def __init__(self, fn: Callable[[], Any], prepare: Callable[[], None] | None) -> None:
+        self._fn: Callable[[], Any] | None = fn
+        self._prepare = prepare
+        self._value: Any = None
 
     def result(self) -> Any:
+        if self._fn is not None:
+            if self._prepare is not None:
+                self._prepare()
+            self._value = self._fn()
+            self._fn = None
         return self._value
 
 
@@ -451,6 +459,9 @@ def start_pass(
     progress: Callable[[int], None] | None = None,
     pool: WorkerPool | None = None,
     in_caller: bool = False,
+    caller_share: float = 1.0,
+    prepare: Callable[[], None] | None = None,
+    defer: bool = False,
 ) -> PassHandle:
     """Start streaming `source` over `ranges` into accumulators from `make()`.
 
@@ -460,11 +471,13 @@ def start_pass(
 
     With a `pool`, its processes are the workers (and `make` must pickle); otherwise
     `threads` worker threads. With `in_caller` the caller computes the first run itself
-    before returning, as one more worker.
+    as one more worker: first `prepare()` if given, then a run of `caller_share` times a
+    worker's length; before returning or, with `defer`, when it first asks for the
+    :meth:`PassHandle.result` (so that it can do other work first).
     """
     background = len(pool.workers) if pool is not None else threads
-    n_runs = max(1, min(background + int(in_caller), len(ranges)))
-    runs = [[ranges[k] for k in r] for r in np.array_split(np.arange(len(ranges)), n_runs)]
+    weights = [caller_share] * int(in_caller) + [1.0] * background
+    runs = _split(ranges, weights, keep_first=in_caller)
     own = runs.pop(0) if in_caller else None
 
     blas = _single_threaded_blas()
@@ -491,13 +504,29 @@ def start_pass(
         blas.__exit__()
         raise
     if own is not None:
-        try:
-            futures.insert(0, _Done(_stream(source, make, own, progress)))
-        except BaseException:
-            _cancel(futures)
-            cleanup()
-            raise
+        caller = _Caller(lambda: _stream(source, make, own, progress), prepare)
+        futures.insert(0, caller)
+        if not defer:
+            try:
+                caller.result()
+            except BaseException:
+                _cancel(futures)
+                cleanup()
+                raise
     return PassHandle(futures, cleanup)
+
+
+def _split(
+    ranges: list[tuple[int, int]], weights: list[float], *, keep_first: bool
+) -> list[list[tuple[int, int]]]:
+    """Split `ranges` into contiguous runs with lengths in proportion to `weights`.
+
+    Empty runs are dropped, except the first one with `keep_first` (the caller's).
+    """
+    bounds = np.cumsum([0.0, *weights]) / sum(weights) * len(ranges)
+    cuts = np.rint(bounds).astype(int)
+    runs = [ranges[a:b] for a, b in itertools.pairwise(cuts)]
+    return [r for k, r in enumerate(runs) if r or (keep_first and k == 0)]
 
 
 def _cancel(futures: list[Any]) -> None:

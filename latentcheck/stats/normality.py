@@ -177,6 +177,13 @@ def _per_column(fn: Callable[[F64], Any], x: F64, cols: NDArray[np.intp]) -> tup
     return stat, pval
 
 
+def import_dependencies() -> None:
+    """Import scipy.stats and statsmodels' Lilliefors test now (0.5 s), not at first use."""
+    import scipy.stats  # noqa: F401
+
+    _statsmodels_lilliefors()
+
+
 def _statsmodels_lilliefors() -> Callable[..., Any]:
     """Return statsmodels' Lilliefors test.
 
