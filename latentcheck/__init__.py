@@ -12,8 +12,7 @@ normalisation constants for latent diffusion, and comparisons between checkpoint
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
+from ._version import __version__ as __version__
 from .analysis import analyze as analyze
 from .comparison import Comparison as Comparison
 from .comparison import compare as compare
@@ -43,11 +42,6 @@ from .loading import open_latents as open_latents
 from .report import SCHEMA_VERSION as SCHEMA_VERSION
 from .report import Report as Report
 from .report import TestResult as TestResult
-
-try:
-    __version__ = version("latentcheck")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
 
 __all__ = [
     "SCHEMA_VERSION",

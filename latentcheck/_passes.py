@@ -269,12 +269,10 @@ class WorkerPool:
         under :data:`PROCESS_MIN_VALUES` values, and when the calling program runs other
         Python threads (a thread holding a lock at the fork could deadlock the child).
         """
-        import threading
-
         if (
             threads < 2
             or not processes_available()
-            or threading.active_count() > 1
+            or _other_threads()
             or source.n_rows * source.n_dims < PROCESS_MIN_VALUES
         ):
             return None
@@ -291,6 +289,13 @@ class WorkerPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _other_threads() -> bool:
+    """Return True if Python threads besides this one run (zarr's I/O threads, a host's)."""
+    import threading
+
+    return threading.active_count() > 1
 
 
 class _Worker:

@@ -165,7 +165,7 @@ class _Progress:
             try:
                 self.lock = multiprocessing.Lock()
                 self._done = multiprocessing.RawValue("q", 0)
-            except OSError:  # no shared memory here: the passes then use threads only
+            except OSError:  # no shared memory: the bar then counts this process's chunks
                 pass
 
     def __call__(self, n: int) -> None:
@@ -285,7 +285,10 @@ def analyze(
         Rows per streamed chunk; None picks about 1 MiB per chunk. Results do not depend
         on it (to rounding).
     threads : int or None, default=None
-        Worker threads for the passes; None uses the available cores (at most 8).
+        Parallel workers for the passes, the caller included; None uses the available
+        cores (at most 8). On Linux the extra workers are forked processes (threads
+        elsewhere, for small data, and when other Python threads run); see the README's
+        Architecture section.
     progress : bool or None, default=False
         Show a progress bar on stderr; None shows one when stderr is a terminal.
 

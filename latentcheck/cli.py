@@ -249,7 +249,12 @@ def analysis_options(fn: F) -> F:
                 help="The shift of that normalisation.",
             ),
             click.option("--chunk-rows", type=int, default=None, help="Rows per chunk."),
-            click.option("--threads", type=int, default=None, help="Worker threads."),
+            click.option(
+                "--threads",
+                type=int,
+                default=None,
+                help="Parallel workers (processes on Linux) [default: the cores, at most 8].",
+            ),
             click.option(
                 "--progress/--no-progress",
                 default=None,
