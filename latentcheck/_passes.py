@@ -244,6 +244,9 @@ class WorkerPool:
 
         ctx = multiprocessing.get_context("fork")
         self.workers: list[_Worker] = []
+        for stream in (sys.stdout, sys.stderr):  # else the children flush them again
+            if stream is not None:
+                stream.flush()
         try:
             with warnings.catch_warnings():
                 # Python >= 3.12 warns when a process with OS threads forks; here the only
@@ -266,13 +269,17 @@ class WorkerPool:
         """Return a pool of `threads - 1` workers, or None where threads serve as well.
 
         None on one core, off Linux (see :func:`processes_available`), for data sets
-        under :data:`PROCESS_MIN_VALUES` values, and when the calling program runs other
-        Python threads (a thread holding a lock at the fork could deadlock the child).
+        under :data:`PROCESS_MIN_VALUES` values, when the calling program runs other
+        Python threads (a thread holding a lock at the fork could deadlock the child),
+        and inside a daemonic process (a pool worker, which may not have children).
         """
+        import multiprocessing
+
         if (
             threads < 2
             or not processes_available()
             or _other_threads()
+            or multiprocessing.current_process().daemon  # may not have children
             or source.n_rows * source.n_dims < PROCESS_MIN_VALUES
         ):
             return None
@@ -353,7 +360,14 @@ class _Worker:
 
 
 def _worker_main(source: LatentSource, progress: Callable[[int], None] | None, conn: Any) -> None:
-    """Serve jobs in the forked child until told to stop."""
+    """Serve jobs in the forked child until told to stop.
+
+    Ctrl-C reaches the whole process group: the parent handles it and stops its workers,
+    so they ignore SIGINT rather than print a traceback each.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
         try:
             job = conn.recv()
@@ -368,6 +382,8 @@ def _worker_main(source: LatentSource, progress: Callable[[int], None] | None, c
             msg = (False, exc)
         try:
             conn.send(msg)
+        except OSError:  # the parent has gone
+            return
         except Exception as exc:  # an exception that does not pickle
             conn.send((False, RuntimeError(f"{type(exc).__name__}: {exc}")))
 

@@ -84,6 +84,27 @@ def test_no_worker_processes_beside_other_threads(pools):
     assert not pools  # a host program's threads could hold locks at the fork
 
 
+def _analyze_in_daemon(queue) -> None:
+    try:
+        rep = lc.analyze(np.random.default_rng(0).standard_normal((300, 3)), threads=2)
+        queue.put(("ok", rep.dims.mean.tolist()))
+    except BaseException as exc:
+        queue.put(("error", repr(exc)))
+
+
+@needs_fork
+def test_a_daemonic_process_analyses_with_threads(forking):
+    # a multiprocessing pool worker may not have children of its own
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_analyze_in_daemon, args=(queue,), daemon=True)
+    proc.start()
+    status, value = queue.get(timeout=60)
+    proc.join()
+    assert status == "ok", value
+    assert len(value) == 3
+
+
 class _Failing:
     """A source whose blocks from row `bad` on cannot be read."""
 
