@@ -12,10 +12,10 @@ normalisation constants for latent diffusion, and comparisons between checkpoint
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__ as __version__
-from .analysis import analyze as analyze
-from .comparison import Comparison as Comparison
-from .comparison import compare as compare
 from .errors import (
     DegenerateDimensionWarning as DegenerateDimensionWarning,
 )
@@ -37,11 +37,43 @@ from .errors import (
 from .errors import (
     SmallSampleWarning as SmallSampleWarning,
 )
-from .loading import LatentSource as LatentSource
-from .loading import open_latents as open_latents
-from .report import SCHEMA_VERSION as SCHEMA_VERSION
-from .report import Report as Report
-from .report import TestResult as TestResult
+
+if TYPE_CHECKING:
+    from .analysis import analyze as analyze
+    from .comparison import Comparison as Comparison
+    from .comparison import compare as compare
+    from .loading import LatentSource as LatentSource
+    from .loading import open_latents as open_latents
+    from .report import SCHEMA_VERSION as SCHEMA_VERSION
+    from .report import Report as Report
+    from .report import TestResult as TestResult
+
+# The rest is imported on first use (PEP 562): importing the package does not import numpy,
+# so the command line tool can set up BLAS first (see __main__.py).
+_LAZY = {
+    "analyze": "analysis",
+    "Comparison": "comparison",
+    "compare": "comparison",
+    "LatentSource": "loading",
+    "open_latents": "loading",
+    "SCHEMA_VERSION": "report",
+    "Report": "report",
+    "TestResult": "report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'latentcheck' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "SCHEMA_VERSION",
