@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 
 def main() -> None:
@@ -18,7 +19,36 @@ def main() -> None:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from .cli import main as cli_main
 
-    cli_main()
+    try:
+        cli_main()
+        code: object = 0
+    except SystemExit as exc:
+        code = exc.code
+    _exit(code)
+
+
+def _exit(code: object) -> None:
+    """Flush stdout and stderr and end the process now, with SystemExit's exit code.
+
+    The interpreter's own teardown (a full garbage collection and the unloading of every
+    module, scipy's included) took 0.15 s after each report. By now the output is
+    written (files through a temporary file and ``os.replace``), worker processes are
+    stopped, and no other cleanup is registered, so none is skipped.
+    """
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # SystemExit("message"): print it, status 1, as the interpreter does
+        print(code, file=sys.stderr)
+        status = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`| head`) or stream
+            status = status or 1
+    os._exit(status)
 
 
 if __name__ == "__main__":  # pragma: no cover - exercised through subprocess tests

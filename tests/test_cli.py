@@ -138,6 +138,53 @@ def test_python_dash_m_runs_the_cli(npy):
     assert bad.stderr.strip() == "Error: File not found: nope.npy"
 
 
+def test_importing_the_package_leaves_numpy_to_the_cli_entry():
+    # the console script sets OPENBLAS_NUM_THREADS before numpy loads, so the package
+    # itself must not import numpy; its public names load on first use
+    code = (
+        "import sys, latentcheck; assert 'numpy' not in sys.modules; "
+        "from latentcheck import analyze, Report; assert 'numpy' in sys.modules; "
+        "print(latentcheck.__version__)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == lc.__version__
+
+
+def test_cli_output_survives_the_fast_exit(tmp_path, npy, runner):
+    # the entry point ends the process with os._exit: text on stdout and the -o file
+    # must be complete, and the exit codes those of click
+    out = tmp_path / "r.json"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "latentcheck",
+            "report",
+            str(npy),
+            "-o",
+            str(out),
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr
+    assert json.loads(out.read_text())["input"]["n_dims"] == 3
+    text = subprocess.run(
+        [sys.executable, "-m", "latentcheck", "report", str(npy)], capture_output=True, text=True
+    )
+    assert text.returncode == 0
+    assert text.stdout == runner.invoke(cli, ["report", str(npy)]).stdout
+    usage = subprocess.run(
+        [sys.executable, "-m", "latentcheck", "report", str(npy), "--format", "xml"],
+        capture_output=True,
+        text=True,
+    )
+    assert usage.returncode == 2 and "Invalid value" in usage.stderr
+
+
 def test_conv_options(runner, latents_file):
     x = np.random.default_rng(1).standard_normal((10, 3, 4, 4)).astype(np.float32)
     path = latents_file(x, name="conv.npy")
