@@ -271,7 +271,8 @@ class WorkerPool:
         None on one core, off Linux (see :func:`processes_available`), for data sets
         under :data:`PROCESS_MIN_VALUES` values, when the calling program runs other
         Python threads (a thread holding a lock at the fork could deadlock the child),
-        and inside a daemonic process (a pool worker, which may not have children).
+        inside a daemonic process (a pool worker, which may not have children), and for
+        data read through a library (HDF5, zarr; see :attr:`LatentSource.fork_safe`).
         """
         import multiprocessing
 
@@ -280,6 +281,7 @@ class WorkerPool:
             or not processes_available()
             or _other_threads()
             or multiprocessing.current_process().daemon  # may not have children
+            or not source.fork_safe
             or source.n_rows * source.n_dims < PROCESS_MIN_VALUES
         ):
             return None

@@ -199,6 +199,15 @@ class LatentSource:
             out.append(out[-1] + m.shape[0])
         return out
 
+    @property
+    def fork_safe(self) -> bool:
+        """True if forked worker processes may read this data set.
+
+        Files read with ``pread`` and arrays in memory are; arrays behind a library
+        (HDF5, zarr) are not: their handles and internal state were not made for fork.
+        """
+        return all(m.path is not None or isinstance(m.array, np.ndarray) for m in self.members)
+
     def read_items(self, start: int, stop: int) -> NDArray[Any]:
         """Return samples [start, stop) of the data set as a 2-D block of rows.
 

@@ -159,3 +159,23 @@ def test_worker_pool_runs_successive_passes():
 
 def test_processes_only_on_linux():
     assert _passes.processes_available() == sys.platform.startswith("linux")
+
+
+@needs_fork
+def test_library_backed_data_stays_on_threads(forking, tmp_path):
+    # HDF5 handles were not made for fork: such data sets use worker threads
+    h5py = pytest.importorskip("h5py")
+    x = np.random.default_rng(3).standard_normal((400, 3))
+    path = tmp_path / "z.h5"
+    with h5py.File(path, "w") as fh:
+        fh["z"] = x
+    assert not open_latents(str(path)).fork_safe
+    assert open_latents(x).fork_safe
+    rep = lc.analyze(str(path), threads=2)
+    assert not forking
+    np.testing.assert_allclose(rep.dims.mean, x.mean(0), rtol=1e-12)
+    npy = tmp_path / "z.npy"
+    np.save(npy, x)
+    assert open_latents(str(npy)).fork_safe
+    lc.analyze(str(npy), threads=2)
+    assert len(forking) == 1
