@@ -143,6 +143,10 @@ class FirstPass:
         self.extremes.push(block)
         self.reservoir.push(block, row_ids)
 
+    def finish(self) -> None:
+        """Sort the sample by key now (a worker does it before sending its accumulator)."""
+        self.reservoir.finalize()
+
     def merge(self, other: FirstPass) -> FirstPass:
         """Merge `other` into self (in place) and return self."""
         self.moments = self.moments.merge(other.moments)
@@ -402,6 +406,9 @@ def _stream(
         acc.push(source.read_items(start, stop), start * source.rows_per_item)
         if progress is not None:
             progress(stop - start)
+    finish = getattr(acc, "finish", None)
+    if finish is not None:  # in the worker: off the caller's critical path
+        finish()
     return acc
 
 

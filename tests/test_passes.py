@@ -179,3 +179,13 @@ def test_library_backed_data_stays_on_threads(forking, tmp_path):
     assert open_latents(str(npy)).fork_safe
     lc.analyze(str(npy), threads=2)
     assert len(forking) == 1
+
+
+@needs_fork
+def test_an_empty_caller_run_merges_cleanly(forking):
+    # one chunk only: the caller's shorter run of each pass is empty
+    data = _mixed(np.random.default_rng(6), n=60)
+    threads = lc.analyze(data, seed=4, threads=1).to_dict()
+    procs = lc.analyze(data, seed=4, threads=2, chunk_rows=100).to_dict()
+    assert len(forking) == 1
+    _assert_same_report(threads, procs, rtol=1e-10)
