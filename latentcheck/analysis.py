@@ -604,13 +604,13 @@ def analyze_source(
             assume_shift=assume_shift,
             collector=collector,
         )
+    except BaseException:
+        pass2.cancel()
+        raise
     finally:
-        try:
-            pass2.result()
-        finally:
-            if pool is not None:
-                pool.close()
-            bar.close()
+        if pool is not None:
+            pool.close()
+        bar.close()
     return result
 
 

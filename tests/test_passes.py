@@ -189,3 +189,28 @@ def test_an_empty_caller_run_merges_cleanly(forking):
     procs = lc.analyze(data, seed=4, threads=2, chunk_rows=100).to_dict()
     assert len(forking) == 1
     _assert_same_report(threads, procs, rtol=1e-10)
+
+
+@needs_fork
+def test_a_failure_in_the_sample_work_stops_pass_2(forking, monkeypatch):
+    # pass 2 streams on the worker while this process tests the sample; when that fails
+    # the worker is stopped and the caller's own share of pass 2 is never started
+    from latentcheck.stats import normality
+
+    calls = []
+    real_stream = _passes._stream
+
+    def counting_stream(source, make, spans, progress):
+        calls.append(type(make).__name__)
+        return real_stream(source, make, spans, progress)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(_passes, "_stream", counting_stream)
+    monkeypatch.setattr(normality, "univariate_tests", boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        lc.analyze(np.random.default_rng(2).standard_normal((3000, 3)), threads=2, chunk_rows=100)
+    assert len(forking) == 1
+    assert "SecondPassFactory" not in calls  # in this process: only its run of pass 1
+    assert multiprocessing.active_children() == []
