@@ -313,3 +313,22 @@ def test_mahalanobis_top_k_zero_keeps_only_counts() -> None:
     ref = literal_mahalanobis(x, np.arange(100), 0)
     np.testing.assert_array_equal(res.n_above, ref["n_above"])
     assert res.top_row_ids.size == 0
+
+
+@pytest.mark.parametrize("d", [3, 16, 17, 64])
+def test_whitening_matches_the_inverse_covariance(d):
+    # |y|^2 is the squared Mahalanobis distance under the population covariance; the
+    # product is split in two blocks from 16 dimensions on (the matrix is triangular)
+    rng = np.random.default_rng(d)
+    a = rng.standard_normal((d, d))
+    x = rng.standard_normal((3000, d)) @ a + 5.0
+    mean, cov = x.mean(0), np.cov(x, rowvar=False, ddof=0)
+    w = mv.Whitening.from_moments(mean, cov)
+    assert np.all(np.tril(w.matrix, -1) == 0)
+    c = x[:700] - mean
+    expected = np.einsum("ij,ij->i", c @ np.linalg.inv(cov), c)
+    for out in (None, (np.empty((700, d)), np.empty((700, d)))):
+        y, r2 = w.apply(x[:700], out=out)
+        np.testing.assert_allclose(r2, expected, rtol=1e-9)
+        np.testing.assert_allclose(y, c @ w.matrix, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(np.cov(w.apply(x)[0], rowvar=False, ddof=0), np.eye(d), atol=1e-9)
