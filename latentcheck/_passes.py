@@ -337,9 +337,16 @@ class _Worker:
             ok, value = self._conn.recv()
         except EOFError:
             self._proc.join()
+            code = self._proc.exitcode
+            how = f"exit code {code}"
+            if code is not None and code < 0:
+                import signal
+
+                how = f"killed by {signal.Signals(-code).name}"
+                if -code == signal.SIGKILL:
+                    how += ", perhaps by the kernel for want of memory"
             raise RuntimeError(
-                f"a latentcheck worker process ended without a result (exit code "
-                f"{self._proc.exitcode})"
+                f"A latentcheck worker process ended without a result ({how})"
             ) from None
         finally:
             self._pending = False

@@ -214,3 +214,29 @@ def test_a_failure_in_the_sample_work_stops_pass_2(forking, monkeypatch):
     assert len(forking) == 1
     assert "SecondPassFactory" not in calls  # in this process: only its run of pass 1
     assert multiprocessing.active_children() == []
+
+
+def _die(code: int) -> None:
+    import os
+
+    os._exit(code)
+
+
+@needs_fork
+@pytest.mark.parametrize(("code", "message"), [(3, "exit code 3"), (-9, "killed by SIGKILL")])
+def test_a_worker_that_dies_is_reported(code, message):
+    from functools import partial
+
+    src = open_latents(np.zeros((10, 2)))
+    make = partial(_kill_self, -code) if code < 0 else partial(_die, code)
+    with _passes.WorkerPool(src, 1) as pool:
+        worker = pool.workers[0].submit(make, [(0, 10)])
+        with pytest.raises(RuntimeError, match=message):
+            worker.result()
+    assert multiprocessing.active_children() == []
+
+
+def _kill_self(sig: int) -> None:
+    import os
+
+    os.kill(os.getpid(), sig)
