@@ -240,3 +240,18 @@ def _kill_self(sig: int) -> None:
     import os
 
     os.kill(os.getpid(), sig)
+
+
+@needs_fork
+def test_the_progress_bar_counts_the_workers_chunks(forking, capfd):
+    # the count lives in shared memory: without it this process would see only its own
+    # runs (a third of pass 1 and of pass 2) and never reach 100%
+    lc.analyze(
+        np.random.default_rng(1).standard_normal((3000, 3)),
+        threads=2,
+        chunk_rows=100,
+        progress=True,
+    )
+    assert len(forking) == 1
+    err = capfd.readouterr().err
+    assert "100%" in err
