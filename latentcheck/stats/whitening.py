@@ -11,6 +11,7 @@ tests report that reason in a skipped result.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,8 +30,8 @@ _SINGULAR_RCOND = 1.0e-10
 
 FloatArray = NDArray[np.float64]
 
-#: Below this many dimensions in each half, one product over the whole matrix is as fast.
-_SPLIT_MIN_DIMS = 8
+#: Columns per block of the whitening product (see Whitening.apply).
+_BLOCK_COLUMNS = 32
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -57,14 +58,19 @@ class Whitening:
     cov: FloatArray
     matrix: FloatArray
     reason: str | None
-    _left: FloatArray = field(init=False, repr=False)
-    _right: FloatArray = field(init=False, repr=False)
+    _blocks: tuple[tuple[int, int, FloatArray], ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        # contiguous blocks for :meth:`apply`: the upper-left quarter, the right half
-        h = self.matrix.shape[0] // 2
-        object.__setattr__(self, "_left", np.ascontiguousarray(self.matrix[:h, :h]))
-        object.__setattr__(self, "_right", np.ascontiguousarray(self.matrix[:, h:]))
+        # column blocks [a, b) of the triangular matrix and their nonzero rows [0, b), for
+        # :meth:`apply`: blocks about 32 columns wide, at most four (fastest measured at
+        # d = 64, 128 and 256); below 64 dimensions one product
+        d = self.matrix.shape[0]
+        edges = np.linspace(0, d, min(4, max(1, d // _BLOCK_COLUMNS)) + 1).astype(int)
+        blocks = tuple(
+            (int(a), int(b), np.ascontiguousarray(self.matrix[:b, a:b]))
+            for a, b in itertools.pairwise(edges)
+        )
+        object.__setattr__(self, "_blocks", blocks)
 
     @classmethod
     def from_moments(cls, mean: npt.ArrayLike, cov: npt.ArrayLike) -> Whitening:
@@ -123,15 +129,14 @@ class Whitening:
         else:
             centred, y = out
             np.subtract(x, self.mean, out=centred)
-        h = self.n_dims // 2
-        if h < _SPLIT_MIN_DIMS:
+        if len(self._blocks) == 1:
             np.matmul(centred, self.matrix, out=y)
         else:
-            # the matrix is upper triangular: its lower-left block is zero, so the first
-            # half of y needs only the first half of the columns (a quarter fewer flops,
-            # 10% less time for the product at d = 64)
-            np.matmul(centred[:, :h], self._left, out=y[:, :h])
-            np.matmul(centred, self._right, out=y[:, h:])
+            # the matrix is upper triangular, so columns [a, b) of y need only the first b
+            # columns of the centred rows: 25% fewer flops in two blocks (10% less time at
+            # d = 64), 37.5% in four (23% less at d = 256)
+            for a, b, block in self._blocks:
+                np.matmul(centred[:, :b], block, out=y[:, a:b])
         return y, np.einsum("ij,ij->i", y, y)
 
 
