@@ -275,8 +275,9 @@ class WorkerPool:
         None on one core, off Linux (see :func:`processes_available`), for data sets
         under :data:`PROCESS_MIN_VALUES` values, when the calling program runs other
         Python threads (a thread holding a lock at the fork could deadlock the child),
-        inside a daemonic process (a pool worker, which may not have children), and for
-        data read through a library (HDF5, zarr; see :attr:`LatentSource.fork_safe`).
+        inside a daemonic process (a pool worker, which may not have children), for data
+        read through a library (HDF5, zarr; see :attr:`LatentSource.fork_safe`), and when
+        the system refuses the fork.
         """
         import multiprocessing
 
@@ -289,7 +290,10 @@ class WorkerPool:
             or source.n_rows * source.n_dims < PROCESS_MIN_VALUES
         ):
             return None
-        return cls(source, threads - 1, progress)
+        try:
+            return cls(source, threads - 1, progress)
+        except OSError:  # fork refused (no memory under strict overcommit, process limits)
+            return None
 
     def close(self) -> None:
         """Stop the workers (idle ones exit; busy ones are terminated)."""

@@ -255,3 +255,16 @@ def test_the_progress_bar_counts_the_workers_chunks(forking, capfd):
     assert len(forking) == 1
     err = capfd.readouterr().err
     assert "100%" in err
+
+
+@needs_fork
+def test_a_refused_fork_falls_back_to_threads(forking, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(_passes, "_Worker", refuse)
+    x = np.random.default_rng(9).standard_normal((2000, 3))
+    rep = lc.analyze(x, threads=2, chunk_rows=100)
+    assert len(forking) == 1  # tried, refused, then threads
+    np.testing.assert_allclose(rep.dims.mean, x.mean(0), rtol=1e-12)
+    assert multiprocessing.active_children() == []
