@@ -426,15 +426,12 @@ def _stream(
 class _Caller:
     """The caller's own run of a pass, shaped like a future: computed at first request."""
 
-    def __init__(self, fn: Callable[[], Any], prepare: Callable[[], None] | None) -> None:
+    def __init__(self, fn: Callable[[], Any]) -> None:
         self._fn: Callable[[], Any] | None = fn
-        self._prepare = prepare
         self._value: Any = None
 
     def result(self) -> Any:
         if self._fn is not None:
-            if self._prepare is not None:
-                self._prepare()
             self._value = self._fn()
             self._fn = None
         return self._value
@@ -514,7 +511,6 @@ def start_pass(
     pool: WorkerPool | None = None,
     in_caller: bool = False,
     caller_share: float = 1.0,
-    prepare: Callable[[], None] | None = None,
     defer: bool = False,
 ) -> PassHandle:
     """Start streaming `source` over `ranges` into accumulators from `make()`.
@@ -525,9 +521,9 @@ def start_pass(
 
     With a `pool`, its processes are the workers (and `make` must pickle); otherwise
     `threads` worker threads. With `in_caller` the caller computes the first run itself
-    as one more worker: first `prepare()` if given, then a run of `caller_share` times a
-    worker's length; before returning or, with `defer`, when it first asks for the
-    :meth:`PassHandle.result` (so that it can do other work first).
+    as one more worker, a run of `caller_share` times a worker's length: before
+    returning or, with `defer`, when it first asks for the :meth:`PassHandle.result` (so
+    that it can do other work first).
     """
     background = len(pool.workers) if pool is not None else threads
     weights = [caller_share] * int(in_caller) + [1.0] * background
@@ -558,7 +554,7 @@ def start_pass(
         blas.__exit__()
         raise
     if own is not None:
-        caller = _Caller(lambda: _stream(source, make, own, progress), prepare)
+        caller = _Caller(lambda: _stream(source, make, own, progress))
         futures.insert(0, caller)
         if not defer:
             try:

@@ -480,7 +480,7 @@ def analyze_source(
         )
         # with a worker process streaming, this process first imports what the sample
         # statistics need (0.5 s) and then takes a shorter run of pass 1
-        first: FirstPass = start_pass(
+        pass1 = start_pass(
             source,
             ranges,
             make_first,
@@ -489,8 +489,15 @@ def analyze_source(
             pool=pool,
             in_caller=pool is not None,
             caller_share=CALLER_SHARE,
-            prepare=_import_sample_statistics,
-        ).result()
+            defer=True,
+        )
+        try:
+            if pool is not None:
+                _import_sample_statistics()
+            first: FirstPass = pass1.result()
+        except BaseException:
+            pass1.cancel()
+            raise
         if not first.reservoir.complete():  # p < 1e-15: the prefilter was too tight
             threshold = None
             make_first = functools.partial(make_first, key_threshold=None)
