@@ -315,6 +315,48 @@ def test_quantised_latents_give_the_continuous_estimate(quantise):
     )
 
 
+def _dequantise_reference(row, var, seed, column):
+    """The spreading of ties written over every distinct value (the first version)."""
+    n = row.size
+    starts = np.flatnonzero(np.concatenate(([True], row[1:] != row[:-1])))
+    counts = np.diff(np.append(starts, n))
+    if starts.size == 1:
+        return 0.0, 1
+    gaps = np.diff(row[starts])
+    width = np.minimum(np.append(gaps[0], gaps), np.append(gaps, gaps[-1]))
+    tied = np.repeat(counts > 1, counts)
+    cell = np.repeat(width, counts)[tied]
+    rng = np.random.default_rng(None if seed is None else [seed, column])
+    row[tied] = np.sort(row[tied] + cell * (rng.random(cell.size) - 0.5))
+    return float(np.sum(cell**2)) / (12.0 * n) / var, int(starts.size)
+
+
+@pytest.mark.parametrize("n", [2, 3, 10, 1000, 100_000])
+@pytest.mark.parametrize(
+    "kind", ["float32", "grid", "three_values", "half_zero", "tied_ends", "one_distinct"]
+)
+def test_dequantise_matches_the_reference_bit_for_bit(n, kind):
+    from latentcheck.stats.entropy import _dequantise
+
+    rng = np.random.default_rng(n)
+    z = rng.standard_normal(n)
+    row = {
+        "float32": z.astype(np.float32).astype(np.float64),
+        "grid": np.round(z, 1),
+        "three_values": rng.integers(0, 3, n).astype(np.float64),
+        "half_zero": np.where(np.arange(n) < n // 2, 0.0, z),
+        "tied_ends": np.concatenate([[z.min()] * 3, z, [z.max()] * 3]),
+        "one_distinct": np.r_[np.zeros(n - 1), 1.0],
+    }[kind]
+    row = np.sort(row)
+    for seed in (0, 7):
+        a, b = row.copy(), row.copy()
+        got = _dequantise(a, float(row.var()) or 1.0, seed, 5)
+        want = _dequantise_reference(b, float(row.var()) or 1.0, seed, 5)
+        assert got == want
+        np.testing.assert_array_equal(a, b)
+
+
 def test_ties_jitter_is_seeded():
     rng = np.random.default_rng(4)
     q = np.round(rng.standard_normal((5000, 2)), 2)
