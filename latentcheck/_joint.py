@@ -73,6 +73,7 @@ class JointPass:
         *,
         top: int,
         third: bool,
+        scratch: Scratch | None = None,
     ) -> None:
         from .stats.mardia import MardiaAccumulator
         from .stats.outliers import MahalanobisAccumulator
@@ -81,7 +82,7 @@ class JointPass:
         self.all_dims = all_dims
         self.maha = MahalanobisAccumulator.from_whitening(whitening, n, top_k=top)
         self.mardia = MardiaAccumulator.from_whitening(whitening, third_order=third)
-        self._scratch = Scratch()
+        self._scratch = Scratch() if scratch is None else scratch
 
     @classmethod
     def factory(
@@ -95,7 +96,7 @@ class JointPass:
 
         w = Whitening.from_moments(mean[used], cov[np.ix_(used, used)])
         all_dims = used.size == mean.size
-        return functools.partial(cls, used, all_dims, w, n, top=top, third=third)
+        return functools.partial(cls, used, all_dims, w, n, top=top, third=third, scratch=Scratch())
 
     def push(self, chunk: NDArray[Any], row_ids: NDArray[np.int64]) -> None:
         """Add a finite block of rows (all dimensions) with its global row ids."""

@@ -1,21 +1,25 @@
-"""The two streaming passes over a data set, fused per chunk and run on worker threads.
+"""The two streaming passes over a data set, fused per chunk and run on parallel workers.
 
 Pass 1 accumulates moments, co-moments, extremes and the seeded sample of rows; pass 2
 counts exceedances that need the final mean and std (and, when given, any further
-second-pass accumulators such as Mahalanobis distances). Each worker thread streams a
-contiguous run of chunks into its own accumulators; the partial states are merged in order.
-numpy and BLAS release the GIL, so threads use both cores without copying data.
+second-pass accumulators such as Mahalanobis distances).
+
+A pass is cut into segments of consecutive chunks, fixed by the number of chunks alone.
+Workers (forked processes on Linux, else threads; the caller too, when it has time) take
+segments one at a time from a shared queue, so that a worker that started late or ran
+slower simply takes fewer; each segment goes into a fresh accumulator, and the segments'
+accumulators are merged in segment order. The result is thus the same, to the last bit,
+whichever worker took which segment, and however many workers there were.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -35,6 +39,7 @@ from .accumulate import (
 from .loading import LatentSource
 
 __all__ = [
+    "MAX_SEGMENTS",
     "FirstPass",
     "PassHandle",
     "SecondPass",
@@ -110,13 +115,14 @@ class FirstPass:
         sample_size: int,
         covariance: bool,
         key_threshold: int | None = None,
+        scratch: Scratch | None = None,
     ) -> None:
+        self._scratch = Scratch() if scratch is None else scratch
         self.moments = Moments(n_dims)
         self.comoments = Comoments(n_dims) if covariance else None
-        self.extremes = Extremes(n_dims)
+        self.extremes = Extremes(n_dims, self._scratch)
         self.nonfinite = NonFinite(n_dims)
         self.reservoir = Reservoir(sample_size, n_dims, seed, dtype, threshold=key_threshold)
-        self._scratch = Scratch()
 
     def push(self, block: NDArray[Any], row_start: int) -> None:
         """Add one block of rows whose first global row index is `row_start`."""
@@ -144,7 +150,7 @@ class FirstPass:
         self.reservoir.push(block, row_ids)
 
     def finish(self) -> None:
-        """Sort the sample by key now (a worker does it before sending its accumulator)."""
+        """Compact this segment's sample into one sorted block (fewer, larger parts to merge)."""
         self.reservoir.finalize()
 
     def merge(self, other: FirstPass) -> FirstPass:
@@ -168,6 +174,7 @@ class SecondPass:
         std: NDArray[np.float64],
         dtype: np.dtype[Any],
         extras: Mapping[str, PushAccumulator] | None = None,
+        tiles: TileCache | None = None,
     ) -> None:
         self.centered = Exceedance(levels, mean, std, dtype)
         self.prior = Exceedance(levels, np.zeros_like(mean), np.ones_like(std), dtype)
@@ -180,7 +187,8 @@ class SecondPass:
         self._lo = np.maximum(
             self.centered.thresholds(upper=False), self.prior.thresholds(upper=False)
         )
-        self._tiles = TileCache()
+        # a factory shares one cache between the accumulators of its segments
+        self._tiles = TileCache() if tiles is None else tiles
 
     def push(self, block: NDArray[Any], row_start: int) -> None:
         """Add one block of rows whose first global row index is `row_start`."""
@@ -234,8 +242,9 @@ class WorkerPool:
 
     The workers are forked before the analysis allocates anything large, so they share
     little with the parent that it could later copy-on-write; jobs (an accumulator
-    factory and the chunk ranges) and results travel pickled through the pipes between
-    this process and its own children, never through files.
+    factory and the segments) and results travel pickled through the pipes between this
+    process and its own children, never through files. The queue of segments is one
+    more pipe, shared by all (see :class:`_Tokens`).
     """
 
     def __init__(
@@ -243,11 +252,13 @@ class WorkerPool:
         source: LatentSource,
         size: int,
         progress: Callable[[int], None] | None = None,
+        arena_bytes: int = 0,
     ) -> None:
         import multiprocessing
 
         ctx = multiprocessing.get_context("fork")
         self.workers: list[_Worker] = []
+        self.tokens = _PipeTokens()
         for stream in (sys.stdout, sys.stderr):  # else the children flush them again
             if stream is not None:
                 stream.flush()
@@ -258,7 +269,8 @@ class WorkerPool:
                 # the fork safe (Python threads were checked in `maybe`)
                 warnings.filterwarnings("ignore", ".*multi-threaded.*", DeprecationWarning)
                 for _ in range(size):
-                    self.workers.append(_Worker(ctx, source, progress))
+                    arena = _Arena(arena_bytes)
+                    self.workers.append(_Worker(ctx, source, progress, self.tokens, arena))
         except BaseException:
             self.close()
             raise
@@ -269,8 +281,12 @@ class WorkerPool:
         source: LatentSource,
         threads: int,
         progress: Callable[[int], None] | None = None,
+        arena_bytes: int = 0,
     ) -> WorkerPool | None:
         """Return a pool of `threads - 1` workers, or None where threads serve as well.
+
+        `arena_bytes` is the size of each worker's shared memory for its large results
+        (see :class:`_Arena`); it is only reserved, and pages are used as they are written.
 
         None on one core, off Linux (see :func:`processes_available`), for data sets
         under :data:`PROCESS_MIN_VALUES` values, when the calling program runs other
@@ -291,7 +307,7 @@ class WorkerPool:
         ):
             return None
         try:
-            return cls(source, threads - 1, progress)
+            return cls(source, threads - 1, progress, arena_bytes)
         except OSError:  # fork refused (no memory under strict overcommit, process limits)
             return None
 
@@ -300,6 +316,7 @@ class WorkerPool:
         for w in self.workers:
             w.close()
         self.workers = []
+        self.tokens.close()
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -319,26 +336,32 @@ class _Worker:
     """One forked worker process and the parent's end of its pipe."""
 
     def __init__(
-        self, ctx: Any, source: LatentSource, progress: Callable[[int], None] | None
+        self,
+        ctx: Any,
+        source: LatentSource,
+        progress: Callable[[int], None] | None,
+        tokens: _Tokens,
+        arena: _Arena,
     ) -> None:
         self._conn, child_end = ctx.Pipe()
+        self._arena = arena
         self._proc = ctx.Process(
-            target=_worker_main, args=(source, progress, child_end), daemon=True
+            target=_worker_main, args=(source, progress, tokens, arena, child_end), daemon=True
         )
         self._proc.start()
         child_end.close()
         self._pending = False
 
-    def submit(self, make: Callable[[], Any], spans: list[tuple[int, int]]) -> _Worker:
-        """Send a job: stream `spans` into ``make()``; :meth:`result` returns it."""
-        self._conn.send((make, spans))
+    def submit(self, make: Callable[[], Any], segments: list[list[tuple[int, int]]]) -> _Worker:
+        """Send a job: take segments from the queue until it is empty (see `_participate`)."""
+        self._conn.send((make, segments))
         self._pending = True
         return self
 
     def result(self) -> Any:
-        """Wait for the job; return its accumulator or re-raise its exception."""
+        """Wait for the job; return its (segment, accumulator) pairs or re-raise its error."""
         try:
-            ok, value = self._conn.recv()
+            ok, value = self._arena.loads(self._conn.recv_bytes())
         except EOFError:
             self._proc.join()
             code = self._proc.exitcode
@@ -376,7 +399,13 @@ class _Worker:
         self._conn.close()
 
 
-def _worker_main(source: LatentSource, progress: Callable[[int], None] | None, conn: Any) -> None:
+def _worker_main(
+    source: LatentSource,
+    progress: Callable[[int], None] | None,
+    tokens: _Tokens,
+    arena: _Arena,
+    conn: Any,
+) -> None:
     """Serve jobs in the forked child until told to stop.
 
     Ctrl-C reaches the whole process group: the parent handles it and stops its workers,
@@ -392,35 +421,216 @@ def _worker_main(source: LatentSource, progress: Callable[[int], None] | None, c
             return
         if job is None:
             return
-        make, spans = job
+        make, segments = job
         try:
-            msg: tuple[bool, Any] = (True, _stream(source, make, spans, progress))
+            msg: tuple[bool, Any] = (True, _participate(source, make, segments, tokens, progress))
         except BaseException as exc:  # the parent re-raises it
             msg = (False, exc)
         try:
-            conn.send(msg)
+            conn.send_bytes(arena.dumps(msg))
         except OSError:  # the parent has gone
             return
         except Exception as exc:  # an exception that does not pickle
-            conn.send((False, RuntimeError(f"{type(exc).__name__}: {exc}")))
+            conn.send_bytes(arena.dumps((False, RuntimeError(f"{type(exc).__name__}: {exc}"))))
 
 
-def _stream(
+#: Arrays of at least this size travel back from workers through their arena.
+ARENA_MIN_BYTES = 1 << 17
+
+
+class _Arena:
+    """Shared memory through which a worker returns its large arrays (the sample's rows).
+
+    Pickling a worker's 20 MB of sample rows, pushing them through a pipe and unpickling
+    them took 0.07 s between the passes, with both processes waiting. Arrays of at least
+    ARENA_MIN_BYTES are instead copied into this map, which the worker shares with its
+    parent since the fork, and pickled as their place in it; the parent reads them in
+    place. The worker only appends, so nothing the parent holds is overwritten; once the
+    map is full, arrays are pickled as usual. Untouched pages cost no memory.
+    """
+
+    def __init__(self, nbytes: int) -> None:
+        import mmap
+
+        self._map = mmap.mmap(-1, max(int(nbytes), mmap.PAGESIZE))  # shared, anonymous
+        self._used = 0  # written by the worker only
+
+    def put(self, a: NDArray[Any]) -> int | None:
+        """Copy `a` into the map (in the worker); return its offset, or None if full."""
+        start = -(-self._used // 64) * 64
+        if start + a.nbytes > len(self._map):
+            return None
+        self._view(start, a.dtype, a.shape)[...] = a
+        self._used = start + a.nbytes
+        return start
+
+    def _view(self, offset: int, dtype: Any, shape: tuple[int, ...]) -> NDArray[Any]:
+        count = int(np.prod(shape, dtype=np.int64))
+        return np.frombuffer(self._map, dtype, count, offset).reshape(shape)
+
+    def dumps(self, obj: Any) -> memoryview:
+        """Pickle `obj`, placing its large numeric arrays in the map."""
+        import io
+        import pickle
+
+        arena = self
+
+        class Pickler(pickle.Pickler):
+            def persistent_id(self, o: Any) -> Any:
+                if (
+                    type(o) is np.ndarray
+                    and o.nbytes >= ARENA_MIN_BYTES
+                    and o.dtype.kind in "biufc"
+                    and (offset := arena.put(o)) is not None
+                ):
+                    return (offset, o.dtype.str, o.shape)
+                return None
+
+        buf = io.BytesIO()
+        Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+        return buf.getbuffer()
+
+    def loads(self, data: bytes) -> Any:
+        """Unpickle what :meth:`dumps` wrote (in the parent): arrays are views of the map."""
+        import io
+        import pickle
+
+        arena = self
+
+        class Unpickler(pickle.Unpickler):
+            def persistent_load(self, pid: Any) -> Any:
+                offset, dtype, shape = pid
+                return arena._view(offset, np.dtype(dtype), tuple(shape))
+
+        return Unpickler(io.BytesIO(data)).load()
+
+
+class _Tokens(Protocol):
+    """The queue of a pass's segments: each index is taken by exactly one worker."""
+
+    def fill(self, count: int) -> None:
+        """Queue the segment indices 0 .. count - 1 (the queue must be empty)."""
+
+    def take(self) -> int | None:
+        """Return the next segment index, or None when none is left."""
+
+    def drain(self) -> None:
+        """Empty the queue: workers stop after their current segment."""
+
+
+class _PipeTokens:
+    """A queue of segment indices that forked processes share: a non-blocking pipe.
+
+    Each index is written as 4 bytes, all in one write before the workers start (at most
+    MAX_SEGMENTS * 4 = 256 bytes, below PIPE_BUF, so the write is atomic). A 4-byte read
+    takes exactly one index: the kernel serialises readers of a pipe. Unlike a shared
+    counter under a semaphore, this needs no /dev/shm.
+    """
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+
+    def fill(self, count: int) -> None:
+        data = np.arange(count, dtype="<u4").tobytes()
+        if os.write(self._write, data) != len(data):  # pragma: no cover - below PIPE_BUF
+            raise OSError("short write to the segment queue")
+
+    def take(self) -> int | None:
+        try:
+            got = os.read(self._read, 4)
+        except BlockingIOError:
+            return None
+        return int.from_bytes(got, "little") if len(got) == 4 else None
+
+    def drain(self) -> None:
+        while self.take() is not None:
+            pass
+
+    def close(self) -> None:
+        for fd in (self._read, self._write):
+            try:
+                os.close(fd)
+            except OSError:  # pragma: no cover - already closed
+                pass
+
+
+class _ThreadTokens:
+    """The queue of segment indices for worker threads of one process."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._next = 0
+        self._count = 0
+
+    def fill(self, count: int) -> None:
+        with self._lock:
+            self._next, self._count = 0, count
+
+    def take(self) -> int | None:
+        with self._lock:
+            if self._next >= self._count:
+                return None
+            self._next += 1
+            return self._next - 1
+
+    def drain(self) -> None:
+        with self._lock:
+            self._next = self._count
+
+
+#: A pass is cut into at most this many segments: with 2 workers, the later one waits
+#: for at most one segment of the other (1/64 of the pass) at the end.
+MAX_SEGMENTS = 64
+#: and segments of at least this many chunks (each segment's accumulator is merged).
+MIN_SEGMENT_CHUNKS = 4
+
+
+def segments_of(ranges: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """Cut `ranges` into runs of consecutive chunks; their number depends only on len(ranges)."""
+    per = max(MIN_SEGMENT_CHUNKS, -(-len(ranges) // MAX_SEGMENTS))
+    return [ranges[i : i + per] for i in range(0, len(ranges), per)] or [[]]
+
+
+def _participate(
     source: LatentSource,
     make: Callable[[], Any],
-    spans: list[tuple[int, int]],
+    segments: list[list[tuple[int, int]]],
+    tokens: _Tokens,
     progress: Callable[[int], None] | None,
-) -> Any:
-    """Stream the item ranges `spans` of `source` into ``make()`` and return it."""
-    acc = make()
-    for start, stop in spans:
-        acc.push(source.read_items(start, stop), start * source.rows_per_item)
-        if progress is not None:
-            progress(stop - start)
-    finish = getattr(acc, "finish", None)
-    if finish is not None:  # in the worker: off the caller's critical path
-        finish()
-    return acc
+) -> list[tuple[int, Any]]:
+    """Stream segments taken from `tokens` until none is left; return (index, accumulator).
+
+    Each segment gets a fresh accumulator, so that what a worker returns does not depend
+    on which other segments it took.
+    """
+    out = []
+    try:
+        while (i := tokens.take()) is not None:
+            acc = make()
+            for start, stop in segments[i]:
+                acc.push(source.read_items(start, stop), start * source.rows_per_item)
+                if progress is not None:
+                    progress(stop - start)
+            finish = getattr(acc, "finish", None)
+            if finish is not None:  # on the worker that streamed the segment
+                finish()
+            out.append((i, acc))
+    except BaseException:
+        tokens.drain()  # the others stop after their current segment
+        raise
+    return out
+
+
+def merge_in_order(parts: Sequence[tuple[int, Any]]) -> Any:
+    """Merge the segments' accumulators in segment order (the result's only order)."""
+    ordered = sorted(parts, key=lambda p: p[0])
+    out = ordered[0][1]
+    for _, acc in ordered[1:]:
+        out = out.merge(acc)
+    return out
 
 
 class _Caller:
@@ -451,6 +661,8 @@ class SecondPassFactory:
     dtype: np.dtype[Any]
     joint: Callable[[], PushAccumulator] | None = None
     spatial: Callable[[], Mapping[str, PushAccumulator]] | None = None
+    #: thresholds tiled to chunks, shared by the segments' accumulators (pickles empty)
+    tiles: TileCache = field(default_factory=TileCache, compare=False, repr=False)
 
     def __call__(self) -> SecondPass:
         extras: dict[str, PushAccumulator] = {}
@@ -458,14 +670,17 @@ class SecondPassFactory:
             extras["joint"] = self.joint()
         if self.spatial is not None:
             extras.update(self.spatial())
-        return SecondPass(self.levels, self.mean, self.std, self.dtype, extras=extras)
+        return SecondPass(
+            self.levels, self.mean, self.std, self.dtype, extras=extras, tiles=self.tiles
+        )
 
 
 class PassHandle:
     """A pass running on workers; :meth:`result` waits and merges in order."""
 
-    def __init__(self, futures: list[Any], cleanup: Callable[[], None]) -> None:
+    def __init__(self, futures: list[Any], tokens: _Tokens, cleanup: Callable[[], None]) -> None:
         self._futures = futures
+        self._tokens = tokens
         self._cleanup = cleanup
         self._result: Any = None
         self._done = False
@@ -474,28 +689,27 @@ class PassHandle:
         """Return the merged accumulator (re-raising a worker's exception)."""
         if not self._done:
             try:
-                parts = [f.result() for f in self._futures]
+                parts = [pair for f in self._futures for pair in f.result()]
             except BaseException:
+                self._tokens.drain()
                 _cancel(self._futures)
                 raise
             finally:
                 self._cleanup()
                 self._done = True
-            out = parts[0]
-            for part in parts[1:]:
-                out = out.merge(part)
-            self._result = out
+            self._result = merge_in_order(parts)
         return self._result
 
     def cancel(self) -> None:
         """Stop the pass without its result (the caller failed meanwhile).
 
         A deferred run of the caller's own is not started; worker processes are
-        terminated, worker threads finish their runs.
+        terminated, worker threads finish their current segment.
         """
         if not self._done:
             self._done = True
             try:
+                self._tokens.drain()
                 _cancel(self._futures)
             finally:
                 self._cleanup()
@@ -510,25 +724,22 @@ def start_pass(
     progress: Callable[[int], None] | None = None,
     pool: WorkerPool | None = None,
     in_caller: bool = False,
-    caller_share: float = 1.0,
     defer: bool = False,
 ) -> PassHandle:
     """Start streaming `source` over `ranges` into accumulators from `make()`.
 
-    The ranges are split into contiguous runs, one per worker; the workers' accumulators
-    are merged in order, so the result does not depend on scheduling. The caller may
-    work meanwhile (numpy and BLAS release the GIL in worker threads).
+    The ranges are cut into segments (:func:`segments_of`) that the workers take from a
+    shared queue; :meth:`PassHandle.result` merges the segments' accumulators in order,
+    so the result does not depend on scheduling or on the number of workers.
 
     With a `pool`, its processes are the workers (and `make` must pickle); otherwise
-    `threads` worker threads. With `in_caller` the caller computes the first run itself
-    as one more worker, a run of `caller_share` times a worker's length: before
-    returning or, with `defer`, when it first asks for the :meth:`PassHandle.result` (so
-    that it can do other work first).
+    `threads` worker threads. With `in_caller` the caller takes segments too: before
+    returning or, with `defer`, when it first asks for :meth:`PassHandle.result` (so that
+    it can do other work first while the workers stream).
     """
-    background = len(pool.workers) if pool is not None else threads
-    weights = [caller_share] * int(in_caller) + [1.0] * background
-    runs = _split(ranges, weights, keep_first=in_caller)
-    own = runs.pop(0) if in_caller else None
+    segments = segments_of(ranges)
+    tokens: _Tokens = pool.tokens if pool is not None else _ThreadTokens()
+    tokens.fill(len(segments))
 
     blas = _single_threaded_blas()
     blas.__enter__()
@@ -536,13 +747,15 @@ def start_pass(
     cleanup: Callable[[], None]
     try:
         if pool is not None:
-            futures = [w.submit(make, r) for w, r in zip(pool.workers, runs, strict=False)]
+            futures = [w.submit(make, segments) for w in pool.workers]
             cleanup = blas.__exit__
         else:
-            executor = ThreadPoolExecutor(
-                max_workers=max(1, len(runs)), thread_name_prefix="latentcheck"
-            )
-            futures = [executor.submit(_stream, source, make, r, progress) for r in runs]
+            n_threads = max(1, min(threads, len(segments)))
+            executor = ThreadPoolExecutor(max_workers=n_threads, thread_name_prefix="latentcheck")
+            futures = [
+                executor.submit(_participate, source, make, segments, tokens, progress)
+                for _ in range(n_threads)
+            ]
 
             def shutdown() -> None:
                 executor.shutdown(wait=True)
@@ -551,36 +764,25 @@ def start_pass(
             cleanup = shutdown
 
     except BaseException:
+        tokens.drain()
         blas.__exit__()
         raise
-    if own is not None:
-        caller = _Caller(lambda: _stream(source, make, own, progress))
+    if in_caller:
+        caller = _Caller(lambda: _participate(source, make, segments, tokens, progress))
         futures.insert(0, caller)
         if not defer:
             try:
                 caller.result()
             except BaseException:
+                tokens.drain()
                 _cancel(futures)
                 cleanup()
                 raise
-    return PassHandle(futures, cleanup)
-
-
-def _split(
-    ranges: list[tuple[int, int]], weights: list[float], *, keep_first: bool
-) -> list[list[tuple[int, int]]]:
-    """Split `ranges` into contiguous runs with lengths in proportion to `weights`.
-
-    Empty runs are dropped, except the first one with `keep_first` (the caller's).
-    """
-    bounds = np.cumsum([0.0, *weights]) / sum(weights) * len(ranges)
-    cuts = np.rint(bounds).astype(int)
-    runs = [ranges[a:b] for a, b in itertools.pairwise(cuts)]
-    return [r for k, r in enumerate(runs) if r or (keep_first and k == 0)]
+    return PassHandle(futures, tokens, cleanup)
 
 
 def _cancel(futures: list[Any]) -> None:
-    """Cancel the workers that have not finished (threads finish their current run)."""
+    """Cancel the workers that have not finished (threads finish their current segment)."""
     for f in futures:
         if hasattr(f, "cancel"):
             f.cancel()

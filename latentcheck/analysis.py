@@ -45,7 +45,7 @@ from ._passes import (
     start_pass,
 )
 from ._spatial import check_claim, spatial_block, spatial_factory, widen_normalization
-from .accumulate import key_threshold
+from .accumulate import Scratch, key_threshold
 from .errors import DegenerateDimensionWarning, InputError, LatentcheckWarning
 from .loading import LatentSource, open_latents, plan_blocks
 from .report import (
@@ -467,7 +467,10 @@ def analyze_source(
     threshold: int | None = key_threshold(source.n_rows, sample_size)
     bar = _Progress(progress, 2 * source.n_items, "latentcheck")
     # forked now, while this process holds little that it could later copy-on-write
-    pool = WorkerPool.maybe(source, threads, bar if bar.enabled else None)
+    # room for the sample rows a worker sends back (see _passes._Arena): those whose key
+    # passes the prefilter, about sample_size + 8 sqrt(sample_size) in all
+    arena = (min(source.n_rows, int(sample_size * 1.05) + 4096)) * d * source.dtype.itemsize
+    pool = WorkerPool.maybe(source, threads, bar if bar.enabled else None, arena)
     try:
         make_first = functools.partial(
             FirstPass,
@@ -477,9 +480,10 @@ def analyze_source(
             sample_size=sample_size,
             covariance=covariance,
             key_threshold=threshold,
+            scratch=Scratch(),  # one set of blocks per worker for all its segments
         )
         # with a worker process streaming, this process first imports what the sample
-        # statistics need (0.5 s) and then takes a shorter run of pass 1
+        # statistics need (0.5 s) and then takes the segments of pass 1 still left
         pass1 = start_pass(
             source,
             ranges,
@@ -488,7 +492,6 @@ def analyze_source(
             progress=bar,
             pool=pool,
             in_caller=pool is not None,
-            caller_share=CALLER_SHARE,
             defer=True,
         )
         try:
@@ -498,10 +501,6 @@ def analyze_source(
         except BaseException:
             pass1.cancel()
             raise
-        if not first.reservoir.complete():  # p < 1e-15: the prefilter was too tight
-            threshold = None
-            make_first = functools.partial(make_first, key_threshold=None)
-            first = run_pass(source, ranges, make_first, threads=threads, pool=pool)
         nonfinite = first.nonfinite
         if nonfinite.rows and nan == "error":
             raise InputError(
@@ -563,8 +562,8 @@ def analyze_source(
         )
 
         # pass 2 streams on the workers while this process computes what needs only the
-        # sample (tests, negentropy, MCD); with worker processes, it then streams the
-        # first part of pass 2 itself when the joint results first need the pass
+        # sample (tests, negentropy, MCD); with worker processes, it then takes the
+        # segments of pass 2 still left when the joint results first need the pass
         pass2 = start_pass(
             source,
             ranges,
@@ -573,9 +572,20 @@ def analyze_source(
             progress=bar,
             pool=pool,
             in_caller=pool is not None,
-            caller_share=CALLER_SHARE_PASS2,
             defer=True,
         )
+        try:
+            # the segments' samples are merged here, not before: pass 2 needs only moments
+            if not first.reservoir.complete():  # p < 1e-15: the prefilter was too tight
+                first.reservoir = run_pass(
+                    source,
+                    ranges,
+                    functools.partial(make_first, key_threshold=None),
+                    threads=max(1, threads - 1),
+                ).reservoir
+        except BaseException:
+            pass2.cancel()
+            raise
     except BaseException:
         if pool is not None:
             pool.close()
@@ -619,14 +629,6 @@ def analyze_source(
             pool.close()
         bar.close()
     return result
-
-
-#: The caller's share of pass 1 relative to a worker process's, when it also imports the
-#: statistics modules meanwhile (0.5 s of the 1.2 CPU-s that pass 1 takes on the benchmark).
-CALLER_SHARE = 0.5
-#: The caller's share of pass 2 relative to a worker process's: it first computes the
-#: sample statistics (0.6 s; a whole pass 2 takes 1.1 s here and 1.4 s on the worker).
-CALLER_SHARE_PASS2 = 0.5
 
 
 def _import_sample_statistics() -> None:

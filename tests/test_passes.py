@@ -1,4 +1,4 @@
-"""The streaming passes on worker processes: same results as threads, errors surface."""
+"""The streaming passes on worker processes and threads: the same results, errors surface."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from test_analyze import _assert_same_report, _mixed
+from test_analyze import _assert_same_report, _leaves, _mixed
 
 import latentcheck as lc
 from latentcheck import _passes
@@ -198,21 +198,21 @@ def test_a_failure_in_the_sample_work_stops_pass_2(forking, monkeypatch):
     from latentcheck.stats import normality
 
     calls = []
-    real_stream = _passes._stream
+    real = _passes._participate
 
-    def counting_stream(source, make, spans, progress):
+    def counting(source, make, segments, tokens, progress):
         calls.append(type(make).__name__)
-        return real_stream(source, make, spans, progress)
+        return real(source, make, segments, tokens, progress)
 
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(_passes, "_stream", counting_stream)
+    monkeypatch.setattr(_passes, "_participate", counting)
     monkeypatch.setattr(normality, "univariate_tests", boom)
     with pytest.raises(RuntimeError, match="boom"):
         lc.analyze(np.random.default_rng(2).standard_normal((3000, 3)), threads=2, chunk_rows=100)
     assert len(forking) == 1
-    assert "SecondPassFactory" not in calls  # in this process: only its run of pass 1
+    assert "SecondPassFactory" not in calls  # in this process: only its part of pass 1
     assert multiprocessing.active_children() == []
 
 
@@ -230,7 +230,8 @@ def test_a_worker_that_dies_is_reported(code, message):
     src = open_latents(np.zeros((10, 2)))
     make = partial(_kill_self, -code) if code < 0 else partial(_die, code)
     with _passes.WorkerPool(src, 1) as pool:
-        worker = pool.workers[0].submit(make, [(0, 10)])
+        pool.tokens.fill(1)
+        worker = pool.workers[0].submit(make, [[(0, 10)]])
         with pytest.raises(RuntimeError, match=message):
             worker.result()
     assert multiprocessing.active_children() == []
@@ -268,3 +269,126 @@ def test_a_refused_fork_falls_back_to_threads(forking, monkeypatch):
     assert len(forking) == 1  # tried, refused, then threads
     np.testing.assert_allclose(rep.dims.mean, x.mean(0), rtol=1e-12)
     assert multiprocessing.active_children() == []
+
+
+def _same_bits(a: dict, b: dict) -> None:
+    """Assert two reports equal to the last bit (run details such as threads aside)."""
+    la, lb = dict(_leaves(a)), dict(_leaves(b))
+    assert la.keys() == lb.keys()
+    assert [k for k in la if la[k] != lb[k]] == []
+
+
+@needs_fork
+@pytest.mark.filterwarnings("ignore:2 of 2500 rows hold NaN")
+def test_any_worker_layout_gives_the_same_bits(forking, monkeypatch):
+    # segments are fixed by the number of chunks and merged in segment order, so who
+    # streamed which segment, and how many workers there were, cannot show in the result
+    from latentcheck import analysis
+
+    data = _mixed(np.random.default_rng(8), n=2500)
+    data[[3, 1200], 2] = np.nan
+    ref = lc.analyze(data, seed=2, chunk_rows=7, threads=1).to_dict()
+    assert not forking
+    _same_bits(ref, lc.analyze(data, seed=2, chunk_rows=7, threads=2).to_dict())
+    assert len(forking) == 1
+
+    # a caller that joins late: the worker streams most segments of pass 1
+    import time
+
+    real = analysis._import_sample_statistics
+    monkeypatch.setattr(analysis, "_import_sample_statistics", lambda: (time.sleep(0.3), real())[1])
+    _same_bits(ref, lc.analyze(data, seed=2, chunk_rows=7, threads=2).to_dict())
+    assert len(forking) == 2
+
+    monkeypatch.setattr(_passes, "processes_available", lambda: False)
+    for threads in (2, 5):  # worker threads
+        _same_bits(ref, lc.analyze(data, seed=2, chunk_rows=7, threads=threads).to_dict())
+    assert len(forking) == 2
+
+
+def test_segments_depend_on_the_number_of_chunks_only():
+    for n in (0, 1, 3, 4, 5, 63, 64, 255, 256, 257, 977, 10_000):
+        ranges = [(10 * i, 10 * i + 10) for i in range(n)]
+        segs = _passes.segments_of(ranges)
+        assert [r for seg in segs for r in seg] == ranges  # all chunks, in order
+        assert len(segs) <= max(1, _passes.MAX_SEGMENTS)
+        assert all(len(seg) >= _passes.MIN_SEGMENT_CHUNKS for seg in segs[:-1])
+        same_n = _passes.segments_of([(0, 1)] * n)
+        assert [len(seg) for seg in segs] == [len(seg) for seg in same_n]
+    assert _passes.segments_of([]) == [[]]
+
+
+def _take_all(tokens, conn) -> None:
+    import time
+
+    got = []
+    while (i := tokens.take()) is not None:
+        got.append(i)
+        time.sleep(0.001)  # let the others take some
+    conn.send(got)
+
+
+@needs_fork
+def test_each_segment_is_taken_exactly_once_across_processes():
+    ctx = multiprocessing.get_context("fork")
+    tokens = _passes._PipeTokens()
+    try:
+        tokens.fill(_passes.MAX_SEGMENTS)
+        pipes = [ctx.Pipe() for _ in range(3)]
+        procs = [ctx.Process(target=_take_all, args=(tokens, w)) for _, w in pipes]
+        for p in procs:
+            p.start()
+        mine = []
+        while (i := tokens.take()) is not None:
+            mine.append(i)
+        taken = [r.recv() for r, _ in pipes]
+        for p in procs:
+            p.join()
+        every = sorted(mine + [i for got in taken for i in got])
+        assert every == list(range(_passes.MAX_SEGMENTS))
+        assert tokens.take() is None
+        tokens.fill(3)
+        tokens.drain()  # a cancelled pass leaves nothing for the next one
+        assert tokens.take() is None
+    finally:
+        tokens.close()
+
+
+class _BigAcc:
+    """An accumulator whose state holds large and small arrays, whatever it is fed."""
+
+    def __init__(self) -> None:
+        rng = np.random.default_rng(0)
+        self.data = {
+            "rows": rng.standard_normal((40_000, 5)).astype(np.float32),  # 800 KB
+            "ids": np.arange(80_000, dtype=np.int64)[::2],  # strided, 320 KB
+            "small": np.arange(10.0),  # always pickled inline
+            "text": "kept",
+        }
+
+    def push(self, block, row_start) -> None:
+        pass
+
+
+@needs_fork
+@pytest.mark.parametrize("arena_bytes", [0, 1 << 22])  # too small: pickled as usual
+def test_large_results_come_back_through_the_arena(arena_bytes):
+    src = open_latents(np.zeros((10, 2)))
+    with _passes.WorkerPool(src, 1, arena_bytes=arena_bytes) as pool:
+        pool.tokens.fill(1)
+        ((index, acc),) = pool.workers[0].submit(_BigAcc, [[(0, 10)]]).result()
+    want = _BigAcc().data
+    assert index == 0 and acc.data.keys() == want.keys()
+    for k, v in want.items():
+        np.testing.assert_array_equal(acc.data[k], v)
+        assert type(acc.data[k]) is type(v)
+    # a view of the shared map, or unpickled as usual when the map is too small
+    import mmap
+
+    def in_map(a) -> bool:
+        while isinstance(a, np.ndarray):
+            a = a.base
+        return isinstance(a, memoryview) and isinstance(a.obj, mmap.mmap)
+
+    assert in_map(acc.data["rows"]) == in_map(acc.data["ids"]) == (arena_bytes > 0)
+    assert not in_map(acc.data["small"])
