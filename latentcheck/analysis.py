@@ -703,6 +703,7 @@ def _sample_and_finish(
 
     test_sample = np.asarray(sample[:test_samples], dtype=np.float64)
     tests = collector.run(univariate_tests, test_sample, degenerate=degenerate)
+    histogram = _histograms(sorted_sample, mean, std, degenerate)  # before waiting for pass 2
 
     joint = _joint(first, degenerate, joint_reason, top_pairs, collector)
     if joint.skipped is None and first.comoments is not None:
@@ -837,7 +838,7 @@ def _sample_and_finish(
             for name in UNIVARIATE_TESTS
         },
         degenerate=degenerate,
-        histogram=_histograms(sorted_sample, mean, std, degenerate),
+        histogram=histogram,
     )
     from . import __version__
 
@@ -902,17 +903,21 @@ def _histograms(
     The sample is sorted, so the counts come from one searchsorted per dimension. Bins are
     left-closed; index 0 counts values below -5 std and the last index values at or above 5.
     """
+    from .accumulate import exact_threshold
     from .report import HISTOGRAM_EDGES
 
     edges = np.asarray(HISTOGRAM_EDGES)
-    d = sorted_sample.shape[1]
+    n, d = sorted_sample.shape
     out = np.zeros((d, edges.size + 1), dtype=np.int64)
+    # contiguous columns, and cuts in the sample's dtype that count exactly as the float64
+    # cuts do: searchsorted would otherwise copy (and widen) every column
+    columns = np.ascontiguousarray(sorted_sample.T)
     for j in range(d):
         if degenerate[j]:
             continue
-        cuts = mean[j] + edges * std[j]
-        pos = np.searchsorted(sorted_sample[:, j], cuts, side="left")
-        out[j] = np.diff(np.concatenate([[0], pos, [sorted_sample.shape[0]]]))
+        cuts = exact_threshold(mean[j] + edges * std[j], columns.dtype, upper=False)
+        pos = np.searchsorted(columns[j], cuts, side="left")
+        out[j] = np.diff(np.concatenate([[0], pos, [n]]))
     return out
 
 

@@ -357,6 +357,28 @@ def test_histogram_of_standardised_sample_matches_numpy(data, report):
     assert report.to_dict()["dims"][0]["histogram"] == report.dims.histogram[0].tolist()
 
 
+def test_histogram_of_a_float32_sample_counts_as_float64_would(rng):
+    # the cuts are moved into float32 exactly: values equal to a cut, and values between
+    # the float64 cut and its float32 rounding, land in the bins a float64 count gives
+    from latentcheck.analysis import _histograms
+    from latentcheck.report import HISTOGRAM_EDGES
+
+    edges = np.asarray(HISTOGRAM_EDGES)
+    mean, std = np.array([0.1, -0.3]), np.array([1.0 / 3.0, 2.0])
+    cuts = mean[:, None] + edges[None, :] * std[:, None]
+    near = np.concatenate([cuts, np.nextafter(cuts.astype(np.float32), np.inf)], axis=1)
+    x = np.concatenate(
+        [near.T.astype(np.float32), rng.standard_normal((500, 2)).astype(np.float32)]
+    )
+    x = np.sort(x, axis=0)
+    got = _histograms(x, mean, std, np.zeros(2, dtype=bool))
+    for j in range(2):
+        want = np.diff(
+            np.concatenate([[0], np.searchsorted(x[:, j].astype(np.float64), cuts[j]), [len(x)]])
+        )
+        np.testing.assert_array_equal(got[j], want)
+
+
 def test_analysis_restores_gc_and_blas_threads(rng):
     # the analysis suspends the cyclic GC and limits BLAS to one thread while it runs;
     # a caller's process must get both back, also when the analysis fails
