@@ -318,6 +318,15 @@ class WorkerPool:
         self.workers = []
         self.tokens.close()
 
+    def release_shared(self) -> None:
+        """Give back the shared memory of results once their arrays are dropped (or copied).
+
+        Each worker unmaps its side at its next job, which then returns its results
+        pickled; a map that still backs an array here is kept.
+        """
+        for w in self.workers:
+            w.arena.close()
+
     def __enter__(self) -> WorkerPool:
         return self
 
@@ -344,7 +353,7 @@ class _Worker:
         arena: _Arena,
     ) -> None:
         self._conn, child_end = ctx.Pipe()
-        self._arena = arena
+        self.arena = arena
         self._proc = ctx.Process(
             target=_worker_main, args=(source, progress, tokens, arena, child_end), daemon=True
         )
@@ -352,16 +361,22 @@ class _Worker:
         child_end.close()
         self._pending = False
 
-    def submit(self, make: Callable[[], Any], segments: list[list[tuple[int, int]]]) -> _Worker:
-        """Send a job: take segments from the queue until it is empty (see `_participate`)."""
-        self._conn.send((make, segments))
+    def submit(
+        self, make: Callable[[], Any], segments: list[list[tuple[int, int]]], shared: bool = False
+    ) -> _Worker:
+        """Send a job: take segments from the queue until it is empty (see `_participate`).
+
+        With `shared`, large arrays of the result come back through the worker's arena;
+        without, the worker gives up its arena (after :meth:`WorkerPool.release_shared`).
+        """
+        self._conn.send((make, segments, shared and not self.arena.closed))
         self._pending = True
         return self
 
     def result(self) -> Any:
         """Wait for the job; return its (segment, accumulator) pairs or re-raise its error."""
         try:
-            ok, value = self._arena.loads(self._conn.recv_bytes())
+            ok, value = self.arena.loads(self._conn.recv_bytes())
         except EOFError:
             self._proc.join()
             code = self._proc.exitcode
@@ -421,7 +436,9 @@ def _worker_main(
             return
         if job is None:
             return
-        make, segments = job
+        make, segments, shared = job
+        if not shared:
+            arena.close()  # the parent has given it up, or will not read it for this job
         try:
             msg: tuple[bool, Any] = (True, _participate(source, make, segments, tokens, progress))
         except BaseException as exc:  # the parent re-raises it
@@ -454,11 +471,25 @@ class _Arena:
 
         self._map = mmap.mmap(-1, max(int(nbytes), mmap.PAGESIZE))  # shared, anonymous
         self._used = 0  # written by the worker only
+        self.closed = False
+
+    def close(self) -> bool:
+        """Unmap this process's side, unless arrays here still use it; return success.
+
+        The memory is freed once both the worker and its parent have closed their side.
+        """
+        if not self.closed:
+            try:
+                self._map.close()
+            except BufferError:  # a view of the map is alive: keep it
+                return False
+            self.closed = True
+        return True
 
     def put(self, a: NDArray[Any]) -> int | None:
         """Copy `a` into the map (in the worker); return its offset, or None if full."""
         start = -(-self._used // 64) * 64
-        if start + a.nbytes > len(self._map):
+        if self.closed or start + a.nbytes > len(self._map):
             return None
         self._view(start, a.dtype, a.shape)[...] = a
         self._used = start + a.nbytes
@@ -725,6 +756,7 @@ def start_pass(
     pool: WorkerPool | None = None,
     in_caller: bool = False,
     defer: bool = False,
+    shared_results: bool = False,
 ) -> PassHandle:
     """Start streaming `source` over `ranges` into accumulators from `make()`.
 
@@ -735,7 +767,8 @@ def start_pass(
     With a `pool`, its processes are the workers (and `make` must pickle); otherwise
     `threads` worker threads. With `in_caller` the caller takes segments too: before
     returning or, with `defer`, when it first asks for :meth:`PassHandle.result` (so that
-    it can do other work first while the workers stream).
+    it can do other work first while the workers stream). With `shared_results`, worker
+    processes return their large arrays through shared memory (see :class:`_Arena`).
     """
     segments = segments_of(ranges)
     tokens: _Tokens = pool.tokens if pool is not None else _ThreadTokens()
@@ -747,7 +780,7 @@ def start_pass(
     cleanup: Callable[[], None]
     try:
         if pool is not None:
-            futures = [w.submit(make, segments) for w in pool.workers]
+            futures = [w.submit(make, segments, shared_results) for w in pool.workers]
             cleanup = blas.__exit__
         else:
             n_threads = max(1, min(threads, len(segments)))

@@ -493,6 +493,7 @@ def analyze_source(
             pool=pool,
             in_caller=pool is not None,
             defer=True,
+            shared_results=True,  # the workers' samples come back through shared memory
         )
         try:
             if pool is not None:
@@ -583,6 +584,8 @@ def analyze_source(
                     functools.partial(make_first, key_threshold=None),
                     threads=max(1, threads - 1),
                 ).reservoir
+            if pool is not None:  # the sample is now a copy: the shared memory can go
+                pool.release_shared()
         except BaseException:
             pass2.cancel()
             raise

@@ -376,19 +376,44 @@ def test_large_results_come_back_through_the_arena(arena_bytes):
     src = open_latents(np.zeros((10, 2)))
     with _passes.WorkerPool(src, 1, arena_bytes=arena_bytes) as pool:
         pool.tokens.fill(1)
-        ((index, acc),) = pool.workers[0].submit(_BigAcc, [[(0, 10)]]).result()
+        ((index, acc),) = pool.workers[0].submit(_BigAcc, [[(0, 10)]], shared=True).result()
     want = _BigAcc().data
     assert index == 0 and acc.data.keys() == want.keys()
     for k, v in want.items():
         np.testing.assert_array_equal(acc.data[k], v)
         assert type(acc.data[k]) is type(v)
     # a view of the shared map, or unpickled as usual when the map is too small
+    assert _in_map(acc.data["rows"]) == _in_map(acc.data["ids"]) == (arena_bytes > 0)
+    assert not _in_map(acc.data["small"])
+
+
+def _in_map(a) -> bool:
+    """Return whether array `a` is a view of a memory map."""
     import mmap
 
-    def in_map(a) -> bool:
-        while isinstance(a, np.ndarray):
-            a = a.base
-        return isinstance(a, memoryview) and isinstance(a.obj, mmap.mmap)
+    while isinstance(a, np.ndarray):
+        a = a.base
+    return isinstance(a, memoryview) and isinstance(a.obj, mmap.mmap)
 
-    assert in_map(acc.data["rows"]) == in_map(acc.data["ids"]) == (arena_bytes > 0)
-    assert not in_map(acc.data["small"])
+
+@needs_fork
+def test_shared_memory_is_given_back_only_when_unused():
+    src = open_latents(np.zeros((10, 2)))
+    with _passes.WorkerPool(src, 1, arena_bytes=1 << 22) as pool:
+        worker = pool.workers[0]
+        pool.tokens.fill(1)
+        ((_, acc),) = worker.submit(_BigAcc, [[(0, 10)]], shared=True).result()
+        pool.release_shared()
+        assert not worker.arena.closed  # the rows still live in it
+        assert _in_map(acc.data["rows"])
+        rows = acc.data["rows"].copy()
+        del acc
+        pool.release_shared()
+        assert worker.arena.closed
+        # later results come back pickled (the worker unmaps its side too)
+        pool.tokens.fill(1)
+        ((_, again),) = worker.submit(_BigAcc, [[(0, 10)]], shared=True).result()
+        np.testing.assert_array_equal(again.data["rows"], rows)
+        assert again.data["rows"].base is None or not isinstance(
+            again.data["rows"].base, memoryview
+        )
