@@ -182,12 +182,13 @@ def royston(x: npt.ArrayLike) -> TestResult:
     if n <= d:
         return _skip(f"Too few rows for Royston's test: need n > d, got n={n}, d={d}", small=True)
     xc = xs - xs.mean(axis=0)
-    m2 = np.mean(xc**2, axis=0)
+    xc2 = xc * xc
+    m2 = np.mean(xc2, axis=0)
     constant = _constant_columns(xs.mean(axis=0), m2)
     if constant:
         return _skip(f"Column(s) {constant} are constant; Royston's test needs variance > 0")
     w = np.empty(d)
-    kurt = np.mean(xc**4, axis=0) / m2**2
+    kurt = np.mean(xc2 * xc2, axis=0) / m2**2
     for j in range(d):
         w[j] = _shapiro_francia(xs[:, j]) if kurt[j] > 3.0 else float(shapiro(xs[:, j])[0])
     with np.errstate(divide="ignore"):
@@ -265,9 +266,10 @@ def doornik_hansen(x: npt.ArrayLike) -> TestResult:
     corr = cov * inv_sd[:, None] * inv_sd[None, :]
     lam, vecs = np.linalg.eigh(corr)
     y = (xc * inv_sd) @ (vecs * lam**-0.5) @ vecs.T
-    m2 = np.mean(y**2, axis=0)
-    skew = np.mean(y**3, axis=0) / m2**1.5
-    kurt = np.mean(y**4, axis=0) / m2**2
+    y2 = y * y  # products, not y**3 and y**4: numpy's pow is ten times slower
+    m2 = np.mean(y2, axis=0)
+    skew = np.mean(y2 * y, axis=0) / m2**1.5
+    kurt = np.mean(y2 * y2, axis=0) / m2**2
     nf = float(n)
     # Doornik & Hansen 2008: D'Agostino's (1970) transform of the skewness.
     beta_den = (nf - 2) * (nf + 5) * (nf + 7) * (nf + 9)
