@@ -49,6 +49,8 @@ __all__ = [
     "default_threads",
     "processes_available",
     "run_pass",
+    "segment_cap",
+    "segments_of",
     "start_pass",
 ]
 
@@ -617,11 +619,28 @@ class _ThreadTokens:
 MAX_SEGMENTS = 64
 #: and segments of at least this many chunks (each segment's accumulator is merged).
 MIN_SEGMENT_CHUNKS = 4
+#: Bytes that the accumulators of all segments of a pass may hold until they are merged
+#: (see `segment_cap`): a covariance is 8 d² bytes per segment, 32 MiB at d = 2048.
+SEGMENT_STATE_BUDGET = 64 << 20
 
 
-def segments_of(ranges: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
-    """Cut `ranges` into runs of consecutive chunks; their number depends only on len(ranges)."""
-    per = max(MIN_SEGMENT_CHUNKS, -(-len(ranges) // MAX_SEGMENTS))
+def segment_cap(state_bytes: int) -> int:
+    """Return how many segments a pass whose accumulator holds `state_bytes` may have.
+
+    At most MAX_SEGMENTS, and at least 2 (a worker's and the caller's, as many states
+    as two workers with one run each would hold).
+    """
+    return int(min(MAX_SEGMENTS, max(2, SEGMENT_STATE_BUDGET // max(1, int(state_bytes)))))
+
+
+def segments_of(
+    ranges: list[tuple[int, int]], max_segments: int = MAX_SEGMENTS
+) -> list[list[tuple[int, int]]]:
+    """Cut `ranges` into at most `max_segments` runs of consecutive chunks.
+
+    Their number depends only on len(ranges) and `max_segments`, never on the workers.
+    """
+    per = max(MIN_SEGMENT_CHUNKS, -(-len(ranges) // max(1, max_segments)))
     return [ranges[i : i + per] for i in range(0, len(ranges), per)] or [[]]
 
 
@@ -757,6 +776,7 @@ def start_pass(
     in_caller: bool = False,
     defer: bool = False,
     shared_results: bool = False,
+    max_segments: int = MAX_SEGMENTS,
 ) -> PassHandle:
     """Start streaming `source` over `ranges` into accumulators from `make()`.
 
@@ -769,8 +789,9 @@ def start_pass(
     returning or, with `defer`, when it first asks for :meth:`PassHandle.result` (so that
     it can do other work first while the workers stream). With `shared_results`, worker
     processes return their large arrays through shared memory (see :class:`_Arena`).
+    `max_segments` bounds the accumulators held until the merge (see :func:`segment_cap`).
     """
-    segments = segments_of(ranges)
+    segments = segments_of(ranges, max_segments)
     tokens: _Tokens = pool.tokens if pool is not None else _ThreadTokens()
     tokens.fill(len(segments))
 
@@ -829,6 +850,7 @@ def run_pass(
     threads: int,
     progress: Callable[[int], None] | None = None,
     pool: WorkerPool | None = None,
+    max_segments: int = MAX_SEGMENTS,
 ) -> Any:
     """Stream `source` over `ranges` into accumulators from `make()`; return their merge.
 
@@ -842,6 +864,7 @@ def run_pass(
         progress=progress,
         pool=pool,
         in_caller=pool is not None,
+        max_segments=max_segments,
     ).result()
 
 

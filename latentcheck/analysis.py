@@ -42,6 +42,7 @@ from ._passes import (
     default_chunk_rows,
     default_threads,
     run_pass,
+    segment_cap,
     start_pass,
 )
 from ._spatial import check_claim, spatial_block, spatial_factory, widen_normalization
@@ -494,6 +495,7 @@ def analyze_source(
             in_caller=pool is not None,
             defer=True,
             shared_results=True,  # the workers' samples come back through shared memory
+            max_segments=segment_cap(8 * d * d if covariance else 64 * d),
         )
         try:
             if pool is not None:
@@ -544,16 +546,18 @@ def analyze_source(
         used = np.flatnonzero(~degenerate)
         joint_reason = _joint_reason(first, used, d, n, max_joint_dims)
         make_joint = None
+        third = False
         if joint_reason is None and first.comoments is not None:
             from .stats.multivariate import mardia_third_order_affordable
 
+            third = mardia_third_order_affordable(n, used.size)
             make_joint = JointPass.factory(
                 used,
                 first.comoments.mean,
                 first.comoments.cov(),
                 n,
                 top=jopts.top_rows,
-                third=mardia_third_order_affordable(n, used.size),
+                third=third,
             )
 
         make_spatial = spatial_factory(source, mean, safe_std, levels)
@@ -561,6 +565,8 @@ def analyze_source(
         make_second = SecondPassFactory(
             levels, mean, safe_std, source.dtype, joint=make_joint, spatial=make_spatial
         )
+        # Mardia's third-order sums are the largest part of a segment's pass-2 state
+        state2 = 4 * used.size**2 * (used.size + 1) if third else 64 * d
 
         # pass 2 streams on the workers while this process computes what needs only the
         # sample (tests, negentropy, MCD); with worker processes, it then takes the
@@ -574,6 +580,7 @@ def analyze_source(
             pool=pool,
             in_caller=pool is not None,
             defer=True,
+            max_segments=segment_cap(state2),
         )
         try:
             # the segments' samples are merged here, not before: pass 2 needs only moments
@@ -583,6 +590,7 @@ def analyze_source(
                     ranges,
                     functools.partial(make_first, key_threshold=None),
                     threads=max(1, threads - 1),
+                    max_segments=segment_cap(8 * d * d if covariance else 64 * d),
                 ).reservoir
             if pool is not None:  # the sample is now a copy: the shared memory can go
                 pool.release_shared()

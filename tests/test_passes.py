@@ -417,3 +417,28 @@ def test_shared_memory_is_given_back_only_when_unused():
         assert again.data["rows"].base is None or not isinstance(
             again.data["rows"].base, memoryview
         )
+
+
+def test_segment_count_is_capped_by_the_state_they_hold(monkeypatch):
+    assert _passes.segment_cap(1) == _passes.MAX_SEGMENTS
+    assert _passes.segment_cap(8 * 2048**2) == 2  # a covariance at d = 2048: 32 MiB each
+    assert _passes.segment_cap(8 * 512**2) == _passes.SEGMENT_STATE_BUDGET // (8 * 512**2)
+    ranges = [(i, i + 1) for i in range(1000)]
+    assert len(_passes.segments_of(ranges, 5)) == 5
+    assert len(_passes.segments_of(ranges, 500)) == 1000 // _passes.MIN_SEGMENT_CHUNKS
+
+    # the analysis sizes its passes' segments by their accumulators
+    made = []
+    real = _passes.segments_of
+
+    def spy(ranges, max_segments=_passes.MAX_SEGMENTS):
+        made.append(max_segments)
+        return real(ranges, max_segments)
+
+    monkeypatch.setattr(_passes, "segments_of", spy)
+    d = 6
+    monkeypatch.setattr(_passes, "SEGMENT_STATE_BUDGET", 3 * 8 * d * d)
+    x = np.random.default_rng(1).standard_normal((2000, d))
+    rep = lc.analyze(x, chunk_rows=10, threads=2)
+    assert made[0] == 3  # pass 1: covariance, 8 d² bytes per segment
+    np.testing.assert_allclose(rep.dims.mean, x.mean(0), rtol=1e-12)
