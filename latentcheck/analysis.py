@@ -289,7 +289,7 @@ def analyze(
         Parallel workers for the passes, the caller included; None uses the available
         cores (at most 8). On Linux the extra workers are forked processes (threads
         elsewhere, for small data, and when other Python threads run); see the README's
-        Architecture section.
+        Architecture section. The report is the same, bit for bit, for any number.
     progress : bool or None, default=False
         Show a progress bar on stderr; None shows one when stderr is a terminal.
 
