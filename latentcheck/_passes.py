@@ -378,8 +378,9 @@ class _Worker:
     def result(self) -> Any:
         """Wait for the job; return its (segment, accumulator) pairs or re-raise its error."""
         try:
-            ok, value = self.arena.loads(self._conn.recv_bytes())
+            data = self._conn.recv_bytes()
         except EOFError:
+            self._pending = False
             self._proc.join()
             code = self._proc.exitcode
             how = f"exit code {code}"
@@ -392,8 +393,10 @@ class _Worker:
             raise RuntimeError(
                 f"A latentcheck worker process ended without a result ({how})"
             ) from None
-        finally:
-            self._pending = False
+        # idle only once its whole result is read: interrupted before (Ctrl-C), the worker
+        # may still be writing it, and close() must then terminate it rather than wait
+        self._pending = False
+        ok, value = self.arena.loads(data)
         if not ok:
             raise value
         return value

@@ -442,3 +442,43 @@ def test_segment_count_is_capped_by_the_state_they_hold(monkeypatch):
     rep = lc.analyze(x, chunk_rows=10, threads=2)
     assert made[0] == 3  # pass 1: covariance, 8 d² bytes per segment
     np.testing.assert_allclose(rep.dims.mean, x.mean(0), rtol=1e-12)
+
+
+class _SlowBigAcc(_BigAcc):
+    """A big result (more than a pipe holds), ready after a moment."""
+
+    def __init__(self) -> None:
+        import time
+
+        time.sleep(0.3)
+        super().__init__()
+
+
+@needs_fork
+def test_an_interrupted_wait_terminates_the_busy_worker(monkeypatch):
+    # Ctrl-C while this process waits for a result: the worker may be writing it, so
+    # stopping the pool must terminate it, not ask it to exit and wait (a deadlock: the
+    # worker blocks on the full pipe that nobody reads any more)
+    import threading
+
+    src = open_latents(np.zeros((10, 2)))
+    pool = _passes.WorkerPool(src, 1)
+    worker = pool.workers[0]
+    try:
+        pool.tokens.fill(1)
+        worker.submit(_SlowBigAcc, [[(0, 10)]])
+
+        def interrupted():
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(worker._conn, "recv_bytes", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            worker.result()
+        closing = threading.Thread(target=pool.close)
+        closing.start()
+        closing.join(timeout=20)
+        assert not closing.is_alive()
+    finally:
+        if worker._proc.is_alive():  # only if the test failed: unblock it
+            worker._proc.kill()
+    assert multiprocessing.active_children() == []
