@@ -69,17 +69,20 @@ class Scratch:
     during the call that asked for it.
     """
 
-    __slots__ = ("_bufs",)
+    __slots__ = ("_local",)
 
     def __init__(self) -> None:
-        self._bufs: dict[tuple[int, str], NDArray[Any]] = {}
+        # per thread: a worker thread's blocks go with it when it ends
+        self._local = threading.local()
 
     def get(
         self, count: int, n: int, d: int, dtype: Any = np.float64, slot: str = ""
     ) -> tuple[NDArray[Any], ...]:
         """Return `count` C-contiguous (n, d) blocks of `dtype` (views of one buffer)."""
-        key = (threading.get_ident(), slot)
-        buf = self._bufs.get(key)
+        bufs: dict[str, NDArray[Any]] | None = getattr(self._local, "bufs", None)
+        if bufs is None:
+            bufs = self._local.bufs = {}
+        buf = bufs.get(slot)
         if (
             buf is None
             or buf.dtype != dtype
@@ -87,7 +90,7 @@ class Scratch:
             or buf.shape[1] < n
             or buf.shape[2] != d
         ):
-            buf = self._bufs[key] = np.empty((count, n, d), dtype)
+            buf = bufs[slot] = np.empty((count, n, d), dtype)
         return tuple(buf[k, :n] for k in range(count))
 
     def __reduce__(self) -> tuple[type[Scratch], tuple[()]]:

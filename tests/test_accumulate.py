@@ -271,3 +271,31 @@ def test_a_too_tight_prefilter_is_detected(rng):
     loose = Reservoir(300, 2, 4)
     loose.push(x, np.arange(5000))
     assert loose.complete() and loose.finalize().keys.size == 300
+
+
+def test_scratch_blocks_are_per_thread_and_per_slot_and_go_with_their_thread():
+    import gc
+    import threading
+    import weakref
+
+    from latentcheck.accumulate import Scratch
+
+    s = Scratch()
+    a, b = s.get(2, 100, 3)
+    assert a.shape == b.shape == (100, 3) and not np.shares_memory(a, b)
+    assert np.shares_memory(s.get(2, 50, 3)[0], a)  # reused, not reallocated
+    assert not np.shares_memory(s.get(1, 100, 3, slot="other")[0], a)
+    seen = {}
+
+    def in_thread():
+        (c,) = s.get(1, 100, 3)
+        seen["shares"] = np.shares_memory(c, a)
+        seen["buf"] = weakref.ref(c.base)
+
+    t = threading.Thread(target=in_thread)
+    t.start()
+    t.join()
+    gc.collect()
+    assert seen["shares"] is False
+    assert seen["buf"]() is None  # freed with the thread
+    assert np.shares_memory(s.get(2, 100, 3)[0], a)
