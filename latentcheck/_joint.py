@@ -74,13 +74,16 @@ class JointPass:
         top: int,
         third: bool,
         scratch: Scratch | None = None,
+        thresholds: F64 | None = None,
     ) -> None:
         from .stats.mardia import MardiaAccumulator
         from .stats.outliers import MahalanobisAccumulator
 
         self.used = used
         self.all_dims = all_dims
-        self.maha = MahalanobisAccumulator.from_whitening(whitening, n, top_k=top)
+        self.maha = MahalanobisAccumulator.from_whitening(
+            whitening, n, top_k=top, thresholds=thresholds
+        )
         self.mardia = MardiaAccumulator.from_whitening(whitening, third_order=third)
         self._scratch = Scratch() if scratch is None else scratch
 
@@ -92,11 +95,23 @@ class JointPass:
 
         `mean` and `cov` are over all dimensions; `used` selects the joint ones.
         """
+        from .stats.outliers import chi2_thresholds
         from .stats.whitening import Whitening
 
         w = Whitening.from_moments(mean[used], cov[np.ix_(used, used)])
         all_dims = used.size == mean.size
-        return functools.partial(cls, used, all_dims, w, n, top=top, third=third, scratch=Scratch())
+        # the chi2 thresholds here, once: a worker process then never imports scipy
+        return functools.partial(
+            cls,
+            used,
+            all_dims,
+            w,
+            n,
+            top=top,
+            third=third,
+            scratch=Scratch(),
+            thresholds=chi2_thresholds(int(used.size)),
+        )
 
     def push(self, chunk: NDArray[Any], row_ids: NDArray[np.int64]) -> None:
         """Add a finite block of rows (all dimensions) with its global row ids."""

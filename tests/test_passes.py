@@ -482,3 +482,25 @@ def test_an_interrupted_wait_terminates_the_busy_worker(monkeypatch):
         if worker._proc.is_alive():  # only if the test failed: unblock it
             worker._proc.kill()
     assert multiprocessing.active_children() == []
+
+
+def test_second_pass_accumulators_need_no_scipy(monkeypatch):
+    # a worker process forked before the imports would otherwise import scipy (0.1 s) to
+    # compute the chi2 thresholds once per segment: the factory carries them
+    from latentcheck._joint import JointPass
+    from latentcheck.stats import outliers
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((500, 4))
+    make = JointPass.factory(
+        np.arange(4), x.mean(0), np.cov(x, rowvar=False), 500, top=3, third=False
+    )
+
+    def no_scipy(*args, **kwargs):
+        raise AssertionError("chi2 quantiles computed again")
+
+    monkeypatch.setattr(outliers, "_chi2_upper_quantiles", no_scipy)
+    acc = make()
+    acc.push(x, np.arange(500))
+    acc = acc.merge(make())
+    assert acc.maha.result().n_rows == 500

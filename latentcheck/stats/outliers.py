@@ -158,7 +158,9 @@ class MahalanobisAccumulator:
     def __init__(self, mean: npt.ArrayLike, cov: npt.ArrayLike, n: int, *, top_k: int = 10) -> None:
         self._init(Whitening.from_moments(mean, cov), n, top_k)
 
-    def _init(self, whitening: Whitening, n: int, top_k: int) -> None:
+    def _init(
+        self, whitening: Whitening, n: int, top_k: int, thresholds: FloatArray | None = None
+    ) -> None:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
             raise InputError(f"`n` must be an integer of at least 2, got {n!r}")
         if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
@@ -168,17 +170,28 @@ class MahalanobisAccumulator:
         self._top_k = int(top_k)
         self._n_rows = 0
         self._n_above = np.zeros(len(MAHALANOBIS_QUANTILES), dtype=np.int64)
-        self._thresholds = _chi2_upper_quantiles(whitening.n_dims, _MAHALANOBIS_TAILS)
+        if thresholds is None:
+            thresholds = chi2_thresholds(whitening.n_dims)
+        self._thresholds = thresholds
         self._top_ids = np.zeros(0, dtype=np.int64)
         self._top_d2 = np.zeros(0, dtype=np.float64)
 
     @classmethod
     def from_whitening(
-        cls, whitening: Whitening, n: int, *, top_k: int = 10
+        cls,
+        whitening: Whitening,
+        n: int,
+        *,
+        top_k: int = 10,
+        thresholds: FloatArray | None = None,
     ) -> MahalanobisAccumulator:
-        """Return an empty accumulator that uses an existing :class:`Whitening`."""
+        """Return an empty accumulator that uses an existing :class:`Whitening`.
+
+        `thresholds`, if given, are ``chi2_thresholds(whitening.n_dims)`` computed once
+        for many accumulators (a worker process then needs no scipy).
+        """
         acc = cls.__new__(cls)
-        acc._init(whitening, n, top_k)
+        acc._init(whitening, n, top_k, thresholds)
         return acc
 
     @property
@@ -264,7 +277,9 @@ class MahalanobisAccumulator:
                 f"Cannot merge Mahalanobis accumulators with `top_k` {self._top_k} and "
                 f"{other._top_k}"
             )
-        out = MahalanobisAccumulator.from_whitening(self._whitening, self._n, top_k=self._top_k)
+        out = MahalanobisAccumulator.from_whitening(
+            self._whitening, self._n, top_k=self._top_k, thresholds=self._thresholds
+        )
         out._n_rows = self._n_rows + other._n_rows
         out._n_above = self._n_above + other._n_above
         out._top_ids, out._top_d2 = _top(
@@ -328,7 +343,7 @@ class MahalanobisAccumulator:
             n_rows=self._n_rows,
             n_dims=d,
             quantiles=quantiles,
-            thresholds=_chi2_upper_quantiles(d, _MAHALANOBIS_TAILS),
+            thresholds=self._thresholds.copy(),
             n_above=self._n_above.copy(),
             rates=rates,
             expected_rates=expected,
@@ -515,6 +530,11 @@ def mcd_outliers(
         top_row_ids=top_ids,
         top_d2=top_d2,
     )
+
+
+def chi2_thresholds(d: int) -> FloatArray:
+    """Return the squared-distance thresholds: the chi2_d quantiles MAHALANOBIS_QUANTILES."""
+    return _chi2_upper_quantiles(d, _MAHALANOBIS_TAILS)
 
 
 def _chi2_upper_quantiles(d: int, tails: tuple[float, ...]) -> FloatArray:
