@@ -14,6 +14,7 @@ whichever worker took which segment, and however many workers there were.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import warnings
@@ -620,7 +621,7 @@ class _ThreadTokens:
 #: A pass is cut into at most this many segments: with 2 workers, the later one waits
 #: for at most one segment of the other (1/64 of the pass) at the end.
 MAX_SEGMENTS = 64
-#: and segments of at least this many chunks (each segment's accumulator is merged).
+#: and segments of this many chunks at least on average (each one's accumulator is merged).
 MIN_SEGMENT_CHUNKS = 4
 #: Bytes that the accumulators of all segments of a pass may hold until they are merged
 #: (see `segment_cap`): a covariance is 8 d² bytes per segment, 32 MiB at d = 2048.
@@ -639,12 +640,20 @@ def segment_cap(state_bytes: int) -> int:
 def segments_of(
     ranges: list[tuple[int, int]], max_segments: int = MAX_SEGMENTS
 ) -> list[list[tuple[int, int]]]:
-    """Cut `ranges` into at most `max_segments` runs of consecutive chunks.
+    """Cut `ranges` into at most `max_segments` runs of consecutive chunks, longest first.
 
-    Their number depends only on len(ranges) and `max_segments`, never on the workers.
+    Their lengths fall linearly to a quarter of the first: the workers finish a pass
+    within one of the last, short segments of each other, while the segments stay few.
+    They depend only on len(ranges) and `max_segments`, never on the workers.
     """
-    per = max(MIN_SEGMENT_CHUNKS, -(-len(ranges) // max(1, max_segments)))
-    return [ranges[i : i + per] for i in range(0, len(ranges), per)] or [[]]
+    n = len(ranges)
+    m = max(1, min(max_segments, n // MIN_SEGMENT_CHUNKS))
+    # weights 4m+... down to m+...: the first segment 4x the last
+    weights = 3.0 * (m - np.arange(m)) + m
+    cuts = np.rint(np.concatenate([[0.0], np.cumsum(weights)]) * (n / weights.sum()))
+    cuts = np.unique(cuts.astype(np.int64))
+    segs = [ranges[a:b] for a, b in itertools.pairwise(cuts.tolist()) if b > a]
+    return segs or [[]]
 
 
 def _participate(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import sys
 
@@ -312,7 +313,11 @@ def test_segments_depend_on_the_number_of_chunks_only():
         segs = _passes.segments_of(ranges)
         assert [r for seg in segs for r in seg] == ranges  # all chunks, in order
         assert len(segs) <= max(1, _passes.MAX_SEGMENTS)
-        assert all(len(seg) >= _passes.MIN_SEGMENT_CHUNKS for seg in segs[:-1])
+        assert len(segs) <= max(1, n // _passes.MIN_SEGMENT_CHUNKS)
+        lengths = [len(seg) for seg in segs]
+        assert all(a >= b - 1 for a, b in itertools.pairwise(lengths))  # longest first
+        if len(segs) > 3:
+            assert lengths[0] >= 3 * lengths[-1]  # short ones at the end
         same_n = _passes.segments_of([(0, 1)] * n)
         assert [len(seg) for seg in segs] == [len(seg) for seg in same_n]
     assert _passes.segments_of([]) == [[]]
