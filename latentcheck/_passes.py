@@ -625,7 +625,7 @@ MAX_SEGMENTS = 64
 MIN_SEGMENT_CHUNKS = 4
 #: Bytes that the accumulators of all segments of a pass may hold until they are merged
 #: (see `segment_cap`): a covariance is 8 d² bytes per segment, 32 MiB at d = 2048.
-SEGMENT_STATE_BUDGET = 64 << 20
+SEGMENT_STATE_BUDGET = 16 << 20
 
 
 def segment_cap(state_bytes: int) -> int:
