@@ -450,11 +450,12 @@ def _worker_main(
         except BaseException as exc:  # the parent re-raises it
             msg = (False, exc)
         try:
-            conn.send_bytes(arena.dumps(msg))
+            conn.send_bytes(arena.dumps(msg, shared))
         except OSError:  # the parent has gone
             return
         except Exception as exc:  # an exception that does not pickle
-            conn.send_bytes(arena.dumps((False, RuntimeError(f"{type(exc).__name__}: {exc}"))))
+            error = RuntimeError(f"{type(exc).__name__}: {exc}")
+            conn.send_bytes(arena.dumps((False, error), shared))
 
 
 #: Arrays of at least this size travel back from workers through their arena.
@@ -505,8 +506,8 @@ class _Arena:
         count = int(np.prod(shape, dtype=np.int64))
         return np.frombuffer(self._map, dtype, count, offset).reshape(shape)
 
-    def dumps(self, obj: Any) -> memoryview:
-        """Pickle `obj`, placing its large numeric arrays in the map."""
+    def dumps(self, obj: Any, use_map: bool = True) -> memoryview:
+        """Pickle `obj`, placing its large numeric arrays in the map if `use_map`."""
         import io
         import pickle
 
@@ -515,7 +516,8 @@ class _Arena:
         class Pickler(pickle.Pickler):
             def persistent_id(self, o: Any) -> Any:
                 if (
-                    type(o) is np.ndarray
+                    use_map
+                    and type(o) is np.ndarray
                     and o.nbytes >= ARENA_MIN_BYTES
                     and o.dtype.kind in "biufc"
                     and (offset := arena.put(o)) is not None

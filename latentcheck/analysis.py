@@ -468,9 +468,11 @@ def analyze_source(
     threshold: int | None = key_threshold(source.n_rows, sample_size)
     bar = _Progress(progress, 2 * source.n_items, "latentcheck")
     # forked now, while this process holds little that it could later copy-on-write
-    # room for the sample rows a worker sends back (see _passes._Arena): those whose key
-    # passes the prefilter, about sample_size + 8 sqrt(sample_size) in all
-    arena = (min(source.n_rows, int(sample_size * 1.05) + 4096)) * d * source.dtype.itemsize
+    # room for the sample a worker sends back (see _passes._Arena): the rows whose key
+    # passes the prefilter (about sample_size + 8 sqrt(sample_size)), with their keys and
+    # row ids, should the worker stream every segment
+    room = min(source.n_rows, int(1.02 * (sample_size + 8 * math.sqrt(sample_size))) + 1024)
+    arena = room * (d * source.dtype.itemsize + 16)
     pool = WorkerPool.maybe(source, threads, bar if bar.enabled else None, arena)
     try:
         make_first = functools.partial(

@@ -509,3 +509,24 @@ def test_second_pass_accumulators_need_no_scipy(monkeypatch):
     acc.push(x, np.arange(500))
     acc = acc.merge(make())
     assert acc.maha.result().n_rows == 500
+
+
+@needs_fork
+def test_a_too_tight_prefilter_gives_the_same_report(forking, monkeypatch):
+    # p < 1e-15 in practice: the sample is then collected again without a prefilter, while
+    # pass 2 runs on the worker, and the report does not show it
+    from latentcheck import analysis
+
+    x = np.random.default_rng(5).standard_normal((3000, 3))
+    ref = lc.analyze(x, seed=3, sample_size=500, test_samples=200, chunk_rows=50, threads=2)
+    calls = []
+
+    def too_tight(n_rows: int, capacity: int) -> int:
+        calls.append(n_rows)
+        return 2**40  # keys are uniform on [0, 2^64): almost no row passes
+
+    monkeypatch.setattr(analysis, "key_threshold", too_tight)
+    got = lc.analyze(x, seed=3, sample_size=500, test_samples=200, chunk_rows=50, threads=2)
+    assert calls and len(forking) == 2
+    _same_bits(ref.to_dict(), got.to_dict())
+    assert multiprocessing.active_children() == []
