@@ -13,6 +13,7 @@ about a shift close to the chunk mean so that nothing cancels.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections.abc import Sequence
@@ -604,6 +605,7 @@ class NonFinite:
 # ---------------------------------------------------------------------------------------
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_U64_MAX = np.uint64(np.iinfo(np.uint64).max)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 
@@ -618,10 +620,16 @@ def _splitmix64(z: NDArray[np.uint64]) -> NDArray[np.uint64]:
 
 def hash_rows(row_ids: NDArray[np.integer[Any]], seed: int) -> NDArray[np.uint64]:
     """Return a pseudo-random 64-bit key for each global row index, fixed by `seed`."""
-    salt = _splitmix64(np.array([seed], dtype=np.uint64) + _GOLDEN)[0]
+    salt = _salt(seed)
     with np.errstate(over="ignore"):
         z = np.asarray(row_ids, dtype=np.uint64) * _GOLDEN + salt
         return _splitmix64(z)
+
+
+@functools.lru_cache(maxsize=16)
+def _salt(seed: int) -> np.uint64:
+    """Return the key offset of a seed (computed once per seed, not per chunk)."""
+    return np.uint64(_splitmix64(np.array([seed], dtype=np.uint64) + _GOLDEN)[0])
 
 
 def key_threshold(n_rows: int, capacity: int) -> int:
@@ -702,9 +710,11 @@ class Reservoir:
         if chunk.shape[0] == 0 or self.capacity == 0:
             return
         keys = hash_rows(row_ids, self.seed)
-        if self.prefilter != np.iinfo(np.uint64).max:
-            self.prefiltered += int(np.count_nonzero(keys > self.prefilter))
         sel = np.flatnonzero(keys <= self.threshold)
+        if self.prefilter == self.threshold:  # until the sample is full: one comparison
+            self.prefiltered += keys.size - sel.size
+        elif self.prefilter != _U64_MAX:
+            self.prefiltered += int(np.count_nonzero(keys > self.prefilter))
         if sel.size == 0:
             return
         self._buf.append((keys[sel], np.asarray(row_ids)[sel], np.array(chunk[sel], self.dtype)))
