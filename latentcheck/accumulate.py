@@ -629,7 +629,8 @@ def hash_rows(row_ids: NDArray[np.integer[Any]], seed: int) -> NDArray[np.uint64
 @functools.lru_cache(maxsize=16)
 def _salt(seed: int) -> np.uint64:
     """Return the key offset of a seed (computed once per seed, not per chunk)."""
-    return np.uint64(_splitmix64(np.array([seed], dtype=np.uint64) + _GOLDEN)[0])
+    salt: np.uint64 = _splitmix64(np.array([seed], dtype=np.uint64) + _GOLDEN)[0]
+    return salt
 
 
 def key_threshold(n_rows: int, capacity: int) -> int:
