@@ -14,11 +14,12 @@ whichever worker took which segment, and however many workers there were.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import sys
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -52,6 +53,7 @@ __all__ = [
     "run_pass",
     "segment_cap",
     "segments_of",
+    "single_threaded_blas",
     "start_pass",
 ]
 
@@ -883,12 +885,37 @@ def run_pass(
 
 
 class _single_threaded_blas:
-    """Limit BLAS to one thread while our own worker threads run (no oversubscription)."""
+    """Limit BLAS to one thread while our own workers run (no oversubscription).
+
+    Inside :func:`single_threaded_blas` (an analysis holds it throughout) this is free:
+    each threadpoolctl limit walks every loaded library, 5 ms once scipy is loaded, and
+    pass 2's limit fell between the passes, where the workers wait.
+    """
 
     def __enter__(self) -> None:
-        from threadpoolctl import threadpool_limits
+        self._limits: Any = None
+        if _BLAS_HELD[0] == 0:
+            from threadpoolctl import threadpool_limits
 
-        self._limits = threadpool_limits(limits=1, user_api="blas")
+            self._limits = threadpool_limits(limits=1, user_api="blas")
 
     def __exit__(self, *exc: object) -> None:
-        self._limits.restore_original_limits()
+        if self._limits is not None:
+            self._limits.restore_original_limits()
+
+
+#: How many `single_threaded_blas` contexts are open in this process.
+_BLAS_HELD = [0]
+
+
+@contextlib.contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """Hold BLAS at one thread for the duration (restored after); passes inside skip theirs."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        _BLAS_HELD[0] += 1
+        try:
+            yield
+        finally:
+            _BLAS_HELD[0] -= 1

@@ -43,6 +43,7 @@ from ._passes import (
     default_threads,
     run_pass,
     segment_cap,
+    single_threaded_blas,
     start_pass,
 )
 from ._spatial import check_claim, spatial_block, spatial_factory, widen_normalization
@@ -107,12 +108,10 @@ def _analysis_runtime() -> Iterator[None]:
     its imports and temporaries trigger full collections that walk every object scipy
     created (another 5%); reference counting still frees everything else at once.
     """
-    from threadpoolctl import threadpool_limits
-
     enabled = gc.isenabled()
     gc.disable()
     try:
-        with threadpool_limits(limits=1, user_api="blas"):
+        with single_threaded_blas():
             yield
     finally:
         if enabled:

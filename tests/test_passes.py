@@ -530,3 +530,27 @@ def test_a_too_tight_prefilter_gives_the_same_report(forking, monkeypatch):
     assert calls and len(forking) == 2
     _same_bits(ref.to_dict(), got.to_dict())
     assert multiprocessing.active_children() == []
+
+
+def test_passes_inside_an_analysis_leave_its_blas_limit_alone(monkeypatch):
+    # each threadpoolctl limit walks every loaded library (5 ms once scipy is loaded); the
+    # analysis holds one limit throughout, and its passes take none of their own
+    import threadpoolctl
+
+    calls = []
+    real = threadpoolctl.threadpool_limits
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(threadpoolctl, "threadpool_limits", counting)
+    lc.analyze(np.random.default_rng(2).standard_normal((3000, 3)), chunk_rows=100, threads=2)
+    assert len(calls) == 1
+    x = np.random.default_rng(3).standard_normal((300, 2))
+    src = open_latents(x)
+    from functools import partial
+
+    make = partial(_passes.FirstPass, 2, dtype=src.dtype, seed=0, sample_size=50, covariance=True)
+    _passes.run_pass(src, plan_blocks([src], 20), make, threads=2)  # on its own: limits
+    assert len(calls) == 2
