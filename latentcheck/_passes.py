@@ -573,6 +573,7 @@ class _PipeTokens:
         os.set_blocking(self._read, False)
 
     def fill(self, count: int) -> None:
+        self.drain()  # whatever an interrupted pass left
         data = np.arange(count, dtype="<u4").tobytes()
         if os.write(self._write, data) != len(data):  # pragma: no cover - below PIPE_BUF
             raise OSError("short write to the segment queue")

@@ -355,6 +355,10 @@ def test_each_segment_is_taken_exactly_once_across_processes():
         tokens.fill(3)
         tokens.drain()  # a cancelled pass leaves nothing for the next one
         assert tokens.take() is None
+        tokens.fill(3)
+        tokens.take()
+        tokens.fill(2)  # leftovers of an interrupted pass are dropped
+        assert [tokens.take(), tokens.take(), tokens.take()] == [0, 1, None]
     finally:
         tokens.close()
 
