@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import assert_json_close
 
 import latentcheck as lc
 from latentcheck import _formats, loading
@@ -90,22 +91,6 @@ def _figures(report: lc.Report) -> dict[str, Any]:
     return d
 
 
-def _assert_same(a: Any, b: Any, path: str = "") -> None:
-    """Assert equal JSON trees; numbers to 1e-12 relative (abs 1e-12 for values near 0)."""
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and list(a) == list(b), path
-        for k in a:
-            _assert_same(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, list):
-        assert isinstance(b, list) and len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_same(x, y, f"{path}[{i}]")
-    elif isinstance(a, float) and isinstance(b, float):
-        assert a == pytest.approx(b, rel=1e-12, abs=1e-12), path
-    else:
-        assert a == b, path
-
-
 def _data(case: str, rng: np.random.Generator) -> np.ndarray:
     if case == "2d":
         x = rng.standard_normal((300, 4)) * [1.0, 0.5, 2.0, 1.0] + [0.0, 1.0, 0.0, -0.5]
@@ -123,7 +108,7 @@ def test_file_report_equals_array_report(tmp_path, fmt, case):
     path = _write(fmt, tmp_path / f"x{EXT[fmt]}", {"z": x, "labels": np.arange(3)})
     from_file = lc.analyze(path, seed=2)
     from_array = lc.analyze(x, seed=2)
-    _assert_same(_figures(from_file), _figures(from_array))
+    assert_json_close(_figures(from_file), _figures(from_array), rel=1e-12)
     assert from_file.input.sources == (f"{path}[z]",)
     if case == "float16":
         assert from_file.input.notes == (f"{path}[z]: float16 values were converted to float64",)
@@ -217,7 +202,7 @@ def test_posterior_files_are_read_as_posteriors(tmp_path, fmt, names):
     got = lc.analyze(path, seed=4)
     expected = lc.analyze(z if z_key else None, mu=mu, logvar=logvar, seed=4)
     assert got.input.kind == "posterior"
-    _assert_same(_figures(got), _figures(expected))
+    assert_json_close(_figures(got), _figures(expected), rel=1e-12)
     if z_key:
         assert got.input.aggregate == f"z as given ({path}[z])"
     else:
@@ -234,7 +219,7 @@ def test_shards_are_one_data_set(tmp_path, fmt):
     got = lc.analyze(pattern, seed=1, chunk_rows=32)
     assert len(got.input.sources) == 3
     expected = lc.analyze(np.concatenate(parts), seed=1, chunk_rows=32)
-    _assert_same(_figures(got), _figures(expected))
+    assert_json_close(_figures(got), _figures(expected), rel=1e-12)
 
 
 def test_posterior_shards_and_mixed_formats(tmp_path):
@@ -246,7 +231,7 @@ def test_posterior_shards_and_mixed_formats(tmp_path):
     paths = [tmp_path / "p0.safetensors", tmp_path / "p1.h5"]
     got = lc.analyze(paths, seed=3)
     assert got.input.kind == "posterior" and len(got.input.sources) == 2
-    _assert_same(_figures(got), _figures(lc.analyze(mu=mu, logvar=lv, seed=3)))
+    assert_json_close(_figures(got), _figures(lc.analyze(mu=mu, logvar=lv, seed=3)), rel=1e-12)
     np.save(tmp_path / "p2.npy", mu[:10])
     src = open_latents([tmp_path / "p1.h5", tmp_path / "p2.npy"], role="mu")
     got_rows = np.concatenate([b for _, b in iter_blocks(src, 64)])
@@ -317,7 +302,7 @@ def test_bfloat16_safetensors_is_upcast_through_torch(tmp_path, rng):
     got = lc.analyze(path, seed=1)
     # float32 holds every bfloat16 value exactly, so this is the same data
     expected = lc.analyze(t.float().numpy(), seed=1)
-    _assert_same(_figures(got), _figures(expected))
+    assert_json_close(_figures(got), _figures(expected), rel=1e-12)
     assert got.input.dtype == "float32"
     assert got.input.notes == (f"{path}[z]: bfloat16 values were converted to float32",)
 

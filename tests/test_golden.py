@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import assert_json_close
 
 import latentcheck as lc
 
@@ -32,29 +33,13 @@ def _scrub(obj: Any) -> Any:
     return obj
 
 
-def _close(a: Any, b: Any, path: str = "") -> None:
-    """Assert equal JSON trees, numbers to 1e-9 relative (BLAS may differ in the last bits)."""
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and list(a) == list(b), path
-        for k in a:
-            _close(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, list):
-        assert isinstance(b, list) and len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _close(x, y, f"{path}[{i}]")
-    elif isinstance(a, float) and isinstance(b, (int, float)) and not isinstance(b, bool):
-        assert a == pytest.approx(b, rel=1e-9, abs=1e-12), path
-    else:
-        assert a == b, path
-
-
 def _check(name: str, text: str) -> None:
     path = GOLDEN / name
     if UPDATE:
         path.write_text(text, encoding="utf-8")
     expected = path.read_text(encoding="utf-8")
     if name.endswith(".json"):
-        _close(json.loads(text), json.loads(expected))
+        assert_json_close(json.loads(text), json.loads(expected), rel=1e-9)
     else:
         assert text == expected
 
