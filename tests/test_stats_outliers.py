@@ -318,7 +318,8 @@ def test_mahalanobis_top_k_zero_keeps_only_counts() -> None:
 @pytest.mark.parametrize("d", [3, 17, 64, 100, 131])
 def test_whitening_matches_the_inverse_covariance(d):
     # |y|^2 is the squared Mahalanobis distance under the population covariance; the
-    # product is split in column blocks from 64 dimensions on (the matrix is triangular)
+    # product is split in column blocks of 32 (the matrix is triangular; 100 and 131 end
+    # in a wider block) and in row blocks (700 rows are 2 products at d = 64, 3 at 100)
     rng = np.random.default_rng(d)
     a = rng.standard_normal((d, d))
     x = rng.standard_normal((3000, d)) @ a + 5.0
