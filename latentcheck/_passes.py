@@ -201,7 +201,7 @@ class SecondPass:
         n, d = block.shape
         if n == 0:
             return
-        hi, lo = self._tiles.get(self._hi, self._lo, n)
+        hi, lo = self._tiles.get(n, self._hi, self._lo)
         above = np.flatnonzero(block > hi)
         below = np.flatnonzero(block < lo)
         flat = block.reshape(-1)

@@ -100,26 +100,27 @@ class Scratch:
 
 
 class TileCache:
-    """Thresholds tiled to whole chunks (long inner loops in numpy), for up to four sizes.
+    """Row vectors tiled to whole chunks (long inner loops in numpy), for up to four sizes.
 
     Four covers the full chunk, the last one, and chunks short of their non-finite rows.
-    Like :class:`Scratch`, a cache: it pickles empty (worker processes send their
+    Each owner asks for the same vectors every time, so tiles are looked up by row count
+    alone. Like :class:`Scratch`, a cache: it pickles empty (worker processes send their
     accumulators back without it).
     """
 
     __slots__ = ("_tiles",)
 
     def __init__(self) -> None:
-        self._tiles: dict[int, tuple[NDArray[Any], NDArray[Any]]] = {}
+        self._tiles: dict[int, tuple[NDArray[Any], ...]] = {}
 
     def __reduce__(self) -> tuple[type[TileCache], tuple[()]]:
         return (TileCache, ())
 
-    def get(self, hi: NDArray[Any], lo: NDArray[Any], n: int) -> tuple[NDArray[Any], NDArray[Any]]:
-        """Return thresholds `hi` and `lo` (each of shape (d,)) tiled to n rows."""
+    def get(self, n: int, *rows: NDArray[Any]) -> tuple[NDArray[Any], ...]:
+        """Return each of `rows` (vectors of shape (d,)) tiled to n rows."""
         t = self._tiles.get(n)
         if t is None:
-            t = (np.tile(hi, (n, 1)), np.tile(lo, (n, 1)))
+            t = tuple(np.tile(r, (n, 1)) for r in rows)
             if len(self._tiles) < 4:
                 self._tiles[n] = t
         return t
@@ -467,7 +468,7 @@ class Exceedance:
         n, d = chunk.shape
         if n == 0:
             return
-        hi, lo = self._tiles.get(self._hi[0], self._lo[0], n)
+        hi, lo = self._tiles.get(n, self._hi[0], self._lo[0])
         self.push_candidates(
             chunk.reshape(-1), d, np.flatnonzero(chunk > hi), np.flatnonzero(chunk < lo)
         )

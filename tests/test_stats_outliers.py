@@ -333,3 +333,22 @@ def test_whitening_matches_the_inverse_covariance(d):
         np.testing.assert_allclose(r2, expected, rtol=1e-9)
         np.testing.assert_allclose(y, c @ w.matrix, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(np.cov(w.apply(x)[0], rowvar=False, ddof=0), np.eye(d), atol=1e-9)
+
+
+def test_whitening_centres_float32_and_float64_alike_and_pickles_without_its_tiles() -> None:
+    # float32 rows are centred as an exact float64 copy minus the tiled mean, float64 rows
+    # directly: both give the bits of the float64 subtraction; the tiles are a cache that
+    # workers do not send back
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((900, 40)) * 3.0 + 7.0).astype(np.float32)
+    w = mv.Whitening.from_moments(x.mean(0, dtype=np.float64), np.cov(x.T, ddof=0))
+    out32 = (np.empty((900, 40)), np.empty((900, 40)))
+    out64 = (np.empty((900, 40)), np.empty((900, 40)))
+    y32, r32 = w.apply(x, out=out32)
+    y64, r64 = w.apply(x.astype(np.float64), out=out64)
+    np.testing.assert_array_equal(out32[0], x.astype(np.float64) - w.mean)
+    np.testing.assert_array_equal(y32, y64)
+    np.testing.assert_array_equal(r32, r64)
+    assert len(pickle.dumps(w)) < w.matrix.nbytes + w.cov.nbytes + 4 * x.nbytes // 10
+    again = pickle.loads(pickle.dumps(w))
+    np.testing.assert_array_equal(again.apply(x, out=out32)[1], r32)

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from numpy.typing import NDArray
 
+from latentcheck.accumulate import TileCache
 from latentcheck.errors import InputError
 
 __all__ = ["Whitening"]
@@ -65,6 +66,8 @@ class Whitening:
     matrix: FloatArray
     reason: str | None
     _blocks: tuple[tuple[int, int, FloatArray, int], ...] = field(init=False, repr=False)
+    #: the mean tiled to chunks, for :meth:`apply` (a cache: pickles empty)
+    _tiles: TileCache = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         # column blocks [a, b) of the triangular matrix, their nonzero rows [0, b), and the
@@ -79,6 +82,7 @@ class Whitening:
             rows = _SMALL_PRODUCT // (b * (b - a))
             blocks.append((a, b, np.ascontiguousarray(self.matrix[:b, a:b]), rows))
         object.__setattr__(self, "_blocks", tuple(blocks))
+        object.__setattr__(self, "_tiles", TileCache())
 
     @classmethod
     def from_moments(cls, mean: npt.ArrayLike, cov: npt.ArrayLike) -> Whitening:
@@ -135,8 +139,16 @@ class Whitening:
             centred = np.subtract(x, self.mean, dtype=np.float64)
             y = np.empty_like(centred)
         else:
+            # into the scratch block: the mean tiled to the chunk, since a broadcast row
+            # gives numpy inner loops of d elements (0.12 ms per 4096 x 64 float32 chunk;
+            # 0.085 ms as a float64 copy, exact, and a subtraction of the tile)
             centred, y = out
-            np.subtract(x, self.mean, out=centred)
+            (tile,) = self._tiles.get(x.shape[0], self.mean)
+            if x.dtype == np.float64:
+                np.subtract(x, tile, out=centred)
+            else:
+                np.copyto(centred, x)
+                np.subtract(centred, tile, out=centred)
         # the matrix is upper triangular, so columns [a, b) of y need only the first b
         # columns of the centred rows (37% fewer multiply-adds at d = 64). Products of at
         # most _SMALL_PRODUCT multiply-adds run in OpenBLAS's small-matrix kernels: at
