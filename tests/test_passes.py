@@ -558,3 +558,16 @@ def test_passes_inside_an_analysis_leave_its_blas_limit_alone(monkeypatch):
     make = partial(_passes.FirstPass, 2, dtype=src.dtype, seed=0, sample_size=50, covariance=True)
     _passes.run_pass(src, plan_blocks([src], 20), make, threads=2)  # on its own: limits
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("n", [1, 7, 64, 100, 4096])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_centring_matches_one_float64_subtraction_bit_for_bit(n: int, dtype: type) -> None:
+    # pass 1 centres each chunk by a copy and an in-place subtraction over k rows at a
+    # time (k = gcd(n, 64)); the bits must be those of the plain broadcast subtraction
+    rng = np.random.default_rng(n)
+    block = (rng.standard_normal((n, 24)) * 5.0 + 3.0).astype(dtype)
+    shift = block.sum(axis=0, dtype=np.float64) / n
+    out = np.full((n, 24), np.nan)
+    _passes._centre(block, shift, out)
+    np.testing.assert_array_equal(out, np.subtract(block, shift, dtype=np.float64))
