@@ -106,6 +106,47 @@ def test_comoments_match_numpy_cov(rng, size):
     np.testing.assert_array_equal(back.comoment, c.comoment)
 
 
+def _power_sums(chunks):
+    """Return each chunk's rows, shift (its rounded mean) and sums of (x - shift)^1..4."""
+    out = []
+    for c in chunks:
+        shift = c.mean(0) + 1e-3  # off the exact mean, as a float32 column sum leaves it
+        dev = c - shift
+        out.append((c.shape[0], shift, *(np.sum(dev**p, axis=0) for p in (1, 2, 3, 4))))
+    ns = np.array([o[0] for o in out], dtype=np.float64)
+    return (ns, *(np.array([o[k] for o in out]) for k in range(1, 6)))
+
+
+@pytest.mark.parametrize("size", [1, 7, 40, 257])
+def test_push_many_matches_scipy_and_chunk_by_chunk_merges(rng, size):
+    # the k-way combination about the batch mean (a pass-1 segment's chunks at once)
+    x = _data(rng)
+    ns, shift, s1, s2, s3, s4 = _power_sums(_chunks(x, size))
+    many, one = Moments(5), Moments(5)
+    many.push(x[:3])  # the batch joins rows already there
+    one.push(x[:3])
+    many.push_many(ns, shift, s1, s2, s3, s4)
+    for k in range(ns.size):
+        one.push_shifted(int(ns[k]), shift[k], s1[k], s2[k], s3[k], s4[k])
+    whole = np.concatenate([x[:3], x])
+    assert many.n == one.n == whole.shape[0]
+    np.testing.assert_allclose(many.mean, whole.mean(0), rtol=1e-13)
+    np.testing.assert_allclose(many.var(), whole.var(0), rtol=1e-11)
+    np.testing.assert_allclose(many.skewness(), st.skew(whole, axis=0), rtol=1e-9)
+    np.testing.assert_allclose(many.excess_kurtosis(), st.kurtosis(whole, axis=0), rtol=1e-9)
+    for name in ("m2", "m3", "m4"):
+        ref = getattr(one, name)
+        np.testing.assert_allclose(
+            getattr(many, name), ref, rtol=1e-10, atol=1e-10 * np.abs(ref).max()
+        )
+    c = Comoments(5)
+    grams = [(ch - sh).T @ (ch - sh) for ch, sh in zip(_chunks(x, size), shift, strict=True)]
+    c.push_many(ns, shift, s1, np.sum(grams, axis=0))
+    ref = np.cov(x, rowvar=False, bias=True)
+    np.testing.assert_allclose(c.cov(), ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
+    np.testing.assert_allclose(c.mean, x.mean(0), rtol=1e-13)
+
+
 def test_extremes_and_fold(rng):
     x = rng.standard_normal((1001, 4)).astype(np.float32)
     e = Extremes(4)

@@ -571,3 +571,34 @@ def test_centring_matches_one_float64_subtraction_bit_for_bit(n: int, dtype: typ
     out = np.full((n, 24), np.nan)
     _passes._centre(block, shift, out)
     np.testing.assert_array_equal(out, np.subtract(block, shift, dtype=np.float64))
+
+
+def test_first_pass_adds_waiting_chunk_sums_whenever_its_moments_are_read() -> None:
+    # chunks' sums wait in a list and join the moments in batches (BATCH_CHUNKS, or when
+    # moments, comoments, merge or finish need them); any batching gives the same figures
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((1000, 6)) * [1, 2, 3, 4, 5, 6] + 50.0).astype(np.float32)
+
+    def first(batch: int, peek: bool) -> _passes.FirstPass:
+        fp = _passes.FirstPass(
+            6, dtype=np.dtype(np.float32), seed=0, sample_size=50, covariance=True
+        )
+        fp.BATCH_CHUNKS = batch
+        for start in range(0, 1000, 70):
+            fp.push(x[start : start + 70], start)
+            if peek:
+                assert fp.moments.n == min(start + 70, 1000)
+        return fp
+
+    ref = x.astype(np.float64)
+    for fp in (first(256, False), first(3, False), first(256, True)):
+        np.testing.assert_allclose(fp.moments.mean, ref.mean(0), rtol=1e-13)
+        np.testing.assert_allclose(
+            fp.moments.m4 / 1000, ((ref - ref.mean(0)) ** 4).mean(0), rtol=1e-10
+        )
+        assert fp.comoments is not None
+        np.testing.assert_allclose(fp.comoments.cov(), np.cov(ref.T, bias=True), rtol=1e-10)
+    a, b = first(256, False), first(256, False)
+    merged = a.merge(b)  # both sides' waiting sums join first
+    assert merged.moments.n == 2000
+    np.testing.assert_allclose(merged.moments.mean, ref.mean(0), rtol=1e-13)
