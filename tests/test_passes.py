@@ -602,3 +602,12 @@ def test_first_pass_adds_waiting_chunk_sums_whenever_its_moments_are_read() -> N
     merged = a.merge(b)  # both sides' waiting sums join first
     assert merged.moments.n == 2000
     np.testing.assert_allclose(merged.moments.mean, ref.mean(0), rtol=1e-13)
+
+
+@pytest.mark.parametrize("n", [1, 7, 64, 100, 4096])
+def test_column_dots_match_numpy(n: int) -> None:
+    rng = np.random.default_rng(n)
+    a, b = rng.standard_normal((n, 24)), rng.standard_normal((n, 24)) + 3.0
+    ref = (a * b).sum(axis=0)
+    got = _passes._column_dots(a, b)
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-13 * np.abs(a * b).sum(axis=0).max())
