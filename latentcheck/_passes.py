@@ -255,7 +255,10 @@ class SecondPass:
         dtype: np.dtype[Any],
         extras: Mapping[str, PushAccumulator] | None = None,
         tiles: TileCache | None = None,
+        finite: bool = False,
     ) -> None:
+        # `finite`: the first pass found no NaN or inf, so chunks skip the check
+        self.finite = finite
         self.centered = Exceedance(levels, mean, std, dtype)
         self.prior = Exceedance(levels, np.zeros_like(mean), np.ones_like(std), dtype)
         self.extras: dict[str, Any] = dict(extras or {})
@@ -272,7 +275,9 @@ class SecondPass:
 
     def push(self, block: NDArray[Any], row_start: int) -> None:
         """Add one block of rows whose first global row index is `row_start`."""
-        block, row_ids, _ = _finite_rows(block, row_start, None)
+        row_ids = None
+        if not self.finite:
+            block, row_ids, _ = _finite_rows(block, row_start, None)
         n, d = block.shape
         if n == 0:
             return
@@ -805,6 +810,8 @@ class SecondPassFactory:
     spatial: Callable[[], Mapping[str, PushAccumulator]] | None = None
     #: thresholds tiled to chunks, shared by the segments' accumulators (pickles empty)
     tiles: TileCache = field(default_factory=TileCache, compare=False, repr=False)
+    #: the first pass found every value finite: chunks skip the check (a column sum each)
+    finite: bool = False
 
     def __call__(self) -> SecondPass:
         extras: dict[str, PushAccumulator] = {}
@@ -813,7 +820,13 @@ class SecondPassFactory:
         if self.spatial is not None:
             extras.update(self.spatial())
         return SecondPass(
-            self.levels, self.mean, self.std, self.dtype, extras=extras, tiles=self.tiles
+            self.levels,
+            self.mean,
+            self.std,
+            self.dtype,
+            extras=extras,
+            tiles=self.tiles,
+            finite=self.finite,
         )
 
 

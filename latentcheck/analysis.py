@@ -564,7 +564,13 @@ def analyze_source(
         make_spatial = spatial_factory(source, mean, safe_std, levels)
 
         make_second = SecondPassFactory(
-            levels, mean, safe_std, source.dtype, joint=make_joint, spatial=make_spatial
+            levels,
+            mean,
+            safe_std,
+            source.dtype,
+            joint=make_joint,
+            spatial=make_spatial,
+            finite=nonfinite.rows == 0,
         )
         # Mardia's third-order sums are the largest part of a segment's pass-2 state
         state2 = 4 * used.size**2 * (used.size + 1) if third else 64 * d

@@ -611,3 +611,18 @@ def test_column_dots_match_numpy(n: int) -> None:
     ref = (a * b).sum(axis=0)
     got = _passes._column_dots(a, b)
     np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-13 * np.abs(a * b).sum(axis=0).max())
+
+
+def test_second_pass_skips_the_finiteness_check_only_when_told_the_data_are_finite() -> None:
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((500, 4)).astype(np.float32)
+    mean, std = x.mean(0).astype(np.float64), x.std(0).astype(np.float64)
+
+    def counts(block: np.ndarray, finite: bool) -> np.ndarray:
+        sp = _passes.SecondPass((1.0, 2.0), mean, std, np.dtype(np.float32), finite=finite)
+        sp.push(block, 0)
+        return np.stack([sp.centered.upper, sp.centered.lower, sp.prior.upper])
+
+    np.testing.assert_array_equal(counts(x, True), counts(x, False))
+    x[7, 2] = np.nan  # checked (the default): the row is left out, as in the first pass
+    np.testing.assert_array_equal(counts(x, False), counts(np.delete(x, 7, axis=0), False))
