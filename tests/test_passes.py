@@ -201,9 +201,9 @@ def test_a_failure_in_the_sample_work_stops_pass_2(forking, monkeypatch):
     calls = []
     real = _passes._participate
 
-    def counting(source, make, segments, tokens, progress):
+    def counting(source, make, segments, tokens, progress, **kwargs):
         calls.append(type(make).__name__)
-        return real(source, make, segments, tokens, progress)
+        return real(source, make, segments, tokens, progress, **kwargs)
 
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
