@@ -63,14 +63,14 @@ __all__ = [
 FloatArray = NDArray[np.float64]
 
 
-def henze_zirkler(x: npt.ArrayLike, *, block_size: int = 256) -> TestResult:
+def henze_zirkler(x: npt.ArrayLike, *, block_size: int = 128) -> TestResult:
     """Henze–Zirkler test of multivariate normality with its log-normal p-value.
 
     Parameters
     ----------
     x : array_like of shape (n_samples, n_dims)
         Sample, finite values.
-    block_size : int, default=256
+    block_size : int, default=128
         Rows per block of pairwise terms (memory ``8 * block_size * n_samples`` bytes).
 
     Returns
@@ -297,7 +297,7 @@ def doornik_hansen(x: npt.ArrayLike) -> TestResult:
 
 
 def energy(
-    x: npt.ArrayLike, *, n_resamples: int = 199, seed: int | None = None, block_size: int = 256
+    x: npt.ArrayLike, *, n_resamples: int = 199, seed: int | None = None, block_size: int = 128
 ) -> TestResult:
     """Energy test of multivariate normality (Székely & Rizzo) with a Monte-Carlo p-value.
 
@@ -310,7 +310,7 @@ def energy(
         standardised by its own estimates. 0 gives the statistic and a NaN p-value.
     seed : int or None, default=None
         Seed of ``np.random.default_rng`` for the replicates.
-    block_size : int, default=256
+    block_size : int, default=128
         Rows per block of pairwise distances.
 
     Returns
