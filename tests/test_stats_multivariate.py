@@ -178,13 +178,15 @@ def test_mardia_matches_literal_formula(n: int, d: int) -> None:
     assert ("small-sample" in (skew.method or "")) == (n < 20)
 
 
-def test_mardia_pairwise_and_tensor_sums_agree() -> None:
+@pytest.mark.parametrize(("n", "d"), [(300, 6), (1000, 40)])
+def test_mardia_pairwise_and_tensor_sums_agree(n: int, d: int) -> None:
+    # at d = 40 the tensor sums run in two row blocks (625 rows: small-matrix products)
     rng = np.random.default_rng(7)
-    y = rng.standard_normal((300, 6))
+    y = rng.standard_normal((n, d))
     pairwise = mv._symmetric_pair_sum(y, y, mv._cube, block_size=64)
-    tensor = mv._b1p_from_third(mv._third_order_sums(y), 6)
+    tensor = mv._b1p_from_third(mv._third_order_sums(y), d)
     literal = float(np.sum((y @ y.T) ** 3))
-    # Three summation orders of the same 90,000 terms: agreement to 1e-12.
+    # Three summation orders of the same n^2 terms: agreement to 1e-12.
     np.testing.assert_allclose([pairwise, tensor], literal, rtol=1e-12)
 
 

@@ -25,7 +25,7 @@ from latentcheck.stats._joint_common import (
     _skip,
     _symmetric_pair_sum,
 )
-from latentcheck.stats.whitening import Whitening, _same_whitening
+from latentcheck.stats.whitening import Whitening, _same_whitening, small_product_rows
 
 __all__ = [
     "THIRD_ORDER_FLOP_BUDGET",
@@ -268,11 +268,13 @@ def _third_order_sums(y: FloatArray) -> FloatArray:
     """Return S[r, p] = sum_i y_ir y_is y_it for the pairs p = (s, t), s <= t (row-major).
 
     For each s, the products y_is y_it (t >= s) are contiguous slices, so one BLAS product
-    per s and row block covers them, with no gathered copies.
+    per s and row block covers them, with no gathered copies. Row blocks small enough for
+    OpenBLAS's small-matrix kernels where that leaves at least 64 rows (25% less time at
+    d = 64, 15% at d = 100; see :func:`~latentcheck.stats.whitening.small_product_rows`).
     """
     m, d = y.shape
     out = np.zeros((d, d * (d + 1) // 2))
-    rows = max(1, _BLOCK_ELEMENTS // d)
+    rows = small_product_rows(d, d) or max(1, _BLOCK_ELEMENTS // d)
     for a in range(0, m, rows):
         block = y[a : a + rows]
         start = 0

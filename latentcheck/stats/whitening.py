@@ -41,6 +41,15 @@ _SMALL_PRODUCT = 1_000_000
 _MIN_ROWS = 64
 
 
+def small_product_rows(inner: int, cols: int) -> int:
+    """Return rows per product of (rows, inner) @ (inner, cols) for the small-matrix kernels.
+
+    0 when fewer than _MIN_ROWS rows would fit: such thin products are better made whole.
+    """
+    rows = _SMALL_PRODUCT // max(1, inner * cols)
+    return rows if rows >= _MIN_ROWS else 0
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Whitening:
     """Affine map to whitened coordinates, shared by the second-pass accumulators.
@@ -79,7 +88,7 @@ class Whitening:
             del edges[-2]
         blocks = []
         for a, b in itertools.pairwise(edges):
-            rows = _SMALL_PRODUCT // (b * (b - a))
+            rows = small_product_rows(b, b - a)
             blocks.append((a, b, np.ascontiguousarray(self.matrix[:b, a:b]), rows))
         object.__setattr__(self, "_blocks", tuple(blocks))
         object.__setattr__(self, "_tiles", TileCache())
@@ -156,7 +165,7 @@ class Whitening:
         # slower where the BLAS has no such kernels)
         n = x.shape[0]
         for a, b, block, rows in self._blocks:
-            if rows < _MIN_ROWS or rows >= n:
+            if rows == 0 or rows >= n:
                 np.matmul(centred[:, :b], block, out=y[:, a:b])
                 continue
             for s in range(0, n, rows):
