@@ -159,10 +159,10 @@ class Whitening:
                 np.copyto(centred, x)
                 np.subtract(centred, tile, out=centred)
         # the matrix is upper triangular, so columns [a, b) of y need only the first b
-        # columns of the centred rows (37% fewer multiply-adds at d = 64). Products of at
-        # most _SMALL_PRODUCT multiply-adds run in OpenBLAS's small-matrix kernels: at
-        # d = 64, 0.23 ms per 4096 rows instead of 0.40 ms in whole-chunk products (2-4%
-        # slower where the BLAS has no such kernels)
+        # columns of the centred rows (25% fewer multiply-adds at d = 64, 44% at 256).
+        # Products of at most _SMALL_PRODUCT multiply-adds run in OpenBLAS's small-matrix
+        # kernels: at d = 64, 0.23 ms per 4096 rows instead of 0.40 ms in whole-chunk
+        # products (2-8% slower where the BLAS has no such kernels)
         n = x.shape[0]
         for a, b, block, rows in self._blocks:
             if rows == 0 or rows >= n:
