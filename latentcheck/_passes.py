@@ -751,8 +751,9 @@ def segments_of(
     # weights 4m+... down to m+...: the first segment 4x the last
     weights = 3.0 * (m - np.arange(m)) + m
     cuts = np.rint(np.concatenate([[0.0], np.cumsum(weights)]) * (n / weights.sum()))
-    cuts = np.unique(cuts.astype(np.int64))
-    segs = [ranges[a:b] for a, b in itertools.pairwise(cuts.tolist()) if b > a]
+    # non-decreasing, so dropping the empty runs dedups them (no np.unique: in numpy 2.4
+    # its first call imports numpy.ma, 8 ms between the fork and the first job)
+    segs = [ranges[a:b] for a, b in itertools.pairwise(cuts.astype(np.int64).tolist()) if b > a]
     return segs or [[]]
 
 

@@ -312,6 +312,7 @@ def test_segments_depend_on_the_number_of_chunks_only():
         ranges = [(10 * i, 10 * i + 10) for i in range(n)]
         segs = _passes.segments_of(ranges)
         assert [r for seg in segs for r in seg] == ranges  # all chunks, in order
+        assert n == 0 or all(segs)  # no empty segment (repeated cuts are dropped)
         assert len(segs) <= max(1, _passes.MAX_SEGMENTS)
         assert len(segs) <= max(1, n // _passes.MIN_SEGMENT_CHUNKS)
         lengths = [len(seg) for seg in segs]
