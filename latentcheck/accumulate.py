@@ -213,6 +213,8 @@ class Moments:
         result agrees with chunk-by-chunk merging to rounding, at a few numpy calls per
         batch instead of some thirty per chunk.
         """
+        if ns.size == 0:
+            return
         n_b = ns[:, None]
         d = s1 / n_b
         d2 = d * d
@@ -362,6 +364,8 @@ class Comoments:
         m``: ``C = Σ_b gram_b − n_b d_b d_bᵀ + n_b δ_b δ_bᵀ``, two BLAS products for the
         whole batch (Chan, Golub & LeVeque 1979, summed over the chunks).
         """
+        if ns.size == 0:
+            return
         n_b = ns[:, None]
         d = s1 / n_b
         means = shifts + d

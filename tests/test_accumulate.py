@@ -145,6 +145,10 @@ def test_push_many_matches_scipy_and_chunk_by_chunk_merges(rng, size):
     ref = np.cov(x, rowvar=False, bias=True)
     np.testing.assert_allclose(c.cov(), ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
     np.testing.assert_allclose(c.mean, x.mean(0), rtol=1e-13)
+    empty = np.empty((0, 5))
+    many.push_many(np.empty(0), empty, empty, empty, empty, empty)  # an empty batch: no-op
+    c.push_many(np.empty(0), empty, empty, np.zeros((5, 5)))
+    assert many.n == whole.shape[0] and c.n == x.shape[0]
 
 
 def test_extremes_and_fold(rng):
