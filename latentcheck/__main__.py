@@ -23,13 +23,16 @@ def main() -> None:
     # tail, where the first collection after the analysis examined them all); the few
     # cycles the run makes are freed when the process ends
     gc.disable()
-    from .cli import main as cli_main
-
     try:
+        from .cli import main as cli_main
+
         cli_main()
         code: object = 0
     except SystemExit as exc:
         code = exc.code
+    except KeyboardInterrupt:  # Ctrl-C while click and the package load: as click says it
+        print("\nAborted!", file=sys.stderr)
+        code = 1
     _exit(code)
 
 

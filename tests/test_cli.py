@@ -194,3 +194,18 @@ def test_conv_options(runner, latents_file):
     assert json.loads(res.stdout)["input"]["n_dims"] == 48
     res = runner.invoke(cli, ["report", str(path), "--format", "json", "--channel-axis", "3"])
     assert json.loads(res.stdout)["input"]["n_dims"] == 4
+
+
+def test_ctrl_c_before_click_takes_over_says_aborted_without_a_traceback():
+    # an interrupt while the entry point still imports click and the package reaches no
+    # click handler; the entry point answers as click does (message, exit 1)
+    code = (
+        "import latentcheck.cli as c, latentcheck.__main__ as m\n"
+        "def interrupted():\n"
+        "    raise KeyboardInterrupt\n"
+        "c.main = interrupted\n"
+        "m.main()\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 1
+    assert res.stderr == "\nAborted!\n"
