@@ -194,24 +194,20 @@ class Moments:
 
     def push_shifted(self, n: int, shift: F64, s1: F64, s2: F64, s3: F64, s4: F64) -> None:
         """Add a chunk given its power sums ``S_p = Σ (x − shift)^p`` about `shift`."""
-        d = s1 / n
-        # binomial expansion about the chunk mean shift + d; |d| is tiny when shift is the
-        # chunk mean to rounding, so nothing cancels
-        m2 = s2 - n * d * d
-        m3 = s3 - 3.0 * d * s2 + 2.0 * n * d**3
-        m4 = s4 - 4.0 * d * s3 + 6.0 * d * d * s2 - 3.0 * n * d**4
-        self._merge_in(n, shift + d, m2, m3, m4)
+        self.push_many(np.array([n], dtype=np.float64), *(a[None] for a in (shift, s1, s2, s3, s4)))
 
     def push_many(self, ns: F64, shifts: F64, s1: F64, s2: F64, s3: F64, s4: F64) -> None:
         """Add k chunks at once from their power sums about their shifts (rows of (k, d)).
 
         `ns` holds the k row counts (all positive). Each chunk's central sums come from
-        its power sums as in :meth:`push_shifted`; the chunks then combine about their
-        common mean ``m`` in one step: with ``δ_b = mean_b − m``, ``M2 = Σ M2_b + n_b δ_b²``,
-        ``M3 = Σ M3_b + 3 δ_b M2_b + n_b δ_b³`` and ``M4 = Σ M4_b + 4 δ_b M3_b +
-        6 δ_b² M2_b + n_b δ_b⁴`` (Pébay 2008, eq. 2.1-2.3 summed over the chunks). The
-        result agrees with chunk-by-chunk merging to rounding, at a few numpy calls per
-        batch instead of some thirty per chunk.
+        its power sums by the binomial expansion about its mean ``shift + d`` (|d| is tiny
+        when the shift is the chunk mean to rounding, so nothing cancels); the chunks then
+        combine about their common mean ``m`` in one step: with ``δ_b = mean_b − m``,
+        ``M2 = Σ M2_b + n_b δ_b²``, ``M3 = Σ M3_b + 3 δ_b M2_b + n_b δ_b³`` and ``M4 =
+        Σ M4_b + 4 δ_b M3_b + 6 δ_b² M2_b + n_b δ_b⁴`` (Pébay 2008, eq. 2.1-2.3 summed over
+        the chunks). The result agrees with chunk-by-chunk merging to rounding, at a few
+        numpy calls per batch instead of some thirty per chunk; :meth:`push_shifted` is
+        the batch of one.
         """
         if ns.size == 0:
             return
@@ -352,8 +348,7 @@ class Comoments:
 
     def push_shifted(self, n: int, shift: F64, s1: F64, gram: F64) -> None:
         """Add a chunk given ``Σ (x − shift)`` and ``Σ (x − shift)(x − shift)ᵀ``."""
-        d = s1 / n
-        self._merge_in(n, shift + d, gram - n * np.outer(d, d))
+        self.push_many(np.array([n], dtype=np.float64), shift[None], s1[None], gram)
 
     def push_many(self, ns: F64, shifts: F64, s1: F64, gram: F64) -> None:
         """Add k chunks at once, from their sums about their shifts.
