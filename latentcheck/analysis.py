@@ -484,6 +484,7 @@ def analyze_source(
             key_threshold=threshold,
             scratch=Scratch(),  # one set of blocks per worker for all its segments
         )
+        cap1 = segment_cap(8 * d * d if covariance else 64 * d)  # a co-moment matrix each
         # with a worker process streaming, this process first imports what the sample
         # statistics need (0.5 s) and then takes the segments of pass 1 still left
         pass1 = start_pass(
@@ -496,7 +497,7 @@ def analyze_source(
             in_caller=pool is not None,
             defer=True,
             shared_results=True,  # the workers' samples come back through shared memory
-            max_segments=segment_cap(8 * d * d if covariance else 64 * d),
+            max_segments=cap1,
         )
         try:
             if pool is not None:
@@ -597,7 +598,7 @@ def analyze_source(
                     ranges,
                     functools.partial(make_first, key_threshold=None),
                     threads=max(1, threads - 1),
-                    max_segments=segment_cap(8 * d * d if covariance else 64 * d),
+                    max_segments=cap1,
                 ).reservoir
             if pool is not None:  # the sample is now a copy: the shared memory can go
                 pool.release_shared()
