@@ -1,8 +1,9 @@
 """The two streaming passes over a data set, fused per chunk and run on parallel workers.
 
-Pass 1 accumulates moments, co-moments, extremes and the seeded sample of rows; pass 2
-counts exceedances that need the final mean and std (and, when given, any further
-second-pass accumulators such as Mahalanobis distances).
+Pass 1 accumulates moments, co-moments and the seeded sample of rows; pass 2 counts
+exceedances that need the final mean and std, finds the extremes from the values beyond
+those thresholds (and, when given, runs further second-pass accumulators such as
+Mahalanobis distances).
 
 A pass is cut into segments of consecutive chunks, fixed by the number of chunks alone.
 Workers (forked processes on Linux, else threads; the caller too, when it has time) take
@@ -29,6 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .accumulate import (
+    Beyond,
     Comoments,
     Exceedance,
     Extremes,
@@ -142,7 +144,7 @@ def _column_dots(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.f
 
 
 class FirstPass:
-    """Moments, co-moments, extremes, non-finite counts and the sample, fused per chunk.
+    """Moments, co-moments, non-finite counts and the sample, fused per chunk.
 
     Each chunk's power sums wait in a list and join the moments a batch at a time
     (:meth:`Moments.push_many`): merging every chunk on its own took 40 us of small numpy
@@ -166,7 +168,6 @@ class FirstPass:
         self._scratch = Scratch() if scratch is None else scratch
         self._moments = Moments(n_dims)
         self._comoments = Comoments(n_dims) if covariance else None
-        self.extremes = Extremes(n_dims, self._scratch)
         self.nonfinite = NonFinite(n_dims)
         self.reservoir = Reservoir(sample_size, n_dims, seed, dtype, threshold=key_threshold)
         # per waiting chunk: rows, shift, and its sums of (x - shift)^p for p = 1..4
@@ -212,7 +213,6 @@ class FirstPass:
         self._waiting.append((n, shift, s1, s2, s3, s4))
         if len(self._waiting) >= self.BATCH_CHUNKS:
             self._add_waiting()
-        self.extremes.push(block)
         self.reservoir.push(block, row_ids)
 
     def _add_waiting(self) -> None:
@@ -238,14 +238,18 @@ class FirstPass:
         mine, theirs = self.comoments, other.comoments
         if mine is not None and theirs is not None:
             self._comoments = mine.merge(theirs)
-        self.extremes = self.extremes.merge(other.extremes)
         self.nonfinite = self.nonfinite.merge(other.nonfinite)
         self.reservoir = self.reservoir.merge(other.reservoir)
         return self
 
 
 class SecondPass:
-    """Exceedance counts about the final mean/std and against the prior, plus extras."""
+    """Exceedance counts about the final mean/std and against the prior, extremes, extras.
+
+    The extremes come from the values beyond the exceedance thresholds, which pass 2
+    finds anyway (see :meth:`Extremes.push_beyond`): in pass 1 they cost a fold of every
+    chunk.
+    """
 
     def __init__(
         self,
@@ -256,11 +260,13 @@ class SecondPass:
         extras: Mapping[str, PushAccumulator] | None = None,
         tiles: TileCache | None = None,
         finite: bool = False,
+        scratch: Scratch | None = None,
     ) -> None:
         # `finite`: the first pass found no NaN or inf, so chunks skip the check
         self.finite = finite
         self.centered = Exceedance(levels, mean, std, dtype)
         self.prior = Exceedance(levels, np.zeros_like(mean), np.ones_like(std), dtype)
+        self.extremes = Extremes(mean.shape[0], scratch)
         self.extras: dict[str, Any] = dict(extras or {})
         # one comparison per side finds the candidates of both counts: beyond the looser
         # of their lowest thresholds (both exact in the data's dtype)
@@ -282,11 +288,12 @@ class SecondPass:
         if n == 0:
             return
         hi, lo = self._tiles.get(n, self._hi, self._lo)
-        above = np.flatnonzero(block > hi)
-        below = np.flatnonzero(block < lo)
         flat = block.reshape(-1)
-        self.centered.push_candidates(flat, d, above, below)
-        self.prior.push_candidates(flat, d, above, below)
+        above = Beyond.gather(flat, d, np.flatnonzero(block > hi))
+        below = Beyond.gather(flat, d, np.flatnonzero(block < lo))
+        self.centered.push_beyond(n, above, below)
+        self.prior.push_beyond(n, above, below)
+        self.extremes.push_beyond(block, above, below)
         if self.extras:
             if row_ids is None:
                 row_ids = np.arange(row_start, row_start + block.shape[0], dtype=np.int64)
@@ -297,6 +304,7 @@ class SecondPass:
         """Merge `other` into self (in place) and return self."""
         self.centered = self.centered.merge(other.centered)
         self.prior = self.prior.merge(other.prior)
+        self.extremes = self.extremes.merge(other.extremes)
         for name, acc in other.extras.items():
             self.extras[name] = self.extras[name].merge(acc)
         return self
@@ -830,6 +838,8 @@ class SecondPassFactory:
     tiles: TileCache = field(default_factory=TileCache, compare=False, repr=False)
     #: the first pass found every value finite: chunks skip the check (a column sum each)
     finite: bool = False
+    #: blocks for the extremes' rare full folds, shared by the segments' accumulators
+    scratch: Scratch = field(default_factory=Scratch, compare=False, repr=False)
 
     def __call__(self) -> SecondPass:
         extras: dict[str, PushAccumulator] = {}
@@ -845,6 +855,7 @@ class SecondPassFactory:
             extras=extras,
             tiles=self.tiles,
             finite=self.finite,
+            scratch=self.scratch,
         )
 
 

@@ -627,3 +627,22 @@ def test_second_pass_skips_the_finiteness_check_only_when_told_the_data_are_fini
     np.testing.assert_array_equal(counts(x, True), counts(x, False))
     x[7, 2] = np.nan  # checked (the default): the row is left out, as in the first pass
     np.testing.assert_array_equal(counts(x, False), counts(np.delete(x, 7, axis=0), False))
+
+
+def test_second_pass_extremes_are_exact_with_and_without_values_beyond() -> None:
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((3000, 5)).astype(np.float32)
+    x[:, 3] = rng.uniform(-1.0, 1.0, 3000)  # never beyond 3 sigma: reduced directly
+    x[1234, 1] = 40.0  # far beyond: found among the candidates
+    mean, std = x.mean(0).astype(np.float64), x.std(0).astype(np.float64)
+    parts = []
+    for s in range(0, 3000, 700):
+        sp = _passes.SecondPass((3.0, 4.0), mean, std, np.dtype(np.float32), finite=True)
+        sp.push(x[s : s + 700], s)
+        parts.append(sp)
+    merged = parts[0]
+    for p in parts[1:]:
+        merged = merged.merge(p)
+    np.testing.assert_array_equal(merged.extremes.max, x.max(axis=0))
+    np.testing.assert_array_equal(merged.extremes.min, x.min(axis=0))
+    assert merged.extremes.max[1] == 40.0

@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from latentcheck.accumulate import Comoments, Exceedance, Extremes, Moments, Reservoir
+from latentcheck.accumulate import (
+    Beyond,
+    Comoments,
+    Exceedance,
+    Extremes,
+    Moments,
+    Reservoir,
+)
 
 ELEMENTS = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False, width=64)
 ARRAYS = hnp.arrays(
@@ -155,3 +162,22 @@ def test_reservoir_and_exceedance_are_chunk_invariant(x, size, seed):
     np.testing.assert_array_equal(r.finalize().row_ids, ref_r.finalize().row_ids)
     np.testing.assert_array_equal(e.upper, ref_e.upper)
     np.testing.assert_array_equal(e.lower, ref_e.lower)
+
+
+@SETTINGS
+@given(ARRAYS, st.floats(-2.0, 2.0), st.floats(-2.0, 2.0), st.integers(1, 17))
+def test_extremes_from_values_beyond_thresholds_match_numpy(x, hi, lo, rows):
+    """Whatever the thresholds (none beyond, some columns, every column), min/max are exact."""
+    d = x.shape[1]
+    # per-column thresholds: some columns get none of their values beyond them
+    upper = x.mean(axis=0) + hi * np.arange(d)
+    lower = x.mean(axis=0) - lo * np.arange(d)
+    e = Extremes(d)
+    for s in range(0, x.shape[0], rows):
+        chunk = np.ascontiguousarray(x[s : s + rows])
+        flat = chunk.reshape(-1)
+        above = Beyond.gather(flat, d, np.flatnonzero(chunk > upper))
+        below = Beyond.gather(flat, d, np.flatnonzero(chunk < lower))
+        e.push_beyond(chunk, above, below)
+    np.testing.assert_array_equal(e.max, x.max(axis=0))
+    np.testing.assert_array_equal(e.min, x.min(axis=0))
