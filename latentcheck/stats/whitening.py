@@ -182,8 +182,9 @@ def row_norms_squared(y: FloatArray) -> FloatArray:
     """
     vecdot = getattr(np, "vecdot", None)
     if vecdot is None:  # pragma: no cover - numpy < 2.0
-        return np.einsum("ij,ij->i", y, y)
-    out: FloatArray = vecdot(y, y)
+        out: FloatArray = np.einsum("ij,ij->i", y, y)
+        return out
+    out = vecdot(y, y)
     return out
 
 
