@@ -113,20 +113,33 @@ class PushAccumulator(Protocol):
         """Return the merge of two accumulators."""
 
 
-def _centre(block: NDArray[Any], shift: NDArray[np.float64], out: NDArray[np.float64]) -> None:
-    """Write ``block - shift`` into the float64 block `out`, as one float64 subtraction would.
+def _widen(block: NDArray[Any], out: NDArray[np.float64]) -> tuple[NDArray[np.float64], F64]:
+    """Return the rows of `block` in float64 and their column sums.
 
-    A broadcast row gives numpy inner loops of d elements, slow when they also convert the
-    input. An exact float64 copy, then the subtraction in place with the rows viewed k at a
-    time (inner loops of k·d elements): 0.10 ms instead of 0.13 ms per 4096 x 64 float32
-    chunk, the same bits.
+    A float64 block is returned as is; any other is copied (exactly) into `out`, the
+    float64 block that :func:`_centre` then centres in place. Summed from the float64
+    rows, the sums double as the finiteness check (a NaN or inf makes its column's sum
+    non-finite; sklearn's _assert_all_finite does the same). Summed in float32, as
+    before, they served as the check but made a poor shift: at |mean| = 3e6 std, 20000
+    rows summed to within 2000 std of the truth, and the kurtosis about that shift kept
+    three digits.
     """
-    n, d = block.shape
+    if block.dtype == np.float64:
+        return block, column_sums(block)
+    np.copyto(out, block)
+    return out, column_sums(out)
+
+
+def _centre(rows: NDArray[np.float64], shift: F64, out: NDArray[np.float64]) -> None:
+    """Write ``rows - shift`` into `out` (which may be `rows`), float64 row by row.
+
+    A broadcast row gives numpy inner loops of d elements; the rows viewed k at a time
+    give inner loops of k·d elements against the shift tiled k times: the same bits,
+    0.1 ms less per 4096 x 64 chunk with the float32 copy of :func:`_widen`.
+    """
+    n, d = rows.shape
     k = math.gcd(n, 64)
-    if block.dtype != np.float64:
-        np.copyto(out, block)
-        block = out
-    np.subtract(block.reshape(n // k, k * d), np.tile(shift, k), out=out.reshape(n // k, k * d))
+    np.subtract(rows.reshape(n // k, k * d), np.tile(shift, k), out=out.reshape(n // k, k * d))
 
 
 def _column_dots(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -188,15 +201,27 @@ class FirstPass:
 
     def push(self, block: NDArray[Any], row_start: int) -> None:
         """Add one block of rows whose first global row index is `row_start`."""
-        block, row_ids, sums = _finite_rows(block, row_start, self.nonfinite)
-        n = block.shape[0]
+        n, d = block.shape
         if n == 0:
             return
+        dev, sq = self._scratch.get(2, n, d)
+        rows, sums = _widen(block, dev)
+        row_ids = None
+        if not np.isfinite(sums).all():  # leave out the rows holding NaN or inf
+            block, row_ids, _ = _finite_rows(block, row_start, self.nonfinite)
+            n = block.shape[0]
+            if n == 0:
+                return
+            dev, sq = self._scratch.get(2, n, d)
+            rows, sums = _widen(block, dev)
         if row_ids is None:
             row_ids = np.arange(row_start, row_start + n, dtype=np.int64)
-        shift = sums.astype(np.float64) / n
-        dev, sq = self._scratch.get(2, n, block.shape[1])
-        _centre(block, shift, dev)
+        # the shift is the chunk mean to float64 summation error, so that the sums of
+        # powers about it do not cancel; s1 = Σ (x − shift) then makes the mean good to
+        # eps·std (s1 = Σ x − n·shift would leave it at eps·|mean|·sqrt(n), which cost
+        # the skewness five digits at |mean| = 3e6 std)
+        shift = sums / n
+        _centre(rows, shift, dev)
         s1 = column_sums(dev)
         np.multiply(dev, dev, out=sq)
         if self._comoments is not None:

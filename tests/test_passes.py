@@ -568,10 +568,15 @@ def test_centring_matches_one_float64_subtraction_bit_for_bit(n: int, dtype: typ
     # time (k = gcd(n, 64)); the bits must be those of the plain broadcast subtraction
     rng = np.random.default_rng(n)
     block = (rng.standard_normal((n, 24)) * 5.0 + 3.0).astype(dtype)
-    shift = block.sum(axis=0, dtype=np.float64) / n
     out = np.full((n, 24), np.nan)
-    _passes._centre(block, shift, out)
+    rows, sums = _passes._widen(block, out)
+    assert (rows is block) == (dtype is np.float64)
+    np.testing.assert_allclose(sums, block.sum(axis=0, dtype=np.float64), rtol=1e-14)
+    shift = sums / n
+    _passes._centre(rows, shift, out)
     np.testing.assert_array_equal(out, np.subtract(block, shift, dtype=np.float64))
+    if dtype is np.float64:
+        np.testing.assert_array_equal(rows, block.astype(np.float64))  # left unchanged
 
 
 def test_first_pass_adds_waiting_chunk_sums_whenever_its_moments_are_read() -> None:
@@ -646,3 +651,22 @@ def test_second_pass_extremes_are_exact_with_and_without_values_beyond() -> None
     np.testing.assert_array_equal(merged.extremes.max, x.max(axis=0))
     np.testing.assert_array_equal(merged.extremes.min, x.min(axis=0))
     assert merged.extremes.max[1] == 40.0
+
+
+def test_chunk_shift_keeps_moments_exact_far_from_zero() -> None:
+    # float32 rows 3e6 std from zero, in one long chunk: the shift comes from float64
+    # sums (float32 sums of 20000 such rows missed the mean by about 2000 std, and the
+    # kurtosis about that shift kept three digits)
+    from scipy import stats
+
+    rng = np.random.default_rng(12)
+    x = (rng.standard_normal((20000, 3)) + 3e6).astype(np.float32)
+    fp = _passes.FirstPass(3, dtype=np.dtype(np.float32), seed=0, sample_size=10, covariance=False)
+    fp.push(x, 0)
+    # the reference about 3e6, exactly (the float32 values lie on a grid of 0.25): scipy
+    # on the raw values loses nine digits of the mean to the offset itself
+    ref = x.astype(np.float64) - 3e6
+    m = fp.moments
+    np.testing.assert_allclose(m.mean - 3e6, ref.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(m.skewness(), stats.skew(ref), rtol=1e-8)
+    np.testing.assert_allclose(m.excess_kurtosis(), stats.kurtosis(ref), rtol=1e-8)
