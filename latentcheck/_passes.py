@@ -40,6 +40,7 @@ from .accumulate import (
     Scratch,
     TileCache,
     column_sums,
+    sparse_flatnonzero,
 )
 from .loading import LatentSource
 
@@ -314,8 +315,8 @@ class SecondPass:
             return
         hi, lo = self._tiles.get(n, self._hi, self._lo)
         flat = block.reshape(-1)
-        above = Beyond.gather(flat, d, np.flatnonzero(block > hi))
-        below = Beyond.gather(flat, d, np.flatnonzero(block < lo))
+        above = Beyond.gather(flat, d, sparse_flatnonzero(block > hi))
+        below = Beyond.gather(flat, d, sparse_flatnonzero(block < lo))
         self.centered.push_beyond(n, above, below)
         self.prior.push_beyond(n, above, below)
         self.extremes.push_beyond(block, above, below)

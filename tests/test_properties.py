@@ -16,6 +16,7 @@ from latentcheck.accumulate import (
     Extremes,
     Moments,
     Reservoir,
+    sparse_flatnonzero,
 )
 
 ELEMENTS = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False, width=64)
@@ -181,3 +182,20 @@ def test_extremes_from_values_beyond_thresholds_match_numpy(x, hi, lo, rows):
         e.push_beyond(chunk, above, below)
     np.testing.assert_array_equal(e.max, x.max(axis=0))
     np.testing.assert_array_equal(e.min, x.min(axis=0))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    hnp.arrays(
+        np.bool_,
+        st.tuples(st.integers(0, 70), st.integers(1, 9)),
+        elements=st.booleans(),
+    ),
+    st.floats(0.0, 1.0),
+)
+def test_sparse_flatnonzero_matches_numpy(mask, density):
+    """Sparse, dense, and sizes that are no multiple of 8 all give numpy's positions."""
+    rng = np.random.default_rng(int(density * 1000))
+    sparse = mask & (rng.random(mask.shape) < density * 0.05)
+    for m in (mask, sparse):
+        np.testing.assert_array_equal(sparse_flatnonzero(m), np.flatnonzero(m))
