@@ -116,8 +116,11 @@ class JointPass:
     def push(self, chunk: NDArray[Any], row_ids: NDArray[np.int64]) -> None:
         """Add a finite block of rows (all dimensions) with its global row ids."""
         block = chunk if self.all_dims else chunk[:, self.used]
-        centred, y = self._scratch.get(2, *block.shape)
-        self.maha.push(block, row_ids, mardia=self.mardia, out=(centred, y))
+        n, d = block.shape
+        # room for the rows as [1, x] (see Whitening.apply), and y
+        (rows,) = self._scratch.get(1, n, d + 1, slot="rows")
+        (y,) = self._scratch.get(1, n, d, slot="y")
+        self.maha.push(block, row_ids, mardia=self.mardia, out=(rows, y))
 
     def merge(self, other: JointPass) -> JointPass:
         """Merge `other` into self and return self."""

@@ -364,3 +364,30 @@ def test_row_norms_squared_match_einsum_and_ignore_chunking() -> None:
         row_norms_squared(np.ascontiguousarray(y[a:b])) for a, b in ((0, 3), (3, 700), (700, 1000))
     ]
     np.testing.assert_array_equal(np.concatenate(parts), got)
+
+
+@pytest.mark.parametrize("d", [5, 64, 100])
+def test_whitening_with_the_mean_inside_the_products_matches_centring_first(d: int) -> None:
+    # with every |mean| within its std, rows go in as [1, x] against [-mean @ W; W]: the
+    # result is that of centring first, to rounding; further out, rows are centred first
+    rng = np.random.default_rng(20 + d)
+    a = 0.3 * rng.standard_normal((d, d)) / math.sqrt(d) + np.eye(d)  # well conditioned
+    x = (rng.standard_normal((1500, d)) @ a + 0.3).astype(np.float32)
+    mean, cov = x.mean(0, dtype=np.float64), np.cov(x.T, ddof=0)
+    w = mv.Whitening.from_moments(mean, cov)
+    assert w._augmented is not None
+    y_aug, r2_aug = w.apply(x, out=(np.empty((1500, d + 1)), np.empty((1500, d))))
+    y_cen, r2_cen = w.apply(x, out=(np.empty((1500, d)), np.empty((1500, d))))
+    np.testing.assert_allclose(y_aug, y_cen, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(r2_aug, r2_cen, rtol=1e-13)
+    c = x.astype(np.float64) - mean
+    np.testing.assert_allclose(r2_aug, np.einsum("ij,ij->i", c @ np.linalg.inv(cov), c), rtol=1e-10)
+    np.testing.assert_array_equal(w.apply(x)[1], r2_aug)  # new blocks: the same route
+    far = mv.Whitening.from_moments(mean + 2.0 * np.sqrt(np.diag(cov)), cov)
+    assert far._augmented is None
+    np.testing.assert_allclose(
+        far.apply(x, out=(np.empty((1500, d + 1)), np.empty((1500, d))))[0],
+        (c - 2.0 * np.sqrt(np.diag(cov))) @ far.matrix,
+        rtol=1e-10,
+        atol=1e-10,
+    )

@@ -222,8 +222,9 @@ class MahalanobisAccumulator:
             Indices of these rows in the original input.
         mardia : MardiaAccumulator, optional
             Also fed with the same whitened rows (it must share this whitening).
-        out : pair of ndarray of shape (n_rows, n_dims), optional
-            Float64 scratch blocks for the whitening (see :meth:`Whitening.apply`).
+        out : pair of ndarray, optional
+            Float64 scratch blocks for the whitening, of shapes (n_rows, n_dims + 1) or
+            (n_rows, n_dims), and (n_rows, n_dims) (see :meth:`Whitening.apply`).
         """
         ids = np.asarray(row_ids)
         shape = np.shape(chunk)
