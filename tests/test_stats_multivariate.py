@@ -698,3 +698,19 @@ def test_rejection_rate_under_h0(name: str) -> None:
     rejected = sum(test(rng.standard_normal((n_rows, 3)), i).pvalue <= 0.05 for i in range(n_draws))
     lo, hi = binomial_band(n_draws)
     assert lo <= rejected / n_draws <= hi, rejected / n_draws
+
+
+@pytest.mark.parametrize("d", [1, 3, 64, 300, 2000])
+def test_mean_distance_series_agrees_with_per_point_windows(d: int) -> None:
+    # the bulk shares one power series; outliers (and points far below the median) sum
+    # their own windows of Poisson terms: both routes agree, so the split cannot matter
+    rng = np.random.default_rng(d)
+    sq = np.concatenate(
+        [(rng.standard_normal((300, d)) ** 2).sum(axis=1), [0.0, 1e-3, 3.0 * d + 100, 4e4]]
+    )
+    got = mv._mean_distance_to_normal(sq, d)
+    ref = mv._poisson_windows(0.5 * sq, d)
+    np.testing.assert_allclose(got, ref, rtol=1e-12)
+    # the same points one at a time (each its own median): the same values
+    singly = [mv._mean_distance_to_normal(sq[i : i + 1], d)[0] for i in (0, 300, 302, 303)]
+    np.testing.assert_allclose(singly, ref[[0, 300, 302, 303]], rtol=1e-12)

@@ -571,23 +571,76 @@ def _mean_distance_to_normal(sq_norms: FloatArray, d: int) -> FloatArray:
 
     |a - Z|^2 is noncentral chi2 with d df and noncentrality |a|^2, a Poisson(|a|^2/2)
     mixture of central chi2 with d + 2k df, and E sqrt(chi2_v) = sqrt(2) G((v+1)/2)/G(v/2).
-    Each point sums the Poisson terms within +-(9 sqrt(mu) + 25) of mu = |a|^2/2: by
-    Bernstein's inequality the mass left out is below exp(-37) relative. Points are
-    grouped by window width so one outlier does not widen every row.
+    Each point needs the Poisson terms within +-(9 sqrt(mu) + 25) of mu = |a|^2/2: by
+    Bernstein's inequality the mass left out is below exp(-37) relative. The points near
+    the bulk share one power series in mu (see _poisson_series); the rest (outliers of
+    a data sample) sum their own windows of terms (see _poisson_windows).
     """
+    mu = 0.5 * np.asarray(sq_norms, dtype=np.float64)
+    out = np.empty_like(mu)
+    if mu.size == 0:
+        return out
+    # the series' degree is set by its largest point: keep it within the window of twice
+    # the median, and its magnitudes, exp(mu - scale) and below, far from overflow and
+    # underflow
+    scale = max(float(np.median(mu)), 1.0)
+    series = (mu <= min(_window_end(2.0 * scale + 50.0), scale + 600.0)) & (mu >= scale - 600.0)
+    near = np.flatnonzero(series)
+    if near.size:
+        out[near] = _poisson_series(mu[near], d, scale=scale)
+    far = np.flatnonzero(~series)
+    if far.size:
+        out[far] = _poisson_windows(mu[far], d)
+    return out
+
+
+def _window_end(mu: float) -> float:
+    """Return the last Poisson term _mean_distance_to_normal keeps for `mu`."""
+    return math.floor(mu) + math.ceil(9.0 * math.sqrt(mu) + 25.0)
+
+
+def _log_chi_terms(c: float, k: FloatArray) -> FloatArray:
+    """Return log of sqrt(2) G(c + 1/2 + k) / G(c + k) / k!, the Poisson-weighted chi means."""
     from scipy.special import gammaln
 
-    mu = 0.5 * np.asarray(sq_norms, dtype=np.float64)
+    out: FloatArray = (
+        0.5 * math.log(2.0) + gammaln(c + 0.5 + k) - gammaln(c + k) - gammaln(k + 1.0)
+    )
+    return out
+
+
+def _poisson_series(mu: FloatArray, d: int, *, scale: float) -> FloatArray:
+    """Return sum_k Pois(k; mu) m_(d+2k) for points near `scale`, as one power series.
+
+    ``sum_k e^-mu mu^k t_k = e^(scale - mu) sum_k (t_k scale^k e^-scale) (mu/scale)^k``
+    with t_k = exp(_log_chi_terms): the coefficients stay within range, and Horner's
+    rule over all points at once costs two vector operations per term (all terms are
+    positive, so it loses at most K rounding errors). It includes every term of each
+    point's window, from k = 0 to the largest window's end K.
+    """
+    top = int(_window_end(float(np.max(mu))))
+    k = np.arange(top + 1, dtype=np.float64)
+    coef = np.exp(_log_chi_terms(0.5 * d, k) + k * math.log(scale) - scale)
+    u = mu / scale
+    acc = np.full_like(u, coef[top])
+    for c in coef[top - 1 :: -1]:
+        acc *= u
+        acc += c
+    out: FloatArray = acc * np.exp(scale - mu)
+    return out
+
+
+def _poisson_windows(mu: FloatArray, d: int) -> FloatArray:
+    """Return sum_k Pois(k; mu) m_(d+2k), each point over its own window of terms.
+
+    Points are grouped by window width so one outlier does not widen every row.
+    """
     half = np.ceil(9.0 * np.sqrt(mu) + 25.0).astype(np.int64)
     start = np.maximum(np.floor(mu).astype(np.int64) - half, 0)
     width = np.floor(mu).astype(np.int64) + half + 1 - start
     group = np.ceil(np.log2(width)).astype(np.int64)
     k_all = np.arange(int(np.max(start)) + 2 * int(np.max(width)) + 1, dtype=np.float64)
-    c = 0.5 * d
-    # log of sqrt(2) G(c + 1/2 + k) / G(c + k) / k!, the Poisson-weighted chi means.
-    log_term_k = (
-        0.5 * math.log(2.0) + gammaln(c + 0.5 + k_all) - gammaln(c + k_all) - gammaln(k_all + 1.0)
-    )
+    log_term_k = _log_chi_terms(0.5 * d, k_all)
     # mu = 0 leaves only k = 0: a floor of 1e-300 gives the other terms exp(-690 k).
     log_mu = np.log(np.maximum(mu, 1e-300))
     out = np.empty_like(mu)
