@@ -326,6 +326,11 @@ class SecondPass:
             for acc in self.extras.values():
                 acc.push(block, row_ids)
 
+    def finish(self) -> None:
+        """Count the exceedances still waiting (before the segment's state is sent)."""
+        self.centered.count_waiting()
+        self.prior.count_waiting()
+
     def merge(self, other: SecondPass) -> SecondPass:
         """Merge `other` into self (in place) and return self."""
         self.centered = self.centered.merge(other.centered)

@@ -554,14 +554,40 @@ class Beyond:
         return cls(idx % d, flat[idx])
 
 
+def _joined(parts: list[Beyond]) -> Beyond:
+    """Return the values of several chunks as one :class:`Beyond`."""
+    if len(parts) == 1:
+        return parts[0]
+    return Beyond(np.concatenate([p.cols for p in parts]), np.concatenate([p.vals for p in parts]))
+
+
 class Exceedance:
     """Counts of values beyond ``center ± k·scale`` per dimension, for several k.
 
     ``upper[i, j]`` counts rows with ``x_j > center_j + k_i · scale_j`` and ``lower[i, j]``
     those with ``x_j < center_j − k_i · scale_j``; ``n`` counts the rows seen.
+
+    The values beyond the lowest levels wait in a list and are counted a batch at a time
+    (at most :attr:`BATCH_VALUES` of them, or when the counts are read): counting each
+    chunk's few hundred on its own took some thirty small numpy calls, 0.03 ms per chunk.
     """
 
-    __slots__ = ("_hi", "_lo", "_tiles", "center", "levels", "lower", "n", "scale", "upper")
+    __slots__ = (
+        "_hi",
+        "_lo",
+        "_lower",
+        "_tiles",
+        "_upper",
+        "_waiting",
+        "_waiting_values",
+        "center",
+        "levels",
+        "n",
+        "scale",
+    )
+
+    #: values that wait at most before they are counted
+    BATCH_VALUES = 1 << 16
 
     def __init__(
         self, levels: Sequence[float], center: F64, scale: F64, dtype: Any = np.float64
@@ -571,14 +597,28 @@ class Exceedance:
         self.scale = np.asarray(scale, dtype=np.float64)
         d = self.center.shape[0]
         self.n = 0
-        self.upper = np.zeros((self.levels.size, d), dtype=np.int64)
-        self.lower = np.zeros((self.levels.size, d), dtype=np.int64)
+        self._upper = np.zeros((self.levels.size, d), dtype=np.int64)
+        self._lower = np.zeros((self.levels.size, d), dtype=np.int64)
+        self._waiting: list[tuple[Beyond, Beyond]] = []
+        self._waiting_values = 0
         dt = np.dtype(dtype)
         hi = self.center + self.levels[:, None] * self.scale
         lo = self.center - self.levels[:, None] * self.scale
         self._hi = exact_threshold(hi, dt, upper=True)
         self._lo = exact_threshold(lo, dt, upper=False)
         self._tiles = TileCache()
+
+    @property
+    def upper(self) -> NDArray[np.int64]:
+        """Counts above ``center + k·scale``, shape (n_levels, n_dims)."""
+        self.count_waiting()
+        return self._upper
+
+    @property
+    def lower(self) -> NDArray[np.int64]:
+        """Counts below ``center − k·scale``, shape (n_levels, n_dims)."""
+        self.count_waiting()
+        return self._lower
 
     def thresholds(self, *, upper: bool) -> NDArray[Any]:
         """Return the lowest level's thresholds (upper or lower side), in the data dtype."""
@@ -619,10 +659,22 @@ class Exceedance:
         one under the highest lower threshold; they may hold more, which are counted out.
         """
         self.n += n_rows
-        d = self.upper.shape[1]
+        self._waiting.append((above, below))
+        self._waiting_values += above.cols.size + below.cols.size
+        if self._waiting_values >= self.BATCH_VALUES:
+            self.count_waiting()
+
+    def count_waiting(self) -> None:
+        """Count the waiting values into the tables (reading them does this too)."""
+        if not self._waiting:
+            return
+        sides = [_joined([w[k] for w in self._waiting]) for k in (0, 1)]
+        self._waiting = []
+        self._waiting_values = 0
+        d = self._upper.shape[1]
         for table, cmp, counts, side in (
-            (self._hi, np.greater, self.upper, above),
-            (self._lo, np.less, self.lower, below),
+            (self._hi, np.greater, self._upper, sides[0]),
+            (self._lo, np.less, self._lower, sides[1]),
         ):
             cols, vals = side.cols, side.vals
             if cols.size == 0:
@@ -641,8 +693,10 @@ class Exceedance:
             setattr(out, name, getattr(self, name))
         out._tiles = TileCache()
         out.n = self.n + other.n
-        out.upper = self.upper + other.upper
-        out.lower = self.lower + other.lower
+        out._upper = self.upper + other.upper
+        out._lower = self.lower + other.lower
+        out._waiting = []
+        out._waiting_values = 0
         return out
 
     __add__ = merge
@@ -664,8 +718,8 @@ class Exceedance:
         """Rebuild an accumulator from :meth:`state`."""
         out = cls(state["levels"].tolist(), state["center"], state["scale"], str(state["dtype"]))
         out.n = int(state["n"])
-        out.upper = np.array(state["upper"], dtype=np.int64)
-        out.lower = np.array(state["lower"], dtype=np.int64)
+        out._upper = np.array(state["upper"], dtype=np.int64)
+        out._lower = np.array(state["lower"], dtype=np.int64)
         return out
 
     def rates(self) -> F64:

@@ -344,3 +344,30 @@ def test_scratch_blocks_are_per_thread_and_per_slot_and_go_with_their_thread():
     assert seen["shares"] is False
     assert seen["buf"]() is None  # freed with the thread
     assert np.shares_memory(s.get(2, 100, 3)[0], a)
+
+
+def test_exceedance_counts_waiting_values_whenever_read(rng, monkeypatch):
+    # values beyond the lowest level wait and are counted in batches (BATCH_VALUES, or when
+    # upper, lower, rates, merge or state read them): any batching gives the same counts
+    x = (rng.standard_normal((3000, 5)) * 2.0).astype(np.float32)
+    center, scale = np.zeros(5), np.ones(5)
+    ref_hi = np.stack([(x > k).sum(0) for k in (1.0, 2.0, 3.0)])
+    ref_lo = np.stack([(x < -k).sum(0) for k in (1.0, 2.0, 3.0)])
+
+    def run(batch: int, read_every: int) -> Exceedance:
+        monkeypatch.setattr(Exceedance, "BATCH_VALUES", batch)
+        e = Exceedance([1.0, 2.0, 3.0], center, scale, np.float32)
+        for i, ch in enumerate(_chunks(x, 97)):
+            e.push(ch)
+            if read_every and i % read_every == 0:
+                assert e.upper.sum() <= ref_hi.sum()
+        return e
+
+    for batch, read_every in ((1, 0), (1 << 16, 0), (500, 3)):
+        e = run(batch, read_every)
+        np.testing.assert_array_equal(e.upper, ref_hi)
+        np.testing.assert_array_equal(e.lower, ref_lo)
+    a, b = run(1 << 16, 0), run(1 << 16, 0)
+    merged = a.merge(b)
+    np.testing.assert_array_equal(merged.upper, 2 * ref_hi)
+    np.testing.assert_array_equal(Exceedance.from_state(a.state()).lower, ref_lo)

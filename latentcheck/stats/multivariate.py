@@ -603,9 +603,7 @@ def _log_chi_terms(c: float, k: FloatArray) -> FloatArray:
     """Return log of sqrt(2) G(c + 1/2 + k) / G(c + k) / k!, the Poisson-weighted chi means."""
     from scipy.special import gammaln
 
-    out: FloatArray = (
-        0.5 * math.log(2.0) + gammaln(c + 0.5 + k) - gammaln(c + k) - gammaln(k + 1.0)
-    )
+    out: FloatArray = 0.5 * math.log(2.0) + gammaln(c + 0.5 + k) - gammaln(c + k) - gammaln(k + 1.0)
     return out
 
 
