@@ -93,6 +93,13 @@ def _finite_rows(
     sums = column_sums(block)
     if np.isfinite(sums).all():
         return block, None, sums
+    return _drop_nonfinite(block, row_start, nonfinite)
+
+
+def _drop_nonfinite(
+    block: NDArray[Any], row_start: int, nonfinite: NonFinite | None
+) -> tuple[NDArray[Any], NDArray[np.int64] | None, NDArray[Any]]:
+    """Return what :func:`_finite_rows` does, for a block whose column sums are not finite."""
     finite = np.isfinite(block)
     rows_ok = finite.all(axis=1)
     if rows_ok.all():  # finite values whose sum overflowed the input dtype
@@ -209,7 +216,7 @@ class FirstPass:
         rows, sums = _widen(block, dev)
         row_ids = None
         if not np.isfinite(sums).all():  # leave out the rows holding NaN or inf
-            block, row_ids, _ = _finite_rows(block, row_start, self.nonfinite)
+            block, row_ids, _ = _drop_nonfinite(block, row_start, self.nonfinite)
             n = block.shape[0]
             if n == 0:
                 return

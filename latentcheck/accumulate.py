@@ -440,9 +440,14 @@ class Extremes:
         n = chunk.shape[0]
         if n == 0:
             return
-        (work,) = self._scratch.get(1, max(n // 2, 1), chunk.shape[1], chunk.dtype, "fold")
-        np.minimum(self.min, fold(chunk, np.minimum, work), out=self.min)
-        np.maximum(self.max, fold(chunk, np.maximum, work), out=self.max)
+        self._fold(chunk, self.min, np.minimum)
+        self._fold(chunk, self.max, np.maximum)
+
+    def _fold(self, chunk: NDArray[Any], ext: F64, op: np.ufunc) -> None:
+        """Fold a whole chunk into one side's extremes (`op` np.minimum or np.maximum)."""
+        n, d = chunk.shape
+        (work,) = self._scratch.get(1, max(n // 2, 1), d, chunk.dtype, "fold")
+        op(ext, fold(chunk, op, work), out=ext)
 
     def push_beyond(self, chunk: NDArray[Any], above: Beyond, below: Beyond) -> None:
         """Add the rows of `chunk`, given its values beyond per-column thresholds.
@@ -465,8 +470,7 @@ class Extremes:
             if seen.all():
                 continue
             if not seen.any():
-                (work,) = self._scratch.get(1, max(n // 2, 1), d, chunk.dtype, "fold")
-                op(ext, fold(chunk, op, work), out=ext)
+                self._fold(chunk, ext, op)
                 continue
             missing = np.flatnonzero(~seen)
             ext[missing] = op(ext[missing], op.reduce(chunk[:, missing], axis=0))
@@ -631,25 +635,11 @@ class Exceedance:
         if n == 0:
             return
         hi, lo = self._tiles.get(n, self._hi[0], self._lo[0])
-        self.push_candidates(
-            chunk.reshape(-1), d, np.flatnonzero(chunk > hi), np.flatnonzero(chunk < lo)
-        )
-
-    def push_candidates(
-        self,
-        flat: NDArray[Any],
-        d: int,
-        above: NDArray[np.intp],
-        below: NDArray[np.intp],
-    ) -> None:
-        """Add a chunk given as its C-order values and the positions worth a closer look.
-
-        `above` must hold every flat position whose value exceeds the lowest upper
-        threshold, and `below` every one under the highest lower threshold; they may
-        hold more (a shared prefilter for several accumulators), which are counted out.
-        """
+        flat = np.ascontiguousarray(chunk).reshape(-1)
         self.push_beyond(
-            flat.size // d, Beyond.gather(flat, d, above), Beyond.gather(flat, d, below)
+            n,
+            Beyond.gather(flat, d, sparse_flatnonzero(chunk > hi)),
+            Beyond.gather(flat, d, sparse_flatnonzero(chunk < lo)),
         )
 
     def push_beyond(self, n_rows: int, above: Beyond, below: Beyond) -> None:
