@@ -117,6 +117,26 @@ def test_univariate_tests_match_reference_implementations(data, report):
         )
 
 
+@pytest.mark.parametrize("n", [1, 2, 7, 500, 5000])
+def test_ks_prior_is_scipy_kstest_to_the_last_bit(n):
+    from latentcheck.stats.normality import ks_prior
+
+    rng = np.random.default_rng(n)
+    x = np.column_stack(
+        [
+            rng.standard_normal(n),
+            0.5 * rng.standard_normal(n),  # off scale: tiny p-values
+            rng.standard_normal(n) + 0.3,
+            rng.standard_t(2, n) * 4.0,  # far outliers
+            np.round(rng.standard_normal(n), 1),  # ties
+        ]
+    )
+    d, p = ks_prior(x)
+    for j in range(x.shape[1]):
+        ref = st.kstest(x[:, j], "norm")
+        assert d[j] == ref.statistic and p[j] == ref.pvalue, (n, j)
+
+
 def _scipy_anderson(x: np.ndarray) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # scipy 1.17 asks for `method`
