@@ -901,15 +901,18 @@ class Reservoir:
         if self.keys.size + self._buffered >= 2 * self.capacity:
             self._compact()
 
-    def _compact(self) -> None:
-        """Keep the `capacity` smallest keys of the sample and the buffer."""
-        if not self._buf:
-            return
+    def _select(
+        self,
+    ) -> tuple[list[NDArray[Any]], NDArray[np.int64], NDArray[np.intp], NDArray[np.uint64]]:
+        """Return the parts' rows, all row ids, and the kept rows' indices and keys.
+
+        The parts are the sample's rows and the buffer's blocks; the row ids are those of
+        every part, concatenated; the indices (into that concatenation) are those of the
+        `capacity` smallest keys, in key order.
+        """
         keys = np.concatenate([self.keys, *(b[0] for b in self._buf)])
         ids = np.concatenate([self.row_ids, *(b[1] for b in self._buf)])
-        rows = np.concatenate([self.rows, *(b[2] for b in self._buf)])
-        self._buf = []
-        self._buffered = 0
+        parts = [self.rows, *(b[2] for b in self._buf)]
         idx = np.arange(keys.size)
         boundary_tie = False
         if keys.size > self.capacity:
@@ -922,6 +925,16 @@ class Reservoir:
             # ties in 64-bit keys (rare) are broken by row index, so the result is unique
             order = np.lexsort((ids, keys))[: self.capacity]
             sorted_keys = keys[order]
+        return parts, ids, order, sorted_keys
+
+    def _compact(self) -> None:
+        """Keep the `capacity` smallest keys of the sample and the buffer."""
+        if not self._buf:
+            return
+        parts, ids, order, sorted_keys = self._select()
+        rows = np.concatenate(parts)
+        self._buf = []
+        self._buffered = 0
         if sorted_keys.size == self.capacity:
             self.threshold = min(self.threshold, sorted_keys[-1])
         # one gather of the rows, in key order (the rows are the bulk of the sample)
@@ -929,8 +942,41 @@ class Reservoir:
 
     def complete(self) -> bool:
         """Return True unless the prefilter may have skipped a row of the true sample."""
-        self._compact()
-        return self.keys.size == self.capacity or self.prefiltered == 0
+        # the sample is full once `capacity` rows were kept (buffered rows count: a
+        # compaction keeps min(capacity, all of them))
+        return self.keys.size + self._buffered >= self.capacity or self.prefiltered == 0
+
+    def split(self, head: int) -> tuple[NDArray[Any], NDArray[Any], NDArray[np.int64]]:
+        """Return the sample as columns, and its first `head` rows in key order.
+
+        Returns ``(columns, rows, row_ids)``: `columns` of shape (n_dims, m) holds every
+        row of the sample, C-contiguous, in no particular order (for what depends only on
+        each column's values, such as its sorted values); `rows` (at most `head`, key
+        order) and their global `row_ids` are a uniform sample of their own. The columns
+        come straight from the buffered parts, so the whole sample is never gathered in
+        key order: for 100 000 x 64 float32, one 25 MB copy instead of three (the
+        concatenation, the gather and the transposed copy). Leaves the reservoir as it is.
+        """
+        parts, ids, order, _ = self._select()
+        bounds = np.cumsum([0, *(p.shape[0] for p in parts)])
+        keep = np.zeros(int(bounds[-1]), dtype=bool)
+        keep[order] = True
+        columns = np.empty((self.n_dims, order.size), dtype=self.dtype)
+        at = 0
+        for rows, a, b in zip(parts, bounds[:-1], bounds[1:], strict=True):
+            sel = keep[a:b]
+            m = int(np.count_nonzero(sel))
+            if m:
+                columns[:, at : at + m] = (rows if m == rows.shape[0] else rows[sel]).T
+                at += m
+        first = order[:head]
+        which = np.searchsorted(bounds, first, side="right") - 1
+        out = np.empty((first.size, self.n_dims), dtype=self.dtype)
+        for k, rows in enumerate(parts):
+            mine = np.flatnonzero(which == k)
+            if mine.size:
+                out[mine] = rows[first[mine] - bounds[k]]
+        return columns, out, ids[first]
 
     def finalize(self) -> Reservoir:
         """Flush the buffer; return self with rows sorted by key."""

@@ -17,7 +17,6 @@ import threading
 import types
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,8 +45,14 @@ from ._passes import (
     single_threaded_blas,
     start_pass,
 )
-from ._spatial import check_claim, spatial_block, spatial_factory, widen_normalization
-from .accumulate import Scratch, key_threshold
+from ._spatial import (
+    check_claim,
+    spatial_block,
+    spatial_factory,
+    spatial_shape,
+    widen_normalization,
+)
+from .accumulate import Reservoir, Scratch, key_threshold
 from .errors import DegenerateDimensionWarning, InputError, LatentcheckWarning
 from .loading import LatentSource, open_latents, plan_blocks
 from .report import (
@@ -326,7 +331,6 @@ def analyze(
     return analyze_with_sample(latents, **options).report
 
 
-@dataclass(frozen=True, slots=True)
 class Analysis:
     """A report together with the seeded sample of rows it was computed from.
 
@@ -335,14 +339,28 @@ class Analysis:
     report : Report
     sample : ndarray of shape (n_sample_rows, n_dims)
         The seeded uniform sample of rows, in the input dtype, in key order (its first m
-        rows are themselves a uniform sample of size m).
+        rows are themselves a uniform sample of size m). Gathered on first access: a
+        report alone never needs the whole sample in key order.
     row_ids : ndarray of int64
         Global row indices of the sample rows.
     """
 
-    report: Report
-    sample: NDArray[Any]
-    row_ids: NDArray[np.int64]
+    __slots__ = ("_reservoir", "report")
+
+    def __init__(self, report: Report, reservoir: Reservoir) -> None:
+        self.report = report
+        self._reservoir = reservoir
+
+    @property
+    def sample(self) -> NDArray[Any]:
+        """The sample's rows in key order."""
+        rows: NDArray[Any] = self._reservoir.finalize().rows
+        return rows
+
+    @property
+    def row_ids(self) -> NDArray[np.int64]:
+        """Global row indices of the sample rows."""
+        return self._reservoir.finalize().row_ids
 
 
 def analyze_with_sample(
@@ -697,15 +715,22 @@ def _sample_and_finish(
     """Compute the sample-based statistics (while pass 2 runs), then assemble the report."""
     moments = first.moments
     nonfinite = first.nonfinite
-    reservoir = first.reservoir.finalize()
-    sample = reservoir.rows
-    sample_rows = sample.shape[0]
-    quantiles_exact = sample_rows == n
+    reservoir = first.reservoir
     # sorted in the input dtype: each consumer widens only the rows or columns it reads
     # (a float64 copy of a 100,000-row sample costs more in page faults than the sort);
-    # column by column in a transposed copy, so that the columns that negentropy and the
-    # histograms read are contiguous (0.1 s -> 0.05 s for the three, same values)
-    columns = np.ascontiguousarray(sample.T)
+    # column by column, so that the columns that negentropy and the histograms read are
+    # contiguous (0.1 s -> 0.05 s for the three, same values)
+    if spatial_shape(source) is None:
+        # only the first rows in key order are read as rows: the columns come straight
+        # from the segments' samples (see Reservoir.split)
+        head = max(test_samples, jopts.joint_samples, jopts.mcd_samples)
+        columns, sample, sample_ids = reservoir.split(head)
+    else:  # the spatial tests pick their rows from the whole sample, in key order
+        reservoir.finalize()
+        sample, sample_ids = reservoir.rows, reservoir.row_ids
+        columns = np.ascontiguousarray(sample.T)
+    sample_rows = columns.shape[1]
+    quantiles_exact = sample_rows == n
     columns.sort(axis=1)
     sorted_sample = columns.T
     quantiles = sorted_quantiles(sorted_sample, v.QUANTILE_LEVELS)
@@ -732,7 +757,7 @@ def _sample_and_finish(
     if joint.skipped is None and first.comoments is not None:
         jtests, maha, mcd = joint_results(
             sample=sample,
-            sample_ids=reservoir.row_ids,
+            sample_ids=sample_ids,
             used=used,
             n=n,
             mean=first.comoments.mean,
@@ -764,7 +789,7 @@ def _sample_and_finish(
             var=moments.var(),
             fourth=moments.m4 / moments.n,
             sample=sample,
-            row_ids=reservoir.row_ids,
+            row_ids=sample_ids,
             rows_per_item=source.rows_per_item,
             test_samples=test_samples,
             degenerate=degenerate,
@@ -915,7 +940,7 @@ def _sample_and_finish(
         posterior=post,
         warnings=tuple(collector.messages),
     )
-    return Analysis(report=report, sample=sample, row_ids=reservoir.row_ids)
+    return Analysis(report, reservoir)
 
 
 def _histograms(

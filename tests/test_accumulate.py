@@ -279,6 +279,46 @@ def test_reservoir_breaks_key_ties_by_row_index(monkeypatch, capacity):
         assert r.rows[:, 0].tolist() == [float(i) for i in expected]
 
 
+@pytest.mark.parametrize("head", [0, 1, 37, 300, 1000])
+@pytest.mark.parametrize("cap", [1, 300, 5000])
+def test_reservoir_split_is_the_sample_as_columns_and_its_first_rows(rng, cap, head):
+    # segments merged lazily (rows waiting in the buffer), more rows than the capacity:
+    # the columns hold the sample's values, the head its first rows in key order
+    x = rng.standard_normal((3000, 3)).astype(np.float32)
+    parts = []
+    for a in range(0, 3000, 450):
+        r = Reservoir(cap, 3, 5, x.dtype)
+        for i in range(a, min(a + 450, 3000), 64):
+            stop = min(i + 64, a + 450, 3000)
+            r.push(x[i:stop], np.arange(i, stop))
+        parts.append(r.finalize())
+    merged = parts[0]
+    for r in parts[1:]:
+        merged = merged + r
+    columns, rows, ids = merged.split(head)
+    whole = _reservoir(x, cap, 5, 3000)
+    assert columns.flags.c_contiguous and columns.dtype == np.float32
+    np.testing.assert_array_equal(np.sort(columns, axis=1), np.sort(whole.rows.T, axis=1))
+    np.testing.assert_array_equal(ids, whole.row_ids[:head])
+    np.testing.assert_array_equal(rows, whole.rows[:head])
+    assert merged.complete()
+    np.testing.assert_array_equal(merged.finalize().row_ids, whole.row_ids)
+
+
+def test_reservoir_split_breaks_key_ties_as_finalize(monkeypatch):
+    keys = {10: 5, 11: 1, 12: 5, 13: 5, 14: 2, 15: 1}
+    monkeypatch.setattr(
+        "latentcheck.accumulate.hash_rows",
+        lambda ids, seed: np.array([keys[int(i)] for i in ids], dtype=np.uint64),
+    )
+    r = Reservoir(4, 1, 0)
+    for i in [15, 13, 14, 12, 11, 10]:
+        r.push(np.array([[float(i)]]), np.array([i]))
+    columns, rows, ids = r.split(3)
+    assert ids.tolist() == [11, 15, 14] and rows[:, 0].tolist() == [11.0, 15.0, 14.0]
+    assert sorted(columns[0].tolist()) == [10.0, 11.0, 14.0, 15.0]
+
+
 def test_reservoir_is_uniform_over_rows():
     # inclusion frequency of each row over many seeds: a chi-square test of uniformity
     n, cap, seeds = 200, 20, 400
