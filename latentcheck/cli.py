@@ -343,7 +343,8 @@ def report(
     )
     from .render import render
 
-    held = _fail(rep.to_dict(), fail_on)  # a bad expression stops here, before any output
+    # a bad expression stops here, before any output (no dict to build without one: 3 ms)
+    held = _fail(rep.to_dict(), fail_on) if fail_on else []
     write_output(render(rep, fmt, width=width, max_dims=max_dims), output)
     for expr in held:
         click.echo(f"latentcheck: --fail-on condition holds: {expr}", err=True)
@@ -423,7 +424,8 @@ def compare(
     result = compare_inputs(*inputs, **options)
     from .render import render
 
-    held = _fail(result.to_dict(), fail_on)  # a bad expression stops here, before any output
+    # a bad expression stops here, before any output
+    held = _fail(result.to_dict(), fail_on) if fail_on else []
     write_output(render(result, fmt, width=width, max_dims=max_dims), output)
     for expr in held:
         click.echo(f"latentcheck: --fail-on condition holds: {expr}", err=True)
