@@ -8,10 +8,15 @@ run so that machine noise hits both alike:
 - scipy:       the obvious script (load all as float64, scipy.stats.describe, np.percentile,
                np.cov, normaltest), once, with --scipy
 
-It prints medians, the ratios to the numpy process, the peak anonymous memory (RssAnon plus
-RssShmem, the shared memory through which workers return their sample rows, polled from
-/proc and summed over the processes: the file-backed pages of a memory map are not the
-tool's memory), and the time of the Henze-Zirkler test on n = 5000, d = 64.
+It prints medians (wall and CPU seconds), the ratios to the numpy process, the peak
+anonymous memory (RssAnon plus RssShmem, the shared memory through which workers return
+their sample rows, polled from /proc and summed over the processes: the file-backed pages of
+a memory map are not the tool's memory), and the time of the Henze-Zirkler test on
+n = 5000, d = 64.
+
+The timed runs are not polled: polling /proc every 2 ms takes 7-10% of a core, which a
+command that keeps every core busy (the report, on 2 cores) loses and a single-threaded one
+(numpy) does not. Peak memory comes from two further, polled runs of each command.
 
 Run it with the BLAS-throttling variables of this machine unset, in this command only:
 
@@ -86,34 +91,39 @@ def _rss_anon(pid: int) -> int:
     return total
 
 
-def run(cmd: list[str]) -> tuple[float, int]:
-    """Run `cmd`; return (wall seconds, peak anonymous memory in KiB, over its processes).
+def run(cmd: list[str], *, poll: bool = False) -> tuple[float, float, int]:
+    """Run `cmd`; return (wall seconds, CPU seconds, peak anonymous memory in KiB).
 
-    Anonymous memory is RssAnon plus RssShmem. Copy-on-write pages a forked worker
-    shares with its parent, and shared pages both map, count in both, so the sum
-    overstates the memory slightly.
+    CPU seconds are user plus system time of the process and of the children it waited
+    for (the report's workers). With `poll`, a thread samples the anonymous memory of the
+    process tree every 2 ms (else the peak is 0): RssAnon plus RssShmem, summed over the
+    processes. Copy-on-write pages a forked worker shares with its parent, and shared
+    pages both map, count in both, so the sum overstates the memory slightly.
     """
     peak = 0
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
     done = threading.Event()
 
-    def poll() -> None:
+    def sample() -> None:
         nonlocal peak
         while not done.is_set():
             total = sum(_rss_anon(pid) for pid in _process_tree(proc.pid))
             peak = max(peak, total)
             time.sleep(0.002)
 
-    th = threading.Thread(target=poll, daemon=True)
-    th.start()
-    rc = proc.wait()
+    th = threading.Thread(target=sample, daemon=True)
+    if poll:
+        th.start()
+    _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
     done.set()
-    th.join()
-    if rc != 0:
-        raise SystemExit(f"command failed with exit code {rc}: {shlex.join(cmd)}")
-    return wall, peak
+    if poll:
+        th.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"command failed with exit code {proc.returncode}: {shlex.join(cmd)}")
+    return wall, usage.ru_utime + usage.ru_stime, peak
 
 
 def bench_henze_zirkler(n: int = 5000, d: int = 64, repeat: int = 5) -> float:
@@ -172,26 +182,27 @@ def main() -> None:
     lc_cmd = [py, "-m", "latentcheck", "report", str(path), "--format", "json", "-o", os.devnull]
     lc_cmd += shlex.split(args.extra)
     times: dict[str, list[float]] = {"numpy": [], "latentcheck": []}
+    cpu: dict[str, list[float]] = {"numpy": [], "latentcheck": []}
     mem: dict[str, list[int]] = {"numpy": [], "latentcheck": []}
     run(numpy_cmd)  # warm-up: imports into the OS cache
     run(lc_cmd)
     for _ in range(args.repeat):
         for name, cmd in (("numpy", numpy_cmd), ("latentcheck", lc_cmd)):
-            wall, peak = run(cmd)
+            wall, cpu_s, _ = run(cmd)
             times[name].append(wall)
-            mem[name].append(peak)
+            cpu[name].append(cpu_s)
+    for _ in range(2):
+        for name, cmd in (("numpy", numpy_cmd), ("latentcheck", lc_cmd)):
+            mem[name].append(run(cmd, poll=True)[2])
     t_np = statistics.median(times["numpy"])
     t_lc = statistics.median(times["latentcheck"])
-    print(
-        f"numpy process        median {t_np:.3f} s  (runs: "
-        + ", ".join(f"{t:.3f}" for t in times["numpy"])
-        + ")"
-    )
-    print(
-        f"latentcheck report   median {t_lc:.3f} s  (runs: "
-        + ", ".join(f"{t:.3f}" for t in times["latentcheck"])
-        + ")"
-    )
+    for label, name in (("numpy process     ", "numpy"), ("latentcheck report", "latentcheck")):
+        print(
+            f"{label}   median {statistics.median(times[name]):.3f} s, "
+            f"{statistics.median(cpu[name]):.2f} CPU-s  (runs: "
+            + ", ".join(f"{t:.3f}" for t in times[name])
+            + ")"
+        )
     print(f"ratio latentcheck / numpy: {t_lc / t_np:.2f}x  (target <= 6x, aim 3x)")
     print(
         f"peak RssAnon+RssShmem: latentcheck {max(mem['latentcheck']) / 1024:.0f} MiB "
@@ -202,7 +213,7 @@ def main() -> None:
         script = HERE / "data" / "obvious_scipy.py"
         script.parent.mkdir(parents=True, exist_ok=True)
         script.write_text(SCIPY_SCRIPT)
-        wall, peak = run([py, str(script), str(path)])
+        wall, _, peak = run([py, str(script), str(path)], poll=True)
         print(
             f"obvious scipy script {wall:.3f} s, ratio {wall / t_np:.1f}x numpy, "
             f"{wall / t_lc:.1f}x latentcheck; peak RssAnon+RssShmem {peak / 1024:.0f} MiB"
