@@ -609,7 +609,7 @@ def analyze_source(
             max_segments=segment_cap(state2),
         )
         try:
-            # the segments' samples are merged here, not before: pass 2 needs only moments
+            # the segments' samples are merged later (Reservoir.split), while pass 2 runs
             if not first.reservoir.complete():  # p < 1e-15: the prefilter was too tight
                 first.reservoir = run_pass(
                     source,
@@ -618,7 +618,9 @@ def analyze_source(
                     threads=max(1, threads - 1),
                     max_segments=cap1,
                 ).reservoir
-            if pool is not None:  # the sample is now a copy: the shared memory can go
+            if pool is not None:
+                # the workers give up their side of the shared memory; this process keeps
+                # the maps that its segments' sample rows still use (see _Arena.close)
                 pool.release_shared()
         except BaseException:
             pass2.cancel()
