@@ -730,7 +730,9 @@ def _sample_and_finish(
     else:  # the spatial tests pick their rows from the whole sample, in key order
         reservoir.finalize()
         sample, sample_ids = reservoir.rows, reservoir.row_ids
-        columns = np.ascontiguousarray(sample.T)
+        # a copy even when sample.T is contiguous (one dimension): sorted in place, a view
+        # would sort the rows that the tests read
+        columns = np.array(sample.T, order="C")
     sample_rows = columns.shape[1]
     quantiles_exact = sample_rows == n
     columns.sort(axis=1)

@@ -137,6 +137,23 @@ def test_ks_prior_is_scipy_kstest_to_the_last_bit(n):
         assert d[j] == ref.statistic and p[j] == ref.pvalue, (n, j)
 
 
+@pytest.mark.parametrize("shape", [(20_000, 1), (5000, 1, 2, 2)])
+def test_one_dimension_tests_a_uniform_sample_not_the_smallest_values(shape):
+    # with one dimension the transposed sample was a view of it, and sorting the columns
+    # for the quantiles sorted the sample's rows: the univariate tests then ran on the
+    # test_samples smallest values. They must run on the rows with the smallest keys.
+    from latentcheck.accumulate import hash_rows
+
+    x = np.random.default_rng(3).standard_normal(shape)
+    rows = np.moveaxis(x, 1, -1).reshape(-1) if x.ndim > 2 else x[:, 0]
+    rep = lc.analyze(x, test_samples=500, seed=0)
+    first = np.argsort(hash_rows(np.arange(rows.size), rep.settings.seed), kind="stable")[:500]
+    ref = st.shapiro(rows[first])
+    sw = rep.dims.tests["shapiro"]
+    np.testing.assert_allclose(sw.statistic[0], ref.statistic, rtol=1e-9)
+    np.testing.assert_allclose(sw.pvalue[0], ref.pvalue, rtol=1e-9)
+
+
 def _scipy_anderson(x: np.ndarray) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # scipy 1.17 asks for `method`
