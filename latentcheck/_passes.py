@@ -194,9 +194,6 @@ class FirstPass:
         # per waiting chunk: rows, shift, and its sums of (x - shift)^p for p = 1..4
         self._waiting: list[tuple[int, F64, F64, F64, F64, F64]] = []
         self._gram: F64 | None = None  # the sum of the waiting chunks' grams
-        # whether chunks take their sums about zero (None until the first chunk decides)
-        self._about_zero: bool | None = None
-        self._zero: F64 | None = None
 
     @property
     def moments(self) -> Moments:
@@ -227,42 +224,6 @@ class FirstPass:
             rows, sums = _widen(block, dev)
         if row_ids is None:
             row_ids = np.arange(row_start, row_start + n, dtype=np.int64)
-        # (a float64 block is read in place: a strided one is centred into `dev` instead)
-        if not (
-            self._about_zero and rows.flags.c_contiguous and self._push_about_zero(rows, sums, sq)
-        ):
-            self._push_centred(rows, sums, dev, sq)
-        if len(self._waiting) >= self.BATCH_CHUNKS:
-            self._add_waiting()
-        self.reservoir.push(block, row_ids)
-
-    def _push_about_zero(self, rows: F64, sums: F64, sq: F64) -> bool:
-        """Add the power sums of `rows` about zero; return False (adding nothing) if unfit.
-
-        About zero they need no centring (a subtraction and a column sum less, 0.1 ms of a
-        4096 x 64 chunk's 0.8 ms). They are fit while every column's mean is within its
-        standard deviation, ``2 (Σ x)² ≤ n Σ x²``: then no term of the expansions in
-        :meth:`Moments.push_many` exceeds the central sum it yields by more than
-        (1 + |μ|/σ)⁴ = 16 times, so at most one digit of the 16 cancels.
-        """
-        n = rows.shape[0]
-        np.multiply(rows, rows, out=sq)
-        gram = None
-        if self._comoments is not None:
-            gram = rows.T @ rows
-            s2 = np.diagonal(gram).copy()
-        else:
-            s2 = column_sums(sq)
-        if not (2.0 * sums * sums <= n * s2).all():
-            # a mean beyond its std: this chunk and the rest of the segment are centred
-            self._about_zero = False
-            return False
-        self._add(n, self._zeros(rows.shape[1]), sums, s2, sq, rows, gram)
-        return True
-
-    def _push_centred(self, rows: F64, sums: F64, dev: F64, sq: F64) -> None:
-        """Add the power sums of `rows` about their mean (written into `dev`)."""
-        n = rows.shape[0]
         # the shift is the chunk mean to float64 summation error, so that the sums of
         # powers about it do not cancel; s1 = Σ (x − shift) then makes the mean good to
         # eps·std (s1 = Σ x − n·shift would leave it at eps·|mean|·sqrt(n), which cost
@@ -271,36 +232,21 @@ class FirstPass:
         _centre(rows, shift, dev)
         s1 = column_sums(dev)
         np.multiply(dev, dev, out=sq)
-        gram = None
         if self._comoments is not None:
             gram = dev.T @ dev
             s2 = np.diagonal(gram).copy()
-        else:
-            s2 = column_sums(sq)
-        if self._about_zero is None:
-            # a segment's first chunk decides whether the next ones skip the centring
-            self._about_zero = bool((n * shift * shift <= s2).all())
-        self._add(n, shift, s1, s2, sq, dev, gram)
-
-    def _add(
-        self, n: int, shift: F64, s1: F64, s2: F64, sq: F64, dev: F64, gram: F64 | None
-    ) -> None:
-        """Queue a chunk's sums of (x − shift)^p, p = 1..4, given `sq` = `dev`² and its gram."""
-        s3 = _column_dots(sq, dev)
-        s4 = _column_dots(sq, sq)
-        self._waiting.append((n, shift, s1, s2, s3, s4))
-        if gram is not None:
             if self._gram is None:
                 self._gram = gram
             else:
                 self._gram += gram
-
-    def _zeros(self, d: int) -> F64:
-        """Return a (shared, read-only) zero shift of length `d`."""
-        if self._zero is None or self._zero.shape[0] != d:
-            self._zero = np.zeros(d)
-            self._zero.flags.writeable = False
-        return self._zero
+        else:
+            s2 = column_sums(sq)
+        s3 = _column_dots(sq, dev)
+        s4 = _column_dots(sq, sq)
+        self._waiting.append((n, shift, s1, s2, s3, s4))
+        if len(self._waiting) >= self.BATCH_CHUNKS:
+            self._add_waiting()
+        self.reservoir.push(block, row_ids)
 
     def _add_waiting(self) -> None:
         """Add the waiting chunks' sums to the moments and co-moments."""

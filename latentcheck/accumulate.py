@@ -204,9 +204,8 @@ class Moments:
 
         `ns` holds the k row counts (all positive). Each chunk's central sums come from
         its power sums by the binomial expansion about its mean ``shift + d`` (|d| is tiny
-        when the shift is the chunk mean to rounding, so nothing cancels; with a shift of
-        zero, |d| must stay within the chunk's std, as ``_passes.FirstPass`` checks); the
-        chunks then combine about their common mean ``m`` in one step: with ``δ_b = mean_b − m``,
+        when the shift is the chunk mean to rounding, so nothing cancels); the chunks then
+        combine about their common mean ``m`` in one step: with ``δ_b = mean_b − m``,
         ``M2 = Σ M2_b + n_b δ_b²``, ``M3 = Σ M3_b + 3 δ_b M2_b + n_b δ_b³`` and ``M4 =
         Σ M4_b + 4 δ_b M3_b + 6 δ_b² M2_b + n_b δ_b⁴`` (Pébay 2008, eq. 2.1-2.3 summed over
         the chunks). The result agrees with chunk-by-chunk merging to rounding, at a few
