@@ -351,6 +351,14 @@ class Analysis:
         self.report = report
         self._reservoir = reservoir
 
+    def __repr__(self) -> str:
+        r = self._reservoir
+        rows = min(r.capacity, r.keys.size + r._buffered)
+        inp = self.report.input
+        return (
+            f"<Analysis: report on {inp.n_samples} rows x {inp.n_dims} dims, sample of {rows} rows>"
+        )
+
     @property
     def sample(self) -> NDArray[Any]:
         """The sample's rows in key order."""

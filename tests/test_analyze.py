@@ -439,3 +439,15 @@ def test_analysis_restores_gc_and_blas_threads(rng):
         assert not gc.isenabled()  # a caller's choice is kept
     finally:
         gc.enable()
+
+
+def test_analysis_gathers_its_sample_in_key_order_on_first_use():
+    from latentcheck.accumulate import hash_rows
+    from latentcheck.analysis import analyze_with_sample
+
+    x = np.random.default_rng(5).standard_normal((3000, 3))
+    a = analyze_with_sample(x, sample_size=500, test_samples=200)
+    assert repr(a) == "<Analysis: report on 3000 rows x 3 dims, sample of 500 rows>"
+    first = np.argsort(hash_rows(np.arange(3000), a.report.settings.seed), kind="stable")[:500]
+    np.testing.assert_array_equal(a.row_ids, first)
+    np.testing.assert_array_equal(a.sample, x[first])
