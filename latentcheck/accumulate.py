@@ -939,11 +939,14 @@ class Reservoir:
         # one gather of the rows, in key order (the rows are the bulk of the sample)
         self.keys, self.row_ids, self.rows = sorted_keys, ids[order], rows[order]
 
+    @property
+    def size(self) -> int:
+        """Rows in the sample: a compaction keeps min(capacity, kept and buffered rows)."""
+        return min(self.capacity, int(self.keys.size) + self._buffered)
+
     def complete(self) -> bool:
         """Return True unless the prefilter may have skipped a row of the true sample."""
-        # the sample is full once `capacity` rows were kept (buffered rows count: a
-        # compaction keeps min(capacity, all of them))
-        return self.keys.size + self._buffered >= self.capacity or self.prefiltered == 0
+        return self.size == self.capacity or self.prefiltered == 0
 
     def split(self, head: int) -> tuple[NDArray[Any], NDArray[Any], NDArray[np.int64]]:
         """Return the sample as columns, and its first `head` rows in key order.

@@ -352,11 +352,10 @@ class Analysis:
         self._reservoir = reservoir
 
     def __repr__(self) -> str:
-        r = self._reservoir
-        rows = min(r.capacity, r.keys.size + r._buffered)
         inp = self.report.input
         return (
-            f"<Analysis: report on {inp.n_samples} rows x {inp.n_dims} dims, sample of {rows} rows>"
+            f"<Analysis: report on {inp.n_samples} rows x {inp.n_dims} dims, "
+            f"sample of {self._reservoir.size} rows>"
         )
 
     @property
