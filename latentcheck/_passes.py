@@ -84,31 +84,29 @@ def default_threads() -> int:
 
 def _finite_rows(
     block: NDArray[Any], row_start: int, nonfinite: NonFinite | None
-) -> tuple[NDArray[Any], NDArray[np.int64] | None, NDArray[Any]]:
-    """Return (block without non-finite rows, their row ids or None if all kept, column sums).
+) -> tuple[NDArray[Any], NDArray[np.int64] | None]:
+    """Return (block without non-finite rows, their row ids or None if all kept).
 
-    The column sums double as a cheap finiteness check (sklearn's _assert_all_finite does
-    the same with a sum): only a non-finite sum triggers the exact elementwise scan.
+    The column sums are a cheap finiteness check (sklearn's _assert_all_finite does the
+    same with a sum): only a non-finite sum triggers the exact elementwise scan.
     """
-    sums = column_sums(block)
-    if np.isfinite(sums).all():
-        return block, None, sums
+    if np.isfinite(column_sums(block)).all():
+        return block, None
     return _drop_nonfinite(block, row_start, nonfinite)
 
 
 def _drop_nonfinite(
     block: NDArray[Any], row_start: int, nonfinite: NonFinite | None
-) -> tuple[NDArray[Any], NDArray[np.int64] | None, NDArray[Any]]:
+) -> tuple[NDArray[Any], NDArray[np.int64] | None]:
     """Return what :func:`_finite_rows` does, for a block whose column sums are not finite."""
     finite = np.isfinite(block)
     rows_ok = finite.all(axis=1)
     if rows_ok.all():  # finite values whose sum overflowed the input dtype
-        return block, None, block.sum(axis=0, dtype=np.float64)
+        return block, None
     if nonfinite is not None:
         nonfinite.push_mask(finite, row_start)
     keep = np.flatnonzero(rows_ok)
-    block = block[keep]
-    return block, row_start + keep.astype(np.int64), block.sum(axis=0, dtype=np.float64)
+    return block[keep], row_start + keep.astype(np.int64)
 
 
 class PushAccumulator(Protocol):
@@ -216,7 +214,7 @@ class FirstPass:
         rows, sums = _widen(block, dev)
         row_ids = None
         if not np.isfinite(sums).all():  # leave out the rows holding NaN or inf
-            block, row_ids, _ = _drop_nonfinite(block, row_start, self.nonfinite)
+            block, row_ids = _drop_nonfinite(block, row_start, self.nonfinite)
             n = block.shape[0]
             if n == 0:
                 return
@@ -316,7 +314,7 @@ class SecondPass:
         """Add one block of rows whose first global row index is `row_start`."""
         row_ids = None
         if not self.finite:
-            block, row_ids, _ = _finite_rows(block, row_start, None)
+            block, row_ids = _finite_rows(block, row_start, None)
         n, d = block.shape
         if n == 0:
             return
