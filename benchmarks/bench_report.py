@@ -4,7 +4,7 @@ Writes (once) a 1 GiB float32 array of shape (4_000_000, 64) and times, alternat
 run so that machine noise hits both alike:
 
 - numpy:       python -c "import numpy as np; np.load(FILE, mmap_mode='r').mean(0)"
-- latentcheck: latentcheck report FILE --format json -o /dev/null
+- latentcheck: latentcheck report FILE --format json  (the report goes to stdout, discarded)
 - scipy:       the obvious script (load all as float64, scipy.stats.describe, np.percentile,
                np.cov, normaltest), once, with --scipy
 
@@ -179,7 +179,8 @@ def main() -> None:
     _compile_package()
     py = sys.executable
     numpy_cmd = [py, "-c", f"import numpy as np; np.load({str(path)!r}, mmap_mode='r').mean(0)"]
-    lc_cmd = [py, "-m", "latentcheck", "report", str(path), "--format", "json", "-o", os.devnull]
+    # stdout, never `-o /dev/null`: run as root, the atomic write would replace the device node
+    lc_cmd = [py, "-m", "latentcheck", "report", str(path), "--format", "json"]
     lc_cmd += shlex.split(args.extra)
     times: dict[str, list[float]] = {"numpy": [], "latentcheck": []}
     cpu: dict[str, list[float]] = {"numpy": [], "latentcheck": []}

@@ -677,6 +677,8 @@ def test_covariance_keeps_its_small_eigenvalues_to_twelve_digits() -> None:
     # eigenvalue's direction keeps 4e-14 relative error against a long-double reference.
     # Power sums about zero (no centring) gave 1.4e-12: 30-40 times worse at every
     # conditioning, which Mardia's kurtosis over all rows then amplifies a hundredfold.
+    # The bound is 5e-13: the error depends on the BLAS kernel (2.2e-13 with OpenBLAS 0.3.31's
+    # SkylakeX kernel), and 5e-13 still fails the uncentred power sums by a factor of three.
     rng = np.random.default_rng(33)
     n, d = 40000, 16
     q, _ = np.linalg.qr(rng.standard_normal((d, d)))
@@ -690,4 +692,4 @@ def test_covariance_keeps_its_small_eigenvalues_to_twelve_digits() -> None:
     cov = (c.T @ c / n).astype(np.float64)
     w, v = np.linalg.eigh(cov)
     err = fp.comoments.cov() - cov
-    assert abs(v[:, 0] @ err @ v[:, 0]) / w[0] < 2e-13
+    assert abs(v[:, 0] @ err @ v[:, 0]) / w[0] < 5e-13
