@@ -22,6 +22,7 @@ from .accumulate import Scratch
 from .report import TestResult
 
 if TYPE_CHECKING:
+    from ._spatial import IndependentRows
     from .stats.whitening import Whitening
 
 __all__ = ["JointOptions", "JointPass", "joint_results"]
@@ -150,14 +151,23 @@ def joint_results(
     seed: int,
     describe: Callable[[int], str],
     run: Callable[..., Any],
+    independent: IndependentRows | None = None,
 ) -> tuple[dict[str, TestResult], dict[str, Any] | None, dict[str, Any] | None]:
     """Return (tests, mahalanobis, mcd) for the report's joint block.
 
     `run` calls a function and collects the warnings it issues (the analysis collector);
     `joint_pass` returns the second-pass accumulator, waiting for the pass if it still runs.
+    For conv latents `independent` holds the sample rows at well-separated positions: the
+    tests then run on those alone (see :func:`_independent_tests`), while the Mahalanobis
+    and MCD outlier rates still describe every row.
     """
     from .stats import multivariate as mv
 
+    if independent is not None:
+        mcd = _mcd(sample, sample_ids, used, options, seed, describe, run)
+        jp = joint_pass()
+        on_rows = _independent_tests(independent, used, options, seed, run)
+        return on_rows, _mahalanobis(jp, describe), mcd
     x = np.asarray(sample[: options.joint_samples][:, used], dtype=np.float64)
     m = x.shape[0]
     sub_cov = cov[np.ix_(used, used)]
@@ -202,6 +212,63 @@ def joint_results(
         )
     tests["mardia_kurtosis"] = _with_method(kurt_all, f"over all {n} rows")
     tests.update(on_sample)
+    return tests, _mahalanobis(jp, describe), mcd
+
+
+def _independent_tests(
+    independent: IndependentRows,
+    used: NDArray[np.intp],
+    options: JointOptions,
+    seed: int,
+    run: Callable[..., Any],
+) -> dict[str, TestResult]:
+    """Return the joint tests of a conv source, run on rows independent across the sample.
+
+    Rows at all positions are correlated within an item, and every joint test assumes
+    independent rows: on exact N(0, I) smoothed fields mean_zero and cov_identity rejected
+    in every draw (issue 15). Here each test, Hotelling's T² and the covariance test
+    included, takes its moments from the first `joint_samples` rows at well-separated
+    positions (Mardia's skewness and kurtosis too, from the same rows), so that its
+    p-value holds under the null for independent items.
+    """
+    from .stats import multivariate as mv
+
+    x = np.asarray(independent.rows[: options.joint_samples][:, used], dtype=np.float64)
+    m = x.shape[0]
+    where = independent.where(m)
+    mean = x.mean(axis=0) if m else np.zeros(used.size)
+    cov = np.cov(x, rowvar=False, ddof=0).reshape(used.size, used.size) if m > 1 else None
+    tests: dict[str, TestResult] = {}
+    if m > used.size + 1:
+        skew, kurt = run(mv.mardia, x)
+    else:
+        skew = kurt = TestResult.skipped(
+            f"Mardia's tests need more independent rows than dimensions + 1 ({used.size + 1}); "
+            f"the sample holds {m} rows at well-separated positions"
+        )
+    tests["mardia_skewness"] = _with_method(skew, where)
+    tests["mardia_kurtosis"] = _with_method(kurt, where)
+    tests["henze_zirkler"] = _with_method(run(mv.henze_zirkler, x), where)
+    xr = x[:ROYSTON_MAX_ROWS]
+    tests["royston"] = _with_method(run(mv.royston, xr), independent.where(xr.shape[0]))
+    tests["doornik_hansen"] = _with_method(run(mv.doornik_hansen, x), where)
+    xe = x[: options.energy_samples]
+    tests["energy"] = _with_method(
+        run(mv.energy, xe, n_resamples=options.energy_resamples, seed=seed),
+        f"{independent.where(xe.shape[0])}; {options.energy_resamples} Monte-Carlo replicates",
+    )
+    if cov is None:
+        reason = f"{m} rows at well-separated positions are too few for the moment tests"
+        tests["mean_zero"] = TestResult.skipped(reason)
+        tests["cov_identity"] = TestResult.skipped(reason)
+    else:
+        tests["mean_zero"] = _with_method(run(mv.mean_zero, m, mean, cov), where)
+        tests["cov_identity"] = _with_method(run(mv.cov_identity, m, cov), where)
+    return tests
+
+
+def _mahalanobis(jp: JointPass | None, describe: Callable[[int], str]) -> dict[str, Any] | None:
+    """Return the report's Mahalanobis block from the second pass (None without one)."""
     mahalanobis = None
     if jp is not None:
         r = jp.maha.result()
@@ -217,7 +284,7 @@ def joint_results(
             "top_rows": _top_rows(r.top_row_ids, r.top_d2, describe),
             "reason": r.reason,
         }
-    return tests, mahalanobis, mcd
+    return mahalanobis
 
 
 def _mcd(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,15 @@ from numpy.typing import NDArray
 from .loading import LatentSource
 from .report import Normalization, to_jsonable
 
-__all__ = ["check_claim", "spatial_block", "spatial_factory", "widen_normalization"]
+__all__ = [
+    "IndependentRows",
+    "all_positions_block",
+    "check_claim",
+    "headline_note",
+    "spatial_block",
+    "spatial_factory",
+    "widen_normalization",
+]
 
 F64 = NDArray[np.float64]
 Z975 = 1.959963984540054
@@ -96,6 +105,54 @@ def _within_autocorrelation(acc: Any) -> F64:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class IndependentRows:
+    """Sample rows of a conv source that are (nearly) independent across the sample.
+
+    Attributes
+    ----------
+    rows : ndarray of shape (n_rows, n_dims)
+        The seeded sample's rows at well-separated positions, in key order (a uniform
+        random order), so any prefix is a uniform sample of them.
+    n_positions : int
+        Positions kept per item.
+    gap : tuple of int
+        Per-axis separation of the kept positions.
+    note : str
+        Which rows these are and why, for the report.
+    """
+
+    rows: NDArray[Any]
+    n_positions: int
+    gap: tuple[int, ...]
+    note: str
+
+    def where(self, m: int) -> str:
+        """Return the method suffix of a test run on the first `m` of these rows."""
+        return (
+            f"on {m} sample rows at {self.n_positions} well-separated position(s) per item "
+            f"(gap {'x'.join(str(g) for g in self.gap)}), nearly independent: conv positions "
+            "of one item are correlated"
+        )
+
+
+def _tests_block(tests: dict[str, Any], n_rows: int, note: str, **extra: Any) -> dict[str, Any]:
+    """Return a JSON-ready block of univariate tests (statistic, p-values per test)."""
+    return {
+        "n_rows": int(n_rows),
+        **extra,
+        "note": note,
+        "tests": {
+            name: {
+                "statistic": t.statistic,
+                "pvalue": t.pvalue,
+                "pvalue_holm": t.pvalue_holm,
+            }
+            for name, t in tests.items()
+        },
+    }
+
+
 def spatial_block(
     accs: dict[str, Any],
     *,
@@ -107,10 +164,13 @@ def spatial_block(
     test_samples: int,
     degenerate: NDArray[np.bool_],
     run: Callable[..., Any],
-) -> tuple[dict[str, Any], F64, F64]:
-    """Return the report's ``spatial`` block and the design effects (mean, variance).
+) -> tuple[dict[str, Any], F64, F64, IndependentRows, dict[str, Any]]:
+    """Return the ``spatial`` block, the design effects, the independent rows and their tests.
 
     `var` and `fourth` are the channel variance and fourth central moment over all rows.
+    The univariate tests on the first `test_samples` independent rows are returned as
+    well (empty when fewer than 3 such rows): they are the report's headline tests for a
+    conv source (issue 15).
     """
     from .stats.design_effect import design_effects
     from .stats.normality import univariate_tests
@@ -142,44 +202,102 @@ def spatial_block(
         separated_positions=positions,
     )
     mask = np.isin(row_ids % rows_per_item, positions)
-    sep = np.asarray(sample[mask][:test_samples], dtype=np.float64)
-    tests = run(univariate_tests, sep, degenerate=degenerate) if sep.shape[0] >= 3 else {}
-    block["separated_tests"] = {
-        "n_rows": int(sep.shape[0]),
-        "n_positions": int(positions.size),
-        "note": (
-            "the univariate tests again, on sample rows at positions at least "
-            f"{', '.join(str(g) for g in gap)} apart, where a separable AR(1) model of the lag-1 "
-            "correlation within a sample puts the correlation below 0.05 (or as far apart as "
-            "the grid allows); correlation at longer range is not modelled, and positions with "
-            "different means are pooled, which alone can make the tests reject"
+    indep = IndependentRows(
+        rows=sample[mask],
+        n_positions=int(positions.size),
+        gap=tuple(int(g) for g in gap),
+        note=(
+            "sample rows at positions at least "
+            f"{', '.join(str(g) for g in gap)} apart, where a separable AR(1) model of the "
+            "lag-1 correlation within a sample puts the correlation below 0.05 (or as far "
+            "apart as the grid allows: one position per item); items are independent, so "
+            "these rows are nearly independent and the tests on them hold their level, "
+            "where the rows at all positions (correlated within an item) make them reject "
+            "exact N(0, 1) fields. Correlation at longer range is not modelled, and "
+            "positions with different means are pooled, which alone can make the tests reject"
         ),
-        "tests": {
-            name: {
-                "statistic": t.statistic,
-                "pvalue": t.pvalue,
-                "pvalue_holm": t.pvalue_holm,
-            }
-            for name, t in tests.items()
-        },
+    )
+    sep = np.asarray(indep.rows[:test_samples], dtype=np.float64)
+    tests = run(univariate_tests, sep, degenerate=degenerate) if sep.shape[0] >= 3 else {}
+    block["separated_tests"] = _tests_block(
+        tests,
+        sep.shape[0],
+        "the univariate tests on " + indep.note,
+        n_positions=int(positions.size),
+    )
+    return to_jsonable(block), deff_mean, deff_var, indep, tests
+
+
+def all_positions_block(tests: dict[str, Any], n_rows: int) -> dict[str, Any]:
+    """Return the ``spatial.all_positions_tests`` block: the tests on rows at every position."""
+    out: dict[str, Any] = to_jsonable(
+        _tests_block(
+            tests,
+            n_rows,
+            "the univariate tests on the first sample rows at every position, as for row "
+            "data; positions of one item are correlated, so these p-values are too small "
+            "(exact N(0, 1) fields are rejected) and the headline dims tests use the "
+            "separated rows instead",
+        )
+    )
+    return out
+
+
+def headline_note(
+    sep_tests: dict[str, Any], independent: IndependentRows, test_samples: int
+) -> dict[str, Any]:
+    """Return the ``spatial.headline_tests`` block: which rows ``dims[*].tests`` ran on."""
+    if sep_tests:
+        return {
+            "rows": "separated_positions",
+            "n_rows": int(min(test_samples, independent.rows.shape[0])),
+            "note": (
+                "dims[*].tests, the Holm family that summary.dims_rejected, the verdict and "
+                "--fail-on read, ran on the rows of spatial.separated_tests (the same "
+                "numbers): the first sample rows at well-separated positions, nearly "
+                "independent, so the family holds its level on conv latents; the tests on "
+                "rows at all positions are in spatial.all_positions_tests"
+            ),
+        }
+    return {
+        "rows": "all_positions",
+        "n_rows": 0,
+        "note": (
+            "fewer than 3 sample rows at well-separated positions: dims[*].tests ran on rows "
+            "at all positions, which are correlated within an item, so their p-values are "
+            "too small"
+        ),
     }
-    return to_jsonable(block), deff_mean, deff_var
 
 
-def widen_normalization(norm: Normalization, deff_mean: F64, deff_var: F64) -> Normalization:
+def widen_normalization(
+    norm: Normalization, deff_mean: F64, deff_var: F64, *, items: Any = None
+) -> Normalization:
     """Return `norm` with intervals rescaled by the design effects of the conv layout.
 
     The intervals assumed independent rows; with design effect f the standard error of a
     channel mean is sqrt(f) times that (f may be below 1: then the interval shrinks). The
     std interval uses the design effect of the variance. The global intervals use the mean
     factor over channels.
+
+    With `items` (the ItemMeansAccumulator of the samples' channel means) the shift
+    intervals, per channel and global, are instead Student t(N − 1) intervals over the N
+    samples' means with the ddof = 1 standard deviation (see
+    :func:`~latentcheck.stats.design_effect.item_mean_intervals`): the z interval with the
+    ddof = 0 design effect covered 0.931 at 20 items (issue 15).
     """
     import dataclasses
+
+    from .stats.design_effect import item_mean_intervals
+
+    t_half = item_mean_intervals(items) if items is not None else None
 
     f_mean = np.sqrt(np.nan_to_num(deff_mean, nan=1.0))
     f_std = np.sqrt(np.nan_to_num(deff_var, nan=1.0))
     mid = norm.per_dim_shift
     half = (norm.per_dim_shift_ci[:, 1] - norm.per_dim_shift_ci[:, 0]) / 2
+    if t_half is not None:
+        half, f_mean = t_half[0], np.ones_like(f_mean)
     shift_ci = np.stack([mid - half * f_mean, mid + half * f_mean], 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         std = 1.0 / norm.per_dim_scale
@@ -191,6 +309,8 @@ def widen_normalization(norm: Normalization, deff_mean: F64, deff_var: F64) -> N
     g_mean = float(np.sqrt(np.mean(np.nan_to_num(deff_mean, nan=1.0))))
     g_std = float(np.sqrt(np.mean(np.nan_to_num(deff_var, nan=1.0))))
     s_half = (norm.shift_ci[1] - norm.shift_ci[0]) / 2
+    if t_half is not None:
+        s_half, g_mean = t_half[1], 1.0
     pooled = 1.0 / norm.scale if norm.scale > 0 else math.nan
     p_lo, p_hi = 1.0 / norm.scale_ci[1], 1.0 / norm.scale_ci[0]
     q_lo = pooled - (pooled - p_lo) * g_std

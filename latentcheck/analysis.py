@@ -46,7 +46,9 @@ from ._passes import (
     start_pass,
 )
 from ._spatial import (
+    all_positions_block,
     check_claim,
+    headline_note,
     spatial_block,
     spatial_factory,
     spatial_shape,
@@ -577,7 +579,8 @@ def analyze_source(
         if joint_reason is None and first.comoments is not None:
             from .stats.multivariate import mardia_third_order_affordable
 
-            third = mardia_third_order_affordable(n, used.size)
+            # conv latents: Mardia's tests run on separated rows (_joint._independent_tests)
+            third = spatial_shape(source) is None and mardia_third_order_affordable(n, used.size)
             make_joint = JointPass.factory(
                 used,
                 first.comoments.mean,
@@ -762,7 +765,31 @@ def _sample_and_finish(
 
     test_sample = np.asarray(sample[:test_samples], dtype=np.float64)
     tests = collector.run(univariate_tests, test_sample, degenerate=degenerate)
+    n_test = test_sample.shape[0]
     histogram = _histograms(sorted_sample, mean, std, degenerate)  # before waiting for pass 2
+
+    spatial = independent = None
+    if spatial_shape(source) is not None:
+        # conv latents: the headline and joint tests need rows independent across the
+        # sample, chosen from the spatial autocorrelation of pass 2 (issue 15)
+        second_early: SecondPass = pass2.result()
+        if "spatial" in second_early.extras:
+            spatial, vif_mean, vif_std, independent, sep_tests = spatial_block(
+                second_early.extras,
+                var=moments.var(),
+                fourth=moments.m4 / moments.n,
+                sample=sample,
+                row_ids=sample_ids,
+                rows_per_item=source.rows_per_item,
+                test_samples=test_samples,
+                degenerate=degenerate,
+                run=collector.run,
+            )
+            spatial["all_positions_tests"] = all_positions_block(tests, n_test)
+            spatial["headline_tests"] = headline_note(sep_tests, independent, test_samples)
+            if sep_tests:
+                tests = sep_tests
+                n_test = min(test_samples, independent.rows.shape[0])
 
     joint = _joint(first, degenerate, joint_reason, top_pairs, collector)
     if joint.skipped is None and first.comoments is not None:
@@ -778,6 +805,7 @@ def _sample_and_finish(
             seed=seed_used,
             describe=source.describe_row,
             run=collector.run,
+            independent=independent,
         )
         joint = dataclasses.replace(joint, tests=jtests, mahalanobis=maha, mcd=mcd)
 
@@ -793,20 +821,8 @@ def _sample_and_finish(
     if first.comoments is not None:
         cov_sum = float(first.comoments.cov().sum())
     norm = normalization(n, mean, moments.m2, moments.m4, cov_sum=cov_sum)
-    spatial = None
-    if "spatial" in second.extras:
-        spatial, vif_mean, vif_std = spatial_block(
-            second.extras,
-            var=moments.var(),
-            fourth=moments.m4 / moments.n,
-            sample=sample,
-            row_ids=sample_ids,
-            rows_per_item=source.rows_per_item,
-            test_samples=test_samples,
-            degenerate=degenerate,
-            run=collector.run,
-        )
-        norm = widen_normalization(norm, vif_mean, vif_std)
+    if spatial is not None:
+        norm = widen_normalization(norm, vif_mean, vif_std, items=second.extras["items"])
     claim = None
     if assume_scale is not None:
         claim = check_claim(
@@ -847,7 +863,7 @@ def _sample_and_finish(
         tested=int(np.isfinite(tests["shapiro"].pvalue).sum()),
         test_name="Shapiro-Wilk",
         alpha=alpha,
-        n_test=test_sample.shape[0],
+        n_test=n_test,
         total_correlation=joint.total_correlation,
         effective_dims=joint.effective_dims,
         index=np.flatnonzero(ok_dims),

@@ -84,13 +84,21 @@ def test_a_fixed_spatial_pattern_gives_a_design_effect_below_one():
 
 
 def test_conv_normalisation_intervals_are_rescaled(conv_report):
+    # issue 15: the shift intervals of conv latents are Student t(N - 1) intervals over the
+    # N items' channel means (ddof = 1), not z intervals rescaled by the design effect
+    from scipy import stats
+
     x, rep = conv_report
-    rows = np.moveaxis(x, 1, -1).reshape(-1, 3)
     nz = rep.summary.normalization
-    naive_half = 1.959963984540054 * rows.std(0) / math.sqrt(rows.shape[0])
+    item_means = x.reshape(400, 3, -1).mean(axis=2)
+    q = stats.t.ppf(0.975, 399)
     half = (nz.per_dim_shift_ci[:, 1] - nz.per_dim_shift_ci[:, 0]) / 2
-    deff = np.array(rep.spatial["design_effect_mean"])
-    np.testing.assert_allclose(half, naive_half * np.sqrt(deff), rtol=1e-9)
+    np.testing.assert_allclose(half, q * item_means.std(0, ddof=1) / math.sqrt(400), rtol=1e-9)
+    g = item_means.mean(axis=1)
+    g_half = (nz.shift_ci[1] - nz.shift_ci[0]) / 2
+    np.testing.assert_allclose(g_half, q * g.std(ddof=1) / math.sqrt(400), rtol=1e-9)
+    # the std intervals are still rescaled by the design effect of the variance
+    assert np.all(np.isfinite(nz.per_dim_scale_ci))
 
 
 def test_row_data_has_no_spatial_block():

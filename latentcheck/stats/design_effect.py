@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["ItemMeansAccumulator", "design_effects"]
+__all__ = ["ItemMeansAccumulator", "design_effects", "item_mean_intervals"]
 
 F64 = NDArray[np.float64]
 
@@ -54,6 +54,9 @@ class ItemMeansAccumulator:
         z = np.zeros(int(n_channels))
         self.mean_m, self.m2_m = z.copy(), z.copy()
         self.mean_v, self.m2_v = z.copy(), z.copy()
+        # g_i = mean over channels of sample i's channel means: the global shift's own
+        # item-level value, iid over samples (a t interval over samples, issue 15)
+        self.mean_g, self.m2_g = 0.0, 0.0
 
     def push(self, rows: NDArray[Any], row_ids: NDArray[np.int64]) -> None:
         """Add rows (channels last) whose global indices are `row_ids`; whole samples only."""
@@ -76,32 +79,70 @@ class ItemMeansAccumulator:
         m = x.mean(axis=1)
         dev = x - self.center
         v = np.einsum("ipc,ipc->ic", dev, dev) / p
+        g = m.mean(axis=1)
+        gm = float(g.mean())
         self._merge_in(x.shape[0], m.mean(0), ((m - m.mean(0)) ** 2).sum(0), v.mean(0),
-                       ((v - v.mean(0)) ** 2).sum(0))  # fmt: skip
+                       ((v - v.mean(0)) ** 2).sum(0), gm, float(((g - gm) ** 2).sum()))  # fmt: skip
 
-    def _merge_in(self, nb: int, mm: F64, m2m: F64, mv: F64, m2v: F64) -> None:
+    def _merge_in(
+        self, nb: int, mm: F64, m2m: F64, mv: F64, m2v: F64, mg: float, m2g: float
+    ) -> None:
         """Merge another group of samples (Chan et al. 1979)."""
         na = self.n
+        if nb == 0:
+            return
         if na == 0:
             self.n = nb
             self.mean_m, self.m2_m, self.mean_v, self.m2_v = mm, m2m, mv, m2v
+            self.mean_g, self.m2_g = mg, m2g
             return
         n = na + nb
         dm = mm - self.mean_m
         dv = mv - self.mean_v
+        dg = mg - self.mean_g
         self.m2_m = self.m2_m + m2m + dm * dm * na * nb / n
         self.m2_v = self.m2_v + m2v + dv * dv * na * nb / n
+        self.m2_g = self.m2_g + m2g + dg * dg * na * nb / n
         self.mean_m = self.mean_m + dm * nb / n
         self.mean_v = self.mean_v + dv * nb / n
+        self.mean_g = self.mean_g + dg * nb / n
         self.n = n
 
     def merge(self, other: ItemMeansAccumulator) -> ItemMeansAccumulator:
         """Merge `other` into self and return self."""
-        self._merge_in(other.n, other.mean_m, other.m2_m, other.mean_v, other.m2_v)
+        self._merge_in(
+            other.n, other.mean_m, other.m2_m, other.mean_v, other.m2_v, other.mean_g, other.m2_g
+        )
         self.dropped += other.dropped
         return self
 
     __add__ = merge
+
+
+def item_mean_intervals(acc: ItemMeansAccumulator, level: float = 0.95) -> tuple[F64, float] | None:
+    """Return the half-widths of t intervals for the channel means and the global mean.
+
+    The channel means of N independent samples m_1..m_N are iid, and the mean over all
+    rows of a channel is their average (every sample has P rows), so Student's interval
+    ``mean ± t_{N−1} · s_m / √N`` with s_m the ddof = 1 standard deviation of the m_i
+    covers at `level` for Gaussian m_i whatever the spatial correlation within a sample
+    (Student 1908). The same holds for the global mean (mean over channels) with the
+    samples' g_i = mean over channels of m_i. Returns None with fewer than 2 samples.
+
+    References
+    ----------
+    .. [1] Student, "The probable error of a mean", Biometrika 6(1) (1908) 1-25.
+       https://doi.org/10.1093/biomet/6.1.1
+    """
+    from scipy.special import stdtrit
+
+    n = acc.n
+    if n < 2:
+        return None
+    q = float(stdtrit(n - 1, 0.5 + level / 2.0))
+    half = q * np.sqrt(np.maximum(acc.m2_m, 0.0) / (n - 1) / n)
+    half_g = q * float(np.sqrt(max(acc.m2_g, 0.0) / (n - 1) / n))
+    return np.asarray(half, dtype=np.float64), half_g
 
 
 def design_effects(acc: ItemMeansAccumulator, var: F64, fourth: F64) -> tuple[F64, F64]:
