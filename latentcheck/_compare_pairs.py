@@ -213,7 +213,9 @@ class PairComparison:
 # One input against the baseline
 # ---------------------------------------------------------------------------------------
 
-Loaded = tuple[str, Report, NDArray[Any] | None]
+#: (origin, report, sample rows or None, for conv latents the sample rows at well-separated
+#: positions or None)
+Loaded = tuple[str, Report, NDArray[Any] | None, NDArray[Any] | None]
 
 
 def _floats(values: Any) -> F64:
@@ -245,7 +247,11 @@ def _compare_pair(
     base: Loaded, other: Loaded, s0: InputSummary, s1: InputSummary, k: int, st: dict[str, Any]
 ) -> PairComparison:
     """Return the comparison of input `k` with the baseline."""
-    (_, r0, x0), (_, r1, x1) = base, other
+    (_, r0, x0, i0), (_, r1, x1, i1) = base, other
+    # the tests take rows independent within each input: for conv latents the rows at
+    # well-separated positions (issue 15); the W1 effect sizes take every sample row
+    t0 = i0 if i0 is not None else x0
+    t1 = i1 if i1 is not None else x1
     a, b = s0.label, s1.label
     d0, d1 = r0.input.n_dims, r1.input.n_dims
     notes: list[str] = []
@@ -258,7 +264,7 @@ def _compare_pair(
         )
         joint = TestResult.skipped(f"{a} and {b} have different numbers of dimensions")
     else:
-        dims, test, test_rows = _compare_dims(r0, r1, x0, x1, st, (a, b))
+        dims, test, test_rows = _compare_dims(r0, r1, (x0, t0), (x1, t1), st, (a, b))
         dims_note = (
             f"Dimension i of {b} is compared with dimension i of {a}: this assumes the "
             "dimensions correspond (the same encoder fine-tuned or re-weighted), which "
@@ -272,17 +278,17 @@ def _compare_pair(
                 f"{a} and {b} have different layouts ({r0.input.layout}; {r1.input.layout}); "
                 "their dimensions are paired by index"
             )
-        if x0 is None or x1 is None:
+        if t0 is None or t1 is None:
             joint = TestResult.skipped(
-                f"the rows of {a if x0 is None else b} are not at hand (a saved report)"
+                f"the rows of {a if t0 is None else b} are not at hand (a saved report)"
             )
         else:
-            m0, m1 = min(st["joint_test_samples"], len(x0)), min(st["joint_test_samples"], len(x1))
+            m0, m1 = min(st["joint_test_samples"], len(t0)), min(st["joint_test_samples"], len(t1))
             cap = int(math.sqrt(JOINT_WORK_BUDGET / d0))
             if m0 + m1 > cap:
                 m0, m1 = m0 * cap // (m0 + m1), m1 * cap // (m0 + m1)
                 notes.append(f"The joint test uses {m0} and {m1} rows to bound its time")
-            xa, xb = np.asarray(x0[:m0], np.float64), np.asarray(x1[:m1], np.float64)
+            xa, xb = np.asarray(t0[:m0], np.float64), np.asarray(t1[:m1], np.float64)
             joint_rows = (m0, m1)
             joint_dims = int(np.sum(np.vstack([xa, xb]).std(axis=0) > 0))
             joint = energy_two_sample(
@@ -291,8 +297,10 @@ def _compare_pair(
     for r, lab in ((r0, a), (r1, b)):
         if len(r.input.shape) > 2 and r.input.channel_axis is not None:
             notes.append(
-                f"The rows of {lab} are positions of conv latents; neighbouring positions are "
-                "correlated, so its p-values are optimistic (effect sizes are not)"
+                f"The rows of {lab} are positions of conv latents, correlated within an item: "
+                "its two-sample tests (KS, energy) use the sample rows at well-separated "
+                "positions, nearly independent, and the moment tests of a saved report use "
+                "its design effects; W1 and the other effect sizes use every row"
             )
     summary_tests = global_tests(r0.summary.normalization, r1.summary.normalization)
     family = np.array([summary_tests["shift"].pvalue, summary_tests["scale"].pvalue, joint.pvalue])
@@ -328,12 +336,17 @@ def _skipped_tests(d: int, reason: str) -> DimTest:
 def _compare_dims(
     r0: Report,
     r1: Report,
-    x0: NDArray[Any] | None,
-    x1: NDArray[Any] | None,
+    rows0: tuple[NDArray[Any] | None, NDArray[Any] | None],
+    rows1: tuple[NDArray[Any] | None, NDArray[Any] | None],
     st: dict[str, Any],
     labels: tuple[str, str],
 ) -> tuple[DimComparison, str, tuple[int, int]]:
-    """Return the per-dimension comparison, the test behind its flag and its rows."""
+    """Return the per-dimension comparison, the test behind its flag and its rows.
+
+    `rows0` and `rows1` are (sample rows for W1, rows independent within the input for
+    the KS tests) of each input; for row data both are the sample.
+    """
+    (x0, t0), (x1, t1) = rows0, rows1
     d = r0.input.n_dims
     th, alpha, corr = st["thresholds"], st["alpha"], st["correction"]
     base = {name: np.asarray(getattr(r0.dims, attr), np.float64) for name, attr in DIM_FIELDS}
@@ -354,10 +367,12 @@ def _compare_dims(
         # both stds zero: no shift if the constants agree, else an infinite one
         shift = np.where(pooled > 0, dm / pooled, np.where(dm == 0, 0.0, np.sign(dm) * np.inf))
         log_ratio = np.where((s0 == 0) & (s1 == 0), 0.0, np.log(s1 / s0))
-    if x0 is not None and x1 is not None:
+    if x0 is not None and x1 is not None and t0 is not None and t1 is not None:
         m0, m1 = min(st["test_samples"], len(x0)), min(st["test_samples"], len(x1))
         xa, xb = np.asarray(x0[:m0], np.float64), np.asarray(x1[:m1], np.float64)
         w = wasserstein_columns(xa, xb)
+        m0, m1 = min(st["test_samples"], len(t0)), min(st["test_samples"], len(t1))
+        xa, xb = np.asarray(t0[:m0], np.float64), np.asarray(t1[:m1], np.float64)
         stat, p, how = ks_columns(xa, xb)
         ks = DimTest(stat, p, adjust_pvalues(p, corr), f"{how} on {m0} and {m1} rows")
         unused = "not used: the rows of both inputs are at hand, so the KS test decides"
@@ -368,12 +383,14 @@ def _compare_dims(
         w = np.full(d, np.nan)
         missing = labels[0] if x0 is None else labels[1]
         ks = _skipped_tests(d, f"the rows of {missing} are not at hand (a saved report)")
-        zm, pm, zs, ps = moment_tests(
-            (r0.input.n_samples, r1.input.n_samples),
+        moments = (
             (base["mean"], value["mean"]),
             (s0, s1),
             (base["excess_kurtosis"], value["excess_kurtosis"]),
         )
+        # conv latents: n / design effect rows' worth of information (issue 15)
+        zm, pm, _, _ = moment_tests(_effective_n(r0, r1, "design_effect_mean"), *moments)
+        _, _, zs, ps = moment_tests(_effective_n(r0, r1, "design_effect_var"), *moments)
         adj = adjust_pvalues(np.concatenate([pm, ps]), corr)
         how = "large-sample z-test from the reports' moments, over all rows; corrected "
         how += "together with the other moment test"
@@ -411,6 +428,25 @@ def _compare_dims(
         test,
         rows,
     )
+
+
+def _effective_n(r0: Report, r1: Report, key: str) -> Any:
+    """Return the rows of each report over its per-dimension design effect `key`.
+
+    For row data the design effect is 1. For conv latents the report's exact design
+    effects (Kish 1965; ``stats.design_effect``) turn rows into effective rows for the
+    variance of a channel's mean (`design_effect_mean`) or of its variance
+    (`design_effect_var`).
+    """
+    out: list[Any] = []
+    for r in (r0, r1):
+        deff = (r.spatial or {}).get(key)
+        if deff is None:
+            out.append(float(r.input.n_samples))
+        else:
+            f = np.nan_to_num(_floats(deff), nan=1.0)
+            out.append(r.input.n_samples / np.where(f > 0, f, 1.0))
+    return tuple(out)
 
 
 def _findings(

@@ -27,6 +27,7 @@ __all__ = [
     "all_positions_block",
     "check_claim",
     "headline_note",
+    "independent_sample",
     "spatial_block",
     "spatial_factory",
     "widen_normalization",
@@ -226,6 +227,24 @@ def spatial_block(
         n_positions=int(positions.size),
     )
     return to_jsonable(block), deff_mean, deff_var, indep, tests
+
+
+def independent_sample(
+    report: Any, sample: NDArray[Any], row_ids: NDArray[np.int64]
+) -> NDArray[Any] | None:
+    """Return the sample rows at the report's well-separated positions (None for row data).
+
+    Two-sample tests on conv latents need rows independent within each input: the rows
+    at all positions of one item are correlated, and KS and the energy test on them
+    flagged two independent draws of the same smoothed fields as changed (issue 15).
+    """
+    sp = getattr(report, "spatial", None)
+    if not sp or sp.get("separated_positions") is None:
+        return None
+    per_item = math.prod(int(s) for s in sp["spatial_shape"])
+    positions = np.asarray(sp["separated_positions"], dtype=np.int64)
+    mask = np.isin(np.asarray(row_ids, dtype=np.int64) % per_item, positions)
+    return sample[mask]
 
 
 def all_positions_block(tests: dict[str, Any], n_rows: int) -> dict[str, Any]:

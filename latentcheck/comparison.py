@@ -236,7 +236,7 @@ def compare(
     level = level_key(base_rep.settings.sigma_levels[k4])
     summaries = [
         _summarise(_label(i), origin, rep, sample, level)
-        for i, (origin, rep, sample) in enumerate(loaded)
+        for i, (origin, rep, sample, _) in enumerate(loaded)
     ]
     settings = {
         "seed": seed_used,
@@ -251,7 +251,7 @@ def compare(
     }
     messages = [
         f"{s.label}: {w}"
-        for s, (_, rep, _) in zip(summaries, loaded, strict=True)
+        for s, (_, rep, _, _) in zip(summaries, loaded, strict=True)
         for w in rep.warnings
     ]
     pairs = []
@@ -276,7 +276,7 @@ def compare(
         baseline=summaries[0],
         comparisons=tuple(pairs),
         warnings=tuple(messages),
-        reports=tuple(rep for _, rep, _ in loaded),
+        reports=tuple(rep for _, rep, _, _ in loaded),
     )
 
 
@@ -290,14 +290,14 @@ def _label(i: int) -> str:
     return chr(ord("A") + i) if i < 26 else f"I{i + 1}"
 
 
-def _read_input(obj: Any, options: dict[str, Any]) -> tuple[str, Report, NDArray[Any] | None]:
-    """Return (origin, report, sample or None) of one input."""
+def _read_input(obj: Any, options: dict[str, Any]) -> Loaded:
+    """Return (origin, report, sample or None, independent rows or None) of one input."""
     if isinstance(obj, Analysis):
-        return "analysis", obj.report, obj.sample
+        return _loaded("analysis", obj)
     if isinstance(obj, Report):
-        return "report", obj, None
+        return "report", obj, None, None
     if isinstance(obj, dict):
-        return "report", _from_dict(obj, "The dict"), None
+        return "report", _from_dict(obj, "The dict"), None, None
     if isinstance(obj, (str, os.PathLike)) and os.fspath(obj).lower().endswith(".json"):
         path = os.fspath(obj)
         try:
@@ -309,9 +309,21 @@ def _read_input(obj: Any, options: dict[str, Any]) -> tuple[str, Report, NDArray
             raise FormatError(f"Cannot read {path} ({exc.strerror})") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise FormatError(f"{path} is not a JSON report ({exc})") from None
-        return "saved report", _from_dict(data, path), None
-    analysis = analyze_with_sample(obj, **options)
-    return "latents", analysis.report, analysis.sample
+        return "saved report", _from_dict(data, path), None, None
+    return _loaded("latents", analyze_with_sample(obj, **options))
+
+
+def _loaded(origin: str, analysis: Analysis) -> Loaded:
+    """Return the Loaded tuple of an analysis.
+
+    Its sample and, for conv latents, the sample rows at well-separated positions
+    (independent across the sample, issue 15).
+    """
+    from ._spatial import independent_sample
+
+    sample = analysis.sample
+    indep = independent_sample(analysis.report, sample, analysis.row_ids)
+    return origin, analysis.report, sample, indep
 
 
 def _from_dict(data: Any, where: str) -> Report:
