@@ -1,6 +1,7 @@
 """Smoothed Gaussian fields: exactly N(0, 1) conv latents with spatial correlation.
 
-White noise on a periodic (H, W) grid convolved with a Gaussian kernel of width `sigma`,
+White noise convolved with a Gaussian kernel of width `sigma` (periodically on a grid
+padded by 5 sigma, then cropped to (H, W), so opposite edges are not neighbours),
 normalised by the kernel's L2 norm, is a stationary Gaussian field with unit marginal
 variance and correlation exp(−lag² / (4 sigma²)) (continuous-kernel limit; the discrete
 kernel's exact lag-1 correlation is returned by :func:`lag1_correlation`). Items are
@@ -56,9 +57,14 @@ def smoothed_fields(
     Gaussian fields and mapping them through the t(5) quantile function (a copula), so the
     marginals are t(5) (a real departure) with the same dependence pattern.
     """
-    kf = _kernel_fft(shape, sigma)
-    white = rng.standard_normal((n_items, n_channels, *shape))
-    x = np.fft.irfft2(np.fft.rfft2(white) * kf, s=shape)
+    # periodic smoothing on a grid padded by 5 sigma, then cropped: no wrap-around, so
+    # opposite edges of the field are as far apart as their distance says
+    pad = math.ceil(5 * sigma)
+    big = (shape[0] + 2 * pad, shape[1] + 2 * pad)
+    kf = _kernel_fft(big, sigma)
+    white = rng.standard_normal((n_items, n_channels, *big))
+    x = np.fft.irfft2(np.fft.rfft2(white) * kf, s=big)
+    x = x[..., pad : pad + shape[0], pad : pad + shape[1]]
     if noise == "normal":
         return np.asarray(x)
     if noise == "t5":

@@ -21,7 +21,15 @@ from numpy.typing import NDArray
 from ..errors import InputError
 from ..report import Report, level_key
 from ._htmlplots import floats, histograms, kl_bars, maps, plot_style, qq, spectrum
-from .textreport import SPATIAL_LEGEND, fmt, pct, pval, separated_summary, spatial_table
+from .textreport import (
+    SPATIAL_LEGEND,
+    fmt,
+    pct,
+    pval,
+    separated_summary,
+    spatial_table,
+    test_rows,
+)
 
 __all__ = ["render_report"]
 
@@ -246,7 +254,7 @@ def _summary(report: Report) -> str:
         (
             "Normality tests",
             f"dims rejected at alpha {st.alpha:g} after Holm, of {tested} tested on "
-            f"{min(st.test_samples, st.sample_rows)} rows: {rej or 'none run'}",
+            f"{test_rows(report)}: {rej or 'none run'}",
         )
     )
     check = sm.normalization_check

@@ -189,7 +189,7 @@ def render_report(
         _kv(
             "Normality tests",
             f"dims rejected at alpha {st.alpha:g} after Holm, of {tested} tested on "
-            f"{min(st.test_samples, st.sample_rows)} rows: {rej}",
+            f"{test_rows(report)}: {rej}",
             width,
         )
     )
@@ -371,6 +371,15 @@ def spatial_table(report: Report, p: int = 3) -> tuple[list[str], list[list[str]
         for c in range(len(ess))
     ]
     return headers, rows
+
+
+def test_rows(report: Report) -> str:
+    """Return which rows the headline univariate tests ran on (conv: separated positions)."""
+    st = report.settings
+    head = (report.spatial or {}).get("headline_tests") or {}
+    if head.get("rows") == "separated_positions":
+        return f"{head.get('n_rows')} rows at well-separated positions (conv latents)"
+    return f"{min(st.test_samples, st.sample_rows)} rows"
 
 
 def separated_summary(report: Report) -> str | None:
