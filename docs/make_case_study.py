@@ -387,6 +387,8 @@ def spatial_figures(rep: dict[str, Any]) -> dict[str, Any]:
     and kurtosis of an equal mix of Gaussians with the maps' means and stds at the separated
     positions.
     """
+    from scipy.stats import t as student_t
+
     sp, norm = rep["spatial"], rep["summary"]["normalization"]
     n_rows = norm["n_rows"]
     rho = np.array(sp["autocorrelation"], dtype=float)
@@ -447,7 +449,19 @@ def spatial_figures(rep: dict[str, Any]) -> dict[str, Any]:
         "vif_ar1_check": ar1(rho_within),
         # the same model on the autocorrelation about the channel mean: the earlier reading
         "vif_naive": ar1(rho),
+        "all_sw": sum(
+            1
+            for x in sp["all_positions_tests"]["tests"]["shapiro"]["pvalue_holm"]
+            if x is not None and x < rep["settings"]["alpha"]
+        ),
+        "all_rows": int(sp["all_positions_tests"]["n_rows"]),
         "widen_mean": (ci[:, 1] - ci[:, 0]) / 2 / mean_half,
+        # t(N - 1) over z, ddof 1 over ddof 0 of the N items' means (issue 15)
+        "t_factor": float(
+            student_t.ppf(0.975, sp["n_items"] - 1)
+            / 1.959963984540054
+            * np.sqrt(sp["n_items"] / (sp["n_items"] - 1))
+        ),
         "widen_std_lo": (std - 1.0 / scale_ci[:, 1]) / std_half,
         "widen_std_hi": (1.0 / scale_ci[:, 0] - std) / std_half,
         "shift_ci_width_max": float(np.max(ci[:, 1] - ci[:, 0])),
@@ -879,8 +893,9 @@ def render(data: dict[str, Any]) -> str:
         "the maps add up to each channel's variance",
     )
     claim(
-        bool(np.allclose(sf["widen_mean"], np.sqrt(sf["deff_mean"]), rtol=1e-6)),
-        "conv mean intervals are the independent-row ones times sqrt(design_effect_mean)",
+        bool(np.allclose(sf["widen_mean"], np.sqrt(sf["deff_mean"]) * sf["t_factor"], rtol=1e-6)),
+        "conv mean intervals are Student t(N - 1) intervals over the digits' channel means: "
+        "the independent-row ones times sqrt(design_effect_mean) and the t factor",
     )
     claim(
         bool(np.allclose(sf["widen_std_lo"], np.sqrt(sf["deff_var"]), rtol=1e-6))
@@ -942,7 +957,13 @@ def render(data: dict[str, Any]) -> str:
         all(k == conv["n_dims"] for k in sf["sep_rejected"].values()),
         "conv: every test rejects every channel at the separated positions",
     )
-    claim(conv["sw"] == conv["n_dims"], "conv: Shapiro-Wilk rejects every channel pooled")
+    claim(
+        sf["all_sw"] == conv["n_dims"], "conv: Shapiro-Wilk rejects every channel at all positions"
+    )
+    claim(
+        conv["sw"] == sf["sep_rejected"]["shapiro"],
+        "conv: the headline Shapiro-Wilk count is the separated positions' (issue 15)",
+    )
     claim(
         bool((sf["sep_between_share"] > 0.3).all()),
         "conv: a large share of the separated rows' variance is between their positions",
@@ -1375,6 +1396,7 @@ def render(data: dict[str, Any]) -> str:
         ess_x=span(sf["ess"] / conv["n_rows"]),
         ess_digit=f"{sf['ess'].min() / vae['n_rows']:.0f} to {sf['ess'].max() / vae['n_rows']:.0f}",
         widen_mean_span=times(sf["widen_mean"]),
+        t_factor=num(sf["t_factor"], 4),
         widen_std_span=times(sf["widen_std_lo"]),
         naive_vif_span=span(sf["vif_naive"]),
         naive_over_span=span(sf["vif_naive"] / sf["deff_mean"], 2),
@@ -1391,7 +1413,8 @@ def render(data: dict[str, Any]) -> str:
         sep_sw=str(sf["sep_rejected"]["shapiro"]),
         sep_sw_p=f"{pval(sf['sep_sw_p_max'])} to {pval(sf['sep_sw_p_min'])}",
         sep_others=listing([f"{name} {sf['sep_rejected'][k]}" for k, name in test_names.items()]),
-        conv_test_rows=str(reports["conv"]["settings"]["test_samples"]),
+        conv_test_rows=str(sf["all_rows"]),
+        conv_all_sw=str(sf["all_sw"]),
         sep_between_span=pct_span(sf["sep_between_share"]),
         jb_mix=span(sf["sep_jb_mix"], 2),
         jb_obs=span(sf["sep_jb"], 2),
@@ -1728,9 +1751,10 @@ to the variance of a digit's channel mean, so averaging over the positions of a 
 stratified sampling, which does better than random rows. The design effect of the variance
 (`design_effect_var`) is {deffv_span}, below 1 as well.
 
-The normalisation intervals are rescaled by the square roots of the design effects, so here they
-shrink: the mean intervals in the first table are √`design_effect_mean` = {widen_mean_span} as
-wide as for independent rows (at most {conv_ci_width} wide), and the std intervals
+The normalisation intervals follow the design effects, so here they shrink: the mean intervals
+in the first table, Student t(N − 1) intervals over the digits' channel means, are
+{widen_mean_span} as wide as for independent rows (√`design_effect_mean` times
+t/z·√(N/(N − 1)) = {t_factor}) (at most {conv_ci_width} wide), and the std intervals
 √`design_effect_var` = {widen_std_span}. The autocorrelation about the channel mean
 (`autocorrelation`: {rho_h} along H, {rho_w} along W) is mostly the mean map, and read through
 the separable AR(1) model it would make the variance of a channel mean {naive_vif_span} times
@@ -1752,9 +1776,9 @@ rows' variance. Were each of the {n_sep} positions exactly Gaussian, with the ma
 std, their pool alone would have a skewness and kurtosis that give a Jarque–Bera statistic of
 {jb_mix} on {sep_rows} rows, of the same order as the reported {jb_obs}. So the rejections do
 not show that the values at any one position are not Gaussian; they say that the pool of these
-{n_sep} positions is not, as the pooled tests ({conv[sw]} of 4 rejected by Shapiro–Wilk on
-{conv_test_rows} sample rows) say of the pool of all {conv_positions}, which is what a model
-trained on these latents sees.
+{n_sep} positions is not, as the tests at all positions ({conv_all_sw} of 4 rejected by
+Shapiro–Wilk on {conv_test_rows} sample rows) say of the pool of all {conv_positions}, which is
+what a model trained on these latents sees.
 
 The outlier map (`spatial.outlier_rate_map`) puts {out3_map_max} of the {conv[out3_count]}
 values beyond 3 std at one position: {out3_map_where}.
@@ -1831,9 +1855,10 @@ autoencoder the std goes ×{b6ae[std_ratio]}: down, not up.
 - The conv model's 16 positions per digit are not independent rows, but for a channel mean
   they are worth more than as many independent rows: the fixed mean map makes them differ, the
   exact design effects are below 1, and the report narrows its normalisation intervals
-  ({widen_mean_span} for the means). Its pooled tests and the Poisson reading of its tails still
-  treat the {conv_rows} rows as independent. The tests at the {n_sep} well-separated positions
-  take their rows' independence from the AR(1) model, and pool positions of different means.
+  ({widen_mean_span} for the means). Its headline and joint tests run on the rows at the
+  {n_sep} well-separated positions, whose independence comes from the AR(1) model, and pool
+  positions of different means; the Poisson reading of its tails still treats the {conv_rows}
+  rows as independent.
 """
 
 
