@@ -170,8 +170,8 @@ def spatial_block(
 
     `var` and `fourth` are the channel variance and fourth central moment over all rows.
     The univariate tests on the first `test_samples` independent rows are returned as
-    well (empty when fewer than 3 such rows): they are the report's headline tests for a
-    conv source (issue 15).
+    well (NaN with the reason where too few rows): they are the report's headline tests for
+    a conv source (issue 15).
     """
     from .stats.design_effect import design_effects
     from .stats.normality import univariate_tests
@@ -188,14 +188,19 @@ def spatial_block(
     rho_within = _within_autocorrelation(acc)
     deff_mean, deff_var = design_effects(accs["items"], var, fourth)
     n_rows = stats.n_items * acc.n_positions
-    gap = separation_gap(np.nan_to_num(rho_within, nan=0.0), stats.spatial_shape)
+    # with one item (or a channel constant within items) the correlation about the
+    # per-position means is undefined: the one about the channel mean stands in for it,
+    # rather than 0, which would call every position independent
+    rho_gap = np.where(np.isfinite(rho_within), rho_within, stats.autocorrelation)
+    gap = separation_gap(np.nan_to_num(rho_gap, nan=0.0), stats.spatial_shape)
     positions = np.asarray(well_separated_positions(stats.spatial_shape, gap))
     block.pop("variance_inflation")
     block.update(
         autocorrelation_within=rho_within,
         design_effect_mean=deff_mean,
         design_effect_var=deff_var,
-        effective_sample_size=n_rows / deff_mean,
+        # one item: no spread of item means, so no design effect (NaN, not 1/0)
+        effective_sample_size=n_rows / np.where(deff_mean > 0, deff_mean, np.nan),
         variance_inflation_ar1=variance_inflation(
             stats.spatial_shape, np.nan_to_num(rho_within, nan=0.0)
         ),
@@ -219,7 +224,9 @@ def spatial_block(
         ),
     )
     sep = np.asarray(indep.rows[:test_samples], dtype=np.float64)
-    tests = run(univariate_tests, sep, degenerate=degenerate) if sep.shape[0] >= 3 else {}
+    # run even on fewer rows than a test needs: it then reports NaN with the reason, which
+    # is what the headline should say rather than the p-values of correlated rows
+    tests = run(univariate_tests, sep, degenerate=degenerate)
     block["separated_tests"] = _tests_block(
         tests,
         sep.shape[0],
@@ -262,31 +269,22 @@ def all_positions_block(tests: dict[str, Any], n_rows: int) -> dict[str, Any]:
     return out
 
 
-def headline_note(
-    sep_tests: dict[str, Any], independent: IndependentRows, test_samples: int
-) -> dict[str, Any]:
+def headline_note(independent: IndependentRows, test_samples: int) -> dict[str, Any]:
     """Return the ``spatial.headline_tests`` block: which rows ``dims[*].tests`` ran on."""
-    if sep_tests:
-        return {
-            "rows": "separated_positions",
-            "n_rows": int(min(test_samples, independent.rows.shape[0])),
-            "note": (
-                "dims[*].tests, the Holm family that summary.dims_rejected, the verdict and "
-                "--fail-on read, ran on the rows of spatial.separated_tests (the same "
-                "numbers): the first sample rows at well-separated positions, nearly "
-                "independent, so the family holds its level on conv latents; the tests on "
-                "rows at all positions are in spatial.all_positions_tests"
-            ),
-        }
-    return {
-        "rows": "all_positions",
-        "n_rows": 0,
-        "note": (
-            "fewer than 3 sample rows at well-separated positions: dims[*].tests ran on rows "
-            "at all positions, which are correlated within an item, so their p-values are "
-            "too small"
-        ),
-    }
+    n_rows = int(min(test_samples, independent.rows.shape[0]))
+    note = (
+        "dims[*].tests, the Holm family that summary.dims_rejected, the verdict and "
+        "--fail-on read, ran on the rows of spatial.separated_tests (the same numbers): "
+        "the first sample rows at well-separated positions, nearly independent, so the "
+        "family holds its level on conv latents; the tests on rows at all positions are in "
+        "spatial.all_positions_tests"
+    )
+    if n_rows < 3:
+        note += (
+            f"; with {n_rows} such rows the tests could not run (more items, or a weaker "
+            "spatial correlation, give more)"
+        )
+    return {"rows": "separated_positions", "n_rows": n_rows, "note": note}
 
 
 def widen_normalization(

@@ -786,10 +786,9 @@ def _sample_and_finish(
                 run=collector.run,
             )
             spatial["all_positions_tests"] = all_positions_block(tests, n_test)
-            spatial["headline_tests"] = headline_note(sep_tests, independent, test_samples)
-            if sep_tests:
-                tests = sep_tests
-                n_test = min(test_samples, independent.rows.shape[0])
+            spatial["headline_tests"] = headline_note(independent, test_samples)
+            tests = sep_tests
+            n_test = min(test_samples, independent.rows.shape[0])
 
     joint = _joint(first, degenerate, joint_reason, top_pairs, collector)
     if joint.skipped is None and first.comoments is not None:

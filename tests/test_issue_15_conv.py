@@ -193,3 +193,42 @@ def test_issue_15_item_mean_intervals_match_scipy():
     one = ItemMeansAccumulator(3, 16, rows.mean(axis=0))
     one.push(rows[:16], np.arange(16))
     assert item_mean_intervals(one) is None
+
+
+@pytest.mark.parametrize("n_items", [1, 2])
+def test_issue_15_too_few_items_leave_the_conv_tests_unrun(n_items):
+    # one or two items of strongly correlated fields give one or two independent rows:
+    # the headline and joint tests say they could not run instead of rejecting (with one
+    # item the correlation about the position means is undefined; the one about the
+    # channel mean sets the gap, not 0)
+    x = smoothed_fields(np.random.default_rng(0), n_items, 4, (16, 16), sigma_for_rho(0.94))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", lc.LatentcheckWarning)
+        rep = lc.analyze(x, seed=0, threads=1)
+    sp = rep.spatial
+    assert sp["separation_gap"] == [16, 16]
+    assert sp["headline_tests"]["n_rows"] == n_items
+    assert all(v == 0 for v in rep.summary.dims_rejected.values())
+    # Shapiro-Wilk needs 3 rows (ks_prior runs on 2 independent rows, validly)
+    assert np.all(np.isnan(np.asarray(rep.dims.tests["shapiro"].pvalue, float)))
+    for name, t in rep.joint.tests.items():
+        assert t.reason is not None, name
+    all_sw = sp["all_positions_tests"]["tests"]["shapiro"]["pvalue_holm"]
+    assert len(all_sw) == 4
+
+
+def test_issue_15_independent_sample_picks_the_separated_positions():
+    from latentcheck._spatial import independent_sample
+
+    rng = np.random.default_rng(2)
+    x = smoothed_fields(rng, 30, 3, (12, 12), sigma_for_rho(0.6))
+    a = analyze_with_sample(x, seed=3, threads=1)
+    pos = np.asarray(a.report.spatial["separated_positions"])
+    assert 1 < pos.size < 144
+    rows = independent_sample(a.report, a.sample, a.row_ids)
+    flat = x.reshape(30, 3, -1)
+    want = np.moveaxis(flat[:, :, pos], 1, -1).reshape(-1, 3)  # every item, those positions
+    np.testing.assert_array_equal(
+        np.sort(rows, axis=0), np.sort(want, axis=0)
+    )  # the sample holds every row here
+    assert independent_sample(lc.analyze(rng.standard_normal((50, 3))), a.sample, a.row_ids) is None
