@@ -374,7 +374,8 @@ def _compare_dims(
         m0, m1 = min(st["test_samples"], len(t0)), min(st["test_samples"], len(t1))
         xa, xb = np.asarray(t0[:m0], np.float64), np.asarray(t1[:m1], np.float64)
         stat, p, how = ks_columns(xa, xb)
-        ks = DimTest(stat, p, adjust_pvalues(p, corr), f"{how} on {m0} and {m1} rows")
+        where = "" if (t0 is x0 and t1 is x1) else " (conv latents: at well-separated positions)"
+        ks = DimTest(stat, p, adjust_pvalues(p, corr), f"{how} on {m0} and {m1} rows{where}")
         unused = "not used: the rows of both inputs are at hand, so the KS test decides"
         mean_test = std_test = _skipped_tests(d, unused)
         flag_test = ks.pvalue_adjusted < alpha
@@ -392,7 +393,8 @@ def _compare_dims(
         zm, pm, _, _ = moment_tests(_effective_n(r0, r1, "design_effect_mean"), *moments)
         _, _, zs, ps = moment_tests(_effective_n(r0, r1, "design_effect_var"), *moments)
         adj = adjust_pvalues(np.concatenate([pm, ps]), corr)
-        how = "large-sample z-test from the reports' moments, over all rows; corrected "
+        how = "large-sample z-test from the reports' moments, over all rows (conv latents: "
+        how += "rows over the design effects); corrected "
         how += "together with the other moment test"
         mean_test = DimTest(zm, pm, adj[:d], "equal means: " + how)
         std_test = DimTest(zs, ps, adj[d:], "equal log-stds (Layard 1973): " + how)
