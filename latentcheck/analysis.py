@@ -792,7 +792,16 @@ def _sample_and_finish(
     cov_sum = None
     if first.comoments is not None:
         cov_sum = float(first.comoments.cov().sum())
-    norm = normalization(n, mean, moments.m2, moments.m4, cov_sum=cov_sum)
+    # the global variance's standard error from the rows themselves, so that dependence
+    # between dimensions counts (the test sample is a random subset of the used rows)
+    pooled_sq_var = None
+    if test_sample.shape[0] >= 2:
+        row_sq = np.mean((test_sample - float(mean.mean())) ** 2, axis=1)
+        if np.isfinite(row_sq).all():
+            pooled_sq_var = float(row_sq.var(ddof=1))
+    norm = normalization(
+        n, mean, moments.m2, moments.m4, cov_sum=cov_sum, pooled_sq_var=pooled_sq_var
+    )
     spatial = None
     if "spatial" in second.extras:
         spatial, vif_mean, vif_std = spatial_block(

@@ -193,7 +193,7 @@ def normalization(
     se_shift = math.sqrt(max(cov_sum, 0.0) / (n * d * d))
     if pooled_sq_var is None:
         # dimensions treated as independent: Var(pooled var) = Σ Var(s_j²) / d²
-        pooled_sq_var = float(np.sum(m4 / n - var * var)) / d
+        pooled_sq_var = float(np.sum(m4 / n - var * var)) / (d * d)
     se_pvar = math.sqrt(max(pooled_sq_var, 0.0) / n)
     se_pstd = se_pvar / (2.0 * pooled_std) if pooled_std > 0 else math.nan
     lo_std = std - Z975 * se_std
