@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_latents"
-NOT_DATA = {"README.md", "generate.py"}
+NOT_DATA = {"README.md", "generate.py", "generate_ldm.py"}
 SIZE_BUDGET = 5 * 1024 * 1024  # the issue asks for "a few MB" in all
 
 
