@@ -264,9 +264,9 @@ def mixture_decomposition(
     linear-Gaussian model with I(x; z) = 5.73 nats (d = 8) the bracket was [5.19, 6.27] at
     n = 1000 (ln n = 6.91; se 0.05) and [5.43, 5.96] at n = 4000, always around the truth,
     while estimate ± se never covered it. Standard errors are sd(g) / √n_draws as for
-    independent draws; with stratified draws (one per row) they overstate the Monte-Carlo error given the subsample
-    (by 10-20 % in tests) and came within 10 % of the total error against population values
-    in linear-Gaussian tests, where the subsample varied too.
+    independent draws; with stratified draws (one per row) they overstate the Monte-Carlo
+    error given the subsample (by 10-20 % in tests) and came within 10 % of the total error
+    against population values in linear-Gaussian tests, where the subsample varied too.
 
     Accuracy at the defaults (n = n_draws = 2048, n_dims = 64, ~1 s on 2 cores): in a
     linear-Gaussian model with I(x; z) = 3.6 nats the standard errors were 0.05 nats (I and
