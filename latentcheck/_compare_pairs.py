@@ -25,6 +25,7 @@ from .stats.twosample import (
     global_tests,
     ks_columns,
     moment_tests,
+    scale_columns,
     wasserstein_columns,
 )
 
@@ -131,6 +132,9 @@ class DimComparison:
     ks, mean_test, std_test : DimTest
         Kolmogorov–Smirnov on the rows; without rows, the large-sample z-tests of equal
         means and of equal log-stds from the reports' moments.
+    scale_test : DimTest
+        Brown–Forsythe test of equal spread on the same rows as KS, corrected together with
+        KS (2 · n_dims tests); skipped without rows, where ``std_test`` tests the scale.
     flagged_by_test, flagged_by_effect, moved : ndarray of bool
         moved = flagged_by_test & flagged_by_effect.
     effect_reasons : tuple of tuple of str
@@ -151,6 +155,7 @@ class DimComparison:
     flagged_by_effect: NDArray[np.bool_]
     moved: NDArray[np.bool_]
     effect_reasons: tuple[tuple[str, ...], ...]
+    scale_test: DimTest | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,15 +364,22 @@ def _compare_dims(
         xa, xb = np.asarray(x0[:m0], np.float64), np.asarray(x1[:m1], np.float64)
         w = wasserstein_columns(xa, xb)
         stat, p, how = ks_columns(xa, xb)
-        ks = DimTest(stat, p, adjust_pvalues(p, corr), f"{how} on {m0} and {m1} rows")
+        # issue 15, item 13: KS barely sees a rescaling; a scale test joins it, and the two
+        # are corrected together as one family of 2 · n_dims tests
+        w_bf, p_bf, how_bf = scale_columns(xa, xb)
+        adj_ks = adjust_pvalues(np.concatenate([p, p_bf]), corr)
+        both = f" on {m0} and {m1} rows; corrected together with the other row test"
+        ks = DimTest(stat, p, adj_ks[:d], how + both)
+        scale_test = DimTest(w_bf, p_bf, adj_ks[d:], how_bf + both)
         unused = "not used: the rows of both inputs are at hand, so the KS test decides"
         mean_test = std_test = _skipped_tests(d, unused)
-        flag_test = ks.pvalue_adjusted < alpha
+        flag_test = (ks.pvalue_adjusted < alpha) | (scale_test.pvalue_adjusted < alpha)
         test, rows = "ks", (m0, m1)
     else:
         w = np.full(d, np.nan)
         missing = labels[0] if x0 is None else labels[1]
         ks = _skipped_tests(d, f"the rows of {missing} are not at hand (a saved report)")
+        scale_test = _skipped_tests(d, f"the rows of {missing} are not at hand (a saved report)")
         zm, pm, zs, ps = moment_tests(
             (r0.input.n_samples, r1.input.n_samples),
             (base["mean"], value["mean"]),
@@ -407,6 +419,7 @@ def _compare_dims(
             flagged_by_effect=flag_effect,
             moved=np.asarray(flag_test, dtype=bool) & flag_effect,
             effect_reasons=reasons,
+            scale_test=scale_test,
         ),
         test,
         rows,
@@ -432,7 +445,7 @@ def _findings(
         )
     else:
         moved = np.flatnonzero(dims.moved)
-        by = "KS" if test == "ks" else "mean/std z-tests"
+        by = "KS or Brown-Forsythe" if test == "ks" else "mean/std z-tests"
         rule = f"{by} ({st['correction']}, alpha {alpha:g}) and effect size"
         if moved.size:
             shown = ", ".join(str(i) for i in moved[:12]) + (" ..." if moved.size > 12 else "")
