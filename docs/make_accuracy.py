@@ -18,6 +18,7 @@ Usage, from anywhere::
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import sys
 from collections.abc import Callable
@@ -102,7 +103,7 @@ def true_negentropy(shape: Shape) -> float:
     lo, hi = shape.support
     pts = [lo, *shape.breaks, hi]
     h = 0.0
-    for a, b in zip(pts[:-1], pts[1:], strict=True):
+    for a, b in itertools.pairwise(pts):
         h += integrate.quad(integrand, a, b, limit=400, epsabs=1e-12, epsrel=1e-12)[0]
     return 0.5 * math.log(2 * math.pi * math.e) - h
 
