@@ -31,6 +31,7 @@ Usage, from anywhere::
     python docs/make_calibration.py                   # rewrite docs/calibration.{md,json}
     python docs/make_calibration.py --replicates 400  # more precise (slower)
     python docs/make_calibration.py --check           # exit 1 if the files are stale
+    python docs/make_calibration.py --from-json       # re-render the table only
 """
 
 from __future__ import annotations
@@ -112,13 +113,25 @@ def _pvalues(report: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _round(value: Any) -> Any:
+    """Round p-values to 8 significant digits (the JSON stays small; tests use rtol 1e-6)."""
+    if isinstance(value, dict):
+        return {k: _round(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_round(v) for v in value]
+    if isinstance(value, float):
+        return float(f"{value:.8g}")
+    return value
+
+
 def replicate(layout: str, dist: str, seed: int) -> dict[str, Any]:
     """Analyse one replicate and return its p-values."""
     x = draw(layout, dist, seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # small-sample notes are part of what users get
         rep = lc.analyze(x, seed=seed)
-    return _pvalues(rep.to_dict())
+    result: dict[str, Any] = _round(_pvalues(rep.to_dict()))
+    return result
 
 
 def run(replicates: int) -> dict[str, Any]:
@@ -216,6 +229,7 @@ def render(doc: dict[str, Any]) -> str:
                         names.append(name)
         if not names:
             continue
+        names.sort()  # JSON round trips do not keep the reports' order
         lines += [f"## {title}", ""]
         for layout in LAYOUTS:
             keys = [f"{layout}/{dist}" for dist in DISTRIBUTIONS]
@@ -244,10 +258,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if the files are stale")
     parser.add_argument("--replicates", type=int, default=REPLICATES)
+    parser.add_argument(
+        "--from-json", action="store_true", help="only re-render the table from the JSON"
+    )
     args = parser.parse_args(argv)
+    if args.from_json:
+        OUTPUT.write_text(render(json.loads(DATA.read_text(encoding="utf-8"))), encoding="utf-8")
+        print(f"wrote {OUTPUT}")
+        return 0
     doc = run(args.replicates)
     text = render(doc)
-    data = json.dumps(doc, indent=1, sort_keys=True) + "\n"
+    data = json.dumps(doc, indent=None, sort_keys=True, separators=(",", ":")) + "\n"
     if args.check:
         if OUTPUT.read_text(encoding="utf-8") != text or json.loads(
             DATA.read_text(encoding="utf-8")
