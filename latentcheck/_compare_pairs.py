@@ -324,6 +324,28 @@ def _compare_pair(
     )
 
 
+def _row_design_effect(reports: tuple[Report, Report], rows: tuple[int, int], d: int) -> F64 | None:
+    """Design effect of variance-type statistics on the rows used, or None for iid inputs.
+
+    For conv latents each report's ``spatial.design_effect_var`` is the inflation over all
+    rows; a uniform subsample of a fraction f of them keeps a fraction f of each row's
+    correlated neighbours, so its inflation is 1 + f (deff − 1). The larger of the two
+    inputs' applies (issue 15, item 13).
+    """
+    out = None
+    for rep, m in zip(reports, rows, strict=True):
+        deff = (rep.spatial or {}).get("design_effect_var")
+        if deff is None:
+            continue
+        f = m / max(rep.input.n_samples, 1)
+        vals = np.array([np.nan if v is None else v for v in deff], dtype=np.float64)
+        if vals.shape != (d,):
+            continue
+        sub = 1.0 + min(f, 1.0) * (vals - 1.0)
+        out = sub if out is None else np.fmax(out, sub)
+    return out
+
+
 def _skipped_tests(d: int, reason: str) -> DimTest:
     """Return a DimTest that did not run."""
     nan = np.full(d, np.nan)
@@ -366,7 +388,9 @@ def _compare_dims(
         stat, p, how = ks_columns(xa, xb)
         # issue 15, item 13: KS barely sees a rescaling; a scale test joins it, and the two
         # are corrected together as one family of 2 · n_dims tests
-        w_bf, p_bf, how_bf = scale_columns(xa, xb)
+        w_bf, p_bf, how_bf = scale_columns(
+            xa, xb, design_effect=_row_design_effect((r0, r1), (m0, m1), d)
+        )
         adj_ks = adjust_pvalues(np.concatenate([p, p_bf]), corr)
         both = f" on {m0} and {m1} rows; corrected together with the other row test"
         ks = DimTest(stat, p, adj_ks[:d], how + both)

@@ -621,3 +621,41 @@ def test_issue_15_compare_finds_a_five_percent_rescale_of_one_dimension() -> Non
     rec = data["comparisons"][0]["dims"][3]
     assert rec["scale_test"]["pvalue_adjusted"] < 1e-4
     assert "Brown-Forsythe" in data["comparisons"][0]["dim_tests"]["scale_test"]["method"]
+
+
+def _issue_15_fields(seed: int, items: int = 16, grid: int = 24) -> np.ndarray:
+    """Exact-N(0, 1) smoothed fields (kernel sd 1.5 px), independent across items."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    white = rng.standard_normal((items, 4, grid, grid))
+    f = ndimage.gaussian_filter(white, sigma=(0, 0, 1.5, 1.5), mode="wrap")
+    impulse = np.zeros((grid, grid))
+    impulse[0, 0] = 1.0
+    norm = math.sqrt(float(np.sum(ndimage.gaussian_filter(impulse, 1.5, mode="wrap") ** 2)))
+    return f / norm
+
+
+@pytest.mark.slow
+# the reports' tests on well-separated positions have few rows at this grid size
+@pytest.mark.filterwarnings("ignore::latentcheck.errors.SmallSampleWarning")
+def test_issue_15_scale_test_is_calibrated_on_conv_latents() -> None:
+    # positions are correlated (lag-1 ρ ≈ 0.9): without the design effect the scale test
+    # rejected 62 % of null dimensions; with it 5 % (10 pairs, 24 items of 4 x 32 x 32;
+    # here 5 pairs of 16 items of 4 x 24 x 24)
+    rejected, trials = 0, 0
+    for r in range(5):
+        a, b = _issue_15_fields(15_300 + r), _issue_15_fields(15_400 + r)
+        c = lc.compare(a, b, n_permutations=0).comparisons[0]
+        assert c.dims is not None and c.dims.scale_test is not None
+        rejected += int(np.sum(c.dims.scale_test.pvalue < 0.05))
+        trials += 4
+    # Binomial(20, 0.05): P(X >= 5) = 0.003
+    assert rejected <= 4, rejected
+    # ... and it still sees a 25 % rescale of one channel
+    a, b = _issue_15_fields(15_500), _issue_15_fields(15_501)
+    b[:, 2] *= 1.25
+    c = lc.compare(a, b, n_permutations=0).comparisons[0]
+    assert c.dims is not None and c.dims.scale_test is not None
+    assert c.dims.scale_test.pvalue[2] < 1e-3
+    assert "design effect" in c.dims.scale_test.method

@@ -131,7 +131,9 @@ def ks_columns(x: ArrayLike, y: ArrayLike) -> tuple[F64, F64, str]:
     return np.atleast_1d(res.statistic).astype(float), np.atleast_1d(res.pvalue).astype(float), how
 
 
-def scale_columns(x: ArrayLike, y: ArrayLike) -> tuple[F64, F64, str]:
+def scale_columns(
+    x: ArrayLike, y: ArrayLike, *, design_effect: ArrayLike | None = None
+) -> tuple[F64, F64, str]:
     """Return the Brown–Forsythe test of equal spread of each column of two samples.
 
     Levene's test with the median as centre [1]_ [2]_, as ``scipy.stats.levene(x_j, y_j,
@@ -141,6 +143,11 @@ def scale_columns(x: ArrayLike, y: ArrayLike) -> tuple[F64, F64, str]:
     F test of variances) and, for a rescaling of one dimension, far more powerful than the
     Kolmogorov–Smirnov test, whose statistic barely moves at the median. Returns
     (statistic W, pvalue, method in words).
+
+    ``design_effect`` (per column, ≥ 1) is for rows that are not independent (positions of
+    conv latents): W, a squared z for two groups, is divided by it, the variance inflation
+    of the group means of |x − median| (Kish's design effect; for conv latents the report's
+    ``spatial.design_effect_var``, the inflation of variance estimates, stands in for it).
 
     References
     ----------
@@ -164,8 +171,13 @@ def scale_columns(x: ArrayLike, y: ArrayLike) -> tuple[F64, F64, str]:
     with np.errstate(divide="ignore", invalid="ignore"):
         w = dof * between / within
     w = np.where((within == 0) & (between == 0), np.nan, w)
+    how = "Brown-Forsythe (Levene, median-centred; F(1, N - 2))"
+    if design_effect is not None:
+        deff = np.maximum(np.asarray(design_effect, dtype=np.float64), 1.0)
+        w = w / np.where(np.isfinite(deff), deff, 1.0)
+        how += ", W divided by the rows' design effect"
     p = f_dist.sf(w, 1, dof)
-    return w, p, "Brown-Forsythe (Levene, median-centred; F(1, N - 2))"
+    return w, p, how
 
 
 def moment_tests(
