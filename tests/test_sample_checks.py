@@ -80,3 +80,26 @@ def test_issue_15_grid_threshold_scales_with_the_sd() -> None:
     for sd, flagged in ((1.0, [0]), (0.05 / (0.5 * QUANTISED_STEP_SD), [])):
         out = sample_checks(col, col, np.array([sd]), n_total=1000)
         assert out["quantised_dims"].tolist() == flagged
+
+
+@pytest.mark.filterwarnings("ignore::latentcheck.errors.SmallSampleWarning")
+def test_issue_15_conv_latents_smoothed_fields_raise_no_alarm_but_quantised_ones_do() -> None:
+    from scipy import ndimage
+
+    rng = np.random.default_rng(15_145)
+    f = ndimage.gaussian_filter(
+        rng.standard_normal((12, 4, 24, 24)), sigma=(0, 0, 1.5, 1.5), mode="wrap"
+    )
+    f = (f / f.std()).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SampleQualityWarning)
+        rep = lc.analyze(f, seed=0)
+    checks = rep.summary.sample_checks
+    assert checks is not None
+    assert checks["quantised_dims"] == [] and checks["duplicate_rows"] == 0
+    # 8-bit storage of the same latents (256 levels over ±4 sd) is a 0.031 sd grid
+    q = np.round(f * 32) / 32
+    with pytest.warns(SampleQualityWarning, match=r"4 dimension\(s\) \(0, 1, 2, 3\)"):
+        rep = lc.analyze(q, seed=0)
+    assert rep.summary.sample_checks is not None
+    assert rep.summary.sample_checks["quantised_dims"] == [0, 1, 2, 3]
