@@ -832,3 +832,6 @@ def test_issue_15_report_carries_the_mixture_regime() -> None:
     from latentcheck.render.textreport import render_report
 
     assert "ELBO surgery bias" in render_report(rep)
+    from latentcheck.render.htmlreport import render_report as render_html
+
+    assert "ELBO surgery bias" in render_html(rep)
