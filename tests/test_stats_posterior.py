@@ -811,6 +811,7 @@ def test_issue_15_elbo_regime_ok_far_below_the_ceiling_and_saturated_at_it() -> 
     assert sat.mutual_information_upper > math.log(300) + 100
 
 
+@pytest.mark.slow
 def test_issue_15_report_carries_the_mixture_regime() -> None:
     a, s = _issue_15_model()
     n = 600
