@@ -25,6 +25,7 @@ from .stats.twosample import (
     global_tests,
     ks_columns,
     moment_tests,
+    scale_columns,
     wasserstein_columns,
 )
 
@@ -131,6 +132,9 @@ class DimComparison:
     ks, mean_test, std_test : DimTest
         Kolmogorov–Smirnov on the rows; without rows, the large-sample z-tests of equal
         means and of equal log-stds from the reports' moments.
+    scale_test : DimTest
+        Brown–Forsythe test of equal spread on the same rows as KS, corrected together with
+        KS (2 · n_dims tests); skipped without rows, where ``std_test`` tests the scale.
     flagged_by_test, flagged_by_effect, moved : ndarray of bool
         moved = flagged_by_test & flagged_by_effect.
     effect_reasons : tuple of tuple of str
@@ -151,6 +155,7 @@ class DimComparison:
     flagged_by_effect: NDArray[np.bool_]
     moved: NDArray[np.bool_]
     effect_reasons: tuple[tuple[str, ...], ...]
+    scale_test: DimTest | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +332,28 @@ def _compare_pair(
     )
 
 
+def _row_design_effect(reports: tuple[Report, Report], rows: tuple[int, int], d: int) -> F64 | None:
+    """Design effect of variance-type statistics on the rows used, or None for iid inputs.
+
+    For conv latents each report's ``spatial.design_effect_var`` is the inflation over all
+    rows; a uniform subsample of a fraction f of them keeps a fraction f of each row's
+    correlated neighbours, so its inflation is 1 + f (deff − 1). The larger of the two
+    inputs' applies (issue 15, item 13).
+    """
+    out = None
+    for rep, m in zip(reports, rows, strict=True):
+        deff = (rep.spatial or {}).get("design_effect_var")
+        if deff is None:
+            continue
+        f = m / max(rep.input.n_samples, 1)
+        vals = np.array([np.nan if v is None else v for v in deff], dtype=np.float64)
+        if vals.shape != (d,):
+            continue
+        sub = 1.0 + min(f, 1.0) * (vals - 1.0)
+        out = sub if out is None else np.fmax(out, sub)
+    return out
+
+
 def _skipped_tests(d: int, reason: str) -> DimTest:
     """Return a DimTest that did not run."""
     nan = np.full(d, np.nan)
@@ -368,22 +395,33 @@ def _compare_dims(
         shift = np.where(pooled > 0, dm / pooled, np.where(dm == 0, 0.0, np.sign(dm) * np.inf))
         log_ratio = np.where((s0 == 0) & (s1 == 0), 0.0, np.log(s1 / s0))
     if x0 is not None and x1 is not None and t0 is not None and t1 is not None:
-        m0, m1 = min(st["test_samples"], len(x0)), min(st["test_samples"], len(x1))
-        xa, xb = np.asarray(x0[:m0], np.float64), np.asarray(x1[:m1], np.float64)
-        w = wasserstein_columns(xa, xb)
+        n0, n1 = min(st["test_samples"], len(x0)), min(st["test_samples"], len(x1))
+        ya, yb = np.asarray(x0[:n0], np.float64), np.asarray(x1[:n1], np.float64)
+        w = wasserstein_columns(ya, yb)
         m0, m1 = min(st["test_samples"], len(t0)), min(st["test_samples"], len(t1))
         xa, xb = np.asarray(t0[:m0], np.float64), np.asarray(t1[:m1], np.float64)
         stat, p, how = ks_columns(xa, xb)
-        where = "" if (t0 is x0 and t1 is x1) else " (conv latents: at well-separated positions)"
-        ks = DimTest(stat, p, adjust_pvalues(p, corr), f"{how} on {m0} and {m1} rows{where}")
+        separated = not (t0 is x0 and t1 is x1)
+        where = " (conv latents: at well-separated positions)" if separated else ""
+        # issue 15, item 13: KS barely sees a rescaling; a scale test joins it, and the two
+        # are corrected together as one family of 2 · n_dims tests. The scale test runs on
+        # the sampled rows of all positions with their design effect (calibrated, and far
+        # more powerful than the one row per item that separated positions may leave).
+        deff = _row_design_effect((r0, r1), (n0, n1), d)
+        w_bf, p_bf, how_bf = scale_columns(ya, yb, design_effect=deff)
+        adj_ks = adjust_pvalues(np.concatenate([p, p_bf]), corr)
+        both = "; corrected together with the other row test"
+        ks = DimTest(stat, p, adj_ks[:d], f"{how} on {m0} and {m1} rows{where}{both}")
+        scale_test = DimTest(w_bf, p_bf, adj_ks[d:], f"{how_bf} on {n0} and {n1} rows{both}")
         unused = "not used: the rows of both inputs are at hand, so the KS test decides"
         mean_test = std_test = _skipped_tests(d, unused)
-        flag_test = ks.pvalue_adjusted < alpha
+        flag_test = (ks.pvalue_adjusted < alpha) | (scale_test.pvalue_adjusted < alpha)
         test, rows = "ks", (m0, m1)
     else:
         w = np.full(d, np.nan)
         missing = labels[0] if x0 is None else labels[1]
         ks = _skipped_tests(d, f"the rows of {missing} are not at hand (a saved report)")
+        scale_test = _skipped_tests(d, f"the rows of {missing} are not at hand (a saved report)")
         moments = (
             (base["mean"], value["mean"]),
             (s0, s1),
@@ -426,6 +464,7 @@ def _compare_dims(
             flagged_by_effect=flag_effect,
             moved=np.asarray(flag_test, dtype=bool) & flag_effect,
             effect_reasons=reasons,
+            scale_test=scale_test,
         ),
         test,
         rows,
@@ -470,7 +509,7 @@ def _findings(
         )
     else:
         moved = np.flatnonzero(dims.moved)
-        by = "KS" if test == "ks" else "mean/std z-tests"
+        by = "KS or Brown-Forsythe" if test == "ks" else "mean/std z-tests"
         rule = f"{by} ({st['correction']}, alpha {alpha:g}) and effect size"
         if moved.size:
             shown = ", ".join(str(i) for i in moved[:12]) + (" ..." if moved.size > 12 else "")

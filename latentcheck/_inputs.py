@@ -398,6 +398,12 @@ class PosteriorJob:
             "dimwise_kl_se": mix.dimwise_kl_se,
             "dimwise_kl_per_dim": mix.dimwise_kl_per_dim,
             "mixture_rate_nats": mix.rate_nats,
+            # bias regime of the mixture estimate (issue 15, item 11)
+            "mutual_information_upper": mix.mutual_information_upper,
+            "mutual_information_upper_se": mix.mutual_information_upper_se,
+            "mutual_information_ceiling": mix.mutual_information_ceiling,
+            "mutual_information_regime": mix.mutual_information_regime,
+            "mixture_bounds": {k: list(v) for k, v in mix.bounds.items()},
             "estimator": mix.estimator,
         }
         result: dict[str, Any] = to_jsonable(out)

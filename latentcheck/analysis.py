@@ -55,7 +55,12 @@ from ._spatial import (
     widen_normalization,
 )
 from .accumulate import Reservoir, Scratch, key_threshold
-from .errors import DegenerateDimensionWarning, InputError, LatentcheckWarning
+from .errors import (
+    DegenerateDimensionWarning,
+    InputError,
+    LatentcheckWarning,
+    SampleQualityWarning,
+)
 from .loading import LatentSource, open_latents, plan_blocks
 from .report import (
     SCHEMA_VERSION,
@@ -67,6 +72,7 @@ from .report import (
     Summary,
     UnivariateTest,
     level_key,
+    to_jsonable,
 )
 
 __all__ = ["Analysis", "analyze", "analyze_with_sample", "sorted_quantiles"]
@@ -750,7 +756,12 @@ def _sample_and_finish(
     quantiles = sorted_quantiles(sorted_sample, v.QUANTILE_LEVELS)
 
     from .stats import divergence
+    from .stats.duplicates import sample_checks, warnings_for
     from .stats.normality import UNIVARIATE_TESTS, univariate_tests
+
+    checks = sample_checks(sample, sorted_sample, std, n_total=n)
+    for message in warnings_for(checks, d):
+        collector.warn(message, SampleQualityWarning)
 
     kl_g = divergence.kl_gauss(mean, std)
     neg = np.full(d, np.nan)
@@ -886,6 +897,7 @@ def _sample_and_finish(
         effective_dims=joint.effective_dims,
         normalization=norm,
         normalization_check=claim,
+        sample_checks=to_jsonable(checks),
     )
     dims = Dims(
         index=np.arange(d, dtype=np.int64),

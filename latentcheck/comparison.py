@@ -451,8 +451,10 @@ def _dim_records(dc: DimComparison, levels: list[str]) -> list[dict[str, Any]]:
             wasserstein=dc.wasserstein[j],
             wasserstein_std=dc.wasserstein_std[j],
         )
-        for name in ("ks", "mean_test", "std_test"):
-            t: DimTest = getattr(dc, name)
+        for name in ("ks", "mean_test", "std_test", "scale_test"):
+            t: DimTest | None = getattr(dc, name)
+            if t is None:
+                continue
             rec[name] = {
                 "statistic": t.statistic[j],
                 "pvalue": t.pvalue[j],
@@ -472,8 +474,10 @@ def _pair_dict(c: PairComparison, levels: list[str]) -> dict[str, Any]:
     """Return the JSON form of one comparison."""
     dim_tests = {}
     if c.dims is not None:
-        for name in ("ks", "mean_test", "std_test"):
-            t: DimTest = getattr(c.dims, name)
+        for name in ("ks", "mean_test", "std_test", "scale_test"):
+            t = getattr(c.dims, name)
+            if t is None:
+                continue
             dim_tests[name] = {"method": t.method or None, "reason": t.reason}
     joint = _test_dict(c.joint, c.summary_pvalues_adjusted["joint"])
     joint.update(n_rows=list(c.joint_rows), n_dims_used=c.joint_dims)

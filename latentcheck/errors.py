@@ -12,6 +12,7 @@ __all__ = [
     "InputError",
     "LatentcheckError",
     "LatentcheckWarning",
+    "SampleQualityWarning",
     "SchemaError",
     "SmallSampleWarning",
 ]
@@ -43,3 +44,7 @@ class SmallSampleWarning(LatentcheckWarning):
 
 class DegenerateDimensionWarning(LatentcheckWarning):
     """A dimension with zero or near-zero variance."""
+
+
+class SampleQualityWarning(LatentcheckWarning):
+    """Duplicated rows or quantised dimensions in the sample (issue 15)."""

@@ -268,6 +268,9 @@ class Summary:
     normalization_check : dict or None
         The check of a claimed normalisation (``assume_scale``/``assume_shift``): the
         normalised mean and std, the constants the data needs, and the known mistakes found.
+    sample_checks : dict or None
+        Duplicated rows and quantised dimensions in the seeded sample (see
+        :func:`latentcheck.stats.duplicates.sample_checks`).
     """
 
     verdict: str
@@ -284,6 +287,7 @@ class Summary:
     effective_dims: float
     normalization: Normalization
     normalization_check: dict[str, Any] | None = None
+    sample_checks: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from statsmodels.stats.multitest import multipletests
 
 import latentcheck as lc
 from latentcheck.analysis import sorted_quantiles
-from latentcheck.errors import DegenerateDimensionWarning, InputError
+from latentcheck.errors import DegenerateDimensionWarning, InputError, SampleQualityWarning
 
 LEVELS = [0.001, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 0.999]
 
@@ -353,8 +353,13 @@ def test_more_dims_than_rows_skips_joint_with_reason(rng):
 
 def test_integer_input_is_upcast_with_a_note(rng):
     x = rng.integers(-3, 4, size=(300, 2)).astype(np.int16)
-    with pytest.warns(DegenerateDimensionWarning, match="coarsely quantised"):
+    with (
+        pytest.warns(SampleQualityWarning, match="repeat an earlier row|2 dimension"),
+        pytest.warns(DegenerateDimensionWarning, match="coarsely quantised"),
+    ):
         rep = lc.analyze(x)
+    assert rep.summary.sample_checks is not None
+    assert rep.summary.sample_checks["smallest_gap"] == [1.0, 1.0]
     assert any("int16 values were converted to float64" in n for n in rep.input.notes)
     np.testing.assert_allclose(rep.dims.mean, x.mean(0), rtol=1e-12)
 

@@ -259,8 +259,12 @@ def test_bh_correction_end_to_end():
         rng.standard_normal((2000, 5)) + np.array([0, 0, 0.3, 0, 0]),
     )
     c = fast_compare(a, b, correction="bh").comparisons[0]
+    # KS and the Brown-Forsythe scale test form one family (issue 15, item 13)
+    family = np.concatenate([c.dims.ks.pvalue, c.dims.scale_test.pvalue])
     np.testing.assert_allclose(
-        c.dims.ks.pvalue_adjusted, ss.false_discovery_control(c.dims.ks.pvalue), rtol=1e-14
+        np.concatenate([c.dims.ks.pvalue_adjusted, c.dims.scale_test.pvalue_adjusted]),
+        ss.false_discovery_control(family),
+        rtol=1e-14,
     )
     assert c.moved_dims == (2,)
 
@@ -278,9 +282,14 @@ def test_ks_and_wasserstein_are_computed_on_the_seeded_samples():
         np.testing.assert_allclose(c.dims.ks.pvalue[j], ref.pvalue, rtol=1e-12)
         w = ss.wasserstein_distance(x[:, j], y[:, j])
         np.testing.assert_allclose(c.dims.wasserstein[j], w, rtol=1e-12)
+        bf = ss.levene(x[:, j], y[:, j], center="median")
+        np.testing.assert_allclose(c.dims.scale_test.statistic[j], bf.statistic, rtol=1e-12)
+        np.testing.assert_allclose(c.dims.scale_test.pvalue[j], bf.pvalue, rtol=1e-10)
     assert c.test_rows == (1000, 1000)
-    holm = multipletests(c.dims.ks.pvalue, method="holm")[1]
-    np.testing.assert_allclose(c.dims.ks.pvalue_adjusted, holm, rtol=1e-14)
+    family = np.concatenate([c.dims.ks.pvalue, c.dims.scale_test.pvalue])
+    holm = multipletests(family, method="holm")[1]
+    np.testing.assert_allclose(c.dims.ks.pvalue_adjusted, holm[:3], rtol=1e-14)
+    np.testing.assert_allclose(c.dims.scale_test.pvalue_adjusted, holm[3:], rtol=1e-14)
 
 
 # ---------------------------------------------------------------------------------------
@@ -561,3 +570,92 @@ def test_joint_energy_test_is_calibrated_under_the_null():
         rejected += energy_two_sample(x, y, n_permutations=99, seed=r).pvalue <= 0.05
     # a permutation test is exact: rejection rate 0.05 up to binomial noise (sd 0.011)
     assert 0.05 - 0.035 <= rejected / repeats <= 0.05 + 0.035
+
+
+# issue 15, item 13: a per-dimension scale test beside KS
+
+
+def test_issue_15_scale_test_matches_scipy_levene() -> None:
+    from latentcheck.stats.twosample import scale_columns
+
+    rng = np.random.default_rng(15_130)
+    x, y = rng.standard_t(5, size=(301, 4)), 1.1 * rng.lognormal(size=(257, 4))
+    w, p, _ = scale_columns(x, y)
+    for j in range(4):
+        ref = ss.levene(x[:, j], y[:, j], center="median")
+        np.testing.assert_allclose([w[j], p[j]], [ref.statistic, ref.pvalue], rtol=1e-10)
+
+
+@pytest.mark.parametrize("n", [50, 1000])
+def test_issue_15_scale_test_size_holds_on_non_gaussian_nulls(n: int) -> None:
+    # 3000 independent columns per shape: the rejection rate at alpha = .05 has a binomial
+    # sd of 0.004; measured .044-.055 at n = 1000 (normal, t(5), lognormal)
+    from latentcheck.stats.twosample import scale_columns
+
+    rng = np.random.default_rng(15_131 + n)
+    m = 3000
+    sd = math.sqrt(0.05 * 0.95 / m)
+    for draw in (
+        lambda: rng.standard_normal((n, m)),
+        lambda: rng.standard_t(5, size=(n, m)),
+        lambda: rng.lognormal(size=(n, m)),
+    ):
+        _, p, _ = scale_columns(draw(), draw())
+        assert abs(np.mean(p < 0.05) - 0.05) < 4 * sd + 0.005
+
+
+def test_issue_15_compare_finds_a_five_percent_rescale_of_one_dimension() -> None:
+    # 20 000 rows per side (the default test_samples): KS alone found the rescale in 15 of
+    # 40 seeded draws, KS + Brown-Forsythe (Holm over both) in 40 of 40
+    rng = np.random.default_rng(15_132)
+    a, b = rng.standard_normal((20_000, 8)), rng.standard_normal((20_000, 8))
+    b[:, 3] *= 1.05
+    cmp = fast_compare(a, b, n_permutations=0, min_log_std_ratio=0.04)
+    c = cmp.comparisons[0]
+    assert c.dims is not None and c.dims.scale_test is not None
+    assert c.dims.scale_test.pvalue_adjusted[3] < 1e-4
+    assert c.dims.ks.pvalue_adjusted[3] > 0.05  # KS alone misses it at this seed
+    assert np.flatnonzero(c.dims.flagged_by_test).tolist() == [3]
+    assert c.moved_dims == (3,)
+    data = validate(cmp)
+    rec = data["comparisons"][0]["dims"][3]
+    assert rec["scale_test"]["pvalue_adjusted"] < 1e-4
+    assert "Brown-Forsythe" in data["comparisons"][0]["dim_tests"]["scale_test"]["method"]
+
+
+def _issue_15_fields(seed: int, items: int = 16, grid: int = 24) -> np.ndarray:
+    """Exact-N(0, 1) smoothed fields (kernel sd 1.5 px), independent across items."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    white = rng.standard_normal((items, 4, grid, grid))
+    f = ndimage.gaussian_filter(white, sigma=(0, 0, 1.5, 1.5), mode="wrap")
+    impulse = np.zeros((grid, grid))
+    impulse[0, 0] = 1.0
+    norm = math.sqrt(float(np.sum(ndimage.gaussian_filter(impulse, 1.5, mode="wrap") ** 2)))
+    return f / norm
+
+
+@pytest.mark.slow
+# the reports' tests on well-separated positions have few rows at this grid size
+@pytest.mark.filterwarnings("ignore::latentcheck.errors.SmallSampleWarning")
+def test_issue_15_scale_test_is_calibrated_on_conv_latents() -> None:
+    # positions are correlated (lag-1 ρ ≈ 0.9): without the design effect the scale test
+    # rejected 62 % of null dimensions; with it 5 % (10 pairs, 24 items of 4 x 32 x 32;
+    # here 5 pairs of 16 items of 4 x 24 x 24)
+    rejected, trials = 0, 0
+    for r in range(5):
+        a, b = _issue_15_fields(15_300 + r), _issue_15_fields(15_400 + r)
+        c = lc.compare(a, b, n_permutations=0).comparisons[0]
+        assert c.dims is not None and c.dims.scale_test is not None
+        rejected += int(np.sum(c.dims.scale_test.pvalue < 0.05))
+        trials += 4
+    # Binomial(20, 0.05): P(X >= 5) = 0.003
+    assert rejected <= 4, rejected
+    # ... and it still sees a 25 % rescale of one channel
+    a, b = _issue_15_fields(15_500), _issue_15_fields(15_501)
+    b[:, 2] *= 1.25
+    c = lc.compare(a, b, n_permutations=0).comparisons[0]
+    assert c.dims is not None and c.dims.scale_test is not None
+    assert c.dims.scale_test.pvalue[2] < 1e-3
+    assert "design effect" in c.dims.scale_test.method

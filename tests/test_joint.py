@@ -10,6 +10,7 @@ import pytest
 import scipy.stats as st
 
 import latentcheck as lc
+from latentcheck.errors import SampleQualityWarning
 from latentcheck.gates import resolve
 from latentcheck.stats import multivariate as mv
 
@@ -33,8 +34,12 @@ def iris() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def iris_report(iris) -> lc.Report:
-    # iris is measured to 0.1 cm: the negentropy estimate warns about the ties
-    with pytest.warns(lc.DegenerateDimensionWarning, match="coarsely quantised"):
+    # iris is measured to 0.1 cm: the negentropy estimate warns about the ties, and the
+    # sample checks about the grid (issue 15, item 14)
+    with (
+        pytest.warns(SampleQualityWarning, match="repeat an earlier row|on a grid"),
+        pytest.warns(lc.DegenerateDimensionWarning, match="coarsely quantised"),
+    ):
         return lc.analyze(iris, seed=0)
 
 

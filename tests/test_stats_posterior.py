@@ -752,3 +752,87 @@ def test_mixture_single_row_warns() -> None:
     with pytest.warns(SmallSampleWarning, match="at least 2 rows, got 1"):
         res = mixture_decomposition(np.zeros((1, 2)), np.zeros((1, 2)), seed=0)
     assert math.isnan(res.mutual_information) and res.rate_nats == 0.0
+
+
+# issue 15, item 11: the mixture estimate's bias regime
+
+
+def _issue_15_model() -> tuple[np.ndarray, np.ndarray]:
+    # d = 8, correlated channels: I(x; z) = 5.69 nats and TC = 0.72, within 1-2 nats of ln 1000
+    rng = np.random.default_rng(1511)
+    a = 1.6 * (np.eye(8) + 0.25 * rng.normal(size=(8, 8)))
+    return a, np.linspace(0.7, 1.4, 8)
+
+
+def test_issue_15_elbo_bias_bracket_covers_the_linear_gaussian_truth() -> None:
+    a, s = _issue_15_model()
+    truth = _linear_gaussian_truth(a, s)
+    tc_true = float(truth["total_correlation"])
+    mi_true = float(truth["mutual_information"])
+    n = 1000
+    assert 1.0 < math.log(n) - mi_true < 2.0
+    for r in range(3):
+        x = np.random.default_rng(40_000 + r).normal(size=(n, 8))
+        res = mixture_decomposition(x @ a.T, np.broadcast_to(np.log(s), (n, 8)), seed=r)
+        # the old interval, estimate ± 3 se, misses the truth (the defect) ...
+        assert res.mutual_information + 3 * res.mutual_information_se < mi_true
+        # ... so the estimate is flagged, and the bracket (± 3 se of Monte-Carlo error at
+        # each end) covers I and TC from the closed form
+        assert res.mutual_information_regime == "biased"
+        assert res.mutual_information_ceiling == math.log(n)
+        lo, hi = res.bounds["mutual_information"]
+        assert lo == res.mutual_information and hi == res.mutual_information_upper
+        assert lo - 3 * res.mutual_information_se <= mi_true
+        assert mi_true <= hi + 3 * res.mutual_information_upper_se
+        tc_lo, tc_hi = res.bounds["total_correlation"]
+        assert tc_lo - 3 * res.total_correlation_se <= tc_true
+        assert tc_true <= tc_hi + 3 * res.total_correlation_se
+        assert res.total_correlation > tc_true  # the point estimate absorbs the bias
+        k_lo, k_hi = res.bounds["kl_aggregate"]
+        np.testing.assert_allclose(
+            [k_lo, k_hi], [res.rate_nats - hi, res.rate_nats - lo], rtol=1e-12
+        )
+
+
+def test_issue_15_elbo_regime_ok_far_below_the_ceiling_and_saturated_at_it() -> None:
+    a, s, _ = _CASES["A"]  # I(x; z) ≈ 0.5 nats at n = 1024
+    n = 1024
+    x = np.random.default_rng(41_000).normal(size=(n, 4))
+    res = mixture_decomposition(x @ a.T, np.broadcast_to(np.log(s), (n, 4)), seed=0)
+    assert res.mutual_information_regime == "ok"
+    assert 0 <= res.mutual_information_upper - res.mutual_information
+    assert res.mutual_information_upper - res.mutual_information <= res.mutual_information_se
+    # a near-deterministic encoder: every draw sits at its own component
+    mu = np.random.default_rng(41_001).normal(size=(300, 6))
+    sat = mixture_decomposition(mu, np.full((300, 6), -12.0), seed=0)
+    assert sat.mutual_information_regime == "saturated"
+    assert sat.mutual_information >= math.log(300) - math.log(2)
+    # the other components are far away: the upper estimate is far above the ceiling
+    assert sat.mutual_information_upper > math.log(300) + 100
+
+
+@pytest.mark.slow
+def test_issue_15_report_carries_the_mixture_regime() -> None:
+    a, s = _issue_15_model()
+    n = 600
+    x = np.random.default_rng(42_000).normal(size=(n, 8))
+    import latentcheck as lc
+
+    rep = lc.analyze(mu=x @ a.T, logvar=np.broadcast_to(np.log(s), (n, 8)).copy(), seed=0)
+    post = rep.to_dict()["posterior"]
+    assert post["mutual_information_regime"] == "biased"
+    assert post["mutual_information_ceiling"] == pytest.approx(math.log(n))
+    lo, hi = post["mixture_bounds"]["mutual_information"]
+    assert lo == post["mutual_information"] and hi == post["mutual_information_upper"]
+    assert set(post["mixture_bounds"]) == {
+        "mutual_information",
+        "kl_aggregate",
+        "total_correlation",
+        "dimwise_kl",
+    }
+    from latentcheck.render.textreport import render_report
+
+    assert "ELBO surgery bias" in render_report(rep)
+    from latentcheck.render.htmlreport import render_report as render_html
+
+    assert "ELBO surgery bias" in render_html(rep)

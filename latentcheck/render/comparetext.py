@@ -131,6 +131,8 @@ def _pvalues(c: PairComparison) -> Any:
     dc = c.dims
     assert dc is not None
     if c.test == "ks":
+        if dc.scale_test is not None:  # KS or the Brown-Forsythe scale test (issue 15)
+            return np.fmin(dc.ks.pvalue_adjusted, dc.scale_test.pvalue_adjusted)
         return dc.ks.pvalue_adjusted
     return np.fmin(dc.mean_test.pvalue_adjusted, dc.std_test.pvalue_adjusted)
 

@@ -505,6 +505,21 @@ def _posterior(report: Report, order: NDArray[np.intp]) -> str:
                 f"{fmt(est.get('bias_bound_nats'))}",
             )
         )
+        regime = post.get("mutual_information_regime")
+        if regime in ("biased", "saturated"):  # issue 15, item 11
+            b = post.get("mixture_bounds") or {}
+            mi_lo, mi_hi = b.get("mutual_information") or (None, None)
+            tc_lo, tc_hi = b.get("total_correlation") or (None, None)
+            rows.append(
+                (
+                    "ELBO surgery bias",
+                    f"{regime}: the mixture estimate is biased low near ln n, so I(x;z) lies "
+                    f"between {fmt(mi_lo)} and {fmt(mi_hi) if mi_hi is not None else '∞'} "
+                    f"and total correlation between {fmt(tc_lo)} and "
+                    f"{fmt(tc_hi) if tc_hi is not None else '∞'} (leave-one-out bounds); "
+                    "the ± above is Monte-Carlo error only",
+                )
+            )
     out = [_p(f"From μ and {spread}; {post.get('n_samples', '?')} rows."), _kv(rows)]
     cols = ("kl_per_dim", "kl_mean_part", "kl_variance_part", "rate_share", "mu_var", "snr")
     arrays = {c: floats(post.get(c)) for c in (*cols, "mean_posterior_std")}

@@ -478,6 +478,22 @@ def _posterior_block(report: Report, width: int, p: int, max_dims: int = 64) -> 
                 width,
             )
         )
+        regime = post.get("mutual_information_regime")
+        if regime in ("biased", "saturated"):
+            b = post.get("mixture_bounds") or {}
+            mi_lo, mi_hi = b.get("mutual_information") or (None, None)
+            tc_lo, tc_hi = b.get("total_correlation") or (None, None)
+            out.extend(
+                _kv(
+                    "ELBO surgery bias",
+                    f"{regime}: the mixture estimate is biased low near ln n, so I(x;z) lies "
+                    f"between {fmt(mi_lo, p)} and {fmt(mi_hi, p) if mi_hi is not None else 'inf'}"
+                    f" and total correlation between {fmt(tc_lo, p)} and "
+                    f"{fmt(tc_hi, p) if tc_hi is not None else 'inf'} (leave-one-out bounds); "
+                    "the +- above is Monte-Carlo error only",
+                    width,
+                )
+            )
     d = report.input.n_dims
     if d <= max_dims and post.get("kl_per_dim") is not None:
         headers = ["dim", "rate", "mean part", "var part", "share", "Var mu", "SNR", "mean sd"]

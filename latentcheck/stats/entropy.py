@@ -270,9 +270,11 @@ def entropy_sample_size(
     Notes
     -----
     At the default 10⁵ rows the estimator's bias is at most 0.003 nats on every shape
-    tried and its sd on Gaussian data 0.0002 nats; at 5000 rows the bias is at most 0.003
-    on common shapes (0.012 on a mixture of two narrow modes) and the sd 0.002; at 1000
-    rows 0.003 and 0.006 (see `differential_entropy`). For n_dims = 64 the default sample
+    tried and its sd on Gaussian data 0.0002 nats. Fewer rows cost accuracy on shapes with
+    narrow modes: ``docs/accuracy.md`` (``docs/make_accuracy.py``) tabulates bias and sd by
+    n over ten shapes, e.g. at 1000 rows a bias of at most 0.003 nats on smooth shapes but
+    −0.008 and −0.018 on two narrow bimodal mixtures, sd up to 0.03 (at 10⁴ rows: −0.005
+    at worst, sd up to 0.009). For n_dims = 64 the default sample
     takes 49 MiB; above 83 dims the memory limit shortens it (8192 rows
     for 1024 dims).
     """
