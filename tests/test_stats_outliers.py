@@ -94,8 +94,10 @@ def test_mahalanobis_counts_and_top_rows_match_literal(chunk: int) -> None:
     np.testing.assert_allclose(res.top_d2, ref["top_d2"], rtol=1e-11)
     np.testing.assert_allclose(res.thresholds, ref["thresholds"], rtol=1e-13)
     np.testing.assert_allclose(res.rates, ref["n_above"] / 500, rtol=1e-15)
-    np.testing.assert_array_equal(res.expected_rates, [0.01, 0.001])
-    np.testing.assert_allclose(res.rate_ratios, res.rates / [0.01, 0.001], rtol=1e-15)
+    # exact in-sample law at n = 500, d = 4 (see the issue 15 tests below)
+    expected = stats.beta.sf(ref["thresholds"] * 500 / 499**2, 2.0, (500 - 4 - 1) / 2)
+    np.testing.assert_allclose(res.expected_rates, expected, rtol=1e-12)
+    np.testing.assert_allclose(res.rate_ratios, res.rates / res.expected_rates, rtol=1e-15)
     assert res.reason is None
 
 
@@ -172,6 +174,31 @@ def test_mahalanobis_rates_near_nominal_on_gaussian_data() -> None:
     # Binomial sd of the rates with 2e5 rows: 2.2e-4 (1%) and 7.1e-5 (0.1%); 5 sd.
     assert abs(res.rates[0] - 0.01) < 5 * 2.2e-4
     assert abs(res.rates[1] - 0.001) < 5 * 7.1e-5
+
+
+@pytest.mark.parametrize(("n", "d"), [(200, 4), (50, 10), (1000, 64), (10**6, 8)])
+def test_issue_15_mahalanobis_expected_rates_follow_the_scaled_beta_law(n: int, d: int) -> None:
+    # Gnanadesikan & Kettenring (1972): n d2 / (n - 1)^2 ~ Beta(d/2, (n - d - 1)/2).
+    t = stats.chi2.isf([0.01, 0.001], d)
+    ref = stats.beta.sf(t * n / (n - 1) ** 2, d / 2, (n - d - 1) / 2)
+    np.testing.assert_allclose(ol.mahalanobis_expected_rates(n, d, t), ref, rtol=1e-10)
+
+
+def test_issue_15_mahalanobis_expected_rate_is_0_87_percent_at_n200_d4() -> None:
+    # The issue's figure: 0.87 %, not 1 %; checked by simulation of the in-sample law
+    # (6000 samples of 200 rows: binomial sd of the 1 % rate 2.6e-5 (ignoring the weak
+    # dependence within a sample), so 5 sd is 1.3e-4, far from the chi2 rate's 1.3e-3 gap).
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal((6000, 200, 4))
+    xc = x - x.mean(axis=1, keepdims=True)
+    s_inv = np.linalg.inv(np.einsum("rni,rnj->rij", xc, xc) / 199)
+    d2 = np.einsum("rni,rij,rnj->rn", xc, s_inv, xc)
+    res = pushed(x[0], np.arange(200), 200).result()
+    assert res.expected_rates[0] == pytest.approx(0.00868, abs=1e-5)
+    observed = [(d2 > t).mean() for t in res.thresholds]
+    assert abs(observed[0] - res.expected_rates[0]) < 5 * math.sqrt(0.0087 / 1.2e6)
+    assert abs(observed[1] - res.expected_rates[1]) < 5 * math.sqrt(0.00072 / 1.2e6)
+    assert abs(observed[0] - 0.01) > 10 * math.sqrt(0.01 / 1.2e6)
 
 
 def test_mahalanobis_degenerate_covariance_reports_reason() -> None:
