@@ -15,6 +15,7 @@ from scipy import integrate, linalg, spatial, stats
 from latentcheck.errors import DegenerateDimensionWarning, InputError, SmallSampleWarning
 from latentcheck.report import TestResult
 from latentcheck.stats import multivariate as mv
+from latentcheck.stats.mardia import MardiaAccumulator, _mardia_kurtosis
 
 DATA = Path(__file__).parent / "data"
 
@@ -77,7 +78,8 @@ IRIS_MVN = {
 
 @pytest.mark.parametrize("n_cols", [4, 3, 2])
 def test_mardia_iris_matches_mvn(n_cols: int) -> None:
-    skew, kurt = mv.mardia(iris(n_cols))
+    # MVN standardises the kurtosis by its asymptotic moments: kurtosis="asymptotic"
+    skew, kurt = mv.mardia(iris(n_cols), kurtosis="asymptotic")
     s, sp, k, kp = IRIS_MVN[n_cols]["mardia"]
     assert_published(skew.statistic, s)
     assert_published(skew.pvalue, sp)
@@ -157,8 +159,76 @@ def literal_mardia(x: np.ndarray) -> tuple[float, float, float, float]:
     skew = n * b1p / 6
     if n < 20:
         skew *= (d + 1) * (n + 1) * (n + 3) / (n * ((n + 1) * (d + 1) - 6))
-    kurt = (b2p - d * (d + 2)) / math.sqrt(8 * d * (d + 2) / n)
+    # Mardia (1974): exact finite-n mean and variance of b2p under normality
+    e_b2p = d * (d + 2) * (n - 1) / (n + 1)
+    v_b2p = (
+        8 * d * (d + 2) * (n - 3) * (n - d - 1) * (n - d + 1) / ((n + 1) ** 2 * (n + 3) * (n + 5))
+    )
+    kurt = (b2p - e_b2p) / math.sqrt(v_b2p)
     return skew, stats.chi2.sf(skew, df), kurt, 2 * stats.norm.sf(abs(kurt))
+
+
+@pytest.mark.parametrize(
+    ("n_cols", "asymptotic", "exact"), [(4, 1.29499, 2.19264), (2, 0.09346, 0.43883)]
+)
+def test_issue_15_mardia_exact_and_asymptotic_kurtosis_on_iris(
+    n_cols: int, asymptotic: float, exact: float
+) -> None:
+    # MVN's published z (asymptotic centre d(d+2)) and the exact-moment z differ on iris;
+    # both are checked: the first against MVN, the second against the literal formula.
+    x = iris(n_cols)
+    a = mv.mardia(x, kurtosis="asymptotic")[1]
+    e = mv.mardia(x)[1]
+    assert a.statistic == pytest.approx(asymptotic, abs=1e-5)
+    assert e.statistic == pytest.approx(exact, abs=1e-5)
+    np.testing.assert_allclose(e.statistic, literal_mardia(x)[2], rtol=1e-12)
+    assert a.effect_size == e.effect_size  # b2p - d(d+2) either way
+    assert "exact finite-n" in (e.method or "") and "asymptotic" in (a.method or "")
+    with pytest.raises(InputError, match="kurtosis"):
+        mv.mardia(x, kurtosis="mvn")
+
+
+@pytest.mark.parametrize(("n", "d"), [(30, 4), (100, 20)])
+def test_issue_15_mardia_b2p_moments_match_simulation(n: int, d: int) -> None:
+    # 4000 draws: the z statistic's mean and variance are 0 and 1 within Monte-Carlo
+    # error (mean: se 1/sqrt(4000) = 0.016, 5 se; variance: se ~ sqrt(2/4000) (b2p is
+    # skewed, so allow 4x that)). The asymptotic centre misses by 2d(d+2)/(n+1)/sd.
+    rng = np.random.default_rng(1974 + n)
+    x = rng.standard_normal((4000, n, d))
+    xc = x - x.mean(axis=1, keepdims=True)
+    s_inv = np.linalg.inv(np.einsum("rni,rnj->rij", xc, xc) / n)
+    b2p = (np.einsum("rni,rij,rnj->rn", xc, s_inv, xc) ** 2).mean(axis=1)
+    z = np.array([_mardia_kurtosis(n, d, float(b)).statistic for b in b2p[:3]])
+    np.testing.assert_allclose(z, [literal_kurt(n, d, b) for b in b2p[:3]], rtol=1e-12)
+    zs = (b2p - d * (d + 2) * (n - 1) / (n + 1)) / math.sqrt(
+        8 * d * (d + 2) * (n - 3) * (n - d - 1) * (n - d + 1) / ((n + 1) ** 2 * (n + 3) * (n + 5))
+    )
+    assert abs(zs.mean()) < 5 / math.sqrt(4000)
+    assert abs(zs.var() - 1.0) < 4 * math.sqrt(2 / 4000)
+
+
+def literal_kurt(n: int, d: int, b2p: float) -> float:
+    mean = d * (d + 2) * (n - 1) / (n + 1)
+    var = 8 * d * (d + 2) * (n - 3) * (n - d - 1) * (n - d + 1) / ((n + 1) ** 2 * (n + 3) * (n + 5))
+    return (b2p - mean) / math.sqrt(var)
+
+
+@pytest.mark.slow
+def test_issue_15_mardia_kurtosis_size_at_n5000_d64() -> None:
+    # The issue measured size .093 with the asymptotic centre; 600 draws of N(0, I_64),
+    # 5000 rows each, through the streaming accumulator (as the report runs it).
+    rng = np.random.default_rng(15064)
+    n_draws, rejected, rejected_asym = 600, 0, 0
+    for _ in range(n_draws):
+        x = rng.standard_normal((5000, 64))
+        acc = MardiaAccumulator(x.mean(axis=0), np.cov(x, rowvar=False, bias=True))
+        acc.push(x)
+        rejected += acc.results()[1].pvalue <= 0.05
+        b2p = acc._sum_r4 / 5000
+        rejected_asym += _mardia_kurtosis(5000, 64, b2p, exact=False).pvalue <= 0.05
+    lo, hi = binomial_band(n_draws)
+    assert lo <= rejected / n_draws <= hi, rejected / n_draws
+    assert rejected_asym / n_draws > 0.07  # the defect: ~.09
 
 
 @pytest.mark.parametrize(
