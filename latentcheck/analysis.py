@@ -789,10 +789,8 @@ def _sample_and_finish(
 
     from .stats.scale import normalization
 
-    cov_sum = None
-    if first.comoments is not None:
-        cov_sum = float(first.comoments.cov().sum())
-    norm = normalization(n, mean, moments.m2, moments.m4, cov_sum=cov_sum)
+    full_cov = first.comoments.cov() if first.comoments is not None else None
+    norm = normalization(n, mean, moments.m2, moments.m4, m3=moments.m3, cov=full_cov)
     spatial = None
     if "spatial" in second.extras:
         spatial, vif_mean, vif_std = spatial_block(
