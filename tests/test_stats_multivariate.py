@@ -519,6 +519,40 @@ def test_energy_monte_carlo_pvalue_is_seeded_and_valid() -> None:
     assert mv.energy(skewed, n_resamples=49, seed=3).pvalue == pytest.approx(1 / 50)
 
 
+def test_issue_15_energy_statistic_on_all_rows_pvalue_on_null_rows() -> None:
+    # The statistic is the all-rows one (R's energy::mvnorm.etest on the whole sample);
+    # the p-value is the exact Monte-Carlo p-value of the test on the first null_rows rows.
+    rng = np.random.default_rng(1510)
+    x = rng.standard_t(5, size=(60, 3))
+    res = mv.energy(x, n_resamples=49, seed=4, null_rows=25)
+    np.testing.assert_allclose(res.statistic, literal_energy(x), rtol=1e-9)
+    assert res.effect_size == pytest.approx(res.statistic / 60)
+    sub = mv.energy(x[:25], n_resamples=49, seed=4)
+    assert res.pvalue == sub.pvalue
+    assert abs(res.statistic - sub.statistic) > 0.1  # the 60-row statistic is another number
+    assert "all 60 rows" in (res.method or "") and "first 25 rows" in (res.method or "")
+    # null_rows >= n: the ordinary test
+    assert mv.energy(x, n_resamples=9, seed=1, null_rows=60) == mv.energy(x, n_resamples=9, seed=1)
+    for bad in (2, 2.5, True):
+        with pytest.raises(InputError, match="null_rows"):
+            mv.energy(x, n_resamples=9, null_rows=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_issue_15_energy_null_rows_pvalue_is_calibrated() -> None:
+    # 300 draws of N(0, I_4) with 600 rows, p-value on 100 of them (49 replicates):
+    # rejection rate at .05 in the 99.9% binomial band (exact Monte Carlo by construction).
+    rng = np.random.default_rng(1511)
+    n_draws = 300
+    rejected = sum(
+        mv.energy(rng.standard_normal((600, 4)), n_resamples=49, seed=i, null_rows=100).pvalue
+        <= 0.05
+        for i in range(n_draws)
+    )
+    lo, hi = binomial_band(n_draws)
+    assert lo <= rejected / n_draws <= hi, rejected / n_draws
+
+
 # -- tests against the prior ------------------------------------------------------------
 
 

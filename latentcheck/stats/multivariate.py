@@ -330,7 +330,12 @@ def doornik_hansen(x: npt.ArrayLike) -> TestResult:
 
 
 def energy(
-    x: npt.ArrayLike, *, n_resamples: int = 199, seed: int | None = None, block_size: int = 128
+    x: npt.ArrayLike,
+    *,
+    n_resamples: int = 199,
+    seed: int | None = None,
+    block_size: int = 128,
+    null_rows: int | None = None,
 ) -> TestResult:
     """Energy test of multivariate normality (Székely & Rizzo) with a Monte-Carlo p-value.
 
@@ -345,6 +350,14 @@ def energy(
         Seed of ``np.random.default_rng`` for the replicates.
     block_size : int, default=128
         Rows per block of pairwise distances.
+    null_rows : int or None, default=None
+        When given and smaller than n, the Monte-Carlo p-value is that of the test on the
+        first `null_rows` rows (the statistic recomputed on them, replicates of that
+        size), while the reported statistic stays the one on all n rows. This keeps the
+        p-value exact and fast (replicates cost O(null_rows² d) each) and the statistic
+        equal to R's ``energy::mvnorm.etest`` on the whole sample. Replicates of fewer rows
+        are not a valid null for the all-rows statistic at large d: the null mean of E
+        drifts with n (4.2223 at 500 rows, 4.2264 at 5000 for d = 64, an sd of .0073).
 
     Returns
     -------
@@ -386,23 +399,49 @@ def energy(
     n, d = y.shape
     stat = _energy_statistic(y, r2, block_size)
     pvalue = math.nan
+    m, stat_m = n, stat
+    if null_rows is not None:
+        if isinstance(null_rows, bool) or not isinstance(null_rows, (int, np.integer)):
+            raise InputError(f"`null_rows` must be an integer, got {null_rows!r}")
+        if null_rows < 3:
+            raise InputError(f"`null_rows` must be at least 3, got {null_rows}")
+        if null_rows < n and n_resamples > 0:
+            sub = _prepare(xs[:null_rows], "the energy test", min_rows=3, ddof=1)
+            if isinstance(sub, TestResult):  # the first rows alone are degenerate
+                return TestResult(
+                    statistic=stat,
+                    pvalue=math.nan,
+                    effect_size=stat / n,
+                    method=f"statistic only: no p-value on the first {null_rows} rows "
+                    f"({sub.reason})",
+                )
+            m = int(null_rows)
+            stat_m = _energy_statistic(sub[0], sub[1], block_size)
     if n_resamples > 0:
         rng = np.random.default_rng(seed)
         exceed = 0
         for _ in range(n_resamples):
-            z = rng.standard_normal((n, d))
+            z = rng.standard_normal((m, d))
             zc = z - z.mean(axis=0)
-            w = np.linalg.inv(np.linalg.cholesky(zc.T @ zc / (n - 1.0))).T
+            w = np.linalg.inv(np.linalg.cholesky(zc.T @ zc / (m - 1.0))).T
             yz = zc @ w
-            exceed += _energy_statistic(yz, np.einsum("ij,ij->i", yz, yz), block_size) >= stat
+            exceed += _energy_statistic(yz, np.einsum("ij,ij->i", yz, yz), block_size) >= stat_m
         pvalue = (1.0 + exceed) / (n_resamples + 1.0)
     return TestResult(
         statistic=stat,
         pvalue=pvalue,
         effect_size=stat / n,
         method=(
-            f"Monte-Carlo p-value from {n_resamples} standard-normal replicates "
-            "(energy `mvnorm.test`), (1 + #{E* >= E}) / (R + 1)"
+            (
+                f"statistic on all {n} rows; Monte-Carlo p-value of the test on the first "
+                f"{m} rows from {n_resamples} standard-normal replicates of {m} rows "
+                "(energy `mvnorm.test`), (1 + #{E* >= E}) / (R + 1)"
+            )
+            if n_resamples > 0 and m < n
+            else (
+                f"Monte-Carlo p-value from {n_resamples} standard-normal replicates "
+                "(energy `mvnorm.test`), (1 + #{E* >= E}) / (R + 1)"
+            )
             if n_resamples > 0
             else "statistic only (n_resamples=0)"
         ),
