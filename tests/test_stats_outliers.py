@@ -266,7 +266,8 @@ def test_mcd_matches_sklearn_on_raw_data() -> None:
     threshold = stats.chi2.ppf(0.975, 4)
     np.testing.assert_allclose(res.threshold, threshold, rtol=1e-13)
     assert res.n_above == int(np.sum(d2 > threshold))
-    assert res.rate == res.n_above / 400 and res.expected_rate == 0.025
+    assert res.rate == res.n_above / 400
+    assert res.expected_rate == ol.mcd_expected_rate(400, res.n_dims) > 0.025
     np.testing.assert_allclose(res.support_fraction, np.mean(mcd.support_), rtol=1e-15)
     assert res.seed == 0 and res.reason is None
 
@@ -418,3 +419,29 @@ def test_whitening_with_the_mean_inside_the_products_matches_centring_first(d: i
         rtol=1e-10,
         atol=1e-10,
     )
+
+
+def test_issue_15_mcd_expected_rate_tends_to_nominal_and_grows_with_d_over_n() -> None:
+    assert ol.mcd_expected_rate(10**7, 4) == pytest.approx(0.025, abs=1e-5)
+    rates = [ol.mcd_expected_rate(n, 8) for n in (160, 400, 1000, 4000)]
+    assert rates == sorted(rates, reverse=True) and rates[0] > 0.05
+    assert 0.025 < ol.mcd_expected_rate(1000, 16) < 0.04
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("n", "d", "n_fits"), [(100, 4, 120), (300, 8, 60)])
+def test_issue_15_mcd_expected_rate_matches_fresh_simulation(n: int, d: int, n_fits: int) -> None:
+    # Gaussian samples through mcd_outliers: the mean flagged fraction over fresh fits
+    # (new seeds, not those of the calibration) is the stated expected rate within 4 of its
+    # Monte-Carlo se plus the fit's stated accuracy (0.007), and far from chi2's 0.025.
+    rng = np.random.default_rng(n + d)
+    rates = np.array(
+        [
+            ol.mcd_outliers(rng.standard_normal((n, d)), np.arange(n), seed=i).rate
+            for i in range(n_fits)
+        ]
+    )
+    expected = ol.mcd_expected_rate(n, d)
+    se = rates.std(ddof=1) / math.sqrt(n_fits)
+    assert abs(rates.mean() - expected) < 4 * se + 0.007, (rates.mean(), expected, se)
+    assert rates.mean() - 0.025 > 4 * se + 0.005

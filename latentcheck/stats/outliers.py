@@ -34,6 +34,7 @@ __all__ = [
     "McdOutliers",
     "gaussian_tail",
     "mahalanobis_expected_rates",
+    "mcd_expected_rate",
     "mcd_outliers",
 ]
 
@@ -380,7 +381,8 @@ class McdOutliers:
     rate : float
         ``n_above / n_rows``, a fraction in [0, 1] (NaN when skipped).
     expected_rate : float
-        0.025, the rate under normality.
+        The rate Gaussian rows give at this (n, d) (see :func:`mcd_expected_rate`): above
+        0.025 at finite n, since the reweighted MCD scatter is too small.
     top_row_ids : ndarray of shape (k,)
         Row ids (as given) of the largest robust distances, largest first.
     top_d2 : ndarray of shape (k,)
@@ -480,7 +482,7 @@ def mcd_outliers(
             threshold=threshold,
             n_above=0,
             rate=math.nan,
-            expected_rate=_MCD_TAIL,
+            expected_rate=mcd_expected_rate(n, d),
             top_row_ids=np.zeros(0, dtype=np.int64),
             top_d2=np.zeros(0),
             reason=reason,
@@ -530,7 +532,7 @@ def mcd_outliers(
         threshold=threshold,
         n_above=n_above,
         rate=n_above / n,
-        expected_rate=_MCD_TAIL,
+        expected_rate=mcd_expected_rate(n, d),
         top_row_ids=top_ids,
         top_d2=top_d2,
     )
@@ -575,6 +577,52 @@ def mahalanobis_expected_rates(n: int, d: int, thresholds: npt.ArrayLike) -> Flo
     u = np.clip(t * n / (n - 1.0) ** 2, 0.0, 1.0)
     # upper tail of Beta(a, b) at u is the lower tail of Beta(b, a) at 1 - u
     return np.asarray(betainc(b, d / 2.0, 1.0 - u), dtype=np.float64)
+
+
+#: Fitted excess rate of the reweighted MCD at the chi2_d 0.975 quantile (see
+#: :func:`mcd_expected_rate`): ln(rate - 0.025) = c0 + c1 ln(n/d) + c2 ln d + c3 (ln d)^2.
+_MCD_EXCESS_COEF = (1.55311216, -1.24047174, -0.96483926, 0.1966615)
+
+
+def mcd_expected_rate(n: int, d: int) -> float:
+    """Return the rate of Gaussian rows beyond the chi2_d 0.975 quantile under the MCD.
+
+    Parameters
+    ----------
+    n, d : int
+        Rows and dimensions given to :func:`mcd_outliers`.
+
+    Returns
+    -------
+    float
+        Expected fraction of flagged rows in [0.025, 1] under normality.
+
+    Notes
+    -----
+    Reweighted MCD distances are not chi2_d at finite n: the reweighted scatter is too
+    small (Pison, Van Aelst & Willems 2002) [1]_ and rows outside the support follow a
+    scaled F rather than chi2 (Hardin & Rocke 2005) [2]_, so Gaussian data give more than
+    2.5 %. The rate here is calibrated by simulation of scikit-learn's ``MinCovDet``
+    (default support fraction, reweighting at chi2 0.975) on N(0, I_d) samples,
+    31 (n, d) cells with 2 <= d <= 50 and 20 <= n/d <= 500, 3-400 fits each, and fitted
+    as ``0.025 + exp(c0 + c1 ln(n/d) + c2 ln d + c3 ln^2 d)`` with ``_MCD_EXCESS_COEF``:
+    e.g. 6.9 % at (n, d) = (80, 4) (simulated 7.6 ± 0.4), 6.2 % at (500, 24), 3.4 % at
+    (1000, 16), 7.9 % at (1000, 50). The fit stays within about 0.007 of the simulated
+    rates (their Monte-Carlo se .001 to .005); outside that range it is an extrapolation.
+    It tends to 0.025 as n/d grows.
+
+    References
+    ----------
+    .. [1] Pison, G., Van Aelst, S., Willems, G. (2002). Small sample corrections for LTS
+       and MCD. Metrika 55, 111-123. :doi:`10.1007/s001840200191`
+    .. [2] Hardin, J., Rocke, D. M. (2005). The distribution of robust distances. Journal
+       of Computational and Graphical Statistics 14(4), 928-946.
+       :doi:`10.1198/106186005X77685`
+    """
+    c0, c1, c2, c3 = _MCD_EXCESS_COEF
+    ld = math.log(max(d, 1))
+    excess = math.exp(c0 + c1 * math.log(max(n, 1) / max(d, 1)) + c2 * ld + c3 * ld * ld)
+    return min(_MCD_TAIL + excess, 1.0)
 
 
 def chi2_thresholds(d: int) -> FloatArray:
