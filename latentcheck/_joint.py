@@ -177,8 +177,7 @@ def joint_results(
             seed=seed,
             null_rows=options.energy_samples,
         ),
-        f"on {m} sample rows, p-value on {min(m, options.energy_samples)} of them with "
-        f"{options.energy_resamples} Monte-Carlo replicates",
+        f"on {m} sample rows",
     )
     on_sample["mean_zero"] = _with_method(
         run(mv.mean_zero, n, mean[used], sub_cov), f"over all {n} rows"
