@@ -150,7 +150,9 @@ def test_joint_sample_options(rng):
     x = rng.standard_normal((3000, 3))
     rep = lc.analyze(x, joint_samples=500, energy_samples=100, energy_resamples=19, mcd_samples=200)
     assert "on 500 sample rows" in rep.joint.tests["henze_zirkler"].method
-    assert "on 100 sample rows, 19 Monte-Carlo" in rep.joint.tests["energy"].method
+    # issue 15: statistic on all 500 joint rows, p-value on the first 100
+    method = rep.joint.tests["energy"].method
+    assert "statistic on all 500 rows" in method and "first 100 rows from 19" in method
     assert rep.joint.mcd["n_rows"] == 200
     text = rep.to_text()
     assert "Joint tests" in text and "Mahalanobis" in text
