@@ -445,3 +445,12 @@ def test_issue_15_mcd_expected_rate_matches_fresh_simulation(n: int, d: int, n_f
     se = rates.std(ddof=1) / math.sqrt(n_fits)
     assert abs(rates.mean() - expected) < 4 * se + 0.007, (rates.mean(), expected, se)
     assert rates.mean() - 0.025 > 4 * se + 0.005
+
+
+def test_issue_15_mahalanobis_threshold_beyond_the_in_sample_bound() -> None:
+    # n = 18, d = 3: in-sample d2 <= (n - 1)^2 / n = 16.06 < chi2_3 0.999 quantile 16.27,
+    # so the exact expected rate is 0 and no row can exceed it (no 0/0 warning)
+    x = np.random.default_rng(18).standard_normal((18, 3))
+    res = pushed(x, np.arange(18), 18).result()
+    assert res.expected_rates[1] == 0.0 and res.n_above[1] == 0
+    assert math.isnan(res.rate_ratios[1]) and np.isfinite(res.rate_ratios[0])

@@ -344,6 +344,10 @@ class MahalanobisAccumulator:
                 reason=reason,
             )
         rates = self._n_above / self._n_rows
+        # in-sample distances are bounded by (n - 1)^2 / n: with few rows a threshold can
+        # lie beyond it, where the expected rate is 0 (ratio NaN: no row can exceed it)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios = rates / expected
         return MahalanobisOutliers(
             n_rows=self._n_rows,
             n_dims=d,
@@ -352,7 +356,7 @@ class MahalanobisAccumulator:
             n_above=self._n_above.copy(),
             rates=rates,
             expected_rates=expected,
-            rate_ratios=rates / expected,
+            rate_ratios=ratios,
             top_row_ids=self._top_ids.copy(),
             top_d2=self._top_d2.copy(),
         )
