@@ -787,10 +787,18 @@ def _sample_and_finish(
     if degenerate.any():
         centered[:, degenerate] = np.nan
 
-    from .stats.scale import normalization
+    from .stats.scale import normalization, pooled_sq_var_from_sample
 
     full_cov = first.comoments.cov() if first.comoments is not None else None
-    norm = normalization(n, mean, moments.m2, moments.m4, m3=moments.m3, cov=full_cov)
+    norm = normalization(
+        n,
+        mean,
+        moments.m2,
+        moments.m4,
+        m3=moments.m3,
+        cov=full_cov,
+        pooled_sq_var=pooled_sq_var_from_sample(sample, float(mean.mean())),
+    )
     spatial = None
     if "spatial" in second.extras:
         spatial, vif_mean, vif_std = spatial_block(
