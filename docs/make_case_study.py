@@ -1100,11 +1100,15 @@ def render(data: dict[str, Any]) -> str:
         ],
         row("tails verdict", "`summary.findings` (outliers)", "tails_label"),
         [
-            f"Mahalanobis > χ² 0.999 quantile (expected 0.1%, {v['vae']['maha999_expected']} rows)",
+            f"Mahalanobis > χ² 0.999 quantile (expected {v['vae']['maha999_expected']} rows)",
             '`joint.mahalanobis.outlier_rate["0.999"]`',
             *(maha_cell(s) for s in sweep),
         ],
-        row("MCD: beyond χ² 0.975 (expected 2.5%)", "`joint.mcd.outlier_rate`", "mcd"),
+        row(
+            f"MCD: beyond χ² 0.975 (expected {v['vae']['mcd_expected']})",
+            "`joint.mcd.outlier_rate`",
+            "mcd",
+        ),
         ["**Gaussianity**", "", "", "", "", "", ""],
         row("median negentropy (nats)", "`dims[i].negentropy`", "neg_med"),
         row("median \\|excess kurtosis\\|", "`dims[i].excess_kurtosis`", "exk_med"),

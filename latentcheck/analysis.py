@@ -825,12 +825,18 @@ def _sample_and_finish(
     if degenerate.any():
         centered[:, degenerate] = np.nan
 
-    from .stats.scale import normalization
+    from .stats.scale import normalization, pooled_sq_var_from_sample
 
-    cov_sum = None
-    if first.comoments is not None:
-        cov_sum = float(first.comoments.cov().sum())
-    norm = normalization(n, mean, moments.m2, moments.m4, cov_sum=cov_sum)
+    full_cov = first.comoments.cov() if first.comoments is not None else None
+    norm = normalization(
+        n,
+        mean,
+        moments.m2,
+        moments.m4,
+        m3=moments.m3,
+        cov=full_cov,
+        pooled_sq_var=pooled_sq_var_from_sample(sample, float(mean.mean())),
+    )
     if spatial is not None:
         norm = widen_normalization(norm, vif_mean, vif_std, items=second.extras["items"])
     claim = None

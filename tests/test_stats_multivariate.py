@@ -15,6 +15,7 @@ from scipy import integrate, linalg, spatial, stats
 from latentcheck.errors import DegenerateDimensionWarning, InputError, SmallSampleWarning
 from latentcheck.report import TestResult
 from latentcheck.stats import multivariate as mv
+from latentcheck.stats.mardia import MardiaAccumulator, _mardia_kurtosis
 
 DATA = Path(__file__).parent / "data"
 
@@ -77,7 +78,8 @@ IRIS_MVN = {
 
 @pytest.mark.parametrize("n_cols", [4, 3, 2])
 def test_mardia_iris_matches_mvn(n_cols: int) -> None:
-    skew, kurt = mv.mardia(iris(n_cols))
+    # MVN standardises the kurtosis by its asymptotic moments: kurtosis="asymptotic"
+    skew, kurt = mv.mardia(iris(n_cols), kurtosis="asymptotic")
     s, sp, k, kp = IRIS_MVN[n_cols]["mardia"]
     assert_published(skew.statistic, s)
     assert_published(skew.pvalue, sp)
@@ -96,7 +98,8 @@ def test_henze_zirkler_iris_matches_mvn(n_cols: int) -> None:
 
 @pytest.mark.parametrize("n_cols", [4, 3, 2])
 def test_royston_iris_matches_mvn(n_cols: int) -> None:
-    res = mv.royston(iris(n_cols))
+    # MVN's kurtosis switch to Shapiro-Francia through the Shapiro-Wilk transform
+    res = mv.royston(iris(n_cols), columns="mvn")
     stat, p = IRIS_MVN[n_cols]["royston"]
     assert_published(res.statistic, stat)
     assert_published(res.pvalue, p)
@@ -157,8 +160,76 @@ def literal_mardia(x: np.ndarray) -> tuple[float, float, float, float]:
     skew = n * b1p / 6
     if n < 20:
         skew *= (d + 1) * (n + 1) * (n + 3) / (n * ((n + 1) * (d + 1) - 6))
-    kurt = (b2p - d * (d + 2)) / math.sqrt(8 * d * (d + 2) / n)
+    # Mardia (1974): exact finite-n mean and variance of b2p under normality
+    e_b2p = d * (d + 2) * (n - 1) / (n + 1)
+    v_b2p = (
+        8 * d * (d + 2) * (n - 3) * (n - d - 1) * (n - d + 1) / ((n + 1) ** 2 * (n + 3) * (n + 5))
+    )
+    kurt = (b2p - e_b2p) / math.sqrt(v_b2p)
     return skew, stats.chi2.sf(skew, df), kurt, 2 * stats.norm.sf(abs(kurt))
+
+
+@pytest.mark.parametrize(
+    ("n_cols", "asymptotic", "exact"), [(4, 1.29499, 2.19264), (2, 0.09346, 0.43883)]
+)
+def test_issue_15_mardia_exact_and_asymptotic_kurtosis_on_iris(
+    n_cols: int, asymptotic: float, exact: float
+) -> None:
+    # MVN's published z (asymptotic centre d(d+2)) and the exact-moment z differ on iris;
+    # both are checked: the first against MVN, the second against the literal formula.
+    x = iris(n_cols)
+    a = mv.mardia(x, kurtosis="asymptotic")[1]
+    e = mv.mardia(x)[1]
+    assert a.statistic == pytest.approx(asymptotic, abs=1e-5)
+    assert e.statistic == pytest.approx(exact, abs=1e-5)
+    np.testing.assert_allclose(e.statistic, literal_mardia(x)[2], rtol=1e-12)
+    assert a.effect_size == e.effect_size  # b2p - d(d+2) either way
+    assert "exact finite-n" in (e.method or "") and "asymptotic" in (a.method or "")
+    with pytest.raises(InputError, match="kurtosis"):
+        mv.mardia(x, kurtosis="mvn")
+
+
+@pytest.mark.parametrize(("n", "d"), [(30, 4), (100, 20)])
+def test_issue_15_mardia_b2p_moments_match_simulation(n: int, d: int) -> None:
+    # 4000 draws: the z statistic's mean and variance are 0 and 1 within Monte-Carlo
+    # error (mean: se 1/sqrt(4000) = 0.016, 5 se; variance: se ~ sqrt(2/4000) (b2p is
+    # skewed, so allow 4x that)). The asymptotic centre misses by 2d(d+2)/(n+1)/sd.
+    rng = np.random.default_rng(1974 + n)
+    x = rng.standard_normal((4000, n, d))
+    xc = x - x.mean(axis=1, keepdims=True)
+    s_inv = np.linalg.inv(np.einsum("rni,rnj->rij", xc, xc) / n)
+    b2p = (np.einsum("rni,rij,rnj->rn", xc, s_inv, xc) ** 2).mean(axis=1)
+    z = np.array([_mardia_kurtosis(n, d, float(b)).statistic for b in b2p[:3]])
+    np.testing.assert_allclose(z, [literal_kurt(n, d, b) for b in b2p[:3]], rtol=1e-12)
+    zs = (b2p - d * (d + 2) * (n - 1) / (n + 1)) / math.sqrt(
+        8 * d * (d + 2) * (n - 3) * (n - d - 1) * (n - d + 1) / ((n + 1) ** 2 * (n + 3) * (n + 5))
+    )
+    assert abs(zs.mean()) < 5 / math.sqrt(4000)
+    assert abs(zs.var() - 1.0) < 4 * math.sqrt(2 / 4000)
+
+
+def literal_kurt(n: int, d: int, b2p: float) -> float:
+    mean = d * (d + 2) * (n - 1) / (n + 1)
+    var = 8 * d * (d + 2) * (n - 3) * (n - d - 1) * (n - d + 1) / ((n + 1) ** 2 * (n + 3) * (n + 5))
+    return (b2p - mean) / math.sqrt(var)
+
+
+@pytest.mark.slow
+def test_issue_15_mardia_kurtosis_size_at_n5000_d64() -> None:
+    # The issue measured size .093 with the asymptotic centre; 400 draws of N(0, I_64),
+    # 5000 rows each, through the streaming accumulator (as the report runs it).
+    rng = np.random.default_rng(15064)
+    n_draws, rejected, rejected_asym = 400, 0, 0
+    for _ in range(n_draws):
+        x = rng.standard_normal((5000, 64))
+        acc = MardiaAccumulator(x.mean(axis=0), np.cov(x, rowvar=False, bias=True))
+        acc.push(x)
+        rejected += acc.results()[1].pvalue <= 0.05
+        b2p = acc._sum_r4 / 5000
+        rejected_asym += _mardia_kurtosis(5000, 64, b2p, exact=False).pvalue <= 0.05
+    lo, hi = binomial_band(n_draws)
+    assert lo <= rejected / n_draws <= hi, rejected / n_draws
+    assert rejected_asym / n_draws > 0.07  # the defect: ~.09
 
 
 @pytest.mark.parametrize(
@@ -230,14 +301,21 @@ def test_henze_zirkler_lognormal_underflow_returns_none() -> None:
     assert mv._hz_lognormal(0.5, 4) is not None
 
 
-def literal_royston(x: np.ndarray) -> tuple[float, float, float]:
+def literal_royston(x: np.ndarray, columns: str = "shapiro_wilk") -> tuple[float, float, float]:
     n, d = x.shape
     z = np.empty(d)
     for j in range(d):
         col = x[:, j]
-        if stats.kurtosis(col, fisher=False) > 3:
+        if columns != "shapiro_wilk" and stats.kurtosis(col, fisher=False) > 3:
             scores = stats.norm.ppf((np.arange(1, n + 1) - 3 / 8) / (n + 1 / 4))
             w = stats.pearsonr(np.sort(col), scores)[0] ** 2
+            if columns == "francia":  # Royston (1993), nortest::sf.test
+                u = math.log(n)
+                v = math.log(u)
+                mu = -1.2725 + 1.0521 * (v - u)
+                sigma = 1.0308 - 0.26758 * (v + 2 / u)
+                z[j] = (math.log(1 - w) - mu) / sigma
+                continue
         else:
             w = stats.shapiro(col)[0]
         if n <= 11:
@@ -259,14 +337,66 @@ def literal_royston(x: np.ndarray) -> tuple[float, float, float]:
     return h, stats.chi2.sf(h, e), e
 
 
+@pytest.mark.parametrize("columns", ["shapiro_wilk", "mvn", "francia"])
 @pytest.mark.parametrize(("n", "d"), [(8, 2), (11, 3), (12, 3), (60, 4), (500, 3)])
-def test_royston_matches_literal_formula(n: int, d: int) -> None:
+def test_royston_matches_literal_formula(n: int, d: int, columns: str) -> None:
     rng = np.random.default_rng(3 * n + d)
     x = rng.laplace(size=(n, d)) @ rng.standard_normal((d, d))
     x[:, 0] = rng.uniform(size=n)  # kurtosis < 3: Shapiro-Wilk branch
-    res = mv.royston(x)
+    res = mv.royston(x, columns=columns)
     # Same formulas with scipy.stats building blocks: 1e-10 relative.
-    np.testing.assert_allclose([res.statistic, res.pvalue, res.df], literal_royston(x), rtol=1e-10)
+    np.testing.assert_allclose(
+        [res.statistic, res.pvalue, res.df], literal_royston(x, columns), rtol=1e-10
+    )
+
+
+def test_issue_15_royston_francia_transform_is_standard_normal_under_h0() -> None:
+    # Royston's (1993) transform of Shapiro-Francia's W' is N(0, 1) under normality when
+    # applied to every column (no selection): 3000 columns of 200 rows, mean within 5 se.
+    rng = np.random.default_rng(1993)
+    x = rng.standard_normal((3000, 200))
+    z = np.array([mv.royston(c[:, None], columns="francia").statistic for c in x[:5]])
+    assert np.all(np.isfinite(z))
+    w = np.array([mv._shapiro_francia(c) for c in x])
+    u = math.log(200)
+    v = math.log(u)
+    zs = (np.log1p(-w) - (-1.2725 + 1.0521 * (v - u))) / (1.0308 - 0.26758 * (v + 2 / u))
+    assert abs(zs.mean()) < 5 / math.sqrt(3000)
+    assert abs(zs.std() - 1) < 0.06
+    # The kurtosis switch selects columns whose z is already high: mean z of the
+    # selected columns is far above 0 (the cause of the switch's over-rejection).
+    xc = x - x.mean(axis=1, keepdims=True)
+    high = (xc**4).mean(axis=1) / (xc**2).mean(axis=1) ** 2 > 3
+    assert zs[high].mean() > 0.3
+
+
+@pytest.mark.parametrize(
+    ("n_cols", "columns", "stat"), [(4, "mvn", 31.51803), (3, "mvn", 7.255), (2, "mvn", 2.698)]
+)
+def test_issue_15_royston_default_and_mvn_on_iris(n_cols: int, columns: str, stat: float) -> None:
+    # MVN's published H reproduces with columns="mvn"; the default (Shapiro-Wilk for every
+    # column) equals the literal scipy-based formula, and differs where a column's
+    # kurtosis exceeds 3 (columns 2-4 of setosa).
+    x = iris(n_cols)
+    assert mv.royston(x, columns=columns).statistic == pytest.approx(stat, abs=1e-3)
+    default = mv.royston(x)
+    np.testing.assert_allclose(
+        [default.statistic, default.pvalue, default.df], literal_royston(x), rtol=1e-10
+    )
+    assert abs(default.statistic - stat) > 0.05
+    with pytest.raises(InputError, match="columns"):
+        mv.royston(x, columns="royston")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("n", "d", "n_draws"), [(200, 4, 1000), (2000, 16, 300), (2000, 64, 200)])
+def test_issue_15_royston_size_at_user_sizes(n: int, d: int, n_draws: int) -> None:
+    # The issue measured .066 / .080 / .089 with MVN's switch; Shapiro-Wilk for every
+    # column is calibrated (99.9% binomial band around .05).
+    rng = np.random.default_rng(n + d)
+    rejected = sum(mv.royston(rng.standard_normal((n, d))).pvalue <= 0.05 for _ in range(n_draws))
+    lo, hi = binomial_band(n_draws)
+    assert lo <= rejected / n_draws <= hi, rejected / n_draws
 
 
 def test_royston_extreme_non_normality_stays_finite() -> None:
@@ -387,6 +517,40 @@ def test_energy_monte_carlo_pvalue_is_seeded_and_valid() -> None:
     assert (a.pvalue * 50) == pytest.approx(round(a.pvalue * 50))
     skewed = rng.exponential(size=(60, 3)) ** 2
     assert mv.energy(skewed, n_resamples=49, seed=3).pvalue == pytest.approx(1 / 50)
+
+
+def test_issue_15_energy_statistic_on_all_rows_pvalue_on_null_rows() -> None:
+    # The statistic is the all-rows one (R's energy::mvnorm.etest on the whole sample);
+    # the p-value is the exact Monte-Carlo p-value of the test on the first null_rows rows.
+    rng = np.random.default_rng(1510)
+    x = rng.standard_t(5, size=(60, 3))
+    res = mv.energy(x, n_resamples=49, seed=4, null_rows=25)
+    np.testing.assert_allclose(res.statistic, literal_energy(x), rtol=1e-9)
+    assert res.effect_size == pytest.approx(res.statistic / 60)
+    sub = mv.energy(x[:25], n_resamples=49, seed=4)
+    assert res.pvalue == sub.pvalue
+    assert abs(res.statistic - sub.statistic) > 0.1  # the 60-row statistic is another number
+    assert "all 60 rows" in (res.method or "") and "first 25 rows" in (res.method or "")
+    # null_rows >= n: the ordinary test
+    assert mv.energy(x, n_resamples=9, seed=1, null_rows=60) == mv.energy(x, n_resamples=9, seed=1)
+    for bad in (2, 2.5, True):
+        with pytest.raises(InputError, match="null_rows"):
+            mv.energy(x, n_resamples=9, null_rows=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_issue_15_energy_null_rows_pvalue_is_calibrated() -> None:
+    # 300 draws of N(0, I_4) with 600 rows, p-value on 100 of them (49 replicates):
+    # rejection rate at .05 in the 99.9% binomial band (exact Monte Carlo by construction).
+    rng = np.random.default_rng(1511)
+    n_draws = 300
+    rejected = sum(
+        mv.energy(rng.standard_normal((600, 4)), n_resamples=49, seed=i, null_rows=100).pvalue
+        <= 0.05
+        for i in range(n_draws)
+    )
+    lo, hi = binomial_band(n_draws)
+    assert lo <= rejected / n_draws <= hi, rejected / n_draws
 
 
 # -- tests against the prior ------------------------------------------------------------

@@ -94,8 +94,10 @@ def test_mahalanobis_counts_and_top_rows_match_literal(chunk: int) -> None:
     np.testing.assert_allclose(res.top_d2, ref["top_d2"], rtol=1e-11)
     np.testing.assert_allclose(res.thresholds, ref["thresholds"], rtol=1e-13)
     np.testing.assert_allclose(res.rates, ref["n_above"] / 500, rtol=1e-15)
-    np.testing.assert_array_equal(res.expected_rates, [0.01, 0.001])
-    np.testing.assert_allclose(res.rate_ratios, res.rates / [0.01, 0.001], rtol=1e-15)
+    # exact in-sample law at n = 500, d = 4 (see the issue 15 tests below)
+    expected = stats.beta.sf(ref["thresholds"] * 500 / 499**2, 2.0, (500 - 4 - 1) / 2)
+    np.testing.assert_allclose(res.expected_rates, expected, rtol=1e-12)
+    np.testing.assert_allclose(res.rate_ratios, res.rates / res.expected_rates, rtol=1e-15)
     assert res.reason is None
 
 
@@ -174,6 +176,31 @@ def test_mahalanobis_rates_near_nominal_on_gaussian_data() -> None:
     assert abs(res.rates[1] - 0.001) < 5 * 7.1e-5
 
 
+@pytest.mark.parametrize(("n", "d"), [(200, 4), (50, 10), (1000, 64), (10**6, 8)])
+def test_issue_15_mahalanobis_expected_rates_follow_the_scaled_beta_law(n: int, d: int) -> None:
+    # Gnanadesikan & Kettenring (1972): n d2 / (n - 1)^2 ~ Beta(d/2, (n - d - 1)/2).
+    t = stats.chi2.isf([0.01, 0.001], d)
+    ref = stats.beta.sf(t * n / (n - 1) ** 2, d / 2, (n - d - 1) / 2)
+    np.testing.assert_allclose(ol.mahalanobis_expected_rates(n, d, t), ref, rtol=1e-10)
+
+
+def test_issue_15_mahalanobis_expected_rate_is_0_87_percent_at_n200_d4() -> None:
+    # The issue's figure: 0.87 %, not 1 %; checked by simulation of the in-sample law
+    # (6000 samples of 200 rows: binomial sd of the 1 % rate 2.6e-5 (ignoring the weak
+    # dependence within a sample), so 5 sd is 1.3e-4, far from the chi2 rate's 1.3e-3 gap).
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal((6000, 200, 4))
+    xc = x - x.mean(axis=1, keepdims=True)
+    s_inv = np.linalg.inv(np.einsum("rni,rnj->rij", xc, xc) / 199)
+    d2 = np.einsum("rni,rij,rnj->rn", xc, s_inv, xc)
+    res = pushed(x[0], np.arange(200), 200).result()
+    assert res.expected_rates[0] == pytest.approx(0.00868, abs=1e-5)
+    observed = [(d2 > t).mean() for t in res.thresholds]
+    assert abs(observed[0] - res.expected_rates[0]) < 5 * math.sqrt(0.0087 / 1.2e6)
+    assert abs(observed[1] - res.expected_rates[1]) < 5 * math.sqrt(0.00072 / 1.2e6)
+    assert abs(observed[0] - 0.01) > 10 * math.sqrt(0.01 / 1.2e6)
+
+
 def test_mahalanobis_degenerate_covariance_reports_reason() -> None:
     x = np.random.default_rng(7).standard_normal((50, 3))
     x[:, 2] = 1.0
@@ -239,7 +266,8 @@ def test_mcd_matches_sklearn_on_raw_data() -> None:
     threshold = stats.chi2.ppf(0.975, 4)
     np.testing.assert_allclose(res.threshold, threshold, rtol=1e-13)
     assert res.n_above == int(np.sum(d2 > threshold))
-    assert res.rate == res.n_above / 400 and res.expected_rate == 0.025
+    assert res.rate == res.n_above / 400
+    assert res.expected_rate == ol.mcd_expected_rate(400, res.n_dims) > 0.025
     np.testing.assert_allclose(res.support_fraction, np.mean(mcd.support_), rtol=1e-15)
     assert res.seed == 0 and res.reason is None
 
@@ -391,3 +419,38 @@ def test_whitening_with_the_mean_inside_the_products_matches_centring_first(d: i
         rtol=1e-10,
         atol=1e-10,
     )
+
+
+def test_issue_15_mcd_expected_rate_tends_to_nominal_and_grows_with_d_over_n() -> None:
+    assert ol.mcd_expected_rate(10**7, 4) == pytest.approx(0.025, abs=1e-5)
+    rates = [ol.mcd_expected_rate(n, 8) for n in (160, 400, 1000, 4000)]
+    assert rates == sorted(rates, reverse=True) and rates[0] > 0.05
+    assert 0.025 < ol.mcd_expected_rate(1000, 16) < 0.04
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("n", "d", "n_fits"), [(100, 4, 80), (300, 8, 50)])
+def test_issue_15_mcd_expected_rate_matches_fresh_simulation(n: int, d: int, n_fits: int) -> None:
+    # Gaussian samples through mcd_outliers: the mean flagged fraction over fresh fits
+    # (new seeds, not those of the calibration) is the stated expected rate within 4 of its
+    # Monte-Carlo se plus the fit's stated accuracy (0.007), and far from chi2's 0.025.
+    rng = np.random.default_rng(n + d)
+    rates = np.array(
+        [
+            ol.mcd_outliers(rng.standard_normal((n, d)), np.arange(n), seed=i).rate
+            for i in range(n_fits)
+        ]
+    )
+    expected = ol.mcd_expected_rate(n, d)
+    se = rates.std(ddof=1) / math.sqrt(n_fits)
+    assert abs(rates.mean() - expected) < 4 * se + 0.007, (rates.mean(), expected, se)
+    assert rates.mean() - 0.025 > 4 * se + 0.005
+
+
+def test_issue_15_mahalanobis_threshold_beyond_the_in_sample_bound() -> None:
+    # n = 18, d = 3: in-sample d2 <= (n - 1)^2 / n = 16.06 < chi2_3 0.999 quantile 16.27,
+    # so the exact expected rate is 0 and no row can exceed it (no 0/0 warning)
+    x = np.random.default_rng(18).standard_normal((18, 3))
+    res = pushed(x, np.arange(18), 18).result()
+    assert res.expected_rates[1] == 0.0 and res.n_above[1] == 0
+    assert math.isnan(res.rate_ratios[1]) and np.isfinite(res.rate_ratios[0])

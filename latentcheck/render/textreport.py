@@ -270,7 +270,8 @@ def _joint_tests(report: Report, width: int, p: int) -> list[str]:
                 _kv(
                     "Robust (MCD)",
                     f"{pct(m.get('outlier_rate'), 2)} of the sample beyond the chi2 0.975 "
-                    "quantile (expected 2.5%)",
+                    f"quantile (expected {pct(m.get('expected_rate'), 2)} for Gaussian rows "
+                    "at this size)",
                     width,
                 )
             )

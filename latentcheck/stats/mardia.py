@@ -201,21 +201,27 @@ def mardia_third_order_affordable(
     return float(n_rows) * (d * d * (d + 1.0) + 32.0 * d * (d + 1.0)) <= flop_budget
 
 
-def mardia(x: npt.ArrayLike) -> tuple[TestResult, TestResult]:
+def mardia(x: npt.ArrayLike, *, kurtosis: str = "exact") -> tuple[TestResult, TestResult]:
     """Mardia's multivariate skewness and kurtosis tests.
 
     Parameters
     ----------
     x : array_like of shape (n_samples, n_dims)
         Sample, finite values.
+    kurtosis : {"exact", "asymptotic"}, default="exact"
+        Standardisation of the kurtosis statistic: "exact" by the finite-n mean and
+        variance of b2p under normality (Mardia 1974); "asymptotic" by d(d+2) and
+        8d(d+2)/n, as MVN's ``mardia`` does (it reproduces MVN's published values, but
+        over-rejects at large d: size .093 at n = 5000, d = 64).
 
     Returns
     -------
     skewness, kurtosis : TestResult
         Skewness: statistic ``n b1p / 6`` (times ``k`` below when n < 20), chi2 p-value
         with ``d(d+1)(d+2)/6`` df, effect size ``b1p``. Kurtosis: statistic
-        ``(b2p - d(d+2)) / sqrt(8 d (d+2) / n)``, two-sided normal p-value, effect size
-        ``b2p - d(d+2)`` (excess multivariate kurtosis).
+        ``z = (b2p - E b2p) / sqrt(Var b2p)`` with the exact finite-n moments (see Notes;
+        ``kurtosis="asymptotic"``: ``(b2p - d(d+2)) / sqrt(8 d (d+2) / n)``), two-sided
+        normal p-value, effect size ``b2p - d(d+2)`` (excess multivariate kurtosis).
 
     Notes
     -----
@@ -224,13 +230,22 @@ def mardia(x: npt.ArrayLike) -> tuple[TestResult, TestResult]:
     skewness statistic is multiplied by ``k = (d+1)(n+1)(n+3) / (n((n+1)(d+1) - 6))``, the
     small-sample correction that MVN's ``mardia`` applies [2]_.
 
+    Under normality b2p has mean ``d(d+2)(n-1)/(n+1)`` and variance
+    ``8 d (d+2) (n-3) (n-d-1) (n-d+1) / ((n+1)^2 (n+3) (n+5))`` exactly [3]_; the
+    asymptotic centre d(d+2) sits ``2 d (d+2) / (n+1)`` too high, which at d = 64 and
+    n = 5000 shifts z by -0.65 and nearly doubles the size (.093 instead of .05).
+
     References
     ----------
     .. [1] Mardia, K. V. (1970). Measures of multivariate skewness and kurtosis with
        applications. Biometrika 57(3), 519-530. :doi:`10.1093/biomet/57.3.519`
     .. [2] Korkmaz, S., Goksuluk, D., Zararsiz, G. (2014). MVN: An R package for assessing
        multivariate normality. The R Journal 6(2), 151-162. :doi:`10.32614/RJ-2014-031`
+    .. [3] Mardia, K. V. (1974). Applications of some measures of multivariate skewness
+       and kurtosis in testing normality and robustness studies. Sankhya B 36(2), 115-128.
     """
+    if kurtosis not in ("exact", "asymptotic"):
+        raise InputError(f'`kurtosis` must be "exact" or "asymptotic", got {kurtosis!r}')
     xs = _check_sample(x)
     prepared = _prepare(xs, "Mardia's tests", min_rows=3)
     if isinstance(prepared, TestResult):
@@ -243,7 +258,7 @@ def mardia(x: npt.ArrayLike) -> tuple[TestResult, TestResult]:
     else:
         b1p = _symmetric_pair_sum(y, y, _cube) / n**2
     b2p = float(np.dot(r2, r2)) / n
-    return _mardia_skewness(n, d, b1p), _mardia_kurtosis(n, d, b2p)
+    return _mardia_skewness(n, d, b1p), _mardia_kurtosis(n, d, b2p, exact=kurtosis == "exact")
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -311,13 +326,32 @@ def _mardia_skewness(n: int, d: int, b1p: float) -> TestResult:
     )
 
 
-def _mardia_kurtosis(n: int, d: int, b2p: float) -> TestResult:
-    """Return Mardia's kurtosis test from b2p (MVN conventions)."""
+def _mardia_kurtosis(n: int, d: int, b2p: float, *, exact: bool = True) -> TestResult:
+    """Return Mardia's kurtosis test from b2p: exact finite-n moments, or MVN's asymptotic."""
     excess = b2p - d * (d + 2.0)
-    z = excess * math.sqrt(n / (8.0 * d * (d + 2.0)))
+    if exact:
+        centre = d * (d + 2.0) * (n - 1.0) / (n + 1.0)
+        var = (
+            8.0
+            * d
+            * (d + 2.0)
+            * (n - 3.0)
+            * (n - d - 1.0)
+            * (n - d + 1.0)
+            / ((n + 1.0) ** 2 * (n + 3.0) * (n + 5.0))
+        )
+        if not var > 0:  # n <= d + 1 or n = 3: the moments are degenerate
+            centre, var = d * (d + 2.0), 8.0 * d * (d + 2.0) / n
+            method = "normal approximation, two-sided (asymptotic moments: n too small)"
+        else:
+            method = "normal approximation with the exact finite-n mean and variance, two-sided"
+        z = (b2p - centre) / math.sqrt(var)
+    else:
+        z = excess * math.sqrt(n / (8.0 * d * (d + 2.0)))
+        method = "normal approximation with the asymptotic moments (MVN), two-sided"
     return TestResult(
         statistic=z,
         pvalue=2.0 * _normal_sf(abs(z)),
         effect_size=excess,
-        method="normal approximation, two-sided",
+        method=method,
     )

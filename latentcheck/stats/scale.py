@@ -22,6 +22,7 @@ __all__ = [
     "degenerate_dims",
     "joint_gaussian",
     "normalization",
+    "pooled_sq_var_from_sample",
     "top_correlated_pairs",
 ]
 
@@ -152,6 +153,8 @@ def normalization(
     *,
     cov_sum: float | None = None,
     pooled_sq_var: float | None = None,
+    m3: F64 | None = None,
+    cov: F64 | None = None,
 ) -> Normalization:
     """Return normalisation constants from per-dimension moments over `n` rows.
 
@@ -166,7 +169,15 @@ def normalization(
         global mean; when None the dimensions are treated as independent.
     pooled_sq_var : float or None
         Variance over rows of the row-wise mean squared deviation from the global mean
-        (from the sample); gives the standard error of the global variance.
+        (from the sample, :func:`pooled_sq_var_from_sample`); gives the standard error of
+        the global variance directly, whatever the dependence between dimensions. When
+        None it comes from the moments (see Notes).
+    m3 : ndarray of shape (n_dims,) or None
+        Central third moment sums Σ(x − mean)³ (they matter when the dimensions' means
+        differ); None counts them as 0.
+    cov : ndarray of shape (n_dims, n_dims) or None
+        Population covariance, for the covariance between dimensions in the standard error
+        of the global variance; None treats the dimensions as independent.
 
     Notes
     -----
@@ -175,6 +186,18 @@ def normalization(
     (Var s² ≈ (μ4 − σ⁴)/n). For the global mean, Var(M) = 1ᵀ S 1 / (n d²). Intervals for
     scales (1/std) map the std interval through 1/x. Rows are assumed independent; for
     conv latents neighbouring positions are correlated and the intervals are too narrow.
+
+    The global variance V is the mean over rows of q_i = Σ_j (x_ij − c)² / d, c the global
+    mean (whose estimation has no first-order effect: ∂V/∂c = 0), so Var(V) = Var(q)/n
+    with Var(q) = Σ_jk Cov(u_j², u_k²) / d², u_j = x_j − c = y_j + a_j, a_j = m_j − c
+    (delta method; Cramér 1946, §27.7). The diagonal terms are exact from the per-dim
+    moments, μ4_j − σ_j⁴ + 4 a_j μ3_j + 4 a_j² σ_j²; the off-diagonal ones take their
+    Gaussian form 2 S_jk² + 4 a_j a_k S_jk (Isserlis 1918), since the cross fourth moments
+    are not accumulated. For d independent dimensions the standard error thus shrinks
+    as 1/√(nd), not 1/√n. The Gaussian form misses the dependence of uncorrelated but
+    dependent dimensions (e.g. a multivariate t, whose squares covary through the shared
+    scale: coverage .39 at d = 64), so the analysis passes ``pooled_sq_var`` estimated on
+    its sample rows (coverage .93 there).
     """
     d = mean.shape[0]
     var = m2 / n
@@ -189,11 +212,10 @@ def normalization(
     pooled_std = math.sqrt(pooled_var)
     second = float(np.mean(var + mean**2))
     if cov_sum is None:
-        cov_sum = float(var.sum())
+        cov_sum = float(var.sum()) if cov is None else float(np.sum(cov))
     se_shift = math.sqrt(max(cov_sum, 0.0) / (n * d * d))
     if pooled_sq_var is None:
-        # dimensions treated as independent: Var(pooled var) = Σ Var(s_j²) / d²
-        pooled_sq_var = float(np.sum(m4 / n - var * var)) / d
+        pooled_sq_var = _pooled_sq_var(n, mean - shift, var, m4, m3, cov)
     se_pvar = math.sqrt(max(pooled_sq_var, 0.0) / n)
     se_pstd = se_pvar / (2.0 * pooled_std) if pooled_std > 0 else math.nan
     lo_std = std - Z975 * se_std
@@ -213,3 +235,36 @@ def normalization(
         per_dim_scale_ci=per_scale_ci,
         n_rows=n,
     )
+
+
+def _pooled_sq_var(n: int, a: F64, var: F64, m4: F64, m3: F64 | None, cov: F64 | None) -> float:
+    """Return Var(q), q = Σ_j (x_j − c)² / d, from moments (see :func:`normalization`)."""
+    d = a.shape[0]
+    mu3 = np.zeros(d) if m3 is None else m3 / n
+    diag = m4 / n - var * var + 4.0 * a * mu3 + 4.0 * a * a * var
+    total = float(np.sum(diag))
+    if cov is not None and d > 1:
+        off = np.array(cov, dtype=np.float64, copy=True)
+        gauss = 2.0 * off * off + 4.0 * np.outer(a, a) * off
+        np.fill_diagonal(gauss, 0.0)
+        total += float(np.sum(gauss))
+    return float(total / (d * d))
+
+
+def pooled_sq_var_from_sample(
+    sample: NDArray[np.floating], shift: float, *, block_rows: int = 65_536
+) -> float | None:
+    """Return the variance over rows of q_i = Σ_j (x_ij − shift)² / d (None if < 2 rows).
+
+    The empirical Var(q) of :func:`normalization`'s delta method: it carries every
+    covariance between the dimensions' squares, not only their Gaussian form. Computed in
+    blocks of `block_rows` rows (float64), never as a copy of the whole sample.
+    """
+    m = int(sample.shape[0])
+    if m < 2 or sample.shape[1] == 0:
+        return None
+    q = np.empty(m)
+    for a in range(0, m, block_rows):
+        block = np.asarray(sample[a : a + block_rows], dtype=np.float64) - shift
+        q[a : a + block.shape[0]] = np.einsum("ij,ij->i", block, block) / sample.shape[1]
+    return float(np.var(q))
