@@ -222,6 +222,7 @@ def analyze(
     chunk_rows: int | None = None,
     threads: int | None = None,
     progress: bool | None = False,
+    allow_few_rows: bool = False,
 ) -> Report:
     """Describe a data set of latents: per-dimension, joint and practical statistics.
 
@@ -296,6 +297,9 @@ def analyze(
         Architecture section. The report is the same, bit for bit, for any number.
     progress : bool or None, default=False
         Show a progress bar on stderr; None shows one when stderr is a terminal.
+    allow_few_rows : bool, default=False
+        Describe data with fewer rows than dimensions, or fewer than 20 rows; refused
+        otherwise (usually a transposed array, see ``_validation.check_rows_vs_dims``).
 
     Returns
     -------
@@ -447,6 +451,7 @@ def analyze_source(
     chunk_rows: int | None = None,
     threads: int | None = None,
     progress: bool | None = False,
+    allow_few_rows: bool = False,
     kind: str = "samples",
     aggregate: str | None = None,
     posterior: PosteriorJob | None = None,
@@ -481,6 +486,9 @@ def analyze_source(
     chunk_rows = v.check_int(chunk_rows, "chunk_rows", minimum=1)
     threads = default_threads() if threads is None else v.check_int(threads, "threads", minimum=1)
     v.check_row_count(source.n_rows, source.name)
+    v.check_rows_vs_dims(
+        source.n_rows, d, source.name, shape=source.shape, allow=bool(allow_few_rows)
+    )
 
     collector = _Collector()
     for note in source.notes:
@@ -827,38 +835,15 @@ def _sample_and_finish(
     )
     pooled_prior = prior.mean(axis=1)
     rejected = {name: int(np.sum(t.pvalue_holm < alpha)) for name, t in tests.items()}
-    from .verdict import build_findings, rate_finding
-
     post = (
         posterior.run(seed=seed_used, threads=threads, chunk_rows=chunk_rows, collect=collector.run)
         if posterior is not None
         else None
     )
-    findings = build_findings(
-        mean=mean[ok_dims] if ok_dims.any() else mean,
-        std=std[ok_dims] if ok_dims.any() else std,
-        pooled_rates=pooled,
-        n_values=int(n * max(int(ok_dims.sum()), 1)),
-        expected=expected,
-        levels=levels_arr,
-        negentropy=neg[ok_dims],
-        kurtosis=moments.excess_kurtosis()[ok_dims],
-        rejected=(tests["shapiro"].pvalue_holm < alpha)[ok_dims],
-        tested=int(np.isfinite(tests["shapiro"].pvalue).sum()),
-        test_name="Shapiro-Wilk",
-        alpha=alpha,
-        n_test=test_sample.shape[0],
-        total_correlation=joint.total_correlation,
-        effective_dims=joint.effective_dims,
-        index=np.flatnonzero(ok_dims),
-        active=int(post["active_units"]) if post is not None else None,
-    )
-    if post is not None:
-        findings = (*findings, rate_finding(post))
     kkeys = [level_key(k) for k in levels]
     summary = Summary(
-        verdict=" ".join(f.text for f in findings),
-        findings=findings,
+        verdict="",  # judged below, once the report holds every figure
+        findings=(),
         kl_gauss_sum=float(np.sum(kl_g[ok_dims])),
         negentropy_sum=float(np.nansum(neg[ok_dims])),
         kl_marginal_sum=float(np.nansum(kl_m[ok_dims])),
@@ -950,6 +935,15 @@ def _sample_and_finish(
         spatial=spatial,
         posterior=post,
         warnings=tuple(collector.messages),
+    )
+    from .verdict import judge
+
+    findings = judge(report)
+    report = dataclasses.replace(
+        report,
+        summary=dataclasses.replace(
+            summary, findings=findings, verdict=" ".join(f.text for f in findings)
+        ),
     )
     return Analysis(report, reservoir)
 

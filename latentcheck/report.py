@@ -188,16 +188,25 @@ class Finding:
     Attributes
     ----------
     aspect : str
-        "scale", "outliers", "gaussianity", "dimensions" or "rate".
+        "input", "dimensions", "scale", "outliers", "gaussianity", "rate" or
+        "normalization" ("joint" in comparisons).
     status : str
         "ok", "note" or "warn".
     text : str
-        The finding in words, with its numbers.
+        The finding in words, with its numbers; it names the dimensions in `dims`.
+    code : str
+        Stable machine name of the rule that produced it (``dead_dims``, ``scale_spread``,
+        ``heavy_tails``, ``non_gaussian``, ...; the README lists them). Empty in reports
+        saved before codes existed.
+    dims : tuple of int
+        Indices of the dimensions the finding is about; empty when it is global.
     """
 
     aspect: str
     status: str
     text: str
+    code: str = ""
+    dims: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -190,7 +190,9 @@ def test_conv_options(runner, latents_file):
     path = latents_file(x, name="conv.npy")
     res = runner.invoke(cli, ["report", str(path), "--format", "json"])
     assert json.loads(res.stdout)["input"]["n_dims"] == 3
-    res = runner.invoke(cli, ["report", str(path), "--format", "json", "--flatten"])
+    res = runner.invoke(
+        cli, ["report", str(path), "--format", "json", "--flatten", "--allow-few-rows"]
+    )
     assert json.loads(res.stdout)["input"]["n_dims"] == 48
     res = runner.invoke(cli, ["report", str(path), "--format", "json", "--channel-axis", "3"])
     assert json.loads(res.stdout)["input"]["n_dims"] == 4

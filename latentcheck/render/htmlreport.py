@@ -23,7 +23,7 @@ from ..report import Report, level_key
 from ._htmlplots import floats, histograms, kl_bars, maps, plot_style, qq, spectrum
 from .textreport import SPATIAL_LEGEND, fmt, pct, pval, separated_summary, spatial_table
 
-__all__ = ["render_report"]
+__all__ = ["render_report", "require_matplotlib"]
 
 MISSING_MATPLOTLIB = "HTML output needs matplotlib: pip install 'latentcheck[plots]'"
 MARK = {"ok": "ok", "note": "note", "warn": "WARN"}
@@ -50,6 +50,14 @@ figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption,.caption{color:#555;font-size:.88em;margin-top:.3em}
 .skip{color:#8a6d3b}footer{margin-top:2em;color:#666;font-size:.85em}
 """
+
+
+def require_matplotlib() -> None:
+    """Raise InputError unless matplotlib can be imported (checked before any analysis)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise InputError(MISSING_MATPLOTLIB) from None
 
 
 def render_report(report: Report, *, max_dims: int = 64, dpi: int = 90) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..report import Report, level_key
 
-__all__ = ["fmt", "render_report", "table"]
+__all__ = ["fmt", "render_report", "render_verdict", "table", "verdict_lines"]
 
 MARK = {"ok": "ok  ", "note": "note", "warn": "WARN"}
 
@@ -92,6 +92,20 @@ def _kv(label: str, value: str, width: int, label_width: int = 24) -> list[str]:
     return wrap(value, width, indent=pad, first=f"  {label:<{label_width - 2}}")
 
 
+def verdict_lines(report: Report, width: int = 100) -> list[str]:
+    """Return the VERDICT block: one wrapped line per finding, its code in brackets."""
+    out = ["VERDICT"]
+    for f in report.summary.findings:
+        text = f"{f.text} [{f.code}]" if f.code else f.text
+        out.extend(wrap(text, width, indent=" " * 9, first=f"  {MARK.get(f.status, f.status)}   "))
+    return out
+
+
+def render_verdict(report: Report, *, width: int = 100) -> str:
+    """Return the verdict alone (``latentcheck report -q``)."""
+    return "\n".join(verdict_lines(report, width)) + "\n"
+
+
 def render_report(
     report: Report, *, width: int = 100, max_dims: int = 64, precision: int = 3
 ) -> str:
@@ -121,11 +135,7 @@ def render_report(
     out.extend(wrap(rows_line, width, indent="  ", first="  "))
     out.append("")
 
-    out.append("VERDICT")
-    for f in sm.findings:
-        out.extend(
-            wrap(f.text, width, indent=" " * 9, first=f"  {MARK.get(f.status, f.status)}   ")
-        )
+    out.extend(verdict_lines(report, width))
     out.append("")
 
     out.append("SUMMARY")
