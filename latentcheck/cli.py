@@ -196,18 +196,23 @@ def preflight(fmt: str | None, output: str | None, *, command: str) -> str:
         from .render.htmlreport import require_matplotlib
 
         require_matplotlib()
-        if not to_file and sys.stdout.isatty():
+        if not to_file and stdout_is_terminal():
             raise LatentcheckError(
                 "HTML is a page, not terminal output: write it to a file with -o report.html"
             )
     return fmt
 
 
+def stdout_is_terminal() -> bool:
+    """Return True if stdout is a terminal (one place, so tests can stand in for one)."""
+    return sys.stdout.isatty()
+
+
 def text_width(width: int | None) -> int:
     """Return the text width: `width` if given, else the terminal's when stdout is one."""
     if width is not None:
         return width
-    if sys.stdout.isatty():
+    if stdout_is_terminal():
         import shutil
 
         return max(60, min(160, shutil.get_terminal_size((100, 24)).columns))
