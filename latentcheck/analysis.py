@@ -887,7 +887,7 @@ def _sample_and_finish(
     from . import __version__
 
     info = InputInfo(
-        sources=tuple(source.labels),
+        sources=_source_labels(source, posterior),
         kind=kind,
         shape=source.shape,
         dtype=str(source.members[0].dtype),
@@ -946,6 +946,15 @@ def _sample_and_finish(
         ),
     )
     return Analysis(report, reservoir)
+
+
+def _source_labels(source: LatentSource, posterior: PosteriorJob | None) -> tuple[str, ...]:
+    """Return the input's labels: the analysed rows, then the posterior's mu and spread."""
+    labels = list(source.labels)
+    if posterior is not None:
+        for part in (posterior.post.mu, posterior.post.spread):
+            labels += [x for x in part.labels if x not in labels]
+    return tuple(labels)
 
 
 def _histograms(

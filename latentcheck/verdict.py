@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .report import Finding, Report
+from .report import Finding, Report, mi_ceiling
 
 __all__ = ["build_findings", "judge", "name_dims", "rate_finding", "rate_findings"]
 
@@ -64,8 +64,6 @@ SUPPRESSED_RATIO = 2.0
 MIN_ROWS_VERDICT = 500
 #: the smallest set of dimensions carrying this share of the rate is stated.
 RATE_SHARE = 0.9
-#: I(x;z) within this many nats of ln n (the mixture estimate's ceiling) is a bound.
-MI_CEILING_TOL = 0.1
 #: dims named in a finding's text before "and N more".
 NAMED_DIMS = 5
 
@@ -398,13 +396,11 @@ def rate_findings(posterior: dict[str, Any]) -> list[Finding]:
         )
     notes: list[str] = []
     mi = posterior.get("mutual_information")
-    est = posterior.get("estimator") or {}
-    raw_mix = est.get("n_mixture") if isinstance(est, dict) else None
-    n_mix = int(raw_mix) if raw_mix else 0
-    ceiling = math.log(n_mix) if n_mix else math.nan
+    ceiling = mi_ceiling(posterior)
     if mi is not None:
         mi_f = float(mi)
-        if math.isfinite(ceiling) and mi_f >= ceiling - MI_CEILING_TOL:
+        if ceiling is not None:
+            n_mix = round(math.exp(ceiling))
             text += (
                 f"; I(x;z) >= {_fmt(mi_f)} nats: at the ln n ceiling (ln {n_mix} = "
                 f"{_fmt(ceiling)}); more rows are needed to estimate it"

@@ -21,6 +21,7 @@ from scipy import integrate, stats
 import latentcheck as lc
 from latentcheck import verdict as V
 from latentcheck.cli import cli
+from latentcheck.report import MI_CEILING_TOL
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_latents"
 
@@ -242,7 +243,7 @@ def test_issue_16_rate_concentration_and_mi_ceiling():
     assert rate.dims == tuple(sorted(order[:m].tolist()))
     assert f"{m} of 16 dimensions carry 90% of it" in rate.text
     ln_n = math.log(1797)
-    assert rep.posterior["mutual_information"] > ln_n - V.MI_CEILING_TOL
+    assert rep.posterior["mutual_information"] > ln_n - MI_CEILING_TOL
     assert "at the ln n ceiling (ln 1797 = 7.49); more rows are needed" in rate.text
     assert "±" not in rate.text and "I(x;z) >=" in rate.text
     collapsed = codes(rep)["collapsed_dims"]
@@ -277,3 +278,42 @@ def test_issue_16_findings_json_has_code_and_dims_and_round_trips(vae_z):
         del f["code"], f["dims"]
     old = lc.Report.from_dict(d)
     assert old.summary.findings[0].code == "" and old.summary.findings[0].dims == ()
+
+
+@pytest.fixture(scope="module")
+def conv_post_report():
+    return lc.analyze(str(SAMPLES / "conv_kl_beta1e-4.npz"), seed=0)
+
+
+def test_issue_16_outputs_complete(conv_post_report):
+    rep = conv_post_report
+    src = str(SAMPLES / "conv_kl_beta1e-4.npz")
+    assert rep.input.sources == (f"{src}[z]", f"{src}[mu]", f"{src}[logvar]")
+    md = rep.to_markdown()
+    assert "#### Posterior (from mu and logvar)" in md and "#### Spatial (conv latents" in md
+    assert "`scale_spread`" in md
+    text = rep.to_text()
+    # I(x;z) at ln 2048 is a bound: no standard error, in the text and in the verdict
+    assert "I(x;z) >= 7.62 (at the ln n ceiling: more rows needed)" in text
+    assert "+-" not in text.split("ELBO surgery", 1)[1].split("\n\n", 1)[0]
+    short = str(rep)
+    assert short.splitlines()[1] == "VERDICT" and "SUMMARY" not in short
+    assert repr(rep).startswith("<Report: ") and "3 warn finding(s)" in repr(rep)
+    page = rep._repr_html_()
+    assert page.count("<li>") == len(rep.summary.findings) and "<code>scale_spread</code>" in page
+
+
+def test_issue_16_negative_total_correlation_read_as_zero_in_text():
+    from latentcheck.render.textreport import elbo_surgery_text
+
+    post = {
+        "mutual_information": 2.0,
+        "mutual_information_se": 0.01,
+        "kl_aggregate": 1.0,
+        "total_correlation": 1.01,
+        "dimwise_kl": -0.0078,
+        "estimator": {"n_mixture": 2048, "bias_bound_nats": math.log(2048)},
+    }
+    text = elbo_surgery_text(post)
+    assert "I(x;z) 2.00 (+-0.010)" in text
+    assert "dimension-wise KL 0 (estimate -0.0078 < 0: noise, read as 0)" in text

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..report import Report, level_key
+from ..report import Report, level_key, mi_ceiling
 
 __all__ = ["fmt", "render_report", "render_verdict", "table", "verdict_lines"]
 
@@ -418,6 +418,43 @@ def _spatial_block(report: Report, width: int, p: int) -> list[str]:
     return out
 
 
+def elbo_surgery_text(post: dict[str, Any], p: int = 3) -> str:
+    """Return the ELBO-surgery sentence of a report's posterior block.
+
+    I(x;z) at the ln n ceiling is a bound (no standard error then), and estimates below 0
+    of non-negative quantities are read as 0 with a note.
+    """
+    est = post.get("estimator") or {}
+    n_mix = est.get("n_mixture")
+    ceiling = mi_ceiling(post)
+    if ceiling is not None:
+        mi = (
+            f"I(x;z) >= {fmt(post['mutual_information'], p)} (at the ln n ceiling: more rows "
+            "needed)"
+        )
+        agg = f"KL(q(z)||p(z)) <= {fmt(post.get('kl_aggregate'), p)}"
+    else:
+        mi = (
+            f"I(x;z) {fmt(post['mutual_information'], p)} "
+            f"(+-{fmt(post.get('mutual_information_se'), 2)})"
+        )
+        agg = f"KL(q(z)||p(z)) {fmt(post.get('kl_aggregate'), p)}"
+    parts = []
+    for key, name in (
+        ("total_correlation", "total correlation"),
+        ("dimwise_kl", "dimension-wise KL"),
+    ):
+        x = post.get(key)
+        if x is not None and float(x) < 0:
+            parts.append(f"{name} 0 (estimate {fmt(x, 2)} < 0: noise, read as 0)")
+        else:
+            parts.append(f"{name} {fmt(x, p)}")
+    return (
+        f"rate = {mi} + {agg} nats; KL(q(z)||p(z)) = {parts[0]} + {parts[1]}. Mixture estimate "
+        f"over {n_mix} inputs: I(x;z) <= ln {n_mix} = {fmt(est.get('bias_bound_nats'), p)}"
+    )
+
+
 def _posterior_block(report: Report, width: int, p: int, max_dims: int = 64) -> list[str]:
     """Return the block of posterior-parameter figures and its per-dimension table."""
     post = report.posterior or {}
@@ -465,20 +502,7 @@ def _posterior_block(report: Report, width: int, p: int, max_dims: int = 64) -> 
         )
     out.extend(_kv("Posterior std", sd_text, width))
     if post.get("mutual_information") is not None:
-        est = post.get("estimator") or {}
-        out.extend(
-            _kv(
-                "ELBO surgery",
-                f"rate = I(x;z) {fmt(post['mutual_information'], p)} "
-                f"(+-{fmt(post.get('mutual_information_se'), 2)}) + KL(q(z)||p(z)) "
-                f"{fmt(post.get('kl_aggregate'), p)} nats; KL(q(z)||p(z)) = total correlation "
-                f"{fmt(post.get('total_correlation'), p)} + dimension-wise KL "
-                f"{fmt(post.get('dimwise_kl'), p)}. Mixture estimate over "
-                f"{est.get('n_mixture')} inputs: I(x;z) <= ln {est.get('n_mixture')} = "
-                f"{fmt(est.get('bias_bound_nats'), p)}",
-                width,
-            )
-        )
+        out.extend(_kv("ELBO surgery", elbo_surgery_text(post, p), width))
     d = report.input.n_dims
     if d <= max_dims and post.get("kl_per_dim") is not None:
         headers = ["dim", "rate", "mean part", "var part", "share", "Var mu", "SNR", "mean sd"]
