@@ -508,6 +508,14 @@ def report(
 @click.option(
     "--min-kl-delta", type=float, default=0.01, show_default=True, help="Effect: |d kl| (nats)."
 )
+@click.option(
+    "--relation",
+    type=click.Choice(["same", "unrelated"]),
+    default="same",
+    show_default=True,
+    help="The inputs' role: one model retrained (dimensions correspond) or separately "
+    "trained models (per-dimension differences expected; said once).",
+)
 @input_options
 @analysis_options
 @output_options
@@ -527,24 +535,18 @@ def compare(
     """Compare latents or saved reports with the first input: what changed, and where.
 
     INPUTS are two or more latent files (each read as `report` reads it; quote a glob to make
-    shards one input) or JSON reports saved by `latentcheck report`. --test-samples sets the
-    rows per input of the per-dimension tests (default 20000 here).
+    shards one input) or JSON reports saved by `latentcheck report`.
 
     \b
     latentcheck compare ckpt_a.npy ckpt_b.npy
     latentcheck compare old_report.json new.npy --format json -o diff.json
     latentcheck compare a.npy b.npy --fail-on "count(comparisons.0.moved_dims.*) > 0"
     """
-    from click.core import ParameterSource
-
     from .comparison import compare as compare_inputs
 
     if len(inputs) < 2:
         raise click.UsageError("Give at least two inputs to compare (e.g. a.npy b.npy)")
     fmt = preflight(fmt, output, command="compare")
-    ctx = click.get_current_context()
-    if ctx.get_parameter_source("test_samples") is ParameterSource.DEFAULT:
-        options.pop("test_samples")  # compare's own default applies, not report's
     result = compare_inputs(*inputs, **options)
     from .render import render
 
@@ -555,6 +557,17 @@ def compare(
         click.echo(line, err=True)
     if held:
         sys.exit(1)
+
+
+def _state_compare_defaults(command: click.Command) -> None:
+    """Show compare's own defaults in its --help where they differ from report's."""
+    for param in command.params:
+        if param.name == "test_samples" and isinstance(param, click.Option):
+            param.default = 20_000
+            param.help = "Rows (at most) per input for the per-dimension tests."
+
+
+_state_compare_defaults(compare)
 
 
 def main() -> None:

@@ -344,3 +344,32 @@ def test_issue_16_lc_gates_reachable_after_import():
     code = "import latentcheck as lc; print(lc.gates.evaluate.__name__, lc.verdict.judge.__name__)"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0 and res.stdout.split() == ["evaluate", "judge"]
+
+
+def test_issue_16_compare_help_states_real_defaults_and_relation_is_said_once(runner, latents_file):
+    res = runner.invoke(cli, ["compare", "--help"])
+    flat = " ".join(res.stdout.split())
+    assert "per-dimension tests. [default: 20000]" in flat
+    assert "--relation [same|unrelated]" in flat
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((2000, 4)) * [1.0, 2.0, 4.0, 8.0]
+    b = rng.standard_normal((2000, 4)) * [8.0, 1.0, 2.0, 4.0]  # the same scales, permuted
+    pa, pb = latents_file(a, name="a.npy"), latents_file(b, name="b.npy")
+    pc = latents_file(b[:, ::-1].copy(), name="c.npy")
+    args = ["compare", str(pa), str(pb), str(pc), "--format", "json", "--n-permutations", "0"]
+    same = json.loads(runner.invoke(cli, args).stdout)
+    other = json.loads(runner.invoke(cli, [*args, "--relation", "unrelated"]).stdout)
+    assert same["settings"]["relation"] == "same"
+    assert other["settings"]["relation_note"].startswith("The inputs are separately trained")
+    note = "The dimensions may not correspond"
+    texts = [f["text"] for c in other["comparisons"] for f in c["findings"]]
+    assert not any(t.startswith(note) for t in texts)
+    same_texts = [f["text"] for c in same["comparisons"] for f in c["findings"]]
+    hints = [t for t in same_texts if t.startswith(note)]
+    assert hints and all(t.endswith("pass --relation unrelated)") for t in hints)
+    res = runner.invoke(
+        cli,
+        ["compare", str(pa), str(pb), str(pc), "--relation", "unrelated", "--n-permutations", "0"],
+    )
+    assert res.stdout.count("separately trained models") == 1
+    assert res.stdout.count(note) == 0
