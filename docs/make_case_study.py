@@ -1616,8 +1616,9 @@ structure is (the digits' ten classes are one candidate).
 
 Only β = 1 comes close to Gaussian marginals: median negentropy {vae[neg_med]} nats (largest
 {vae[neg_max]}, under the verdict's 0.03 nats per dimension), summed negentropy {vae[neg_sum]}
-nats, median |excess kurtosis| {vae[exk_med]}; even so Shapiro–Wilk rejects {vae[sw]} of its 16 dimensions after Holm. From β
-= 1e-2 down, the non-Gaussian part stays between {neg_sum_lo} and {neg_sum_hi} nats summed,
+nats, median |excess kurtosis| {vae[exk_med]}; even so Shapiro–Wilk rejects {vae[sw]} of its 16
+dimensions after Holm. From β = 1e-2 down, the non-Gaussian part stays between {neg_sum_lo}
+and {neg_sum_hi} nats summed,
 with the plain autoencoder inside that range: median negentropy {b2[neg_med]}, {b4[neg_med]},
 {b6[neg_med]} and {ae[neg_med]} nats, summed {b2[neg_sum]}, {b4[neg_sum]}, {b6[neg_sum]} and
 {ae[neg_sum]} nats; Shapiro–Wilk rejects {b2[sw]}, {b4[sw]}, {b6[sw]} and {ae[sw]} of 16. The
