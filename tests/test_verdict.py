@@ -66,6 +66,7 @@ def test_issue_16_negentropy_threshold_sits_between_t10_and_t5_and_bimodal():
     assert 0.005 < j_t10 < V.NEGENTROPY_WARN < j_t5 < j_mix
 
 
+@pytest.mark.slow
 def test_issue_16_near_gaussian_is_ok_and_a_t5_dimension_is_named(vae_z):
     rep = lc.analyze(vae_z, seed=0)
     g = codes(rep)["gaussian"]
@@ -135,6 +136,7 @@ def test_issue_16_override_gives_a_too_few_rows_verdict(vae_z):
     assert rep.summary.findings[0].code == "too_few_rows"  # said first
 
 
+@pytest.mark.slow
 def test_issue_16_channel_scale_spread_recommends_per_channel_normalisation():
     z = np.load(SAMPLES / "conv_kl_beta1e-4.npz")["z"].astype(np.float64)
     m = z.mean(axis=(0, 2, 3), keepdims=True)
@@ -232,6 +234,7 @@ def test_issue_16_rules_calibrated_on_spatially_correlated_gaussian_latents():
     assert np.mean(j >= V.NEGENTROPY_WARN) <= 0.05 / 4  # below Holm's per-dim share
 
 
+@pytest.mark.slow
 def test_issue_16_rate_concentration_and_mi_ceiling():
     data = np.load(SAMPLES / "vae_beta1.npz")
     mu, lv = data["mu"].astype(np.float64), data["logvar"].astype(np.float64)
