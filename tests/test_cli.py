@@ -365,6 +365,13 @@ def test_issue_16_compare_help_states_real_defaults_and_relation_is_said_once(ru
     note = "The dimensions may not correspond"
     texts = [f["text"] for c in other["comparisons"] for f in c["findings"]]
     assert not any(t.startswith(note) for t in texts)
+    for c in same["comparisons"]:
+        assert all(f["code"] for f in c["findings"])
+        moved = [f for f in c["findings"] if f["code"] == "dims_moved"]
+        assert moved and moved[0]["dims"] == c["moved_dims"]
+    gate = ["--fail-on", "comparisons.*.findings.*.code == dims_moved"]
+    res = runner.invoke(cli, [*args, *gate])
+    assert res.exit_code == 1 and "code = dims_moved" in res.stderr
     same_texts = [f["text"] for c in same["comparisons"] for f in c["findings"]]
     hints = [t for t in same_texts if t.startswith(note)]
     assert hints and all(t.endswith("pass --relation unrelated)") for t in hints)
