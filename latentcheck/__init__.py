@@ -62,7 +62,15 @@ _LAZY = {
 }
 
 
+#: submodules the README uses as ``lc.<module>`` after ``import latentcheck as lc``
+_SUBMODULES = ("gates", "verdict", "stats")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        sub = importlib.import_module(f".{name}", __name__)
+        globals()[name] = sub
+        return sub
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'latentcheck' has no attribute {name!r}")
@@ -72,7 +80,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+    return sorted([*globals(), *_LAZY, *_SUBMODULES])
 
 
 __all__ = [

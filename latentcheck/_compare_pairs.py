@@ -505,7 +505,12 @@ def _findings(
     out = []
     if dims is None:
         out.append(
-            Finding("dimensions", "warn", f"{b} has {s1.n_dims} dimensions, {a} has {s0.n_dims}")
+            Finding(
+                "dimensions",
+                "warn",
+                f"{b} has {s1.n_dims} dimensions, {a} has {s0.n_dims}",
+                code="dims_count_differs",
+            )
         )
     else:
         moved = np.flatnonzero(dims.moved)
@@ -514,14 +519,16 @@ def _findings(
         if moved.size:
             shown = ", ".join(str(i) for i in moved[:12]) + (" ..." if moved.size > 12 else "")
             text = f"{moved.size} of {s0.n_dims} dimensions moved ({rule}): {shown}"
-            out.append(Finding("dimensions", "warn", text))
+            out.append(
+                Finding("dimensions", "warn", text, code="dims_moved", dims=tuple(map(int, moved)))
+            )
         else:
             n_t, n_e = int(dims.flagged_by_test.sum()), int(dims.flagged_by_effect.sum())
             text = (
                 f"No dimension moved ({rule}); {n_t} flagged by the test alone, {n_e} by "
                 "effect size alone"
             )
-            out.append(Finding("dimensions", "ok", text))
+            out.append(Finding("dimensions", "ok", text, code="no_dims_moved"))
         out += _correspondence_hint(dims, th["kl_marginal"])
     shift, scale = tests["shift"], tests["scale"]
     moved_shift = adj["shift"] < alpha and abs(shift.effect_size or 0.0) >= th["shift"]
@@ -533,28 +540,41 @@ def _findings(
     )
     if moved_scale or moved_shift:
         what = " and ".join(w for w, m in (("scale", moved_scale), ("shift", moved_shift)) if m)
-        out.append(Finding("scale", "warn", f"Global {what} changed: {text}"))
+        out.append(Finding("scale", "warn", f"Global {what} changed: {text}", code="global_moved"))
     else:
         out.append(
-            Finding("scale", "ok", f"Global scale and shift did not move (test and effect): {text}")
+            Finding(
+                "scale",
+                "ok",
+                f"Global scale and shift did not move (test and effect): {text}",
+                code="global_unchanged",
+            )
         )
     if joint.reason:
-        out.append(Finding("joint", "note", f"Joint test not run: {joint.reason}"))
+        out.append(
+            Finding("joint", "note", f"Joint test not run: {joint.reason}", code="joint_skipped")
+        )
     else:
         text = (
             f"energy test p {_p(joint.pvalue)} (p_adj {_p(adj['joint'])}), coefficient "
             f"E/(2 E|x-y|) {joint.effect_size:.3g}"
         )
         if adj["joint"] < alpha:
-            out.append(Finding("joint", "warn", f"Joint distributions differ: {text}"))
+            out.append(
+                Finding(
+                    "joint", "warn", f"Joint distributions differ: {text}", code="joint_differs"
+                )
+            )
         else:
-            out.append(Finding("joint", "ok", f"Joint test finds no difference: {text}"))
+            out.append(
+                Finding("joint", "ok", f"Joint test finds no difference: {text}", code="joint_same")
+            )
     f0, f1 = s0.figures, s1.figures
     if f0["rate_nats"] is not None and f1["rate_nats"] is not None:
         text = f"Rate {f0['rate_nats']:.4g} -> {f1['rate_nats']:.4g} nats"
         if f0["active_units"] is not None and f1["active_units"] is not None:
             text += f"; active units {f0['active_units']} -> {f1['active_units']}"
-        out.append(Finding("rate", "note", text))
+        out.append(Finding("rate", "note", text, code="rate"))
     return out
 
 
@@ -578,7 +598,7 @@ def _correspondence_hint(dims: DimComparison, min_kl: float) -> list[Finding]:
         f"{by_index:.3g} nats on average, paired by size by {by_size:.3g}; for separately "
         "trained models read the sorted profiles"
     )
-    return [Finding("dimensions", "note", text)]
+    return [Finding("dimensions", "note", text, code="dims_may_not_correspond")]
 
 
 def _p(p: float) -> str:

@@ -156,6 +156,37 @@ def check_row_count(n_rows: int, where: str) -> None:
         )
 
 
+#: fewer rows than this are refused (unless overridden): D'Agostino's kurtosis test needs 20,
+#: and no spread, tail or shape figure means anything from fewer.
+MIN_ROWS = 20
+
+
+def check_rows_vs_dims(
+    n_rows: int, n_dims: int, where: str, *, shape: Sequence[int] = (), allow: bool = False
+) -> None:
+    """Raise InputError for fewer rows than dimensions or than ``MIN_ROWS``, unless `allow`.
+
+    A (10, 5000) array is almost always a transposed (5000, 10) one, and a statistic of 3
+    rows is noise: both are refused before any statistic, with the fix in the message.
+    """
+    if allow or (n_rows >= n_dims and n_rows >= MIN_ROWS):
+        return
+    shown = "×".join(str(int(s)) for s in shape) if shape else f"{n_rows}×{n_dims}"
+    if n_rows < n_dims:
+        why = f"fewer rows (samples) than dimensions ({n_rows} < {n_dims})"
+        fix = (
+            "samples go on axis 0: if they are on the last axis, transpose the array "
+            "(z.T); for conv latents (N, C, H, W) set --channel-axis (channel_axis)"
+        )
+    else:
+        why = f"{n_rows} rows, fewer than the {MIN_ROWS} the statistics need"
+        fix = "pass more samples"
+    raise InputError(
+        f"{where} ({shown}) gives {why}; {fix}, or pass --allow-few-rows "
+        "(allow_few_rows=True) to describe it anyway"
+    )
+
+
 def check_levels(values: Sequence[float] | None, name: str) -> tuple[float, ...]:
     """Return a sorted tuple of positive thresholds (sigma levels)."""
     if values is None:

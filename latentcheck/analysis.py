@@ -230,6 +230,7 @@ def analyze(
     chunk_rows: int | None = None,
     threads: int | None = None,
     progress: bool | None = False,
+    allow_few_rows: bool = False,
 ) -> Report:
     """Describe a data set of latents: per-dimension, joint and practical statistics.
 
@@ -304,6 +305,9 @@ def analyze(
         Architecture section. The report is the same, bit for bit, for any number.
     progress : bool or None, default=False
         Show a progress bar on stderr; None shows one when stderr is a terminal.
+    allow_few_rows : bool, default=False
+        Describe data with fewer rows than dimensions, or fewer than 20 rows; refused
+        otherwise (usually a transposed array, see ``_validation.check_rows_vs_dims``).
 
     Returns
     -------
@@ -455,6 +459,7 @@ def analyze_source(
     chunk_rows: int | None = None,
     threads: int | None = None,
     progress: bool | None = False,
+    allow_few_rows: bool = False,
     kind: str = "samples",
     aggregate: str | None = None,
     posterior: PosteriorJob | None = None,
@@ -489,6 +494,9 @@ def analyze_source(
     chunk_rows = v.check_int(chunk_rows, "chunk_rows", minimum=1)
     threads = default_threads() if threads is None else v.check_int(threads, "threads", minimum=1)
     v.check_row_count(source.n_rows, source.name)
+    v.check_rows_vs_dims(
+        source.n_rows, d, source.name, shape=source.shape, allow=bool(allow_few_rows)
+    )
 
     collector = _Collector()
     for note in source.notes:
@@ -859,38 +867,15 @@ def _sample_and_finish(
     )
     pooled_prior = prior.mean(axis=1)
     rejected = {name: int(np.sum(t.pvalue_holm < alpha)) for name, t in tests.items()}
-    from .verdict import build_findings, rate_finding
-
     post = (
         posterior.run(seed=seed_used, threads=threads, chunk_rows=chunk_rows, collect=collector.run)
         if posterior is not None
         else None
     )
-    findings = build_findings(
-        mean=mean[ok_dims] if ok_dims.any() else mean,
-        std=std[ok_dims] if ok_dims.any() else std,
-        pooled_rates=pooled,
-        n_values=int(n * max(int(ok_dims.sum()), 1)),
-        expected=expected,
-        levels=levels_arr,
-        negentropy=neg[ok_dims],
-        kurtosis=moments.excess_kurtosis()[ok_dims],
-        rejected=(tests["shapiro"].pvalue_holm < alpha)[ok_dims],
-        tested=int(np.isfinite(tests["shapiro"].pvalue).sum()),
-        test_name="Shapiro-Wilk",
-        alpha=alpha,
-        n_test=n_test,
-        total_correlation=joint.total_correlation,
-        effective_dims=joint.effective_dims,
-        index=np.flatnonzero(ok_dims),
-        active=int(post["active_units"]) if post is not None else None,
-    )
-    if post is not None:
-        findings = (*findings, rate_finding(post))
     kkeys = [level_key(k) for k in levels]
     summary = Summary(
-        verdict=" ".join(f.text for f in findings),
-        findings=findings,
+        verdict="",  # judged below, once the report holds every figure
+        findings=(),
         kl_gauss_sum=float(np.sum(kl_g[ok_dims])),
         negentropy_sum=float(np.nansum(neg[ok_dims])),
         kl_marginal_sum=float(np.nansum(kl_m[ok_dims])),
@@ -935,7 +920,7 @@ def _sample_and_finish(
     from . import __version__
 
     info = InputInfo(
-        sources=tuple(source.labels),
+        sources=_source_labels(source, posterior),
         kind=kind,
         shape=source.shape,
         dtype=str(source.members[0].dtype),
@@ -984,7 +969,25 @@ def _sample_and_finish(
         posterior=post,
         warnings=tuple(collector.messages),
     )
+    from .verdict import judge
+
+    findings = judge(report)
+    report = dataclasses.replace(
+        report,
+        summary=dataclasses.replace(
+            summary, findings=findings, verdict=" ".join(f.text for f in findings)
+        ),
+    )
     return Analysis(report, reservoir)
+
+
+def _source_labels(source: LatentSource, posterior: PosteriorJob | None) -> tuple[str, ...]:
+    """Return the input's labels: the analysed rows, then the posterior's mu and spread."""
+    labels = list(source.labels)
+    if posterior is not None:
+        for part in (posterior.post.mu, posterior.post.spread):
+            labels += [x for x in part.labels if x not in labels]
+    return tuple(labels)
 
 
 def _histograms(

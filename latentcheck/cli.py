@@ -82,9 +82,8 @@ def output_options(fn: F) -> F:
                 "--format",
                 "fmt",
                 type=click.Choice(["text", "json", "markdown", "html"]),
-                default="text",
-                show_default=True,
-                help="Output format.",
+                default=None,
+                help="Output format [default: from -o's suffix (.json .md .html .txt), else text].",
             ),
             click.option(
                 "-o",
@@ -93,7 +92,12 @@ def output_options(fn: F) -> F:
                 default=None,
                 help="Write to this file instead of stdout ('-' = stdout).",
             ),
-            click.option("--width", type=int, default=100, show_default=True, help="Text width."),
+            click.option(
+                "--width",
+                type=int,
+                default=None,
+                help="Text width [default: the terminal's when stdout is one, else 100].",
+            ),
             click.option(
                 "--max-dims",
                 type=int,
@@ -114,6 +118,119 @@ def output_options(fn: F) -> F:
     ):
         fn = option(fn)
     return fn
+
+
+# ---------------------------------------------------------------------------------------
+# the verdict's gates and the checks made before any work (issue 16)
+# ---------------------------------------------------------------------------------------
+
+#: output suffix -> format, when --format is not given
+SUFFIX_FORMATS = {
+    ".json": "json",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".html": "html",
+    ".htm": "html",
+    ".txt": "text",
+}
+
+
+def verdict_options(*, quiet: bool) -> Callable[[F], F]:
+    """Options on the verdict: gate on its warnings, accept few rows, print it alone (-q)."""
+
+    def decorate(fn: F) -> F:
+        for option in reversed(_verdict_option_list(quiet)):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def _verdict_option_list(quiet: bool) -> list[Callable[[F], F]]:
+    """Return the click options of :func:`verdict_options`."""
+    return [
+        click.option(
+            "--fail-on-warn",
+            is_flag=True,
+            help="Exit 1 if any finding of the verdict is a warn (its code and dims are "
+            "printed on stderr).",
+        ),
+        click.option(
+            "--allow-few-rows",
+            is_flag=True,
+            help="Describe data with fewer rows than dimensions (or than 20 rows) instead "
+            "of refusing it as a likely transposed array.",
+        ),
+    ] + (
+        [click.option("-q", "--quiet", is_flag=True, help="Text output: print the verdict alone.")]
+        if quiet
+        else []
+    )
+
+
+def preflight(fmt: str | None, output: str | None, *, command: str) -> str:
+    """Return the output format after checking, before any analysis, that it can be written.
+
+    The format comes from `output`'s suffix when `fmt` is None; a missing output directory,
+    HTML without matplotlib, a format `command` does not offer, and HTML to a terminal are
+    refused at once (exit 2) instead of after minutes of work.
+    """
+    to_file = output is not None and output != "-"
+    if fmt is None:
+        fmt = SUFFIX_FORMATS.get(Path(str(output)).suffix.lower(), "text") if to_file else "text"
+    if to_file:
+        target = Path(str(output))
+        directory = target.parent if str(target.parent) else Path(".")
+        if not directory.is_dir():
+            raise LatentcheckError(
+                f"Cannot write {output}: the directory {directory} does not exist; create it first"
+            )
+        if target.is_dir():
+            raise LatentcheckError(f"Cannot write {output}: it is a directory")
+    if fmt == "html":
+        if command == "compare":
+            raise LatentcheckError(
+                "HTML output is available for reports, not comparisons; use --format text, "
+                "json or markdown"
+            )
+        from .render.htmlreport import require_matplotlib
+
+        require_matplotlib()
+        if not to_file and stdout_is_terminal():
+            raise LatentcheckError(
+                "HTML is a page, not terminal output: write it to a file with -o report.html"
+            )
+    return fmt
+
+
+def stdout_is_terminal() -> bool:
+    """Return True if stdout is a terminal (one place, so tests can stand in for one)."""
+    return sys.stdout.isatty()
+
+
+def text_width(width: int | None) -> int:
+    """Return the text width: `width` if given, else the terminal's when stdout is one."""
+    if width is not None:
+        return width
+    if stdout_is_terminal():
+        import shutil
+
+        return max(60, min(160, shutil.get_terminal_size((100, 24)).columns))
+    return 100
+
+
+def gate(report_dict: dict[str, Any], expressions: Sequence[str], fail_on_warn: bool) -> list[str]:
+    """Return one stderr line per gate that holds, with the value that made it hold."""
+    from .gates import check, findings_gate
+
+    lines = []
+    for e in expressions:
+        held, value = check(e, report_dict)
+        if held:
+            lines.append(f"latentcheck: --fail-on condition holds: {e} ({value})")
+    if fail_on_warn:
+        lines += [f"latentcheck: --fail-on-warn: {w}" for w in findings_gate(report_dict)]
+    return lines
 
 
 def input_options(fn: F) -> F:
@@ -279,13 +396,6 @@ def cli() -> None:
     """
 
 
-def _fail(report_dict: dict[str, Any], expressions: Sequence[str]) -> list[str]:
-    """Return the --fail-on expressions that hold."""
-    from .gates import evaluate
-
-    return [e for e in expressions if evaluate(e, report_dict)]
-
-
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("inputs", nargs=-1, type=click.Path())
 @click.option("--mu", multiple=True, metavar="PATH", help="Posterior means (files or globs).")
@@ -295,6 +405,7 @@ def _fail(report_dict: dict[str, Any], expressions: Sequence[str]) -> list[str]:
 @input_options
 @analysis_options
 @output_options
+@verdict_options(quiet=True)
 @handle_errors
 def report(
     inputs: tuple[str, ...],
@@ -302,11 +413,13 @@ def report(
     logvar: tuple[str, ...],
     std: tuple[str, ...],
     var: tuple[str, ...],
-    fmt: str,
+    fmt: str | None,
     output: str | None,
-    width: int,
+    width: int | None,
     max_dims: int,
     fail_on: tuple[str, ...],
+    fail_on_warn: bool,
+    quiet: bool,
     debug: bool,
     key: str | None,
     channel_axis: int,
@@ -325,11 +438,13 @@ def report(
     latentcheck report posterior.npz
     latentcheck report --mu mu.npy --logvar logvar.npy
     latentcheck report latents.npy --fail-on "summary.outlier_rate.4 > 0.001"
+    latentcheck report latents.npy --fail-on-warn -q
     """
     from .analysis import analyze
 
     if not inputs and not (mu or logvar or std or var):
         raise click.UsageError("Give at least one input file (e.g. latents.npy) or --mu")
+    fmt = preflight(fmt, output, command="report")
     rep = analyze(
         list(inputs) or None,
         mu=list(mu) or None,
@@ -344,10 +459,16 @@ def report(
     from .render import render
 
     # a bad expression stops here, before any output (no dict to build without one: 3 ms)
-    held = _fail(rep.to_dict(), fail_on) if fail_on else []
-    write_output(render(rep, fmt, width=width, max_dims=max_dims), output)
-    for expr in held:
-        click.echo(f"latentcheck: --fail-on condition holds: {expr}", err=True)
+    held = gate(rep.to_dict(), fail_on, fail_on_warn) if fail_on or fail_on_warn else []
+    if quiet and fmt == "text":
+        from .render.textreport import render_verdict
+
+        text = render_verdict(rep, width=text_width(width))
+    else:
+        text = render(rep, fmt, width=text_width(width), max_dims=max_dims)
+    write_output(text, output)
+    for line in held:
+        click.echo(line, err=True)
     if held:
         sys.exit(1)
 
@@ -387,50 +508,66 @@ def report(
 @click.option(
     "--min-kl-delta", type=float, default=0.01, show_default=True, help="Effect: |d kl| (nats)."
 )
+@click.option(
+    "--relation",
+    type=click.Choice(["same", "unrelated"]),
+    default="same",
+    show_default=True,
+    help="The inputs' role: one model retrained (dimensions correspond) or separately "
+    "trained models (per-dimension differences expected; said once).",
+)
 @input_options
 @analysis_options
 @output_options
+@verdict_options(quiet=False)
 @handle_errors
 def compare(
     inputs: tuple[str, ...],
-    fmt: str,
+    fmt: str | None,
     output: str | None,
-    width: int,
+    width: int | None,
     max_dims: int,
     fail_on: tuple[str, ...],
+    fail_on_warn: bool,
     debug: bool,
     **options: Any,
 ) -> None:
     """Compare latents or saved reports with the first input: what changed, and where.
 
     INPUTS are two or more latent files (each read as `report` reads it; quote a glob to make
-    shards one input) or JSON reports saved by `latentcheck report`. --test-samples sets the
-    rows per input of the per-dimension tests (default 20000 here).
+    shards one input) or JSON reports saved by `latentcheck report`.
 
     \b
     latentcheck compare ckpt_a.npy ckpt_b.npy
     latentcheck compare old_report.json new.npy --format json -o diff.json
     latentcheck compare a.npy b.npy --fail-on "count(comparisons.0.moved_dims.*) > 0"
     """
-    from click.core import ParameterSource
-
     from .comparison import compare as compare_inputs
 
     if len(inputs) < 2:
         raise click.UsageError("Give at least two inputs to compare (e.g. a.npy b.npy)")
-    ctx = click.get_current_context()
-    if ctx.get_parameter_source("test_samples") is ParameterSource.DEFAULT:
-        options.pop("test_samples")  # compare's own default applies, not report's
+    fmt = preflight(fmt, output, command="compare")
     result = compare_inputs(*inputs, **options)
     from .render import render
 
     # a bad expression stops here, before any output
-    held = _fail(result.to_dict(), fail_on) if fail_on else []
-    write_output(render(result, fmt, width=width, max_dims=max_dims), output)
-    for expr in held:
-        click.echo(f"latentcheck: --fail-on condition holds: {expr}", err=True)
+    held = gate(result.to_dict(), fail_on, fail_on_warn) if fail_on or fail_on_warn else []
+    write_output(render(result, fmt, width=text_width(width), max_dims=max_dims), output)
+    for line in held:
+        click.echo(line, err=True)
     if held:
         sys.exit(1)
+
+
+def _state_compare_defaults(command: click.Command) -> None:
+    """Show compare's own defaults in its --help where they differ from report's."""
+    for param in command.params:
+        if param.name == "test_samples" and isinstance(param, click.Option):
+            param.default = 20_000
+            param.help = "Rows (at most) per input for the per-dimension tests."
+
+
+_state_compare_defaults(compare)
 
 
 def main() -> None:

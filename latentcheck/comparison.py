@@ -12,6 +12,7 @@ two-sample statistics in ``stats/twosample.py``, the text and Markdown renderers
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import math
@@ -129,6 +130,7 @@ def compare(
     min_log_std_ratio: float = 0.05,
     min_wasserstein: float = 0.05,
     min_kl_delta: float = 0.01,
+    relation: str = "same",
     key: str | None = None,
     channel_axis: int = 1,
     flatten: bool = False,
@@ -161,6 +163,13 @@ def compare(
         Effect-size thresholds of a moved dimension (defaults 0.05, 0.05, 0.05, 0.01):
         |Δmean| / pooled std, |ln std ratio|, W1 / pooled std, |Δkl_marginal| in nats.
         ``min_shift`` and ``min_log_std_ratio`` also apply to the global shift and scale.
+    relation : {"same", "unrelated"}, default="same"
+        The inputs' role. "same": one model retrained, fine-tuned or re-weighted, so its
+        dimensions correspond and per-dimension changes are findings. "unrelated":
+        separately trained models, whose dimensions need not correspond; per-dimension
+        differences are then expected, which ``settings.relation_note`` says once instead
+        of a note in every comparison (read the sorted profiles and the global and joint
+        figures).
     key, channel_axis, flatten, **analysis_options
         Passed to :func:`~latentcheck.analysis.analyze_with_sample` for latent inputs.
 
@@ -228,6 +237,8 @@ def compare(
         "wasserstein": v.check_positive(min_wasserstein, "min_wasserstein"),
         "kl_marginal": v.check_positive(min_kl_delta, "min_kl_delta"),
     }
+    if relation not in RELATIONS:
+        raise InputError(f"`relation` must be one of {', '.join(RELATIONS)}, got {relation!r}")
     options = dict(analysis_options, key=key, channel_axis=channel_axis, flatten=flatten)
     options.update(seed=seed_used, alpha=alpha)
     loaded = [_read_input(obj, options) for obj in inputs]
@@ -248,6 +259,8 @@ def compare(
         "thresholds": thresholds,
         "flag_rule": "moved = flagged by the corrected test AND by at least one effect size",
         "profile_sigma_level": level,
+        "relation": relation,
+        "relation_note": RELATIONS[relation],
     }
     messages = [
         f"{s.label}: {w}"
@@ -265,7 +278,7 @@ def compare(
                 warnings.warn(str(w.message), w.category, stacklevel=2)
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        pairs.append(pair)
+        pairs.append(_by_relation(pair, relation))
     from . import __version__
 
     return Comparison(
@@ -278,6 +291,36 @@ def compare(
         warnings=tuple(messages),
         reports=tuple(rep for _, rep, _, _ in loaded),
     )
+
+
+#: the inputs' roles, with the sentence each puts once at the top of a comparison
+RELATIONS = {
+    "same": "The inputs are one model retrained or fine-tuned: dimension j of every input "
+    "is the same latent, so per-dimension changes are findings.",
+    "unrelated": "The inputs are separately trained models: their dimensions need not "
+    "correspond, so per-dimension differences are expected and say little; read the sorted "
+    "profiles and the global and joint figures.",
+}
+CORRESPONDENCE_NOTE = "The dimensions may not correspond"
+
+
+def _by_relation(pair: PairComparison, relation: str) -> PairComparison:
+    """Return `pair` with its findings read for the inputs' `relation`.
+
+    For unrelated models the per-pair note that dimensions may not correspond is dropped
+    (``settings.relation_note`` says it once); for one model retrained it points to
+    ``relation="unrelated"``.
+    """
+    keep = []
+    for f in pair.findings:
+        if f.text.startswith(CORRESPONDENCE_NOTE):
+            if relation == "unrelated":
+                continue
+            f = dataclasses.replace(
+                f, text=f.text + " (if they are separately trained, pass --relation unrelated)"
+            )
+        keep.append(f)
+    return dataclasses.replace(pair, findings=tuple(keep))
 
 
 # ---------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ __all__ = [
     "Settings",
     "Summary",
     "TestResult",
+    "mi_ceiling",
     "to_jsonable",
 ]
 
@@ -90,7 +91,8 @@ class InputInfo:
     Attributes
     ----------
     sources : tuple of str
-        Files (with ``[key]`` for ``.npz`` members) or "array".
+        Files (with ``[key]`` for ``.npz`` members) or "array": the analysed rows first,
+        then, for posterior inputs, the ``mu`` and the logvar/std/var sources.
     kind : str
         "samples", or "posterior" when posterior parameters were given.
     shape : tuple of int
@@ -188,16 +190,51 @@ class Finding:
     Attributes
     ----------
     aspect : str
-        "scale", "outliers", "gaussianity", "dimensions" or "rate".
+        "input", "dimensions", "scale", "outliers", "gaussianity", "rate" or
+        "normalization" ("joint" in comparisons).
     status : str
         "ok", "note" or "warn".
     text : str
-        The finding in words, with its numbers.
+        The finding in words, with its numbers; it names the dimensions in `dims`.
+    code : str
+        Stable machine name of the rule that produced it (``dead_dims``, ``scale_spread``,
+        ``heavy_tails``, ``non_gaussian``, ...; the README lists them). Empty in reports
+        saved before codes existed.
+    dims : tuple of int
+        Indices of the dimensions the finding is about; empty when it is global.
     """
 
     aspect: str
     status: str
     text: str
+    code: str = ""
+    dims: tuple[int, ...] = ()
+
+
+#: I(x;z) within this many nats of ln n (the mixture estimate's ceiling) is a bound, for
+#: reports that do not carry the estimator's own regime (`mutual_information_regime`).
+MI_CEILING_TOL = 0.1
+
+
+def mi_ceiling(posterior: dict[str, Any] | None) -> float | None:
+    """Return ln n when the posterior's I(x;z) estimate sits at its ceiling ln n, else None.
+
+    The aggregate-posterior mixture estimate over n inputs cannot exceed ln n (Hoffman &
+    Johnson 2016, "ELBO surgery"); within ``MI_CEILING_TOL`` nats of it the estimate is a
+    lower bound, and its standard error says nothing about the true value.
+    """
+    if not posterior or posterior.get("mutual_information") is None:
+        return None
+    est = posterior.get("estimator") or {}
+    n_mix = est.get("n_mixture") if isinstance(est, dict) else None
+    if not n_mix or int(n_mix) < 2:
+        return None
+    ceiling = math.log(int(n_mix))
+    if posterior.get("mutual_information_regime") == "saturated":
+        # the leave-one-out bracket puts the estimate at the ceiling (stats.mixture)
+        return ceiling
+    mi = float(posterior["mutual_information"])
+    return ceiling if mi >= ceiling - MI_CEILING_TOL else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,6 +486,40 @@ class Report:
         from .render.textreport import render_report
 
         return render_report(self, width=width, max_dims=max_dims, precision=precision)
+
+    def __repr__(self) -> str:
+        inp = self.input
+        warns = sum(f.status == "warn" for f in self.summary.findings)
+        return (
+            f"<Report: {', '.join(inp.sources)}; {inp.n_samples} rows x {inp.n_dims} dims; "
+            f"{warns} warn finding(s)>"
+        )
+
+    def __str__(self) -> str:
+        """Return a short summary: what was read, and the verdict (``print(report)``)."""
+        from .render.textreport import render_verdict
+
+        inp = self.input
+        head = f"latentcheck report: {', '.join(inp.sources)} ({inp.n_samples} rows x "
+        head += f"{inp.n_dims} dims)\n"
+        return head + render_verdict(self) + "Full report: report.to_text(); JSON: to_json().\n"
+
+    def _repr_html_(self) -> str:
+        """Return the verdict as a small HTML block for notebooks (no plots)."""
+        import html
+
+        inp = self.input
+        icon = {"ok": "&#9989;", "note": "&#8505;&#65039;", "warn": "&#9888;&#65039;"}
+        items = "".join(
+            f"<li>{icon.get(f.status, '')} {html.escape(f.text)}"
+            + (f" <code>{html.escape(f.code)}</code>" if f.code else "")
+            + "</li>"
+            for f in self.summary.findings
+        )
+        return (
+            f"<div><b>latentcheck report</b>: <code>{html.escape(', '.join(inp.sources))}</code>"
+            f" ({inp.n_samples} rows &times; {inp.n_dims} dims)<ul>{items}</ul></div>"
+        )
 
     def to_markdown(self, *, max_dims: int = 64) -> str:
         """Return the report as Markdown (for pull-request comments)."""

@@ -301,7 +301,7 @@ def test_conv_layout_uses_channels_as_dimensions(rng):
     last = lc.analyze(np.moveaxis(x, 1, -1), channel_axis=-1)
     np.testing.assert_allclose(last.dims.std, rows.std(0), rtol=1e-10)
     with pytest.warns(lc.LatentcheckWarning, match="60 dimensions exceed max_joint_dims=10"):
-        flat = lc.analyze(x, flatten=True, max_joint_dims=10)
+        flat = lc.analyze(x, flatten=True, max_joint_dims=10, allow_few_rows=True)
     assert flat.input.n_dims == 60 and flat.input.n_samples == 20
     assert flat.joint.skipped is not None and "max_joint_dims" in flat.joint.skipped
 
@@ -343,10 +343,12 @@ def test_degenerate_dimension_is_named_and_left_out(rng):
 
 def test_more_dims_than_rows_skips_joint_with_reason(rng):
     x = rng.standard_normal((5, 8))
+    with pytest.raises(lc.InputError, match=r"fewer rows \(samples\) than dimensions \(5 < 8\)"):
+        lc.analyze(x)  # issue 16: refused unless the user insists
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", lc.SmallSampleWarning)
         with pytest.warns(lc.LatentcheckWarning, match="d >= N"):
-            rep = lc.analyze(x)
+            rep = lc.analyze(x, allow_few_rows=True)
     assert "only 5 rows" in rep.joint.skipped
     assert math.isnan(rep.joint.total_correlation)
 

@@ -84,3 +84,37 @@ def test_changelog_has_unreleased_on_top():
     log = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
     first = re.search(r"^## .*$", log, flags=re.M)
     assert first is not None and first.group(0) == "## Unreleased"
+
+
+def test_issue_16_readme_verdict_rules_quote_the_code_constants():
+    """Every `NAME` = value in the README's "Verdict rules" table is the code's constant,
+    and every finding code the verdict can emit is in the table."""
+    from latentcheck import _validation, report, verdict
+
+    section = README.split("### Verdict rules", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+    quoted = re.findall(r"`([A-Z_]+)` = ([0-9.]+)", section)
+    names = {name for name, _ in quoted}
+    expected = {
+        "MIN_ROWS_VERDICT",
+        "MIN_ROWS",
+        "DEAD_STD_FRACTION",
+        "SCALE_BAND",
+        "MEAN_BAND",
+        "SCALE_SPREAD_RATIO",
+        "TAIL_RATIO",
+        "TAIL_ALPHA",
+        "SUPPRESSED_RATIO",
+        "NEGENTROPY_WARN",
+        "RATE_SHARE",
+        "MI_CEILING_TOL",
+    }
+    assert names == expected
+    for name, value in quoted:
+        homes = [m for m in (verdict, _validation, report) if hasattr(m, name)]
+        assert len(homes) == 1, name
+        const = getattr(homes[0], name)
+        assert float(value) == pytest.approx(float(const), rel=1e-12), name
+    source = (ROOT / "latentcheck" / "verdict.py").read_text(encoding="utf-8")
+    emitted = set(re.findall(r'code="([a-z_]+)"', source))
+    documented = set(re.findall(r"`([a-z_]+)`", section))
+    assert emitted and emitted <= documented, emitted - documented

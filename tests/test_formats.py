@@ -230,7 +230,8 @@ def test_posterior_shards_and_mixed_formats(tmp_path):
     _write("hdf5", tmp_path / "p1.h5", {"mu": mu[120:], "logvar": lv[120:]})
     paths = [tmp_path / "p0.safetensors", tmp_path / "p1.h5"]
     got = lc.analyze(paths, seed=3)
-    assert got.input.kind == "posterior" and len(got.input.sources) == 2
+    assert got.input.kind == "posterior" and len(got.input.sources) == 4  # mu, then logvar
+    assert got.input.sources[2:] == tuple(f"{p}[logvar]" for p in paths)  # issue 16
     assert_json_close(_figures(got), _figures(lc.analyze(mu=mu, logvar=lv, seed=3)), rel=1e-12)
     np.save(tmp_path / "p2.npy", mu[:10])
     src = open_latents([tmp_path / "p1.h5", tmp_path / "p2.npy"], role="mu")

@@ -239,6 +239,8 @@ def _header(cmp: Comparison, width: int) -> list[str]:
             indent="     ",
             first="     ",
         )
+    if st.get("relation_note"):
+        out += wrap(st["relation_note"], width, indent="  ", first="  ")
     corr = "Holm" if st["correction"] == "holm" else "Benjamini-Hochberg"
     out += wrap(
         f"seed {st['seed']}; alpha {st['alpha']:g}, {corr} across dimensions; KS and W1 on "
@@ -324,7 +326,8 @@ def _notes(cmp: Comparison) -> list[str]:
         "noise in small ones.",
     ]
     for c in cmp.comparisons:
-        out.append(f"{c.input.label} vs A: {c.dims_note}")
+        if c.dims is None:  # the pairing by index, said once above, is not repeated per pair
+            out.append(f"{c.input.label} vs A: {c.dims_note}")
         out += [f"{c.input.label} vs A: {n}" for n in c.notes]
     out += list(cmp.warnings)
     return out
@@ -347,6 +350,8 @@ def render_markdown(cmp: Comparison, *, max_dims: int = 64) -> str:
             f"- **{s.label}** `{', '.join(s.sources)}`: {s.n_samples} rows × {s.n_dims} dims"
         )
     out.append("")
+    if cmp.settings.get("relation_note"):
+        out += [str(cmp.settings["relation_note"]), ""]
     for c in cmp.comparisons:
         out.append(f"**{c.input.label} vs A: {'changed' if c.changed else 'no change found'}**")
         out.append("")

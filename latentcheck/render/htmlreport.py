@@ -31,7 +31,7 @@ from .textreport import (
     test_rows,
 )
 
-__all__ = ["render_report"]
+__all__ = ["render_report", "require_matplotlib"]
 
 MISSING_MATPLOTLIB = "HTML output needs matplotlib: pip install 'latentcheck[plots]'"
 MARK = {"ok": "ok", "note": "note", "warn": "WARN"}
@@ -58,6 +58,14 @@ figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption,.caption{color:#555;font-size:.88em;margin-top:.3em}
 .skip{color:#8a6d3b}footer{margin-top:2em;color:#666;font-size:.85em}
 """
+
+
+def require_matplotlib() -> None:
+    """Raise InputError unless matplotlib can be imported (checked before any analysis)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise InputError(MISSING_MATPLOTLIB) from None
 
 
 def render_report(report: Report, *, max_dims: int = 64, dpi: int = 90) -> str:

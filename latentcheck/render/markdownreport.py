@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from ..report import Report, level_key
-from .textreport import fmt, pct, pval
+from .textreport import SPATIAL_LEGEND, elbo_surgery_text, fmt, pct, pval, spatial_table
 
 __all__ = ["md_table", "render_report"]
 
@@ -29,7 +29,8 @@ def render_report(report: Report, *, max_dims: int = 64) -> str:
     out.append(f"{inp.layout}; {inp.n_samples} rows used; seed {st.seed}.")
     out.append("")
     for f in sm.findings:
-        out.append(f"- {ICON.get(f.status, '')} {f.text}")
+        code = f" `{f.code}`" if f.code else ""
+        out.append(f"- {ICON.get(f.status, '')} {f.text}{code}")
     out.append("")
     keys = list(sm.outlier_rate)
     rows = [
@@ -97,4 +98,58 @@ def render_report(report: Report, *, max_dims: int = 64) -> str:
         rows,
     )
     out.append("")
+    out += _posterior_section(report, max_dims)
+    out += _spatial_section(report)
     return "\n".join(out)
+
+
+def _posterior_section(report: Report, max_dims: int) -> list[str]:
+    """Return the posterior figures (rate, active and collapsed units, ELBO surgery)."""
+    post = report.posterior
+    if not post:
+        return []
+    out = [f"#### Posterior (from mu and {post.get('spread_input', 'logvar')})", ""]
+    collapsed = post.get("collapsed_dims") or []
+    rows = [
+        ["rate (nats per row)", fmt(post.get("rate_nats"))],
+        ["  mean part, variance part", f"{fmt(post.get('rate_mean_part_nats'))}, "
+         f"{fmt(post.get('rate_variance_part_nats'))}"],
+        ["active units", f"{post.get('active_units')} of {report.input.n_dims}"],
+        ["collapsed dims", ", ".join(map(str, collapsed)) or "none"],
+    ]  # fmt: skip
+    out += md_table(["figure", "value"], rows)
+    if post.get("mutual_information") is not None:
+        out += ["", "ELBO surgery: " + elbo_surgery_text(post) + "."]
+    d = report.input.n_dims
+    if d <= max_dims and post.get("kl_per_dim") is not None:
+        out.append("")
+        out += md_table(
+            ["dim", "rate", "mean part", "var part", "share", "Var mu", "SNR"],
+            [
+                [
+                    str(j),
+                    fmt(post["kl_per_dim"][j]),
+                    fmt(post["kl_mean_part"][j]),
+                    fmt(post["kl_variance_part"][j]),
+                    pct(post["rate_share"][j], 2),
+                    fmt(post["mu_var"][j]),
+                    fmt(post["snr"][j]),
+                ]
+                for j in range(d)
+            ],
+        )
+    out.append("")
+    return out
+
+
+def _spatial_section(report: Report) -> list[str]:
+    """Return the conv-latent section: per-channel spatial correlation, design effects, ESS."""
+    sp = report.spatial
+    if not sp:
+        return []
+    shape = "×".join(str(s) for s in sp.get("spatial_shape", []))
+    out = [f"#### Spatial (conv latents, {sp.get('n_items')} samples of {shape} positions)", ""]
+    headers, rows = spatial_table(report)
+    out += md_table(headers, rows)
+    out += ["", SPATIAL_LEGEND, ""]
+    return out

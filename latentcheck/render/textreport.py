@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from ..report import Report, level_key
+from ..report import Report, level_key, mi_ceiling
 
-__all__ = ["fmt", "render_report", "table"]
+__all__ = ["fmt", "render_report", "render_verdict", "table", "verdict_lines"]
 
 MARK = {"ok": "ok  ", "note": "note", "warn": "WARN"}
 
@@ -92,6 +92,20 @@ def _kv(label: str, value: str, width: int, label_width: int = 24) -> list[str]:
     return wrap(value, width, indent=pad, first=f"  {label:<{label_width - 2}}")
 
 
+def verdict_lines(report: Report, width: int = 100) -> list[str]:
+    """Return the VERDICT block: one wrapped line per finding, its code in brackets."""
+    out = ["VERDICT"]
+    for f in report.summary.findings:
+        text = f"{f.text} [{f.code}]" if f.code else f.text
+        out.extend(wrap(text, width, indent=" " * 9, first=f"  {MARK.get(f.status, f.status)}   "))
+    return out
+
+
+def render_verdict(report: Report, *, width: int = 100) -> str:
+    """Return the verdict alone (``latentcheck report -q``)."""
+    return "\n".join(verdict_lines(report, width)) + "\n"
+
+
 def render_report(
     report: Report, *, width: int = 100, max_dims: int = 64, precision: int = 3
 ) -> str:
@@ -121,11 +135,7 @@ def render_report(
     out.extend(wrap(rows_line, width, indent="  ", first="  "))
     out.append("")
 
-    out.append("VERDICT")
-    for f in sm.findings:
-        out.extend(
-            wrap(f.text, width, indent=" " * 9, first=f"  {MARK.get(f.status, f.status)}   ")
-        )
+    out.extend(verdict_lines(report, width))
     out.append("")
 
     out.append("SUMMARY")
@@ -418,6 +428,43 @@ def _spatial_block(report: Report, width: int, p: int) -> list[str]:
     return out
 
 
+def elbo_surgery_text(post: dict[str, Any], p: int = 3) -> str:
+    """Return the ELBO-surgery sentence of a report's posterior block.
+
+    I(x;z) at the ln n ceiling is a bound (no standard error then), and estimates below 0
+    of non-negative quantities are read as 0 with a note.
+    """
+    est = post.get("estimator") or {}
+    n_mix = est.get("n_mixture")
+    ceiling = mi_ceiling(post)
+    if ceiling is not None:
+        mi = (
+            f"I(x;z) >= {fmt(post['mutual_information'], p)} (at the ln n ceiling: more rows "
+            "needed)"
+        )
+        agg = f"KL(q(z)||p(z)) <= {fmt(post.get('kl_aggregate'), p)}"
+    else:
+        mi = (
+            f"I(x;z) {fmt(post['mutual_information'], p)} "
+            f"(+-{fmt(post.get('mutual_information_se'), 2)})"
+        )
+        agg = f"KL(q(z)||p(z)) {fmt(post.get('kl_aggregate'), p)}"
+    parts = []
+    for key, name in (
+        ("total_correlation", "total correlation"),
+        ("dimwise_kl", "dimension-wise KL"),
+    ):
+        x = post.get(key)
+        if x is not None and float(x) < 0:
+            parts.append(f"{name} 0 (estimate {fmt(x, 2)} < 0: noise, read as 0)")
+        else:
+            parts.append(f"{name} {fmt(x, p)}")
+    return (
+        f"rate = {mi} + {agg} nats; KL(q(z)||p(z)) = {parts[0]} + {parts[1]}. Mixture estimate "
+        f"over {n_mix} inputs: I(x;z) <= ln {n_mix} = {fmt(est.get('bias_bound_nats'), p)}"
+    )
+
+
 def _posterior_block(report: Report, width: int, p: int, max_dims: int = 64) -> list[str]:
     """Return the block of posterior-parameter figures and its per-dimension table."""
     post = report.posterior or {}
@@ -465,20 +512,7 @@ def _posterior_block(report: Report, width: int, p: int, max_dims: int = 64) -> 
         )
     out.extend(_kv("Posterior std", sd_text, width))
     if post.get("mutual_information") is not None:
-        est = post.get("estimator") or {}
-        out.extend(
-            _kv(
-                "ELBO surgery",
-                f"rate = I(x;z) {fmt(post['mutual_information'], p)} "
-                f"(+-{fmt(post.get('mutual_information_se'), 2)}) + KL(q(z)||p(z)) "
-                f"{fmt(post.get('kl_aggregate'), p)} nats; KL(q(z)||p(z)) = total correlation "
-                f"{fmt(post.get('total_correlation'), p)} + dimension-wise KL "
-                f"{fmt(post.get('dimwise_kl'), p)}. Mixture estimate over "
-                f"{est.get('n_mixture')} inputs: I(x;z) <= ln {est.get('n_mixture')} = "
-                f"{fmt(est.get('bias_bound_nats'), p)}",
-                width,
-            )
-        )
+        out.extend(_kv("ELBO surgery", elbo_surgery_text(post, p), width))
         regime = post.get("mutual_information_regime")
         if regime in ("biased", "saturated"):
             b = post.get("mixture_bounds") or {}
@@ -491,7 +525,7 @@ def _posterior_block(report: Report, width: int, p: int, max_dims: int = 64) -> 
                     f"between {fmt(mi_lo, p)} and {fmt(mi_hi, p) if mi_hi is not None else 'inf'}"
                     f" and total correlation between {fmt(tc_lo, p)} and "
                     f"{fmt(tc_hi, p) if tc_hi is not None else 'inf'} (leave-one-out bounds); "
-                    "the +- above is Monte-Carlo error only",
+                    "any +- is Monte-Carlo error only",
                     width,
                 )
             )
