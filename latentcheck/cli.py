@@ -9,16 +9,14 @@ here.
 from __future__ import annotations
 
 import functools
-import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import click
 
+from ._output import check_target, printable, write_output
 from .errors import LatentcheckError, LatentcheckWarning
 
 __all__ = ["cli", "main"]
@@ -47,31 +45,46 @@ def handle_errors(fn: F) -> F:
         except LatentcheckError as exc:
             if debug:
                 raise
-            raise CliError(str(exc)) from None
+            raise CliError(printable(str(exc))) from None
 
     return cast(F, wrapper)
 
 
-def write_output(text: str, output: str | None) -> None:
-    """Write `text` to `output` (a path, '-' or None for stdout), never half a file."""
-    if output is None or output == "-":
-        click.echo(text, nl=False)
-        return
-    target = Path(output)
-    directory = target.parent if str(target.parent) else Path(".")
-    if not directory.is_dir():
-        raise LatentcheckError(f"Cannot write {output}: the directory {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".latentcheck-", dir=directory)
+def _check_output(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Refuse an -o target that cannot be written before any work is done."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return check_target(value)
+    except LatentcheckError as exc:
+        raise click.BadParameter(printable(str(exc)), ctx, param) from None
+
+
+class _Group(click.Group):
+    """The command group, with one-line usage errors and Ctrl-C as exit 130 (issue 20).
+
+    click prints a usage block of 3-13 lines for a usage error and exits 1 on Ctrl-C; the
+    README promises one line on stderr (exit 2) and the shell's 128 + SIGINT for Ctrl-C.
+    """
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        if not kwargs.pop("standalone_mode", True):
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as exc:
+            if "\n" in exc.format_message():  # `latentcheck` alone: the help, as click shows it
+                click.echo(exc.format_message(), err=True)
+                sys.exit(exc.exit_code)
+            cmd = exc.ctx.command_path if exc.ctx is not None else "latentcheck"
+            hint = f" (see '{cmd} --help')"
+            click.echo(f"Error: {printable(exc.format_message())}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except (click.Abort, KeyboardInterrupt):
+            click.echo("latentcheck: interrupted", err=True)
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
 
 def output_options(fn: F) -> F:
@@ -89,8 +102,9 @@ def output_options(fn: F) -> F:
             click.option(
                 "-o",
                 "--output",
-                type=click.Path(dir_okay=False, allow_dash=True),
+                type=str,
                 default=None,
+                callback=_check_output,
                 help="Write to this file instead of stdout ('-' = stdout).",
             ),
             click.option("--width", type=int, default=100, show_default=True, help="Text width."),
@@ -266,7 +280,7 @@ def analysis_options(fn: F) -> F:
     return fn
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+@click.group(cls=_Group, context_settings=CONTEXT_SETTINGS)
 @click.version_option(package_name="latentcheck")
 def cli() -> None:
     """Report what autoencoder latents look like: KL to N(0,1), Gaussianity, outliers.
