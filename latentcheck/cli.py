@@ -65,11 +65,19 @@ class _Group(click.Group):
     README promises one line on stderr (exit 2) and the shell's 128 + SIGINT for Ctrl-C.
     """
 
-    def main(self, *args: Any, **kwargs: Any) -> Any:
-        if not kwargs.pop("standalone_mode", True):
-            return super().main(*args, standalone_mode=False, **kwargs)
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        own = {"prog_name": prog_name, "complete_var": complete_var, **extra}
+        if not standalone_mode:
+            return super().main(args, standalone_mode=False, **own)
         try:
-            rv = super().main(*args, standalone_mode=False, **kwargs)
+            rv = super().main(args, standalone_mode=False, **own)
         except click.UsageError as exc:
             if "\n" in exc.format_message():  # `latentcheck` alone: the help, as click shows it
                 click.echo(exc.format_message(), err=True)
