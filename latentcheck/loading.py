@@ -66,6 +66,8 @@ class _Member:
     offset: int = 0
     closer: Callable[[], None] | None = None
     notes: list[str] = field(default_factory=list)
+    mapped: str | None = None  # the file behind a memory map read without pread
+    end: int = 0  # the size that file needs
     _io: dict[int, tuple[int, memoryview]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -76,7 +78,20 @@ class _Member:
         until the next read of the same member on the same thread.
         """
         if self.path is None or stop <= start or not _HAVE_PREADV:
-            return np.asarray(self.array[start:stop])
+            if self.mapped is None:
+                return np.asarray(self.array[start:stop])
+            # a page of a memory map beyond the end of a file truncated since it was
+            # opened is SIGBUS, not an exception: check the size, then copy at once
+            try:
+                size = os.stat(self.mapped).st_size
+            except OSError as exc:
+                raise FormatError(f"{self.label} can no longer be read ({exc.strerror})") from None
+            if size < self.end:
+                raise FormatError(
+                    f"{self.label} was truncated while it was read ({size} of {self.end} "
+                    "bytes left); did another program rewrite it?"
+                )
+            return np.array(self.array[start:stop], copy=True)
         item = math.prod(self.shape[1:]) * self.dtype.itemsize
         n = (stop - start) * item
         fd, buf = self._thread_io(n)
@@ -312,7 +327,17 @@ def _open_npy(path: Path) -> _Member:
             path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C"
         )
     direct = None if fortran or math.prod(shape) == 0 else os.fspath(path)
-    return _Member(label=label, shape=shape, dtype=dtype, array=array, path=direct, offset=offset)
+    mapped = os.fspath(path) if direct is None and math.prod(shape) else None
+    return _Member(
+        label=label,
+        shape=shape,
+        dtype=dtype,
+        array=array,
+        path=direct,
+        offset=offset,
+        mapped=mapped,
+        end=expected,
+    )
 
 
 def npz_keys(path: Path) -> list[str]:
@@ -361,7 +386,17 @@ def _open_npz_member(path: Path, key: str) -> _Member:
                 order="F" if fortran else "C",
             )
             direct = None if fortran else os.fspath(path)
-            return _Member(label, shape, dtype, array, path=direct, offset=offset)
+            mapped = os.fspath(path) if fortran else None
+            return _Member(
+                label,
+                shape,
+                dtype,
+                array,
+                path=direct,
+                offset=offset,
+                mapped=mapped,
+                end=offset + nbytes,
+            )
         with zf.open(name) as fh:
             shape, fortran, dtype, _ = _read_npy_header(fh, label)
         check_dtype(dtype, label)
