@@ -327,7 +327,7 @@ def _open_npy(path: Path) -> _Member:
             path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C"
         )
     direct = None if fortran or math.prod(shape) == 0 else os.fspath(path)
-    mapped = os.fspath(path) if direct is None and math.prod(shape) else None
+    mapped = os.fspath(path) if direct is None and math.prod(shape) != 0 else None
     return _Member(
         label=label,
         shape=shape,
