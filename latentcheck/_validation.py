@@ -70,8 +70,12 @@ def check_seed(seed: object) -> int:
         # without an argument SeedSequence draws a 128-bit int (never None or a sequence)
         assert isinstance(entropy, int)
         return entropy % (2**32)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or int(seed) < 0:
-        raise InputError(f"`seed` must be a non-negative integer or None, got {seed!r}")
+    if (
+        isinstance(seed, bool)
+        or not isinstance(seed, numbers.Integral)
+        or not 0 <= int(seed) < 2**64  # the row hash salts with a uint64
+    ):
+        raise InputError(f"`seed` must be an integer in 0..2**64-1 or None, got {seed!r}")
     return int(seed)
 
 
@@ -166,3 +170,23 @@ def check_levels(values: Sequence[float] | None, name: str) -> tuple[float, ...]
     if not out:
         raise InputError(f"`{name}` must hold at least one value")
     return tuple(sorted(set(out)))
+
+
+def check_no_overflow(mean: Any, std: Any, where: str) -> None:
+    """Raise InputError if finite input overflowed the float64 moments (issue 20).
+
+    Rows holding NaN or inf are left out before the moments, so a non-finite mean or
+    standard deviation can only come from sums that overflowed: |values| above about
+    1e154 square beyond float64's 1.8e308. Such dimensions used to be reported as
+    "constant"; say what happened and how to fix it instead.
+    """
+    bad = ~(np.isfinite(np.asarray(mean)) & np.isfinite(np.asarray(std)))
+    if not bad.any():
+        return
+    idx = np.flatnonzero(bad)
+    shown = ", ".join(str(i) for i in idx[:10]) + (" ..." if idx.size > 10 else "")
+    raise InputError(
+        f"{where}: the values of {idx.size} dimension(s) ({shown}) are too large for "
+        "float64 arithmetic (their sums of squares overflow, |values| above about 1e154); "
+        "divide the latents by a constant before checking them"
+    )

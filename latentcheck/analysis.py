@@ -552,6 +552,7 @@ def analyze_source(
             )
         mean = moments.mean
         std = moments.std()
+        v.check_no_overflow(mean, std, source.name)
         from .stats.scale import DEGENERATE_RTOL, degenerate_dims
 
         degenerate = degenerate_dims(std, mean)

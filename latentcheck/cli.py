@@ -41,6 +41,9 @@ def handle_errors(fn: F) -> F:
             with warnings.catch_warnings():
                 # warnings are part of the report (NOTES / "warnings"); do not print twice
                 warnings.simplefilter("ignore", LatentcheckWarning)
+                # numpy's floating-point RuntimeWarnings (overflow in a sum of 1e308s) are
+                # no message for a user: what they mean is an error line or a report note
+                warnings.simplefilter("ignore", RuntimeWarning)
                 return fn(*args, **kwargs)
         except LatentcheckError as exc:
             if debug:
@@ -115,10 +118,16 @@ def output_options(fn: F) -> F:
                 callback=_check_output,
                 help="Write to this file instead of stdout ('-' = stdout).",
             ),
-            click.option("--width", type=int, default=100, show_default=True, help="Text width."),
+            click.option(
+                "--width",
+                type=click.IntRange(min=1),
+                default=100,
+                show_default=True,
+                help="Text width.",
+            ),
             click.option(
                 "--max-dims",
-                type=int,
+                type=click.IntRange(min=0),
                 default=64,
                 show_default=True,
                 help="Dimensions shown in text tables (the rest are in JSON).",
@@ -169,7 +178,13 @@ def analysis_options(fn: F) -> F:
     """Options of the analysis itself."""
     for option in reversed(
         [
-            click.option("--seed", type=int, default=0, show_default=True, help="Random seed."),
+            click.option(
+                "--seed",
+                type=click.IntRange(0, 2**64 - 1),
+                default=0,
+                show_default=True,
+                help="Random seed.",
+            ),
             click.option(
                 "--test-samples",
                 type=int,
