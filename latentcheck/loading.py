@@ -20,7 +20,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -41,6 +41,35 @@ __all__ = [
 ]
 
 _HAVE_PREADV = hasattr(os, "preadv")  # POSIX; elsewhere blocks come from the memory map
+
+
+class _LazyMap:
+    """A read-only memory map of an array in a file, made on first use.
+
+    A map holds a file descriptor for as long as it lives; C-ordered files are read with
+    ``pread`` and never need theirs, so a data set of thousands of shards holds none.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        dtype: np.dtype[Any],
+        offset: int,
+        shape: tuple[int, ...],
+        order: Literal["C", "F"],
+    ) -> None:
+        self._args = (path, dtype, offset, shape, order)
+        self._map: np.memmap[Any, Any] | None = None
+        self.shape = shape
+        self.dtype = dtype
+
+    def __getitem__(self, index: Any) -> Any:
+        if self._map is None:
+            path, dtype, offset, shape, order = self._args
+            self._map = np.memmap(
+                path, dtype=dtype, mode="r", offset=offset, shape=shape, order=order
+            )
+        return self._map[index]
 
 
 @dataclass
@@ -68,7 +97,7 @@ class _Member:
     notes: list[str] = field(default_factory=list)
     mapped: str | None = None  # the file behind a memory map read without pread
     end: int = 0  # the size that file needs
-    _io: dict[int, tuple[int, memoryview]] = field(default_factory=dict, repr=False)
+    _io: dict[int, memoryview] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def read(self, start: int, stop: int) -> NDArray[Any]:
@@ -94,31 +123,39 @@ class _Member:
             return np.array(self.array[start:stop], copy=True)
         item = math.prod(self.shape[1:]) * self.dtype.itemsize
         n = (stop - start) * item
-        fd, buf = self._thread_io(n)
-        got = os.preadv(fd, [buf[:n]], self.offset + start * item)
+        buf = self._thread_buffer(n)
+        # opened for this read only: a data set of 10 000 shards must not hold a
+        # descriptor per shard (600 of them hit the usual `ulimit -n 1024`, issue 20); an
+        # open and a close cost about 5 us against a block's read of up to 2 MiB
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            raise FormatError(f"{self.label} can no longer be read ({exc.strerror})") from None
+        try:
+            got = os.preadv(fd, [buf[:n]], self.offset + start * item)
+        except OSError as exc:
+            raise FormatError(f"{self.label} could not be read ({exc.strerror})") from None
+        finally:
+            os.close(fd)
         if got != n:
             raise FormatError(f"{self.label}: short read at item {start}; did the file change?")
         return np.frombuffer(buf[:n], dtype=self.dtype).reshape((stop - start, *self.shape[1:]))
 
-    def _thread_io(self, nbytes: int) -> tuple[int, memoryview]:
-        """Return this thread's file descriptor and a buffer of at least `nbytes` bytes."""
+    def _thread_buffer(self, nbytes: int) -> memoryview:
+        """Return this thread's buffer for this member, of at least `nbytes` bytes."""
         key = threading.get_ident()
         with self._lock:
-            fd, buf = self._io.get(key, (-1, memoryview(b"")))
-            if fd < 0:
-                fd = os.open(self.path or "", os.O_RDONLY)
+            buf = self._io.get(key, memoryview(b""))
             if buf.nbytes < nbytes:
                 raw = np.empty(nbytes + 64, dtype=np.uint8)
                 lead = (-raw.ctypes.data) % 64  # cache-line aligned rows
                 buf = raw[lead : lead + nbytes].data
-            self._io[key] = (fd, buf)
-        return fd, buf
+                self._io[key] = buf
+        return buf
 
     def close(self) -> None:
         """Close the file descriptors and handles and drop the buffers and the memory map."""
         with self._lock:
-            for fd, _ in self._io.values():
-                os.close(fd)
             self._io.clear()
             closer, self.closer = self.closer, None
         if closer is not None:
@@ -160,6 +197,7 @@ class LatentSource:
     dtype: np.dtype[Any]
     notes: list[str] = field(default_factory=list)
     name: str = "latents"
+    _bounds_cache: NDArray[np.int64] | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_rows(self) -> int:
@@ -209,10 +247,16 @@ class LatentSource:
 
     def boundaries(self) -> list[int]:
         """Return the cumulative leading-axis offsets of the shards, starting at 0."""
-        out = [0]
-        for m in self.members:
-            out.append(out[-1] + m.shape[0])
-        return out
+        return list(self._bounds().tolist())
+
+    def _bounds(self) -> NDArray[np.int64]:
+        """Return :meth:`boundaries` as an array, computed once (10 000 shards: issue 20)."""
+        cached = self._bounds_cache
+        if cached is None or cached.size != len(self.members) + 1:
+            cached = np.zeros(len(self.members) + 1, dtype=np.int64)
+            np.cumsum([m.shape[0] for m in self.members], out=cached[1:])
+            self._bounds_cache = cached
+        return cached
 
     @property
     def fork_safe(self) -> bool:
@@ -221,7 +265,9 @@ class LatentSource:
         Files read with ``pread`` and arrays in memory are; arrays behind a library
         (HDF5, zarr) are not: their handles and internal state were not made for fork.
         """
-        return all(m.path is not None or isinstance(m.array, np.ndarray) for m in self.members)
+        return all(
+            m.path is not None or isinstance(m.array, (np.ndarray, _LazyMap)) for m in self.members
+        )
 
     def read_items(self, start: int, stop: int) -> NDArray[Any]:
         """Return samples [start, stop) of the data set as a 2-D block of rows.
@@ -230,8 +276,8 @@ class LatentSource:
         view of a buffer that the next read of the same shard on the same thread reuses:
         copy what must outlive it (accumulators only keep reductions and copies).
         """
-        bounds = self.boundaries()
-        k = int(np.searchsorted(bounds, start, side="right")) - 1
+        bounds = self._bounds()
+        k = int(bounds.searchsorted(start, side="right")) - 1
         member = self.members[k]
         if stop > bounds[k + 1]:  # internal invariant of plan_blocks
             raise AssertionError("block crosses a shard boundary")
@@ -323,9 +369,7 @@ def _open_npy(path: Path) -> _Member:
     if math.prod(shape) == 0:
         array: Any = np.zeros(shape, dtype=dtype)
     else:
-        array = np.memmap(
-            path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C"
-        )
+        array = _LazyMap(path, dtype, offset, shape, "F" if fortran else "C")
     direct = None if fortran or math.prod(shape) == 0 else os.fspath(path)
     mapped = os.fspath(path) if direct is None and math.prod(shape) != 0 else None
     return _Member(
@@ -377,14 +421,7 @@ def _open_npz_member(path: Path, key: str) -> _Member:
                 raise FormatError(f"{label} is truncated")
             if nbytes == 0:
                 return _Member(label, shape, dtype, np.zeros(shape, dtype=dtype), True)
-            array = np.memmap(
-                path,
-                dtype=dtype,
-                mode="r",
-                offset=offset,
-                shape=shape,
-                order="F" if fortran else "C",
-            )
+            array = _LazyMap(path, dtype, offset, shape, "F" if fortran else "C")
             direct = None if fortran else os.fspath(path)
             mapped = os.fspath(path) if fortran else None
             return _Member(
