@@ -11,10 +11,12 @@ into memory (numpy cannot map them), which the source notes. ``.safetensors``, `
 
 from __future__ import annotations
 
+import contextlib
 import glob as _glob
 import itertools
 import math
 import os
+import stat
 import threading
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -28,7 +30,7 @@ from numpy.typing import NDArray
 from . import _formats
 from ._formats import NPZ_ROLES as NPZ_ROLES
 from ._formats import SUPPORTED as SUPPORTED
-from ._validation import check_channel_axis, check_dtype, check_shape
+from ._validation import check_channel_axis, check_dtype, check_regular_file, check_shape
 from .errors import FormatError, InputError
 
 __all__ = [
@@ -296,6 +298,38 @@ class LatentSource:
             m.close()
 
 
+#: Blocks a pass may be planned in (a plan takes about 100 bytes a block): a header that
+#: declares 1e12 rows must not make the plan alone need gigabytes (issue 20).
+MAX_BLOCKS = 1_000_000
+#: Read speed assumed when telling how long a huge data set would take.
+_ASSUMED_BYTES_PER_S = 1e9
+
+
+def _too_many_blocks(source: LatentSource, n_blocks: int, per_block: int) -> str:
+    """Return the message for a data set declared too large to plan in blocks."""
+    nbytes = source.n_rows * source.n_dims * source.dtype.itemsize
+    hours = 2 * nbytes / _ASSUMED_BYTES_PER_S / 3600  # two passes
+    on_disk = ""
+    for m in source.members:
+        path = m.path or m.mapped
+        if path is not None:
+            with contextlib.suppress(OSError):
+                st = os.stat(path)
+                blocks = getattr(st, "st_blocks", None)
+                if blocks is not None and blocks * 512 < st.st_size // 100:
+                    on_disk = (
+                        f"; {m.label} is sparse: {blocks * 512} of its {st.st_size} bytes "
+                        "are on disk, so its header may promise data it does not hold"
+                    )
+                    break
+    return (
+        f"{source.name} declares {source.n_rows} rows of {source.n_dims} dimensions "
+        f"({nbytes / 2**40:.1f} TiB): {n_blocks} blocks of {per_block} samples, more than "
+        f"the {MAX_BLOCKS} a pass plans, and about {hours:.0f} hours of reading at 1 GB/s"
+        f"{on_disk}; pass a larger --chunk-rows, or a subset of the files"
+    )
+
+
 def plan_blocks(sources: Sequence[LatentSource], chunk_rows: int) -> list[tuple[int, int]]:
     """Return leading-axis ranges of about `chunk_rows` rows that cross no shard boundary."""
     first = sources[0]
@@ -304,6 +338,9 @@ def plan_blocks(sources: Sequence[LatentSource], chunk_rows: int) -> list[tuple[
         cuts.update(s.boundaries())
     edges = sorted(cuts)
     per_block = max(1, chunk_rows // first.rows_per_item)
+    n_blocks = sum(-(-(b - a) // per_block) for a, b in itertools.pairwise(edges))
+    if n_blocks > MAX_BLOCKS:
+        raise InputError(_too_many_blocks(first, n_blocks, per_block))
     out: list[tuple[int, int]] = []
     for a, b in itertools.pairwise(edges):
         for start in range(a, b, per_block):
@@ -323,14 +360,22 @@ def expand_paths(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
             out.extend(Path(m) for m in matches)
         else:
             path = Path(text)
-            if not path.exists():
-                raise FormatError(f"File not found: {text}")
-            if path.is_dir() and not _formats.is_zarr_store(path):
-                raise FormatError(
-                    f"{text} is a directory; pass the files, e.g. "
-                    f"{os.path.join(text, '*.npy')} (directories are read only as Zarr stores)"
-                )
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                raise FormatError(f"File not found: {text}") from None
+            except OSError as exc:  # EACCES on a parent, ENAMETOOLONG, ELOOP
+                raise FormatError(f"Cannot read {text}: {exc.strerror}") from None
+            if stat.S_ISDIR(st.st_mode):
+                if not _formats.is_zarr_store(path):
+                    raise FormatError(
+                        f"{text} is a directory; pass the files, e.g. "
+                        f"{os.path.join(text, '*.npy')} (directories are read only as Zarr "
+                        "stores)"
+                    )
             out.append(path)
+    for path in out:
+        check_regular_file(path)
     return out
 
 
@@ -404,6 +449,13 @@ def _open_npz_member(path: Path, key: str) -> _Member:
     with zf:
         name = key + ".npy" if key + ".npy" in zf.namelist() else key
         info = zf.getinfo(name)
+        if info.flag_bits & 0x1:
+            raise FormatError(f"{label} is encrypted; latentcheck reads unencrypted .npz files")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise FormatError(
+                f"{label} uses zip compression method {info.compress_type}, which .npz files "
+                "never use; save the latents with np.savez or np.savez_compressed"
+            )
         if info.compress_type == zipfile.ZIP_STORED:
             with open(path, "rb") as raw:
                 raw.seek(info.header_offset)
@@ -434,18 +486,51 @@ def _open_npz_member(path: Path, key: str) -> _Member:
                 mapped=mapped,
                 end=offset + nbytes,
             )
-        with zf.open(name) as fh:
-            shape, fortran, dtype, _ = _read_npy_header(fh, label)
+        try:
+            with zf.open(name) as fh:
+                shape, fortran, dtype, header = _read_npy_header(fh, label)
+        except (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError) as exc:
+            raise FormatError(f"Cannot read {label} ({exc})") from None
         check_dtype(dtype, label)
         check_shape(shape, label)
+        _check_inflated_size(label, math.prod(shape) * dtype.itemsize, header, info)
     try:
         with np.load(path, allow_pickle=False) as npz:
             data = npz[key]
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, MemoryError) as exc:
         raise FormatError(f"Cannot read {label} ({exc})") from None
     return _Member(
         label=label, shape=tuple(data.shape), dtype=data.dtype, array=data, in_memory=True
     )
+
+
+def _physical_memory() -> int | None:
+    """Return the machine's physical memory in bytes, or None where it cannot be known."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return None
+
+
+def _check_inflated_size(label: str, nbytes: int, header: int, info: zipfile.ZipInfo) -> None:
+    """Refuse a compressed member before inflating it when its sizes cannot be right.
+
+    Its header's shape must fit in the size the archive records for it, and in the
+    machine's memory (it is read whole): checked by arithmetic, before any allocation, so
+    that a header declaring 10^12 values is an error line, not an out-of-memory kill.
+    """
+    if header + nbytes > info.file_size:
+        raise FormatError(
+            f"{label} is corrupt: its header declares {nbytes} bytes of data but the archive "
+            f"records {info.file_size} bytes for the member"
+        )
+    memory = _physical_memory()
+    if memory is not None and nbytes > memory:
+        raise FormatError(
+            f"{label} is compressed, so it would be read into memory: {nbytes / 2**30:.1f} "
+            f"GiB, more than this machine's {memory / 2**30:.1f} GiB; save it with np.savez "
+            "(uncompressed) or as .npy to stream it"
+        )
 
 
 def _file_format(path: Path) -> str:
