@@ -168,6 +168,14 @@ def input_options(fn: F) -> F:
                 is_flag=True,
                 help="Make every element of a sample a dimension (C*H*W dims).",
             ),
+            click.option(
+                "--per-sample/--batch",
+                "per_sample",
+                default=None,
+                help="Several files: each is one sample, e.g. (C, H, W) [--per-sample], or "
+                "a batch along axis 0 [--batch]; by default 3-D files of one shape that "
+                "look like single samples are refused.",
+            ),
         ]
     ):
         fn = option(fn)
@@ -348,6 +356,7 @@ def report(
     key: str | None,
     channel_axis: int,
     flatten: bool,
+    per_sample: bool | None,
     **analysis: Any,
 ) -> None:
     """Describe a data set of latents: per-dimension, joint and practical statistics.
@@ -376,6 +385,7 @@ def report(
         key=key,
         channel_axis=channel_axis,
         flatten=flatten,
+        per_sample=per_sample,
         **analysis,
     )
     from .render import render

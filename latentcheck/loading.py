@@ -199,6 +199,7 @@ class LatentSource:
     dtype: np.dtype[Any]
     notes: list[str] = field(default_factory=list)
     name: str = "latents"
+    layout_note: str | None = None
     _bounds_cache: NDArray[np.int64] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -218,6 +219,14 @@ class LatentSource:
 
     def layout(self) -> str:
         """Describe in words how the arrays were turned into rows and dimensions."""
+        note = self.layout_note
+        if note is not None and note.startswith("per-sample files of mixed"):
+            return note  # the 2-D view's own words would call positions samples
+        text = self._layout()
+        return text if note is None else f"{text}; {note}"
+
+    def _layout(self) -> str:
+        """Describe the view of the (concatenated) arrays."""
         shape = "×".join(str(s) for s in self.shape)
         if len(self.item_shape) == 1:
             return (
@@ -646,6 +655,7 @@ def open_latents(
     flatten: bool = False,
     role: str = "z",
     name: str | None = None,
+    per_sample: bool | None = None,
 ) -> LatentSource:
     """Open latents for streaming: a path, a list of paths or globs, or array(s).
 
@@ -669,6 +679,12 @@ def open_latents(
         Which names (:data:`NPZ_ROLES`) to look for.
     name : str or None
         A label for messages.
+    per_sample : bool or None, default=None
+        For several files: True reads each file as one sample (a (C, H, W) file gives one
+        sample of C channels; files of mixed spatial sizes are pooled per channel), False
+        concatenates them as batches along axis 0. None (the default) reads them as
+        batches, per sample when only that fits, and refuses 3-D files of one shape that
+        look like single samples (see :mod:`latentcheck._persample`).
 
     Returns
     -------
@@ -700,6 +716,17 @@ def open_latents(
     if all(isinstance(x, (str, os.PathLike)) for x in items):
         for path in expand_paths(items):
             members.append(_open_member(path, key, role))
+        from ._persample import per_sample_members
+
+        try:
+            members, note = per_sample_members(members, per_sample, channel_axis, flatten)
+        except BaseException:
+            for m in members:
+                m.close()
+            raise
+        source = _build_source(members, channel_axis=channel_axis, flatten=flatten, name=name)
+        source.layout_note = note
+        return source
     else:
         for i, x in enumerate(items):
             if isinstance(x, (str, os.PathLike)):
