@@ -75,7 +75,7 @@ def check_seed(seed: object) -> int:
         or not isinstance(seed, numbers.Integral)
         or not 0 <= int(seed) < 2**64  # the row hash salts with a uint64
     ):
-        raise InputError(f"`seed` must be an integer in 0..2**64-1 or None, got {seed!r}")
+        raise InputError(f"`seed` must be a non-negative integer below 2**64 or None, got {seed!r}")
     return int(seed)
 
 
