@@ -188,23 +188,32 @@ def check_levels(values: Sequence[float] | None, name: str) -> tuple[float, ...]
     return tuple(sorted(set(out)))
 
 
+#: Largest |mean| or std analysed: kurtosis needs 4th powers, and eigenvalue sums squares
+#: of variances; both overflow float64 (1.8e308) beyond about 1e77.
+MAX_MAGNITUDE = 1e75
+
+
 def check_no_overflow(mean: Any, std: Any, where: str) -> None:
-    """Raise InputError if finite input overflowed the float64 moments (issue 20).
+    """Raise InputError if the values are too large for float64 statistics (issue 20).
 
     Rows holding NaN or inf are left out before the moments, so a non-finite mean or
-    standard deviation can only come from sums that overflowed: |values| above about
-    1e154 square beyond float64's 1.8e308. Such dimensions used to be reported as
-    "constant"; say what happened and how to fix it instead.
+    standard deviation can only come from sums that overflowed (|values| above about
+    1e154 square beyond float64's 1.8e308); fourth moments and squared variances overflow
+    from about 1e77 (:data:`MAX_MAGNITUDE`). Such dimensions used to be reported as
+    "constant", or crashed; say what happened and how to fix it instead.
     """
-    bad = ~(np.isfinite(np.asarray(mean)) & np.isfinite(np.asarray(std)))
+    m = np.abs(np.asarray(mean, dtype=np.float64))
+    s = np.asarray(std, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.isfinite(m) & np.isfinite(s)) | (m > MAX_MAGNITUDE) | (s > MAX_MAGNITUDE)
     if not bad.any():
         return
     idx = np.flatnonzero(bad)
     shown = ", ".join(str(i) for i in idx[:10]) + (" ..." if idx.size > 10 else "")
     raise InputError(
         f"{where}: the values of {idx.size} dimension(s) ({shown}) are too large for "
-        "float64 arithmetic (their sums of squares overflow, |values| above about 1e154); "
-        "divide the latents by a constant before checking them"
+        f"float64 arithmetic (means or spreads above {MAX_MAGNITUDE:g}: their powers "
+        "overflow); divide the latents by a constant before checking them"
     )
 
 

@@ -400,8 +400,12 @@ def _read_npy_header(fh: Any, label: str) -> tuple[tuple[int, ...], bool, np.dty
             shape, fortran, dtype = fmt.read_array_header_2_0(fh)
         else:
             raise ValueError(f"unsupported format version {version}")
-    except (ValueError, OSError, SyntaxError, TypeError, EOFError) as exc:
-        raise FormatError(f"{label} is not a readable .npy array ({exc})") from None
+    except Exception as exc:
+        # ValueError, SyntaxError, tokenize.TokenError, MemoryError, RecursionError...:
+        # whatever numpy's header parser raises on hostile bytes is an unreadable file
+        raise FormatError(
+            f"{label} is not a readable .npy array ({type(exc).__name__}: {exc})"
+        ) from None
     del start
     return tuple(shape), bool(fortran), dtype, fh.tell()
 

@@ -53,7 +53,7 @@ def test_issue_20_largest_seed_works_and_api_refuses_2_64(npy):
         lc.analyze(str(npy), seed=2**64)
 
 
-@pytest.mark.parametrize("scale", [1e308, 1e200])
+@pytest.mark.parametrize("scale", [1e308, 1e200, 1e80])
 def test_issue_20_overflow_is_named_not_constant_and_no_warning_printed(
     runner, latents_file, scale
 ):
