@@ -175,6 +175,7 @@ class SlicedArray:
         self.shape = shape
         self.dtype = dtype
         self.convert = convert
+        self.label = "an array"  # the shard's name, set when it is opened
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -187,7 +188,7 @@ class SlicedArray:
             # a chunk found corrupt mid-stream (HDF5 filters, zarr codecs, a changed file):
             # the libraries raise their own types; it is an unreadable input (issue 20)
             raise FormatError(
-                f"Cannot read items {index.start}:{index.stop} of an array "
+                f"Cannot read items {index.start}:{index.stop} of {self.label} "
                 f"({type(exc).__name__}: {exc}); is the file corrupt?"
             ) from None
         if out.dtype != self.dtype:

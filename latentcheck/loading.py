@@ -634,6 +634,7 @@ def _open_member(path: Path, key: str | None, role: str) -> _Member:
         assert npz_key is not None  # .npz members always have names
         return _open_npz_member(path, npz_key)
     opened = _formats.open_array(path, fmt, lambda keys: _formats.choose_key(path, keys, key, role))
+    opened.array.label = opened.label
     member = _Member(
         label=opened.label,
         shape=opened.shape,

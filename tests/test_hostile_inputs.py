@@ -165,3 +165,17 @@ def test_issue_20_compare_refuses_hostile_saved_reports(runner, tmp_path, saved,
     assert "more than a saved report" in _compare_error(runner, tmp_path, json.dumps(saved))
     os.mkfifo(tmp_path / "fifo.json")
     assert "is a FIFO" in _compare_error(runner, tmp_path, None, name="fifo.json")
+
+
+def test_issue_20_corrupt_hdf5_chunk_mid_stream_is_one_line(runner, tmp_path):
+    h5py = pytest.importorskip("h5py")
+    x = np.random.default_rng(0).standard_normal((4000, 4))
+    path = tmp_path / "c.h5"
+    with h5py.File(path, "w") as f:
+        ds = f.create_dataset("z", data=x, chunks=(500, 4), compression="gzip")
+        info = ds.id.get_chunk_info(5)  # rows 2500-2999
+    raw = bytearray(path.read_bytes())
+    raw[info.byte_offset : info.byte_offset + info.size] = b"\xff" * info.size
+    path.write_bytes(bytes(raw))
+    line = _error(runner, str(path), "--chunk-rows", "500")
+    assert f"{path}[z]" in line and "is the file corrupt?" in line
