@@ -24,6 +24,7 @@ def corpus(tmp_path_factory):
     return make_corpus(tmp_path_factory.mktemp("corpus") / "files")
 
 
+@pytest.mark.slow
 def test_issue_20_fuzz_corpus_is_reported_or_refused_in_one_line(
     runner, corpus, tmp_path, monkeypatch
 ):

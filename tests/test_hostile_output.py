@@ -57,7 +57,7 @@ def test_issue_20_fifo_output_is_written_through_not_replaced(runner, npy, tmp_p
         with open(fifo, "rb") as fh:
             got.append(fh.read())
 
-    reader = threading.Thread(target=read)
+    reader = threading.Thread(target=read, daemon=True)  # never blocks the test run
     reader.start()
     res = runner.invoke(cli, ["report", str(npy), "--format", "json", "-o", str(fifo)])
     reader.join(timeout=30)
