@@ -50,6 +50,19 @@ def _running(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def _kill_leftovers(tmp_path: Path) -> None:
+    """SIGKILL every process still running the script on this test's files."""
+    marker = os.fsencode(tmp_path)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "cmdline").read_bytes():
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue
+
+
 def _start(tmp_path: Path) -> tuple[subprocess.Popen, list[int], Path]:
     n_dims = 16
     x = np.zeros((PROCESS_MIN_VALUES // n_dims + 1000, n_dims), dtype=np.float32)
@@ -76,11 +89,15 @@ def _start(tmp_path: Path) -> tuple[subprocess.Popen, list[int], Path]:
 def test_issue_20_ctrl_c_exits_130_one_line_no_worker_no_output(tmp_path):
     proc, kids, out = _start(tmp_path)
     os.kill(proc.pid, signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=30)
+    try:
+        stdout, stderr = proc.communicate(timeout=30)
+        alive = [k for k in kids if _running(k)]  # before any cleanup
+    finally:
+        _kill_leftovers(tmp_path)
     assert proc.returncode == 130
     # click ends the terminal's "^C" with a newline first
     assert stderr.strip() == "latentcheck: interrupted" and stdout == ""
-    assert not any(_running(k) for k in kids)
+    assert alive == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["z.npy"]
     assert not out.exists()
 
@@ -94,8 +111,7 @@ def test_issue_20_workers_exit_when_the_parent_is_killed(tmp_path):
     while any(_running(k) for k in kids) and time.monotonic() < deadline:
         time.sleep(0.05)
     alive = [k for k in kids if _running(k)]
-    for k in alive:  # leave nothing behind even when the test fails
-        os.kill(k, signal.SIGKILL)
+    _kill_leftovers(tmp_path)  # leave nothing behind even when the test fails
     assert alive == []
 
 
