@@ -30,9 +30,9 @@ def main() -> None:
         code: object = 0
     except SystemExit as exc:
         code = exc.code
-    except KeyboardInterrupt:  # Ctrl-C while click and the package load: as click says it
-        print("\nAborted!", file=sys.stderr)
-        code = 1
+    except KeyboardInterrupt:  # Ctrl-C while click and the package load: the shell's 128 + 2
+        print("latentcheck: interrupted", file=sys.stderr)
+        code = 130
     _exit(code)
 
 

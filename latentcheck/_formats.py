@@ -175,13 +175,22 @@ class SlicedArray:
         self.shape = shape
         self.dtype = dtype
         self.convert = convert
+        self.label = "an array"  # the shard's name, set when it is opened
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def __getitem__(self, index: slice) -> NDArray[Any]:
-        block = self.data[index]
-        out = np.asarray(block if self.convert is None else self.convert(block))
+        try:
+            block = self.data[index]
+            out = np.asarray(block if self.convert is None else self.convert(block))
+        except Exception as exc:
+            # a chunk found corrupt mid-stream (HDF5 filters, zarr codecs, a changed file):
+            # the libraries raise their own types; it is an unreadable input (issue 20)
+            raise FormatError(
+                f"Cannot read items {index.start}:{index.stop} of {self.label} "
+                f"({type(exc).__name__}: {exc}); is the file corrupt?"
+            ) from None
         if out.dtype != self.dtype:
             out = out.astype(self.dtype)
         return out

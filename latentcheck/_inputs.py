@@ -207,6 +207,7 @@ def resolve_inputs(
     key: str | None,
     channel_axis: int,
     flatten: bool,
+    per_sample: bool | None = None,
 ) -> tuple[LatentSource | None, PosteriorInputs | None]:
     """Return (z source or None, posterior inputs or None) for the given arguments.
 
@@ -221,7 +222,9 @@ def resolve_inputs(
     InputError
         Posterior parameters given incompletely, twice, or with disagreeing shapes.
     """
-    open_view = functools.partial(open_latents, channel_axis=channel_axis, flatten=flatten)
+    open_view = functools.partial(
+        open_latents, channel_axis=channel_axis, flatten=flatten, per_sample=per_sample
+    )
     candidates: tuple[tuple[SpreadKind, Any], ...] = (
         ("logvar", logvar),
         ("std", std),

@@ -484,7 +484,9 @@ class _Worker:
         self._conn, child_end = ctx.Pipe()
         self.arena = arena
         self._proc = ctx.Process(
-            target=_worker_main, args=(source, progress, tokens, arena, child_end), daemon=True
+            target=_worker_main,
+            args=(source, progress, tokens, arena, child_end, os.getpid()),
+            daemon=True,
         )
         self._proc.start()
         child_end.close()
@@ -555,15 +557,18 @@ def _worker_main(
     tokens: _Tokens,
     arena: _Arena,
     conn: Any,
+    parent: int,
 ) -> None:
     """Serve jobs in the forked child until told to stop.
 
     Ctrl-C reaches the whole process group: the parent handles it and stops its workers,
-    so they ignore SIGINT rather than print a traceback each.
+    so they ignore SIGINT rather than print a traceback each. A parent that dies without
+    stopping them (SIGKILL, SIGTERM) takes them along (see :func:`_die_with_parent`).
     """
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent)
     while True:
         try:
             job = conn.recv()
@@ -597,6 +602,28 @@ def _worker_main(
         except Exception as exc:  # an exception that does not pickle
             error = RuntimeError(f"{type(exc).__name__}: {exc}")
             conn.send_bytes(arena.dumps((False, error), shared))
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel kill this worker when `parent` dies (Linux ``PR_SET_PDEATHSIG``).
+
+    A worker busy in a segment waits on no pipe of the parent, so a parent killed by
+    SIGKILL or SIGTERM (which skips its cleanup) would leave it running to the end of its
+    job and then blocked on the shared segment queue forever (issue 20). prctl(2):
+    ``PR_SET_PDEATHSIG`` (1) sends the signal when the thread that forked this process
+    ends; the check of the parent's pid after it closes the race of a parent that died
+    before the call.
+    """
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - not glibc/musl Linux
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 #: Arrays of at least this size travel back from workers through their arena.

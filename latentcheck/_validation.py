@@ -70,8 +70,12 @@ def check_seed(seed: object) -> int:
         # without an argument SeedSequence draws a 128-bit int (never None or a sequence)
         assert isinstance(entropy, int)
         return entropy % (2**32)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or int(seed) < 0:
-        raise InputError(f"`seed` must be a non-negative integer or None, got {seed!r}")
+    if (
+        isinstance(seed, bool)
+        or not isinstance(seed, numbers.Integral)
+        or not 0 <= int(seed) < 2**64  # the row hash salts with a uint64
+    ):
+        raise InputError(f"`seed` must be a non-negative integer below 2**64 or None, got {seed!r}")
     return int(seed)
 
 
@@ -112,8 +116,24 @@ def check_dtype(dtype: np.dtype[Any], where: str) -> tuple[np.dtype[Any], str | 
     raise FormatError(f"{where} has dtype {dtype}, which is not numeric; expected floats")
 
 
+#: Axes an array may have (numpy's own limit since 2.0; 32 before).
+MAX_AXES = 64
+
+
 def check_shape(shape: Sequence[int], where: str) -> tuple[int, ...]:
-    """Return `shape` if it can hold latents (at least 2-D, at least one dimension)."""
+    """Return `shape` if it can hold latents (at least 2-D, at least one dimension).
+
+    A shape read from a file header is untrusted: booleans, negative sizes and more than
+    :data:`MAX_AXES` axes are refused (issue 20), before any size is computed from it.
+    """
+    if len(shape) > MAX_AXES:
+        raise FormatError(f"{where} declares {len(shape)} axes; arrays have at most {MAX_AXES}")
+    sizes: Sequence[object] = shape  # untrusted: whatever a header held
+    for s in sizes:
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral) or int(s) < 0:
+            raise FormatError(
+                f"{where} declares the shape {tuple(shape)!r}: sizes must be integers >= 0"
+            )
     shape = tuple(int(s) for s in shape)
     if len(shape) == 0:
         raise InputError(
@@ -197,3 +217,64 @@ def check_levels(values: Sequence[float] | None, name: str) -> tuple[float, ...]
     if not out:
         raise InputError(f"`{name}` must hold at least one value")
     return tuple(sorted(set(out)))
+
+
+#: Largest |mean| or std analysed: kurtosis needs 4th powers, and eigenvalue sums squares
+#: of variances; both overflow float64 (1.8e308) beyond about 1e77.
+MAX_MAGNITUDE = 1e75
+
+
+def check_no_overflow(mean: Any, std: Any, where: str) -> None:
+    """Raise InputError if the values are too large for float64 statistics (issue 20).
+
+    Rows holding NaN or inf are left out before the moments, so a non-finite mean or
+    standard deviation can only come from sums that overflowed (|values| above about
+    1e154 square beyond float64's 1.8e308); fourth moments and squared variances overflow
+    from about 1e77 (:data:`MAX_MAGNITUDE`). Such dimensions used to be reported as
+    "constant", or crashed; say what happened and how to fix it instead.
+    """
+    m = np.abs(np.asarray(mean, dtype=np.float64))
+    s = np.asarray(std, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.isfinite(m) & np.isfinite(s)) | (m > MAX_MAGNITUDE) | (s > MAX_MAGNITUDE)
+    if not bad.any():
+        return
+    idx = np.flatnonzero(bad)
+    shown = ", ".join(str(i) for i in idx[:10]) + (" ..." if idx.size > 10 else "")
+    raise InputError(
+        f"{where}: the values of {idx.size} dimension(s) ({shown}) are too large for "
+        f"float64 arithmetic (means or spreads above {MAX_MAGNITUDE:g}: their powers "
+        "overflow); divide the latents by a constant before checking them"
+    )
+
+
+def check_regular_file(path: Any) -> None:
+    """Raise FormatError unless `path` is a regular file or a directory (a Zarr store).
+
+    FIFOs, sockets and devices (``fifo.npy``, ``/proc/self/fd/0``, ``/dev/zero`` behind an
+    ``.npz`` name) are refused rather than read: a FIFO blocks until a writer comes, and a
+    device can be read for ever (issue 20).
+    """
+    import os
+    import stat
+
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise FormatError(f"Cannot read {path}: {exc.strerror}") from None
+    if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+        if not os.access(path, os.R_OK):
+            raise FormatError(f"Cannot read {path}: Permission denied")
+        return
+    kind = (
+        "a FIFO (named pipe)"
+        if stat.S_ISFIFO(st.st_mode)
+        else "a device"
+        if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+        else "a socket"
+        if stat.S_ISSOCK(st.st_mode)
+        else "not a regular file"
+    )
+    raise FormatError(
+        f"{path} is {kind}; latentcheck reads regular files only (save the stream to a file)"
+    )

@@ -505,7 +505,10 @@ def exact_threshold(value: F64, dtype: np.dtype[Any], *, upper: bool) -> NDArray
     float64 comparison would, at half the memory traffic.
     """
     value = np.asarray(value, dtype=np.float64)
-    t = value.astype(dtype)
+    with np.errstate(over="ignore"):
+        # beyond the dtype's range the cast gives ±inf, stepped back to ±max below: no
+        # finite x of the dtype lies beyond either, exactly as in float64 (issue 20)
+        t = value.astype(dtype)
     wide = t.astype(np.float64)
     if upper:
         # a rounded-up threshold would miss values in (value, t]: step down one ulp

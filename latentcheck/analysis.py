@@ -209,6 +209,7 @@ def analyze(
     key: str | None = None,
     channel_axis: int = 1,
     flatten: bool = False,
+    per_sample: bool | None = None,
     seed: int | None = 0,
     test_samples: int = 5000,
     sample_size: int | None = None,
@@ -253,6 +254,11 @@ def analyze(
         Axis holding the dimensions for arrays of 3 or more axes.
     flatten : bool, default=False
         Make every element of a sample a dimension instead.
+    per_sample : bool or None, default=None
+        Several files, each one sample (e.g. (C, H, W) files): True reads each file as
+        one sample (mixed spatial sizes pooled per channel), False as batches along axis
+        0; None refuses 3-D files of one shape that look like single samples (see
+        :func:`~latentcheck.loading.open_latents`).
     seed : int or None, default=0
         Seed of the sample of rows and of every Monte-Carlo step; None draws one (the seed
         used is written into the report).
@@ -392,6 +398,7 @@ def analyze_with_sample(
     key: str | None = None,
     channel_axis: int = 1,
     flatten: bool = False,
+    per_sample: bool | None = None,
     active_threshold: float = 0.01,
     collapse_threshold: float = 0.01,
     mixture_samples: int = 2048,
@@ -411,13 +418,16 @@ def analyze_with_sample(
         key=key,
         channel_axis=channel_axis,
         flatten=flatten,
+        per_sample=per_sample,
     )
     if post is None:
         if latents is None:
             raise InputError(
                 "No input given: pass latents (samples), or `mu` with `logvar`, `std` or `var`"
             )
-        source = open_latents(latents, key=key, channel_axis=channel_axis, flatten=flatten)
+        source = open_latents(
+            latents, key=key, channel_axis=channel_axis, flatten=flatten, per_sample=per_sample
+        )
         return analyze_source(source, **options)
     seed = v.check_seed(options.pop("seed", 0))
     job = PosteriorJob(
@@ -568,6 +578,7 @@ def analyze_source(
             )
         mean = moments.mean
         std = moments.std()
+        v.check_no_overflow(mean, std, source.name)
         from .stats.scale import DEGENERATE_RTOL, degenerate_dims
 
         degenerate = degenerate_dims(std, mean)

@@ -11,14 +11,13 @@ from __future__ import annotations
 import functools
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import click
 
+from ._output import check_target, printable, write_output
 from .errors import LatentcheckError, LatentcheckWarning
 
 __all__ = ["cli", "main"]
@@ -43,35 +42,61 @@ def handle_errors(fn: F) -> F:
             with warnings.catch_warnings():
                 # warnings are part of the report (NOTES / "warnings"); do not print twice
                 warnings.simplefilter("ignore", LatentcheckWarning)
+                # numpy's floating-point RuntimeWarnings (overflow in a sum of 1e308s) are
+                # no message for a user: what they mean is an error line or a report note
+                warnings.simplefilter("ignore", RuntimeWarning)
                 return fn(*args, **kwargs)
         except LatentcheckError as exc:
             if debug:
                 raise
-            raise CliError(str(exc)) from None
+            raise CliError(printable(str(exc))) from None
 
     return cast(F, wrapper)
 
 
-def write_output(text: str, output: str | None) -> None:
-    """Write `text` to `output` (a path, '-' or None for stdout), never half a file."""
-    if output is None or output == "-":
-        click.echo(text, nl=False)
-        return
-    target = Path(output)
-    directory = target.parent if str(target.parent) else Path(".")
-    if not directory.is_dir():
-        raise LatentcheckError(f"Cannot write {output}: the directory {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".latentcheck-", dir=directory)
+def _check_output(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Refuse an -o target that cannot be written before any work is done."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return check_target(value)
+    except LatentcheckError as exc:
+        raise click.BadParameter(printable(str(exc)), ctx, param) from None
+
+
+class _Group(click.Group):
+    """The command group, with one-line usage errors and Ctrl-C as exit 130 (issue 20).
+
+    click prints a usage block of 3-13 lines for a usage error and exits 1 on Ctrl-C; the
+    README promises one line on stderr (exit 2) and the shell's 128 + SIGINT for Ctrl-C.
+    """
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        own = {"prog_name": prog_name, "complete_var": complete_var, **extra}
+        if not standalone_mode:
+            return super().main(args, standalone_mode=False, **own)
+        try:
+            rv = super().main(args, standalone_mode=False, **own)
+        except click.UsageError as exc:
+            if "\n" in exc.format_message():  # `latentcheck` alone: the help, as click shows it
+                click.echo(exc.format_message(), err=True)
+                sys.exit(exc.exit_code)
+            cmd = exc.ctx.command_path if exc.ctx is not None else "latentcheck"
+            hint = f" (see '{cmd} --help')"
+            click.echo(f"Error: {printable(exc.format_message())}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except (click.Abort, KeyboardInterrupt):
+            click.echo("latentcheck: interrupted", err=True)
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
 
 def output_options(fn: F) -> F:
@@ -88,19 +113,20 @@ def output_options(fn: F) -> F:
             click.option(
                 "-o",
                 "--output",
-                type=click.Path(dir_okay=False, allow_dash=True),
+                type=str,
                 default=None,
+                callback=_check_output,
                 help="Write to this file instead of stdout ('-' = stdout).",
             ),
             click.option(
                 "--width",
-                type=int,
+                type=click.IntRange(min=1),
                 default=None,
                 help="Text width [default: the terminal's when stdout is one, else 100].",
             ),
             click.option(
                 "--max-dims",
-                type=int,
+                type=click.IntRange(min=0),
                 default=64,
                 show_default=True,
                 help="Dimensions shown in text tables (the rest are in JSON).",
@@ -171,22 +197,16 @@ def _verdict_option_list(quiet: bool) -> list[Callable[[F], F]]:
 def preflight(fmt: str | None, output: str | None, *, command: str) -> str:
     """Return the output format after checking, before any analysis, that it can be written.
 
-    The format comes from `output`'s suffix when `fmt` is None; a missing output directory,
-    HTML without matplotlib, a format `command` does not offer, and HTML to a terminal are
-    refused at once (exit 2) instead of after minutes of work.
+    The format comes from `output`'s suffix when `fmt` is None; HTML without matplotlib, a
+    format `command` does not offer, and HTML to a terminal are refused at once (exit 2)
+    instead of after minutes of work.
     """
+    # a missing directory, a directory and an empty name were refused by -o's callback
+    # (`_output.check_target`) before this runs
     to_file = output is not None and output != "-"
     if fmt is None:
-        fmt = SUFFIX_FORMATS.get(Path(str(output)).suffix.lower(), "text") if to_file else "text"
-    if to_file:
-        target = Path(str(output))
-        directory = target.parent if str(target.parent) else Path(".")
-        if not directory.is_dir():
-            raise LatentcheckError(
-                f"Cannot write {output}: the directory {directory} does not exist; create it first"
-            )
-        if target.is_dir():
-            raise LatentcheckError(f"Cannot write {output}: it is a directory")
+        suffix = os.path.splitext(str(output))[1].lower()
+        fmt = SUFFIX_FORMATS.get(suffix, "text") if to_file else "text"
     if fmt == "html":
         if command == "compare":
             raise LatentcheckError(
@@ -205,7 +225,8 @@ def preflight(fmt: str | None, output: str | None, *, command: str) -> str:
 
 def stdout_is_terminal() -> bool:
     """Return True if stdout is a terminal (one place, so tests can stand in for one)."""
-    return sys.stdout.isatty()
+    # stdout is None when the shell closed it (`>&-`); the write then fails with one line
+    return sys.stdout is not None and sys.stdout.isatty()
 
 
 def text_width(width: int | None) -> int:
@@ -254,6 +275,14 @@ def input_options(fn: F) -> F:
                 is_flag=True,
                 help="Make every element of a sample a dimension (C*H*W dims).",
             ),
+            click.option(
+                "--per-sample/--batch",
+                "per_sample",
+                default=None,
+                help="Several files: each is one sample, e.g. (C, H, W) [--per-sample], or "
+                "a batch along axis 0 [--batch]; by default 3-D files of one shape that "
+                "look like single samples are refused.",
+            ),
         ]
     ):
         fn = option(fn)
@@ -264,7 +293,13 @@ def analysis_options(fn: F) -> F:
     """Options of the analysis itself."""
     for option in reversed(
         [
-            click.option("--seed", type=int, default=0, show_default=True, help="Random seed."),
+            click.option(
+                "--seed",
+                type=click.IntRange(0, 2**64 - 1),
+                default=0,
+                show_default=True,
+                help="Random seed.",
+            ),
             click.option(
                 "--test-samples",
                 type=int,
@@ -383,7 +418,7 @@ def analysis_options(fn: F) -> F:
     return fn
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+@click.group(cls=_Group, context_settings=CONTEXT_SETTINGS)
 @click.version_option(package_name="latentcheck")
 def cli() -> None:
     """Report what autoencoder latents look like: KL to N(0,1), Gaussianity, outliers.
@@ -424,6 +459,7 @@ def report(
     key: str | None,
     channel_axis: int,
     flatten: bool,
+    per_sample: bool | None,
     **analysis: Any,
 ) -> None:
     """Describe a data set of latents: per-dimension, joint and practical statistics.
@@ -454,6 +490,7 @@ def report(
         key=key,
         channel_axis=channel_axis,
         flatten=flatten,
+        per_sample=per_sample,
         **analysis,
     )
     from .render import render

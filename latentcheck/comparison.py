@@ -343,16 +343,7 @@ def _read_input(obj: Any, options: dict[str, Any]) -> Loaded:
         return "report", _from_dict(obj, "The dict"), None, None
     if isinstance(obj, (str, os.PathLike)) and os.fspath(obj).lower().endswith(".json"):
         path = os.fspath(obj)
-        try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except FileNotFoundError:
-            raise FormatError(f"File not found: {path}") from None
-        except OSError as exc:
-            raise FormatError(f"Cannot read {path} ({exc.strerror})") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise FormatError(f"{path} is not a JSON report ({exc})") from None
-        return "saved report", _from_dict(data, path), None, None
+        return "saved report", _from_dict(_load_saved(path), path), None, None
     return _loaded("latents", analyze_with_sample(obj, **options))
 
 
@@ -369,14 +360,63 @@ def _loaded(origin: str, analysis: Analysis) -> Loaded:
     return origin, analysis.report, sample, indep
 
 
+#: Largest saved report read (a report of 100 000 dimensions is about 200 MiB).
+MAX_REPORT_BYTES = 1 << 30
+
+
+def _load_saved(path: str) -> Any:
+    """Return the parsed JSON of a saved report, refusing what no report can be (issue 20).
+
+    Not a regular file (a FIFO would block), larger than :data:`MAX_REPORT_BYTES`,
+    nested deeper than Python's recursion limit, or not JSON: each a FormatError line.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FormatError(f"File not found: {path}") from None
+    except OSError as exc:
+        raise FormatError(f"Cannot read {path} ({exc.strerror})") from None
+    v.check_regular_file(path)
+    if st.st_size > MAX_REPORT_BYTES:
+        raise FormatError(
+            f"{path} has {st.st_size} bytes, more than a saved report of latentcheck "
+            f"({MAX_REPORT_BYTES // 2**20} MiB at most); is it a report?"
+        )
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except OSError as exc:
+        raise FormatError(f"Cannot read {path} ({exc.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FormatError(f"{path} is not a JSON report ({exc})") from None
+    except RecursionError:
+        raise FormatError(f"{path} is not a report: its JSON is nested too deeply") from None
+
+
 def _from_dict(data: Any, where: str) -> Report:
-    """Return the Report of a saved report's dict; SchemaError names `where`."""
+    """Return the Report of a saved report's dict; SchemaError names `where`.
+
+    Whatever a malformed dict makes the reader raise (a missing key, a value of the
+    wrong type, an empty or short ``dims`` list) is a SchemaError naming `where`, never
+    a traceback (issue 20).
+    """
     if isinstance(data, dict) and "comparisons" in data:
         raise SchemaError(f"{where} holds a saved comparison; compare takes saved reports")
     try:
-        return Report.from_dict(data)
+        rep = Report.from_dict(data)
     except SchemaError as exc:
         raise SchemaError(f"{where}: {exc}") from None
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError) as exc:
+        raise SchemaError(
+            f"{where} is not a valid latentcheck report ({type(exc).__name__}: {exc})"
+        ) from None
+    n_dims = rep.input.n_dims
+    if rep.dims.index.shape[0] != n_dims or n_dims < 1:
+        raise SchemaError(
+            f"{where} is not a valid latentcheck report: input.n_dims is {n_dims} but dims "
+            f"lists {rep.dims.index.shape[0]} dimensions"
+        )
+    return rep
 
 
 def _figures(rep: Report) -> dict[str, Any]:

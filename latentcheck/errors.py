@@ -12,6 +12,7 @@ __all__ = [
     "InputError",
     "LatentcheckError",
     "LatentcheckWarning",
+    "OutputError",
     "SampleQualityWarning",
     "SchemaError",
     "SmallSampleWarning",
@@ -28,6 +29,10 @@ class InputError(LatentcheckError, ValueError):
 
 class FormatError(LatentcheckError):
     """An unreadable file, a missing ``.npz`` key or a pickled array."""
+
+
+class OutputError(LatentcheckError):
+    """The report could not be written (a bad ``-o`` target, a full disk, a closed stdout)."""
 
 
 class SchemaError(LatentcheckError):

@@ -11,16 +11,18 @@ into memory (numpy cannot map them), which the source notes. ``.safetensors``, `
 
 from __future__ import annotations
 
+import contextlib
 import glob as _glob
 import itertools
 import math
 import os
+import stat
 import threading
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,7 +30,7 @@ from numpy.typing import NDArray
 from . import _formats
 from ._formats import NPZ_ROLES as NPZ_ROLES
 from ._formats import SUPPORTED as SUPPORTED
-from ._validation import check_channel_axis, check_dtype, check_shape
+from ._validation import check_channel_axis, check_dtype, check_regular_file, check_shape
 from .errors import FormatError, InputError
 
 __all__ = [
@@ -41,6 +43,35 @@ __all__ = [
 ]
 
 _HAVE_PREADV = hasattr(os, "preadv")  # POSIX; elsewhere blocks come from the memory map
+
+
+class _LazyMap:
+    """A read-only memory map of an array in a file, made on first use.
+
+    A map holds a file descriptor for as long as it lives; C-ordered files are read with
+    ``pread`` and never need theirs, so a data set of thousands of shards holds none.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        dtype: np.dtype[Any],
+        offset: int,
+        shape: tuple[int, ...],
+        order: Literal["C", "F"],
+    ) -> None:
+        self._args = (path, dtype, offset, shape, order)
+        self._map: np.memmap[Any, Any] | None = None
+        self.shape = shape
+        self.dtype = dtype
+
+    def __getitem__(self, index: Any) -> Any:
+        if self._map is None:
+            path, dtype, offset, shape, order = self._args
+            self._map = np.memmap(
+                path, dtype=dtype, mode="r", offset=offset, shape=shape, order=order
+            )
+        return self._map[index]
 
 
 @dataclass
@@ -66,7 +97,9 @@ class _Member:
     offset: int = 0
     closer: Callable[[], None] | None = None
     notes: list[str] = field(default_factory=list)
-    _io: dict[int, tuple[int, memoryview]] = field(default_factory=dict, repr=False)
+    mapped: str | None = None  # the file behind a memory map read without pread
+    end: int = 0  # the size that file needs
+    _io: dict[int, memoryview] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def read(self, start: int, stop: int) -> NDArray[Any]:
@@ -76,34 +109,55 @@ class _Member:
         until the next read of the same member on the same thread.
         """
         if self.path is None or stop <= start or not _HAVE_PREADV:
-            return np.asarray(self.array[start:stop])
+            if self.mapped is None:
+                return np.asarray(self.array[start:stop])
+            # a page of a memory map beyond the end of a file truncated since it was
+            # opened is SIGBUS, not an exception: check the size, then copy at once
+            try:
+                size = os.stat(self.mapped).st_size
+            except OSError as exc:
+                raise FormatError(f"{self.label} can no longer be read ({exc.strerror})") from None
+            if size < self.end:
+                raise FormatError(
+                    f"{self.label} was truncated while it was read ({size} of {self.end} "
+                    "bytes left); did another program rewrite it?"
+                )
+            return np.array(self.array[start:stop], copy=True)
         item = math.prod(self.shape[1:]) * self.dtype.itemsize
         n = (stop - start) * item
-        fd, buf = self._thread_io(n)
-        got = os.preadv(fd, [buf[:n]], self.offset + start * item)
+        buf = self._thread_buffer(n)
+        # opened for this read only: a data set of 10 000 shards must not hold a
+        # descriptor per shard (600 of them hit the usual `ulimit -n 1024`, issue 20); an
+        # open and a close cost about 5 us against a block's read of up to 2 MiB
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            raise FormatError(f"{self.label} can no longer be read ({exc.strerror})") from None
+        try:
+            got = os.preadv(fd, [buf[:n]], self.offset + start * item)
+        except OSError as exc:
+            raise FormatError(f"{self.label} could not be read ({exc.strerror})") from None
+        finally:
+            os.close(fd)
         if got != n:
             raise FormatError(f"{self.label}: short read at item {start}; did the file change?")
         return np.frombuffer(buf[:n], dtype=self.dtype).reshape((stop - start, *self.shape[1:]))
 
-    def _thread_io(self, nbytes: int) -> tuple[int, memoryview]:
-        """Return this thread's file descriptor and a buffer of at least `nbytes` bytes."""
+    def _thread_buffer(self, nbytes: int) -> memoryview:
+        """Return this thread's buffer for this member, of at least `nbytes` bytes."""
         key = threading.get_ident()
         with self._lock:
-            fd, buf = self._io.get(key, (-1, memoryview(b"")))
-            if fd < 0:
-                fd = os.open(self.path or "", os.O_RDONLY)
+            buf = self._io.get(key, memoryview(b""))
             if buf.nbytes < nbytes:
                 raw = np.empty(nbytes + 64, dtype=np.uint8)
                 lead = (-raw.ctypes.data) % 64  # cache-line aligned rows
                 buf = raw[lead : lead + nbytes].data
-            self._io[key] = (fd, buf)
-        return fd, buf
+                self._io[key] = buf
+        return buf
 
     def close(self) -> None:
         """Close the file descriptors and handles and drop the buffers and the memory map."""
         with self._lock:
-            for fd, _ in self._io.values():
-                os.close(fd)
             self._io.clear()
             closer, self.closer = self.closer, None
         if closer is not None:
@@ -145,6 +199,8 @@ class LatentSource:
     dtype: np.dtype[Any]
     notes: list[str] = field(default_factory=list)
     name: str = "latents"
+    layout_note: str | None = None
+    _bounds_cache: NDArray[np.int64] | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_rows(self) -> int:
@@ -163,6 +219,14 @@ class LatentSource:
 
     def layout(self) -> str:
         """Describe in words how the arrays were turned into rows and dimensions."""
+        note = self.layout_note
+        if note is not None and note.startswith("per-sample files of mixed"):
+            return note  # the 2-D view's own words would call positions samples
+        text = self._layout()
+        return text if note is None else f"{text}; {note}"
+
+    def _layout(self) -> str:
+        """Describe the view of the (concatenated) arrays."""
         shape = "×".join(str(s) for s in self.shape)
         if len(self.item_shape) == 1:
             return (
@@ -194,10 +258,16 @@ class LatentSource:
 
     def boundaries(self) -> list[int]:
         """Return the cumulative leading-axis offsets of the shards, starting at 0."""
-        out = [0]
-        for m in self.members:
-            out.append(out[-1] + m.shape[0])
-        return out
+        return list(self._bounds().tolist())
+
+    def _bounds(self) -> NDArray[np.int64]:
+        """Return :meth:`boundaries` as an array, computed once (10 000 shards: issue 20)."""
+        cached = self._bounds_cache
+        if cached is None or cached.size != len(self.members) + 1:
+            cached = np.zeros(len(self.members) + 1, dtype=np.int64)
+            np.cumsum([m.shape[0] for m in self.members], out=cached[1:])
+            self._bounds_cache = cached
+        return cached
 
     @property
     def fork_safe(self) -> bool:
@@ -206,7 +276,9 @@ class LatentSource:
         Files read with ``pread`` and arrays in memory are; arrays behind a library
         (HDF5, zarr) are not: their handles and internal state were not made for fork.
         """
-        return all(m.path is not None or isinstance(m.array, np.ndarray) for m in self.members)
+        return all(
+            m.path is not None or isinstance(m.array, (np.ndarray, _LazyMap)) for m in self.members
+        )
 
     def read_items(self, start: int, stop: int) -> NDArray[Any]:
         """Return samples [start, stop) of the data set as a 2-D block of rows.
@@ -215,8 +287,8 @@ class LatentSource:
         view of a buffer that the next read of the same shard on the same thread reuses:
         copy what must outlive it (accumulators only keep reductions and copies).
         """
-        bounds = self.boundaries()
-        k = int(np.searchsorted(bounds, start, side="right")) - 1
+        bounds = self._bounds()
+        k = int(bounds.searchsorted(start, side="right")) - 1
         member = self.members[k]
         if stop > bounds[k + 1]:  # internal invariant of plan_blocks
             raise AssertionError("block crosses a shard boundary")
@@ -235,6 +307,38 @@ class LatentSource:
             m.close()
 
 
+#: Blocks a pass may be planned in (a plan takes about 100 bytes a block): a header that
+#: declares 1e12 rows must not make the plan alone need gigabytes (issue 20).
+MAX_BLOCKS = 1_000_000
+#: Read speed assumed when telling how long a huge data set would take.
+_ASSUMED_BYTES_PER_S = 1e9
+
+
+def _too_many_blocks(source: LatentSource, n_blocks: int, per_block: int) -> str:
+    """Return the message for a data set declared too large to plan in blocks."""
+    nbytes = source.n_rows * source.n_dims * source.dtype.itemsize
+    hours = 2 * nbytes / _ASSUMED_BYTES_PER_S / 3600  # two passes
+    on_disk = ""
+    for m in source.members:
+        path = m.path or m.mapped
+        if path is not None:
+            with contextlib.suppress(OSError):
+                st = os.stat(path)
+                blocks = getattr(st, "st_blocks", None)
+                if blocks is not None and blocks * 512 < st.st_size // 100:
+                    on_disk = (
+                        f"; {m.label} is sparse: {blocks * 512} of its {st.st_size} bytes "
+                        "are on disk, so its header may promise data it does not hold"
+                    )
+                    break
+    return (
+        f"{source.name} declares {source.n_rows} rows of {source.n_dims} dimensions "
+        f"({nbytes / 2**40:.1f} TiB): {n_blocks} blocks of {per_block} samples, more than "
+        f"the {MAX_BLOCKS} a pass plans, and about {hours:.0f} hours of reading at 1 GB/s"
+        f"{on_disk}; pass a larger --chunk-rows, or a subset of the files"
+    )
+
+
 def plan_blocks(sources: Sequence[LatentSource], chunk_rows: int) -> list[tuple[int, int]]:
     """Return leading-axis ranges of about `chunk_rows` rows that cross no shard boundary."""
     first = sources[0]
@@ -243,6 +347,9 @@ def plan_blocks(sources: Sequence[LatentSource], chunk_rows: int) -> list[tuple[
         cuts.update(s.boundaries())
     edges = sorted(cuts)
     per_block = max(1, chunk_rows // first.rows_per_item)
+    n_blocks = sum(-(-(b - a) // per_block) for a, b in itertools.pairwise(edges))
+    if n_blocks > MAX_BLOCKS:
+        raise InputError(_too_many_blocks(first, n_blocks, per_block))
     out: list[tuple[int, int]] = []
     for a, b in itertools.pairwise(edges):
         for start in range(a, b, per_block):
@@ -262,14 +369,22 @@ def expand_paths(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
             out.extend(Path(m) for m in matches)
         else:
             path = Path(text)
-            if not path.exists():
-                raise FormatError(f"File not found: {text}")
-            if path.is_dir() and not _formats.is_zarr_store(path):
-                raise FormatError(
-                    f"{text} is a directory; pass the files, e.g. "
-                    f"{os.path.join(text, '*.npy')} (directories are read only as Zarr stores)"
-                )
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                raise FormatError(f"File not found: {text}") from None
+            except OSError as exc:  # EACCES on a parent, ENAMETOOLONG, ELOOP
+                raise FormatError(f"Cannot read {text}: {exc.strerror}") from None
+            if stat.S_ISDIR(st.st_mode):
+                if not _formats.is_zarr_store(path):
+                    raise FormatError(
+                        f"{text} is a directory; pass the files, e.g. "
+                        f"{os.path.join(text, '*.npy')} (directories are read only as Zarr "
+                        "stores)"
+                    )
             out.append(path)
+    for path in out:
+        check_regular_file(path)
     return out
 
 
@@ -285,8 +400,12 @@ def _read_npy_header(fh: Any, label: str) -> tuple[tuple[int, ...], bool, np.dty
             shape, fortran, dtype = fmt.read_array_header_2_0(fh)
         else:
             raise ValueError(f"unsupported format version {version}")
-    except (ValueError, OSError, SyntaxError, TypeError, EOFError) as exc:
-        raise FormatError(f"{label} is not a readable .npy array ({exc})") from None
+    except Exception as exc:
+        # ValueError, SyntaxError, tokenize.TokenError, MemoryError, RecursionError...:
+        # whatever numpy's header parser raises on hostile bytes is an unreadable file
+        raise FormatError(
+            f"{label} is not a readable .npy array ({type(exc).__name__}: {exc})"
+        ) from None
     del start
     return tuple(shape), bool(fortran), dtype, fh.tell()
 
@@ -308,11 +427,19 @@ def _open_npy(path: Path) -> _Member:
     if math.prod(shape) == 0:
         array: Any = np.zeros(shape, dtype=dtype)
     else:
-        array = np.memmap(
-            path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C"
-        )
+        array = _LazyMap(path, dtype, offset, shape, "F" if fortran else "C")
     direct = None if fortran or math.prod(shape) == 0 else os.fspath(path)
-    return _Member(label=label, shape=shape, dtype=dtype, array=array, path=direct, offset=offset)
+    mapped = os.fspath(path) if direct is None and math.prod(shape) != 0 else None
+    return _Member(
+        label=label,
+        shape=shape,
+        dtype=dtype,
+        array=array,
+        path=direct,
+        offset=offset,
+        mapped=mapped,
+        end=expected,
+    )
 
 
 def npz_keys(path: Path) -> list[str]:
@@ -335,6 +462,13 @@ def _open_npz_member(path: Path, key: str) -> _Member:
     with zf:
         name = key + ".npy" if key + ".npy" in zf.namelist() else key
         info = zf.getinfo(name)
+        if info.flag_bits & 0x1:
+            raise FormatError(f"{label} is encrypted; latentcheck reads unencrypted .npz files")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise FormatError(
+                f"{label} uses zip compression method {info.compress_type}, which .npz files "
+                "never use; save the latents with np.savez or np.savez_compressed"
+            )
         if info.compress_type == zipfile.ZIP_STORED:
             with open(path, "rb") as raw:
                 raw.seek(info.header_offset)
@@ -352,28 +486,64 @@ def _open_npz_member(path: Path, key: str) -> _Member:
                 raise FormatError(f"{label} is truncated")
             if nbytes == 0:
                 return _Member(label, shape, dtype, np.zeros(shape, dtype=dtype), True)
-            array = np.memmap(
-                path,
-                dtype=dtype,
-                mode="r",
-                offset=offset,
-                shape=shape,
-                order="F" if fortran else "C",
-            )
+            array = _LazyMap(path, dtype, offset, shape, "F" if fortran else "C")
             direct = None if fortran else os.fspath(path)
-            return _Member(label, shape, dtype, array, path=direct, offset=offset)
-        with zf.open(name) as fh:
-            shape, fortran, dtype, _ = _read_npy_header(fh, label)
+            mapped = os.fspath(path) if fortran else None
+            return _Member(
+                label,
+                shape,
+                dtype,
+                array,
+                path=direct,
+                offset=offset,
+                mapped=mapped,
+                end=offset + nbytes,
+            )
+        try:
+            with zf.open(name) as fh:
+                shape, fortran, dtype, header = _read_npy_header(fh, label)
+        except (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError) as exc:
+            raise FormatError(f"Cannot read {label} ({exc})") from None
         check_dtype(dtype, label)
         check_shape(shape, label)
+        _check_inflated_size(label, math.prod(shape) * dtype.itemsize, header, info)
     try:
         with np.load(path, allow_pickle=False) as npz:
             data = npz[key]
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, MemoryError) as exc:
         raise FormatError(f"Cannot read {label} ({exc})") from None
     return _Member(
         label=label, shape=tuple(data.shape), dtype=data.dtype, array=data, in_memory=True
     )
+
+
+def _physical_memory() -> int | None:
+    """Return the machine's physical memory in bytes, or None where it cannot be known."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return None
+
+
+def _check_inflated_size(label: str, nbytes: int, header: int, info: zipfile.ZipInfo) -> None:
+    """Refuse a compressed member before inflating it when its sizes cannot be right.
+
+    Its header's shape must fit in the size the archive records for it, and in the
+    machine's memory (it is read whole): checked by arithmetic, before any allocation, so
+    that a header declaring 10^12 values is an error line, not an out-of-memory kill.
+    """
+    if header + nbytes > info.file_size:
+        raise FormatError(
+            f"{label} is corrupt: its header declares {nbytes} bytes of data but the archive "
+            f"records {info.file_size} bytes for the member"
+        )
+    memory = _physical_memory()
+    if memory is not None and nbytes > memory:
+        raise FormatError(
+            f"{label} is compressed, so it would be read into memory: {nbytes / 2**30:.1f} "
+            f"GiB, more than this machine's {memory / 2**30:.1f} GiB; save it with np.savez "
+            "(uncompressed) or as .npy to stream it"
+        )
 
 
 def _file_format(path: Path) -> str:
@@ -464,6 +634,7 @@ def _open_member(path: Path, key: str | None, role: str) -> _Member:
         assert npz_key is not None  # .npz members always have names
         return _open_npz_member(path, npz_key)
     opened = _formats.open_array(path, fmt, lambda keys: _formats.choose_key(path, keys, key, role))
+    opened.array.label = opened.label
     member = _Member(
         label=opened.label,
         shape=opened.shape,
@@ -489,6 +660,7 @@ def open_latents(
     flatten: bool = False,
     role: str = "z",
     name: str | None = None,
+    per_sample: bool | None = None,
 ) -> LatentSource:
     """Open latents for streaming: a path, a list of paths or globs, or array(s).
 
@@ -512,6 +684,12 @@ def open_latents(
         Which names (:data:`NPZ_ROLES`) to look for.
     name : str or None
         A label for messages.
+    per_sample : bool or None, default=None
+        For several files: True reads each file as one sample (a (C, H, W) file gives one
+        sample of C channels; files of mixed spatial sizes are pooled per channel), False
+        concatenates them as batches along axis 0. None (the default) reads them as
+        batches, per sample when only that fits, and refuses 3-D files of one shape that
+        look like single samples (see :mod:`latentcheck._persample`).
 
     Returns
     -------
@@ -543,6 +721,17 @@ def open_latents(
     if all(isinstance(x, (str, os.PathLike)) for x in items):
         for path in expand_paths(items):
             members.append(_open_member(path, key, role))
+        from ._persample import per_sample_members
+
+        try:
+            members, note = per_sample_members(members, per_sample, channel_axis, flatten)
+        except BaseException:
+            for m in members:
+                m.close()
+            raise
+        source = _build_source(members, channel_axis=channel_axis, flatten=flatten, name=name)
+        source.layout_note = note
+        return source
     else:
         for i, x in enumerate(items):
             if isinstance(x, (str, os.PathLike)):

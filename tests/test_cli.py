@@ -199,9 +199,9 @@ def test_conv_options(runner, latents_file):
     assert json.loads(res.stdout)["input"]["n_dims"] == 4
 
 
-def test_ctrl_c_before_click_takes_over_says_aborted_without_a_traceback():
+def test_ctrl_c_before_click_takes_over_exits_130_without_a_traceback():
     # an interrupt while the entry point still imports click and the package reaches no
-    # click handler; the entry point answers as click does (message, exit 1)
+    # click handler; the entry point answers as the CLI does (one line, 128 + SIGINT)
     code = (
         "import latentcheck.cli as c, latentcheck.__main__ as m\n"
         "def interrupted():\n"
@@ -210,8 +210,8 @@ def test_ctrl_c_before_click_takes_over_says_aborted_without_a_traceback():
         "m.main()\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert res.returncode == 1
-    assert res.stderr == "\nAborted!\n"
+    assert res.returncode == 130
+    assert res.stderr == "latentcheck: interrupted\n"
 
 
 # ---------------------------------------------------------------------------------------

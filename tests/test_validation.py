@@ -23,7 +23,7 @@ from latentcheck.errors import FormatError, InputError
         (lambda: v.check_fraction(1.5, "alpha"), r"`alpha` must be in \(0, 1\), got 1.5"),
         (lambda: v.check_positive("x", "level"), "`level` must be a number >= 0"),
         (lambda: v.check_positive(-1, "level"), "`level` must be a finite number >= 0, got -1"),
-        (lambda: v.check_seed(-3), "`seed` must be a non-negative integer or None, got -3"),
+        (lambda: v.check_seed(-3), "`seed` must be a non-negative integer"),
         (lambda: v.check_seed(1.5), "`seed` must be a non-negative integer"),
         (lambda: v.check_nan_policy("drop"), "`nan` must be one of omit, error, got 'drop'"),
         (lambda: v.check_shape((), "z.npy"), r"z.npy holds a single number"),

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .markdownreport import ICON, md_table
+from .markdownreport import ICON, md_code, md_table
 from .textreport import MARK, fmt, pct, pval, table, wrap
 
 if TYPE_CHECKING:
@@ -347,7 +347,7 @@ def render_markdown(cmp: Comparison, *, max_dims: int = 64) -> str:
     out = ["### latentcheck compare", ""]
     for s in [cmp.baseline, *(c.input for c in cmp.comparisons)]:
         out.append(
-            f"- **{s.label}** `{', '.join(s.sources)}`: {s.n_samples} rows × {s.n_dims} dims"
+            f"- **{s.label}** {md_code(', '.join(s.sources))}: {s.n_samples} rows × {s.n_dims} dims"
         )
     out.append("")
     if cmp.settings.get("relation_note"):

@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
 from ..report import Report, level_key
 from .textreport import SPATIAL_LEGEND, elbo_surgery_text, fmt, pct, pval, spatial_table
 
-__all__ = ["md_table", "render_report"]
+__all__ = ["md_code", "md_table", "render_report"]
 
 ICON = {"ok": "✅", "note": "ℹ️", "warn": "⚠️"}
+
+
+def md_code(text: str) -> str:
+    """Return `text` as a Markdown code span that no backtick or newline in it can break.
+
+    CommonMark: a span opened by n backticks ends at the next run of exactly n, so the
+    fence is one longer than the longest run inside (issue 20: hostile file names).
+    """
+    text = text.replace("\r", " ").replace("\n", " ")
+    longest = max((len(run) for run in re.findall("`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
@@ -25,7 +39,7 @@ def md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
 def render_report(report: Report, *, max_dims: int = 64) -> str:
     """Return the report as Markdown: verdict, summary table, per-dimension table."""
     inp, st, sm, dm, jt = report.input, report.settings, report.summary, report.dims, report.joint
-    out = [f"### latentcheck report: `{', '.join(inp.sources)}`", ""]
+    out = [f"### latentcheck report: {md_code(', '.join(inp.sources))}", ""]
     out.append(f"{inp.layout}; {inp.n_samples} rows used; seed {st.seed}.")
     out.append("")
     for f in sm.findings:

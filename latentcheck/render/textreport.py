@@ -525,7 +525,7 @@ def _posterior_block(report: Report, width: int, p: int, max_dims: int = 64) -> 
                     f"between {fmt(mi_lo, p)} and {fmt(mi_hi, p) if mi_hi is not None else 'inf'}"
                     f" and total correlation between {fmt(tc_lo, p)} and "
                     f"{fmt(tc_hi, p) if tc_hi is not None else 'inf'} (leave-one-out bounds); "
-                    "any +- is Monte-Carlo error only",
+                    "a standard error above is Monte-Carlo error only",
                     width,
                 )
             )
