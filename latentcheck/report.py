@@ -164,6 +164,9 @@ class Settings:
         Above this many dimensions the O(d²) joint part is skipped.
     entropy_estimator : str
         The negentropy estimator, in words.
+    mode : str
+        "two-pass" (``analyze``: rates about the final mean and std over all rows) or
+        "single-pass" (``Stream``: those rates come from the seeded sample).
     """
 
     seed: int
@@ -179,6 +182,7 @@ class Settings:
     quantile_levels: tuple[float, ...]
     max_joint_dims: int
     entropy_estimator: str
+    mode: str = "two-pass"
 
 
 @dataclass(frozen=True, slots=True)
