@@ -81,7 +81,7 @@ def output_options(fn: F) -> F:
             click.option(
                 "--format",
                 "fmt",
-                type=click.Choice(["text", "json", "markdown", "html"]),
+                type=click.Choice(["text", "json", "markdown", "html", "metrics"]),
                 default="text",
                 show_default=True,
                 help="Output format.",

@@ -450,6 +450,12 @@ class Report:
 
         return render_report(self, width=width, max_dims=max_dims, precision=precision)
 
+    def to_metrics(self, prefix: str = "latents/") -> dict[str, float]:
+        """Return the headline figures as a flat dict for trackers (see ``metrics``)."""
+        from .metrics import report_metrics
+
+        return report_metrics(self, prefix)
+
     def to_markdown(self, *, max_dims: int = 64) -> str:
         """Return the report as Markdown (for pull-request comments)."""
         from .render.markdownreport import render_report
