@@ -292,6 +292,18 @@ def _fail(report_dict: dict[str, Any], expressions: Sequence[str]) -> list[str]:
 @click.option("--logvar", multiple=True, metavar="PATH", help="Posterior log-variances.")
 @click.option("--std", multiple=True, metavar="PATH", help="Posterior standard deviations.")
 @click.option("--var", multiple=True, metavar="PATH", help="Posterior variances.")
+@click.option(
+    "--vae-config",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Check a VAE config (diffusers config.json, JSON/YAML with scaling_factor, "
+    "shift_factor, latents_mean, latents_std) against the latents.",
+)
+@click.option(
+    "--emit-config",
+    is_flag=True,
+    help="Print the fitted scaling_factor, shift_factor, latents_mean, latents_std (JSON).",
+)
 @input_options
 @analysis_options
 @output_options
@@ -302,6 +314,8 @@ def report(
     logvar: tuple[str, ...],
     std: tuple[str, ...],
     var: tuple[str, ...],
+    vae_config: str | None,
+    emit_config: bool,
     fmt: str,
     output: str | None,
     width: int,
@@ -330,6 +344,9 @@ def report(
 
     if not inputs and not (mu or logvar or std or var):
         raise click.UsageError("Give at least one input file (e.g. latents.npy) or --mu")
+    from . import vaeconfig
+
+    cfg = vaeconfig.load_vae_config(vae_config) if vae_config else None  # before the work
     rep = analyze(
         list(inputs) or None,
         mu=list(mu) or None,
@@ -341,6 +358,11 @@ def report(
         flatten=flatten,
         **analysis,
     )
+    if cfg is not None:
+        rep = vaeconfig.check_vae_config(rep, cfg)
+    if emit_config:
+        write_output(vaeconfig.emit_config(rep), output)
+        return
     from .render import render
 
     # a bad expression stops here, before any output (no dict to build without one: 3 ms)
