@@ -188,8 +188,8 @@ class Stream:
         self._extremes = Extremes(d)
 
     # -- pushing ------------------------------------------------------------------------
-    def update(self, batch: Any) -> Stream:
-        """Add a batch of latents (same layouts as :func:`latentcheck.analyze`); return self.
+    def update(self, batch: Any) -> None:
+        """Add a batch of latents (same layouts as :func:`latentcheck.analyze`).
 
         Raises
         ------
@@ -222,9 +222,8 @@ class Stream:
             self._extremes.push(finite)
         self.n_rows += n
         self.n_batches += 1
-        return self
 
-    def update_posterior(self, mu: Any, logvar: Any) -> Stream:
+    def update_posterior(self, mu: Any, logvar: Any) -> None:
         """Add a batch of posterior parameters: one seeded draw z = mu + exp(logvar/2)·eps.
 
         The draws are what :func:`latentcheck.analyze` analyses for ``mu``/``logvar``
@@ -240,7 +239,7 @@ class Stream:
         lv64 = np.asarray(lv, dtype=np.float64)
         rng = np.random.default_rng((self.seed, self.rank, self.n_batches))
         z = m64 + np.exp(0.5 * lv64) * rng.standard_normal(m64.shape)
-        return self.update(z.astype(np.result_type(m.dtype, np.float32), copy=False))
+        self.update(z.astype(np.result_type(m.dtype, np.float32), copy=False))
 
     # -- merging and state --------------------------------------------------------------
     def merge(self, other: Stream) -> Stream:

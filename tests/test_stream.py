@@ -96,7 +96,8 @@ def test_issue_18_stream_conv_batches_equal_analyze() -> None:
     assert rep.spatial is None
     assert any("not widened" in n for n in rep.input.notes)
     flat = lc.Stream(seed=3, flatten=True, test_samples=300)
-    flat.update(x[:10, :, :2, :2]).update(x[10:, :, :2, :2])
+    flat.update(x[:10, :, :2, :2])
+    flat.update(x[10:, :, :2, :2])
     assert flat.report(**FINISH).input.n_dims == 12
 
 
@@ -180,8 +181,11 @@ def test_issue_18_bad_batches_raise_input_error() -> None:
         only_nan.report()
     with pytest.raises(InputError, match="empty"):
         lc.Stream().report()
+    one, two = lc.Stream(), lc.Stream()
+    one.update(np.ones((2, 1)))
+    two.update(np.ones((2, 1)))
     with pytest.raises(InputError, match="rank"):
-        lc.Stream().update(np.ones((2, 1))).merge(lc.Stream().update(np.ones((2, 1))))
+        one.merge(two)
     with pytest.raises(InputError, match="rank"):
         lc.Stream(rank=2, world_size=2)
     with pytest.raises(lc.FormatError, match="float array"):
@@ -221,7 +225,8 @@ def test_issue_18_tensor_like_batches_and_posterior() -> None:
     rng = np.random.default_rng(4)
     x = rng.standard_normal((600, 2))
     t = _FakeTensor(x)
-    s = lc.Stream(seed=1, test_samples=100).update(t)
+    s = lc.Stream(seed=1, test_samples=100)
+    s.update(t)
     assert t.calls == ["detach", "cpu"]
     _close(s.report(energy_resamples=0).dims.mean, x.mean(axis=0))
     # update_posterior: one draw z = mu + exp(logvar / 2) eps per row
@@ -238,5 +243,22 @@ def test_issue_18_tensor_like_batches_and_posterior() -> None:
 def test_issue_18_torch_tensors() -> None:
     torch = pytest.importorskip("torch")
     x = torch.randn(500, 3, requires_grad=True)
-    s = lc.Stream(test_samples=100).update(x * 2).update(x[:10].to(torch.bfloat16))
+    s = lc.Stream(test_samples=100)
+    s.update(x * 2)
+    s.update(x[:10].to(torch.bfloat16))
     assert s.report(energy_resamples=0).input.n_samples == 510
+
+
+def test_issue_18_torch_example_script_runs() -> None:
+    pytest.importorskip("torch")
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "torch_loop.py"
+    spec = importlib.util.spec_from_file_location("torch_loop", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    metrics = module.main()
+    assert metrics["val/latents/n_samples"] == 96 * 8 * 8
+    assert metrics["val/latents/n_dims"] == 4
