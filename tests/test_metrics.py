@@ -84,3 +84,15 @@ def test_issue_18_comparison_metrics(data: np.ndarray) -> None:
     statuses = [f.status for f in pair.findings]
     assert m["latents/B/verdict/warn"] == statuses.count("warn")
     assert all(math.isfinite(v) for v in m.values())
+
+
+def test_issue_18_posterior_metrics_match_the_closed_form_rate() -> None:
+    rng = np.random.default_rng(3)
+    mu = rng.standard_normal((2000, 3)) * [1.0, 0.3, 0.001]
+    logvar = np.log(rng.uniform(0.2, 0.9, (2000, 3)))
+    rep = lc.analyze(mu=mu, logvar=logvar, seed=0, energy_resamples=0, mixture_samples=64)
+    m = rep.to_metrics()
+    # E_x Σ_j KL(N(mu, σ²) || N(0, 1)) = ½ Σ_j E(mu² + σ² − 1 − ln σ²)
+    rate = 0.5 * np.mean(np.sum(mu**2 + np.exp(logvar) - 1 - logvar, axis=1))
+    assert m["latents/rate_nats"] == pytest.approx(rate, rel=1e-10)
+    assert m["latents/active_units"] == np.sum(mu.var(axis=0) > 0.01)  # Burda et al. 2016

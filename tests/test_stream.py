@@ -262,3 +262,65 @@ def test_issue_18_torch_example_script_runs() -> None:
     metrics = module.main()
     assert metrics["val/latents/n_samples"] == 96 * 8 * 8
     assert metrics["val/latents/n_dims"] == 4
+
+
+def test_issue_18_gather_over_a_fake_torch_distributed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`gather` with a stand-in for torch.distributed: two ranks' bytes, all-gathered."""
+    import sys
+    import types
+
+    from latentcheck.stream import gather
+
+    class T:  # the few tensor operations gather uses, on numpy
+        def __init__(self, a: np.ndarray) -> None:
+            self.a = np.array(a)
+
+        def item(self) -> Any:
+            return self.a.item()
+
+        def __getitem__(self, k: Any) -> T:
+            return T(self.a[k])
+
+        def __setitem__(self, k: Any, v: T) -> None:
+            self.a[k] = v.a
+
+        def to(self, device: Any) -> T:
+            return self
+
+        def cpu(self) -> T:
+            return self
+
+        def numpy(self) -> np.ndarray:
+            return self.a
+
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((700, 3))
+    ranks = _ranks(x, 2, rng)
+    other_bytes = np.frombuffer(ranks[1].to_bytes(), dtype=np.uint8)
+
+    def all_gather(out: list[T], mine: T, group: Any = None) -> None:
+        if mine.a.dtype == np.int64:  # the sizes
+            out[0].a[...] = mine.a
+            out[1].a[...] = other_bytes.size
+        else:
+            out[0].a[...] = mine.a
+            out[1].a[: other_bytes.size] = other_bytes
+
+    fake = types.ModuleType("torch")
+    fake.int64, fake.uint8 = np.int64, np.uint8  # type: ignore[attr-defined]
+    fake.device = lambda *a: "cpu"  # type: ignore[attr-defined]
+    fake.tensor = lambda v, dtype, device: T(np.array(v, dtype=dtype))  # type: ignore[attr-defined]
+    fake.zeros = lambda n, dtype, device: T(np.zeros(n, dtype=dtype))  # type: ignore[attr-defined]
+    fake.zeros_like = lambda t: T(np.zeros_like(t.a))  # type: ignore[attr-defined]
+    fake.from_numpy = T  # type: ignore[attr-defined]
+    dist = types.ModuleType("torch.distributed")
+    dist.get_world_size = lambda group=None: 2  # type: ignore[attr-defined]
+    dist.get_backend = lambda group=None: "gloo"  # type: ignore[attr-defined]
+    dist.all_gather = all_gather  # type: ignore[attr-defined]
+    fake.distributed = dist  # type: ignore[attr-defined]
+    with monkeypatch.context() as mp:  # only around gather: scipy looks for torch too
+        mp.setitem(sys.modules, "torch", fake)
+        mp.setitem(sys.modules, "torch.distributed", dist)
+        merged = gather(ranks[0])
+    assert set(merged.ranks) == {0, 1}
+    _assert_pass1_equal(merged.report(**FINISH), lc.analyze(x, **OPTS))
