@@ -73,7 +73,7 @@ def test_issue_18_format_metrics_prints_json_lines(runner, latents_file, data, r
 
 def test_issue_18_comparison_metrics(data: np.ndarray) -> None:
     other = data * 1.3
-    cmp = lc.compare(data, other, seed=0)
+    cmp = lc.compare(data, other, seed=0, joint_test_samples=300, n_permutations=19)
     m = cmp.to_metrics()
     assert m["latents/A/scale"] == pytest.approx(1 / data.std(), rel=1e-12)
     assert m["latents/B/scale"] == pytest.approx(1 / other.std(), rel=1e-12)
