@@ -74,7 +74,7 @@ class Stream:
         that only shape the finishing step (``top_pairs``, ``joint_samples``,
         ``mcd_samples``, ``assume_scale`` ...) go to :meth:`report`.
     rank, world_size : int, default 0 and 1
-        For data-parallel ranks: the i-th row this stream sees is global row
+        For data-parallel ranks: the i-th sample this stream sees is global sample
         ``i * world_size + rank`` (the order of ``DistributedSampler(shuffle=False)``).
         The seeded sample hashes global row ids, so merging the ranks' streams gives, in
         any order or grouping, the sample ``analyze`` draws from the rows in that
@@ -217,11 +217,25 @@ class Stream:
         if ids is None:
             ids = np.arange(start, start + n, dtype=np.int64)
         if finite.shape[0]:
-            self._reservoir.push(finite, ids * self.world_size + self.rank)
+            self._reservoir.push(finite, self._global_ids(ids))
             self._prior.push(finite)
             self._extremes.push(finite)
         self.n_rows += n
         self.n_batches += 1
+
+    def _global_ids(self, ids: NDArray[np.int64]) -> NDArray[np.int64]:
+        """Return the global row ids of this rank's local row ids.
+
+        Samples (items along axis 0) are interleaved across ranks, positions stay with
+        their sample: local item k is global item ``k * world_size + rank``.
+        """
+        if self.world_size == 1:
+            return ids
+        assert self._layout is not None
+        per_item = self._layout[3]
+        item, pos = np.divmod(ids, per_item)
+        out: NDArray[np.int64] = (item * self.world_size + self.rank) * per_item + pos
+        return out
 
     def update_posterior(self, mu: Any, logvar: Any) -> None:
         """Add a batch of posterior parameters: one seeded draw z = mu + exp(logvar/2)·eps.

@@ -152,6 +152,14 @@ def test_issue_18_merge_any_grouping_equals_analyze() -> None:
     _assert_same_report(r1, r3)
 
 
+def test_issue_18_merged_conv_ranks_equal_analyze() -> None:
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((60, 2, 5, 4))
+    ranks = _ranks(x, 3, rng)  # rank r gets samples r, r + 3, ... with all their positions
+    rep = ranks[1].merge(ranks[2]).merge(ranks[0]).report(**FINISH)
+    _assert_pass1_equal(rep, lc.analyze(x, **OPTS), conv=True)
+
+
 def test_issue_18_state_round_trip_without_pickle() -> None:
     rng = np.random.default_rng(2)
     x = rng.standard_normal((900, 3)).astype(np.float32)
