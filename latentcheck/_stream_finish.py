@@ -228,8 +228,28 @@ def finish(
             method = t.method.replace(f"over all {n} rows", f"on the seeded sample of {m} rows")
             tests = {**joint.tests, "mardia_kurtosis": dataclasses.replace(t, method=method)}
             joint = dataclasses.replace(joint, tests=tests)
+    summary = _outliers_on_sample(report, m * int((~degenerate).sum()), alpha)
     settings = dataclasses.replace(report.settings, mode="single-pass")
-    return dataclasses.replace(report, settings=settings, joint=joint)
+    return dataclasses.replace(report, settings=settings, joint=joint, summary=summary)
+
+
+def _outliers_on_sample(report: Report, n_values: int, alpha: float) -> Any:
+    """Return the summary with its outlier finding judged on the sample's values.
+
+    The rates about the mean come from the `n_values` values of the seeded sample, not from
+    all rows: counted over all rows, their Poisson test would take n/m times too many
+    values and call sampling noise heavy tails.
+    """
+    from .verdict import outlier_finding
+
+    sm = report.summary
+    rates = np.array(list(sm.outlier_rate.values()), dtype=np.float64)
+    expected = np.array(list(sm.expected_outlier_rate.values()), dtype=np.float64)
+    levels = np.asarray(report.settings.sigma_levels, dtype=np.float64)
+    new = outlier_finding(rates, expected, levels, n_values, alpha)
+    findings = tuple(new if f.aspect == "outliers" else f for f in sm.findings)
+    verdict = " ".join(f.text for f in findings)
+    return dataclasses.replace(sm, findings=findings, verdict=verdict)
 
 
 def _empty(stream: Stream) -> dict[str, Any]:
