@@ -145,7 +145,7 @@ class Stream:
             return int(min(DEFAULT_SAMPLE_SIZE, max(self.test_samples, SAMPLE_BUDGET // (8 * d))))
         return v.check_int(self._sample_size, "sample_size", minimum=self.test_samples)
 
-    def _rows(self, batch: Any, what: str) -> NDArray[Any]:
+    def _rows(self, batch: Any, what: str) -> tuple[NDArray[Any], int]:
         """Return `batch` as a 2-D block of rows, checking it against earlier batches."""
         from .loading import open_latents
 
@@ -167,9 +167,9 @@ class Stream:
                 "every batch of a stream needs the same shape apart from axis 0"
             )
         block = src.read_items(0, src.n_items)
-        self.n_items += src.n_items
+        # later batches take the first batch's dtype (float32 or float64)
         dtype = self._layout[4] if self._layout is not None else src.dtype
-        return np.ascontiguousarray(block, dtype=dtype)
+        return np.ascontiguousarray(block, dtype=dtype), src.n_items
 
     def _start(self, layout: tuple[tuple[int, ...], int | None, int, int, np.dtype[Any]]) -> None:
         """Create the accumulators once the first batch fixes the width and dtype."""
@@ -200,7 +200,7 @@ class Stream:
         from ._passes import _finite_rows
         from .accumulate import NonFinite
 
-        block = self._rows(batch, "latents")
+        block, items = self._rows(batch, "latents")
         n = block.shape[0]
         if self.nan == "error":
             probe = NonFinite(block.shape[1])
@@ -220,6 +220,7 @@ class Stream:
             self._reservoir.push(finite, self._global_ids(ids))
             self._prior.push(finite)
             self._extremes.push(finite)
+        self.n_items += items
         self.n_rows += n
         self.n_batches += 1
 

@@ -186,8 +186,10 @@ def test_issue_18_bad_batches_raise_input_error() -> None:
     strict = lc.Stream(nan="error")
     bad = np.ones((5, 2))
     bad[3, 1] = np.nan
+    strict.update(bad[:3])
     with pytest.raises(InputError, match="non-finite"):
         strict.update(bad)
+    assert (strict.n_items, strict.n_rows, strict.n_batches) == (3, 3, 1)  # nothing half-added
     only_nan = lc.Stream()
     only_nan.update(np.full((4, 2), np.nan))
     with pytest.raises(InputError, match="0 rows without NaN"):
