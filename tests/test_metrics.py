@@ -96,3 +96,15 @@ def test_issue_18_posterior_metrics_match_the_closed_form_rate() -> None:
     rate = 0.5 * np.mean(np.sum(mu**2 + np.exp(logvar) - 1 - logvar, axis=1))
     assert m["latents/rate_nats"] == pytest.approx(rate, rel=1e-10)
     assert m["latents/active_units"] == np.sum(mu.var(axis=0) > 0.01)  # Burda et al. 2016
+
+
+def test_issue_18_compare_format_metrics(runner, latents_file, data) -> None:
+    a, b = latents_file(data), latents_file(data * 1.3)
+    res = runner.invoke(
+        cli,
+        ["compare", str(a), str(b), "--format", "metrics", "--joint-test-samples", "300"],
+    )
+    assert res.exit_code in (0, 1), res.stderr  # 1: the inputs differ (exit code of compare)
+    lines = {d["name"]: d["value"] for d in map(json.loads, res.stdout.splitlines())}
+    assert lines["latents/B/scale"] == pytest.approx(1 / (1.3 * data.std()), rel=1e-12)
+    assert lines["latents/A/n_samples"] == 3000
