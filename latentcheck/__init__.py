@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from .report import SCHEMA_VERSION as SCHEMA_VERSION
     from .report import Report as Report
     from .report import TestResult as TestResult
+    from .stream import Stream as Stream
 
 # The rest is imported on first use (PEP 562): importing the package does not import numpy,
 # so the command line tool can set up BLAS first (see __main__.py).
@@ -59,6 +60,7 @@ _LAZY = {
     "SCHEMA_VERSION": "report",
     "Report": "report",
     "TestResult": "report",
+    "Stream": "stream",
 }
 
 
@@ -95,6 +97,7 @@ __all__ = [
     "Report",
     "SchemaError",
     "SmallSampleWarning",
+    "Stream",
     "TestResult",
     "__version__",
     "analyze",

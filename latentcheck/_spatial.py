@@ -130,6 +130,8 @@ class IndependentRows:
 
     def where(self, m: int) -> str:
         """Return the method suffix of a test run on the first `m` of these rows."""
+        if not any(self.gap):
+            return f"on {m} sample rows, one per item: conv positions of one item are correlated"
         return (
             f"on {m} sample rows at {self.n_positions} well-separated position(s) per item "
             f"(gap {'x'.join(str(g) for g in self.gap)}), nearly independent: conv positions "
@@ -234,6 +236,29 @@ def spatial_block(
         n_positions=int(positions.size),
     )
     return to_jsonable(block), deff_mean, deff_var, indep, tests
+
+
+def one_row_per_item(
+    sample: NDArray[Any], row_ids: NDArray[np.int64], rows_per_item: int, spatial_ndim: int
+) -> IndependentRows:
+    """Return the first sampled row of each item: independent rows without a second pass.
+
+    A single pass (``lc.Stream``) has no spatial autocorrelation to choose separated
+    positions from; items are independent, so one row per item is, at any correlation.
+    The sample is in key order, so the first row of an item is a uniform random position.
+    """
+    items = np.asarray(row_ids, dtype=np.int64) // max(int(rows_per_item), 1)
+    _, first = np.unique(items, return_index=True)
+    return IndependentRows(
+        rows=sample[np.sort(first)],
+        n_positions=1,
+        gap=(0,) * spatial_ndim,
+        note=(
+            "the first sample row of each item (one position per item): a single pass "
+            "measures no spatial autocorrelation to separate positions by, and rows of "
+            "different items are independent"
+        ),
+    )
 
 
 def independent_sample(

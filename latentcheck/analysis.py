@@ -49,6 +49,7 @@ from ._spatial import (
     all_positions_block,
     check_claim,
     headline_note,
+    one_row_per_item,
     spatial_block,
     spatial_factory,
     spatial_shape,
@@ -819,6 +820,15 @@ def _sample_and_finish(
             spatial["headline_tests"] = headline_note(independent, test_samples)
             tests = sep_tests
             n_test = min(test_samples, independent.rows.shape[0])
+        else:
+            # a single pass (lc.Stream): no autocorrelation to choose positions by, so the
+            # headline and joint tests take one sampled row per item (issue 15 on Stream)
+            independent = one_row_per_item(
+                sample, sample_ids, source.rows_per_item, len(spatial_shape(source) or ())
+            )
+            one = np.asarray(independent.rows[:test_samples], dtype=np.float64)
+            tests = collector.run(univariate_tests, one, degenerate=degenerate)
+            n_test = one.shape[0]
 
     joint = _joint(first, degenerate, joint_reason, top_pairs, collector)
     if joint.skipped is None and first.comoments is not None:

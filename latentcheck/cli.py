@@ -106,7 +106,7 @@ def output_options(fn: F) -> F:
             click.option(
                 "--format",
                 "fmt",
-                type=click.Choice(["text", "json", "markdown", "html"]),
+                type=click.Choice(["text", "json", "markdown", "html", "metrics"]),
                 default=None,
                 help="Output format [default: from -o's suffix (.json .md .html .txt), else text].",
             ),
@@ -437,6 +437,18 @@ def cli() -> None:
 @click.option("--logvar", multiple=True, metavar="PATH", help="Posterior log-variances.")
 @click.option("--std", multiple=True, metavar="PATH", help="Posterior standard deviations.")
 @click.option("--var", multiple=True, metavar="PATH", help="Posterior variances.")
+@click.option(
+    "--vae-config",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Check a VAE config (diffusers config.json, JSON/YAML with scaling_factor, "
+    "shift_factor, latents_mean, latents_std) against the latents.",
+)
+@click.option(
+    "--emit-config",
+    is_flag=True,
+    help="Print the fitted scaling_factor, shift_factor, latents_mean, latents_std (JSON).",
+)
 @input_options
 @analysis_options
 @output_options
@@ -448,6 +460,8 @@ def report(
     logvar: tuple[str, ...],
     std: tuple[str, ...],
     var: tuple[str, ...],
+    vae_config: str | None,
+    emit_config: bool,
     fmt: str | None,
     output: str | None,
     width: int | None,
@@ -481,6 +495,10 @@ def report(
     if not inputs and not (mu or logvar or std or var):
         raise click.UsageError("Give at least one input file (e.g. latents.npy) or --mu")
     fmt = preflight(fmt, output, command="report")
+
+    from . import vaeconfig
+
+    cfg = vaeconfig.load_vae_config(vae_config) if vae_config else None  # before the work
     rep = analyze(
         list(inputs) or None,
         mu=list(mu) or None,
@@ -493,6 +511,11 @@ def report(
         per_sample=per_sample,
         **analysis,
     )
+    if cfg is not None:
+        rep = vaeconfig.check_vae_config(rep, cfg)
+    if emit_config:
+        write_output(vaeconfig.emit_config(rep), output)
+        return
     from .render import render
 
     # a bad expression stops here, before any output (no dict to build without one: 3 ms)

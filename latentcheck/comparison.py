@@ -111,6 +111,12 @@ class Comparison:
 
         return render_text(self, width=width, max_dims=max_dims)
 
+    def to_metrics(self, prefix: str = "latents/") -> dict[str, float]:
+        """Return the headline figures as a flat dict for trackers (see ``metrics``)."""
+        from .metrics import comparison_metrics
+
+        return comparison_metrics(self, prefix)
+
     def to_markdown(self, *, max_dims: int = 64) -> str:
         """Return the comparison as Markdown (for pull-request comments)."""
         from .render.comparetext import render_markdown

@@ -166,6 +166,9 @@ class Settings:
         Above this many dimensions the O(d²) joint part is skipped.
     entropy_estimator : str
         The negentropy estimator, in words.
+    mode : str
+        "two-pass" (``analyze``: rates about the final mean and std over all rows) or
+        "single-pass" (``Stream``: those rates come from the seeded sample).
     """
 
     seed: int
@@ -181,6 +184,7 @@ class Settings:
     quantile_levels: tuple[float, ...]
     max_joint_dims: int
     entropy_estimator: str
+    mode: str = "two-pass"
 
 
 @dataclass(frozen=True, slots=True)
@@ -520,6 +524,12 @@ class Report:
             f"<div><b>latentcheck report</b>: <code>{html.escape(', '.join(inp.sources))}</code>"
             f" ({inp.n_samples} rows &times; {inp.n_dims} dims)<ul>{items}</ul></div>"
         )
+
+    def to_metrics(self, prefix: str = "latents/") -> dict[str, float]:
+        """Return the headline figures as a flat dict for trackers (see ``metrics``)."""
+        from .metrics import report_metrics
+
+        return report_metrics(self, prefix)
 
     def to_markdown(self, *, max_dims: int = 64) -> str:
         """Return the report as Markdown (for pull-request comments)."""

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 __all__ = ["FORMATS", "Renderer", "render"]
 
-FORMATS = ("text", "json", "markdown", "html")
+FORMATS = ("text", "json", "markdown", "html", "metrics")
 
 
 class Renderer(Protocol):
@@ -20,7 +20,7 @@ class Renderer(Protocol):
 
 
 def render(obj: Any, fmt: str, *, width: int = 100, max_dims: int = 64) -> str:
-    """Return `obj` (a Report or Comparison) in format `fmt` (text, json, markdown, html)."""
+    """Return `obj` (a Report or Comparison) in format `fmt` (one of :data:`FORMATS`)."""
     if fmt == "json":
         from .jsonreport import render_json
 
@@ -36,4 +36,11 @@ def render(obj: Any, fmt: str, *, width: int = 100, max_dims: int = 64) -> str:
         return str(to_html(max_dims=max_dims))
     if fmt == "text":
         return str(obj.to_text(width=width, max_dims=max_dims))
+    if fmt == "metrics":  # JSON lines, one {"name": ..., "value": ...} per metric (issue 18)
+        import json
+
+        metrics = obj.to_metrics()
+        return "".join(
+            json.dumps({"name": k, "value": v}, allow_nan=False) + "\n" for k, v in metrics.items()
+        )
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
