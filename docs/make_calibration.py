@@ -6,7 +6,8 @@ Data, per replicate (each with its own seed):
 
 - **iid**: ``IID_ROWS`` independent rows of ``DIMS`` dimensions.
 - **conv**: ``CONV_ITEMS`` items of shape (``DIMS``, ``GRID``, ``GRID``): a white N(0, 1) field
-  smoothed by a Gaussian kernel of ``SMOOTH`` px (periodic), rescaled so that every value is
+  smoothed by a Gaussian kernel of ``SMOOTH`` px (cropped from a padded periodic grid, so not
+  periodic itself), rescaled so that every value is
   exactly N(0, 1) (unit kernel norm), independent across items and channels: what a good
   latent-diffusion latent looks like.
 
@@ -66,13 +67,22 @@ MIX_C, MIX_S = 0.9, math.sqrt(1 - 0.9**2)
 
 
 def _smoothed(rng: np.random.Generator, n: int) -> np.ndarray:
-    """n items of DIMS exact-N(0, 1) fields, correlated in space only."""
-    white = rng.standard_normal((n, DIMS, GRID, GRID))
+    """n items of DIMS exact-N(0, 1) fields, correlated in space only.
+
+    Smoothed periodically on a grid padded by 5 kernel widths, then cropped: a periodic
+    field of GRID x GRID would correlate opposite edges, which no encoder's latents do
+    and which made positions the tool rightly takes as far apart correlated (mean_zero
+    rejected 0.27 of exact N(0, 1) draws that way).
+    """
+    pad = math.ceil(5 * SMOOTH)
+    size = GRID + 2 * pad
+    white = rng.standard_normal((n, DIMS, size, size))
     field = ndimage.gaussian_filter(white, sigma=(0, 0, SMOOTH, SMOOTH), mode="wrap")
     # the kernel's squared norm is the field's variance: divide by its exact value
-    impulse = np.zeros((GRID, GRID))
+    impulse = np.zeros((size, size))
     impulse[0, 0] = 1.0
     kernel = ndimage.gaussian_filter(impulse, sigma=SMOOTH, mode="wrap")
+    field = field[:, :, pad : pad + GRID, pad : pad + GRID]
     return field / math.sqrt(float(np.sum(kernel**2)))
 
 

@@ -42,7 +42,9 @@ from .report import Report, TestResult, level_key, to_jsonable
 
 # COMPARE_SCHEMA_VERSION history (one line per bump):
 # 1: first release: settings, baseline, comparisons (summary_deltas, dims, joint, profiles).
-COMPARE_SCHEMA_VERSION = 1
+# 2: findings with code and dims; settings.relation; dims.scale_test, adjusted with KS as
+#    one family; conv inputs' KS and energy tests on rows at separated positions.
+COMPARE_SCHEMA_VERSION = 2
 
 __all__ = [
     "COMPARE_SCHEMA_VERSION",

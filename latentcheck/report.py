@@ -23,12 +23,15 @@ from .errors import SchemaError
 
 # SCHEMA_VERSION history (one line per bump):
 # 1: first release: input, settings, summary, dims, joint, posterior, warnings.
-SCHEMA_VERSION = 1
+# 2: conv latents' dims[*].tests and joint.tests on rows at separated positions; findings
+#    with code and dims by effect-size rules; corrected scale_ci, Mardia kurtosis, Royston,
+#    energy, Mahalanobis and MCD expectations; sample_checks, settings.mode, MI bounds.
+SCHEMA_VERSION = 2
 
 #: Bin edges of ``dims[i].histogram``, in standard deviations from the dimension's mean
 #: (0.25 wide from -5 to 5); the histogram adds an underflow and an overflow bin.
 HISTOGRAM_EDGES: tuple[float, ...] = tuple(-5.0 + 0.25 * i for i in range(41))
-READABLE_SCHEMA_VERSIONS = (1,)
+READABLE_SCHEMA_VERSIONS = (1, 2)
 
 F64 = NDArray[np.float64]
 

@@ -331,7 +331,7 @@ def test_future_schema_version_is_refused(tmp_path):
     with pytest.warns(LatentcheckWarning, match=SKIPPED):
         data = lc.analyze(a, **FAST).to_dict()
     data["schema_version"] = 99
-    with pytest.raises(SchemaError, match="schema_version 99; this latentcheck reads 1"):
+    with pytest.raises(SchemaError, match="schema_version 99; this latentcheck reads 1, 2"):
         lc.compare(data, a)
     with pytest.raises(SchemaError, match="The dict: The report has schema_version 99"):
         lc.compare(a, data)
@@ -515,7 +515,7 @@ def test_cli_exit_codes_and_fail_on(runner, pair, tmp_path):
     future.write_text(json.dumps(data))
     res = runner.invoke(cli, ["compare", str(future), b])
     assert res.exit_code == 2 and res.stdout == ""
-    assert res.stderr.strip().endswith("this latentcheck reads 1")
+    assert res.stderr.strip().endswith("this latentcheck reads 1, 2")
     assert len(res.stderr.strip().splitlines()) == 1
 
 

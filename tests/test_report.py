@@ -129,3 +129,20 @@ def test_gate_expressions(report):
         evaluate("input.layout > 0", d)
     with pytest.raises(lc.InputError, match="Unknown function 'median'"):
         evaluate("median(dims.*.mean) > 0", d)
+
+
+def test_schema_1_reports_still_load_and_compare(report):
+    # schema 2 added keys beside schema 1's (findings' code and dims, sample_checks, mode):
+    # a report saved by schema 1 has none of them and must still load and compare
+    d = json.loads(report.to_json())
+    d["schema_version"] = 1
+    for f in d["summary"]["findings"]:
+        del f["code"], f["dims"]
+    d["summary"].pop("sample_checks", None)
+    d["settings"].pop("mode", None)
+    old = Report.from_dict(d)
+    assert [f.code for f in old.summary.findings] == [""] * len(d["summary"]["findings"])
+    assert all(f.dims == () for f in old.summary.findings)
+    c = lc.compare(old, report).comparisons[0]
+    assert c.dims is not None
+    np.testing.assert_array_equal(c.dims.shift, np.zeros(report.input.n_dims))
