@@ -558,6 +558,13 @@ def build_findings(
     )
 
 
+def _headline_rows(report: Report, default: int) -> int:
+    """Return the rows the headline tests ran on: separated ones for conv latents (issue 15)."""
+    head = (report.spatial or {}).get("headline_tests") or {}
+    n_rows = head.get("n_rows") if isinstance(head, dict) else None
+    return int(n_rows) if isinstance(n_rows, int) else default
+
+
 def judge(report: Report) -> tuple[Finding, ...]:
     """Return the verdict's findings for a report: the rules applied to its figures.
 
@@ -606,9 +613,9 @@ def judge(report: Report) -> tuple[Finding, ...]:
             kurtosis=dm.excess_kurtosis[sel],
             rejected=rejected,
             tested=tested,
-            test_name="Shapiro-Wilk",
+            test_name="Shapiro-Wilk at well-separated positions" if conv else "Shapiro-Wilk",
             alpha=float(st.alpha),
-            n_test=min(int(st.test_samples), n),
+            n_test=_headline_rows(report, min(int(st.test_samples), n)),
             total_correlation=float(report.joint.total_correlation),
             effective_dims=float(report.joint.effective_dims),
             index=idx,

@@ -356,3 +356,13 @@ def test_issue_16_gaussianity_rule_calibrated_iid_and_on_conv_latents():
     fields = _ar1_field(rng, 40, 60, 4, 8, 8, 0.6)
     conv = [np.moveaxis(f, 1, -1).reshape(-1, 4) for f in fields]
     assert sum(warns(x) for x in conv) <= stats.binom.ppf(0.999, 40, 0.05)
+
+
+def test_issue_16_conv_gaussianity_evidence_names_the_separated_rows() -> None:
+    # conv latents' headline tests run on rows at well-separated positions (issue 15): the
+    # verdict's evidence must give those rows, not the test sample's size
+    rep = lc.analyze(SAMPLES / "ldm_taef2.npy", seed=0)
+    n_sep = rep.spatial["headline_tests"]["n_rows"]
+    assert 0 < n_sep < rep.settings.test_samples
+    (g,) = [f for f in rep.summary.findings if f.aspect == "gaussianity"]
+    assert f"Shapiro-Wilk at well-separated positions (Holm, alpha 0.05, {n_sep} rows)" in g.text
