@@ -366,3 +366,32 @@ def test_issue_16_conv_gaussianity_evidence_names_the_separated_rows() -> None:
     assert 0 < n_sep < rep.settings.test_samples
     (g,) = [f for f in rep.summary.findings if f.aspect == "gaussianity"]
     assert f"Shapiro-Wilk at well-separated positions (Holm, alpha 0.05, {n_sep} rows)" in g.text
+
+
+def test_issue_15_item_9_verdict_reads_no_far_tail_liberal_test() -> None:
+    # JB and D'Agostino over-reject deep in the tail (1.72x and 1.34x nominal at alpha/64):
+    # they stay out of the Holm family the verdict reads, so rejections by them alone, or by
+    # every test but Shapiro-Wilk, change no finding
+    import dataclasses
+
+    from latentcheck.report import UnivariateTest
+
+    z = np.random.default_rng(9).standard_normal((3000, 6))
+    z[:, 2] = stats.t(5).rvs(size=3000, random_state=np.random.default_rng(10)) / math.sqrt(5 / 3)
+    rep = lc.analyze(z, seed=0)
+    base = [(f.code, f.dims) for f in V.judge(rep)]
+    forced = dict(rep.dims.tests)
+    for name in forced:
+        if name != "shapiro":
+            t = forced[name]
+            zero = np.zeros_like(t.pvalue)
+            forced[name] = UnivariateTest(t.statistic, zero, zero, t.reason)
+    faked = dataclasses.replace(rep, dims=dataclasses.replace(rep.dims, tests=forced))
+    assert [(f.code, f.dims) for f in V.judge(faked)] == base
+    # ... while Shapiro-Wilk's family is what the rule reads (with the effect size)
+    sw = rep.dims.tests["shapiro"]
+    ones = np.ones_like(sw.pvalue)
+    quiet = dict(rep.dims.tests, shapiro=UnivariateTest(sw.statistic, ones, ones, sw.reason))
+    unjudged = dataclasses.replace(rep, dims=dataclasses.replace(rep.dims, tests=quiet))
+    assert "non_gaussian" in [c for c, _ in base]
+    assert "non_gaussian" not in [f.code for f in V.judge(unjudged)]
