@@ -326,11 +326,13 @@ def widen_normalization(
     intervals, per channel and global, are instead Student t(N − 1) intervals over the N
     samples' means with the ddof = 1 standard deviation (see
     :func:`~latentcheck.stats.design_effect.item_mean_intervals`): the z interval with the
-    ddof = 0 design effect covered 0.931 at 20 items (issue 15).
+    ddof = 0 design effect covered 0.931 at 20 items (issue 15); and the global scale's
+    interval is a t interval for the pooled variance over the samples' mean squares
+    (:func:`~latentcheck.stats.design_effect.item_pooled_variance_half`).
     """
     import dataclasses
 
-    from .stats.design_effect import item_mean_intervals
+    from .stats.design_effect import item_mean_intervals, item_pooled_variance_half
 
     t_half = item_mean_intervals(items) if items is not None else None
 
@@ -357,6 +359,12 @@ def widen_normalization(
     p_lo, p_hi = 1.0 / norm.scale_ci[1], 1.0 / norm.scale_ci[0]
     q_lo = pooled - (pooled - p_lo) * g_std
     q_hi = pooled + (p_hi - pooled) * g_std
+    v_half = item_pooled_variance_half(items) if items is not None else None
+    if v_half is not None and math.isfinite(pooled):
+        # a t interval for the pooled variance over the samples' own mean squares, mapped
+        # to the std by square roots of its end points
+        q_lo = math.sqrt(max(pooled * pooled - v_half, 0.0))
+        q_hi = math.sqrt(pooled * pooled + v_half)
     return dataclasses.replace(
         norm,
         shift_ci=(norm.shift - s_half * g_mean, norm.shift + s_half * g_mean),
