@@ -515,6 +515,14 @@ def _open_torch(path: Path, choose: Callable[[list[str] | None], str | None]) ->
         assert key is not None  # keys of a dict are always chosen by name
         tensor = tensors[key]
     label = _label(path, key)
+    torch = import_library("torch")
+    if tensor.layout != torch.strided:
+        # sparse tensors cannot be sliced as views; torch's own error is a page long
+        layout = str(tensor.layout).removeprefix("torch.")
+        raise FormatError(
+            f"{label} holds a {layout} tensor, which latentcheck reads only dense; save "
+            "t.to_dense() instead"
+        )
     dtype, convert, conv_note = _torch_conversion(tensor.dtype, label)
     shape = tuple(int(s) for s in tensor.shape)
     notes = [n for n in (note, conv_note) if n]

@@ -11,6 +11,7 @@ import json
 import pickle
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -417,3 +418,25 @@ def test_cli_reads_the_formats(tmp_path, runner, fmt):
     expected = json.loads(json.dumps(lc.analyze([str(path)], seed=3).to_dict()))
     got.pop("created_at"), expected.pop("created_at")
     assert got == expected
+
+
+def test_issue_20_sparse_and_quantized_pt_tensors_are_one_line(tmp_path, runner, rng):
+    torch = pytest.importorskip("torch")
+    z = torch.from_numpy(rng.standard_normal((40, 3)))
+    sparse = tmp_path / "sparse.pt"
+    torch.save({"z": z.to_sparse()}, sparse)
+    res = runner.invoke(cli, ["report", str(sparse)])
+    assert res.exit_code == 2 and res.stdout == ""
+    assert res.stderr.strip().endswith(
+        "sparse.pt[z] holds a sparse_coo tensor, which latentcheck reads only dense; save "
+        "t.to_dense() instead"
+    )
+    assert len(res.stderr.strip().splitlines()) == 1
+    quant = tmp_path / "quant.pt"
+    with warnings.catch_warnings():  # torch deprecates quantized tensors; users still have them
+        warnings.simplefilter("ignore", UserWarning)
+        q = torch.quantize_per_tensor(z.float(), 0.1, 0, torch.qint8)
+    torch.save(q, quant)
+    res = runner.invoke(cli, ["report", str(quant)])
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert "holds qint8 values, which latentcheck cannot read" in res.stderr
