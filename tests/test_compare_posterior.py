@@ -88,7 +88,7 @@ def test_issue_16_compare_cli_posterior_pairs_equal_the_api(runner, latents_file
     got.pop("created_at"), want.pop("created_at")
     assert got == want
     schema = resources.files("latentcheck").joinpath("schema/compare.schema.json").read_text()
-    jsonschema.validate(want, json.loads(schema))
+    jsonschema.validate(json.loads(api.to_json()), json.loads(schema))
     # the positional input first, then the --mu inputs in the order given
     assert [c["input"]["sources"] for c in got["comparisons"]] == [
         [str(paths[0]), str(paths[1])],
