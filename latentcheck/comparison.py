@@ -286,7 +286,11 @@ def compare(
         raise InputError(f"`relation` must be one of {', '.join(RELATIONS)}, got {relation!r}")
     options = dict(analysis_options, key=key, channel_axis=channel_axis, flatten=flatten)
     options.update(seed=seed_used, alpha=alpha)
-    loaded = [_read_input(obj, options) for obj in [_as_posterior(o) for o in inputs]]
+    objs = [_as_posterior(o) for o in inputs]
+    for obj in objs:  # mismatched posterior parameters are refused before any analysis
+        if isinstance(obj, Posterior):
+            _check_posterior(obj, options)
+    loaded = [_read_input(obj, options) for obj in objs]
     base_rep = loaded[0][1]
     k4 = 1 if len(base_rep.settings.sigma_levels) > 1 else 0
     level = level_key(base_rep.settings.sigma_levels[k4])
@@ -393,6 +397,26 @@ def _as_posterior(obj: Any) -> Any:
             f"(and optionally z); got the keys {', '.join(sorted(map(str, obj)))}"
         )
     return Posterior(**obj)
+
+
+def _check_posterior(post: Posterior, options: dict[str, Any]) -> None:
+    """Raise InputError if `post`'s parameters are incomplete or disagree in shape.
+
+    Opens the arrays (headers only for files) as the analysis will, without reading them.
+    """
+    from ._inputs import resolve_inputs
+
+    resolve_inputs(
+        post.z,
+        mu=post.mu,
+        logvar=post.logvar,
+        std=post.std,
+        var=post.var,
+        key=options.get("key"),
+        channel_axis=options.get("channel_axis", 1),
+        flatten=options.get("flatten", False),
+        per_sample=options.get("per_sample"),
+    )
 
 
 def _read_input(obj: Any, options: dict[str, Any]) -> Loaded:

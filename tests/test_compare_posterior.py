@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import latentcheck as lc
+import latentcheck.comparison
 from latentcheck.cli import cli
 from latentcheck.errors import InputError
 
@@ -58,8 +59,18 @@ def test_issue_16_compare_api_posterior_rate_deltas_match_closed_form():
     np.testing.assert_allclose(cmp.baseline.profiles["rate"], np.sort(r_a)[::-1], rtol=1e-9)
 
 
-def test_issue_16_posterior_dict_with_unknown_keys_is_refused():
+def test_issue_16_posterior_dict_with_unknown_keys_is_refused(monkeypatch):
     mu, lv = posterior(0, 0.0)
+    calls = []
+    monkeypatch.setattr(
+        latentcheck.comparison, "analyze_with_sample", lambda *a, **k: calls.append(a)
+    )
+    # a bad posterior anywhere is refused before any input is analysed
+    with pytest.raises(InputError, match="has shape"):
+        lc.compare(mu, lc.Posterior(mu, logvar=lv), lc.Posterior(mu, logvar=lv[:, :2]))
+    with pytest.raises(InputError, match="without a spread"):
+        lc.compare(mu, lc.Posterior(mu))
+    assert calls == []
     with pytest.raises(InputError, match="posterior input is a dict"):
         lc.compare(mu, {"mu": mu, "log_var": lv})
     with pytest.raises(InputError, match="posterior input is a dict"):
