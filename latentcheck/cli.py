@@ -608,10 +608,10 @@ def compare(
 ) -> None:
     """Compare latents or saved reports with the first input: what changed, and where.
 
-    INPUTS are two or more latent files (each read as `report` reads it; quote a glob to make
-    shards one input; a posterior .npz is read as a posterior) or JSON reports saved by
+    INPUTS are latent files (each read as `report` reads it; quote a glob to make shards
+    one input; a posterior .npz is read as a posterior) or JSON reports saved by
     `latentcheck report`. Each --mu with its --logvar (or --std, --var) is one more input,
-    after INPUTS, in the order given.
+    after INPUTS, in the order given. Two or more inputs in all.
 
     \b
     latentcheck compare ckpt_a.npy ckpt_b.npy
