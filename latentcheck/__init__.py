@@ -41,6 +41,7 @@ from .errors import (
 if TYPE_CHECKING:
     from .analysis import analyze as analyze
     from .comparison import Comparison as Comparison
+    from .comparison import Posterior as Posterior
     from .comparison import compare as compare
     from .loading import LatentSource as LatentSource
     from .loading import open_latents as open_latents
@@ -55,6 +56,7 @@ _LAZY = {
     "analyze": "analysis",
     "Comparison": "comparison",
     "compare": "comparison",
+    "Posterior": "comparison",
     "LatentSource": "loading",
     "open_latents": "loading",
     "SCHEMA_VERSION": "report",
@@ -94,6 +96,7 @@ __all__ = [
     "LatentSource",
     "LatentcheckError",
     "LatentcheckWarning",
+    "Posterior",
     "Report",
     "SchemaError",
     "SmallSampleWarning",

@@ -536,6 +536,16 @@ def report(
 @cli.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("inputs", nargs=-1, type=click.Path())
 @click.option(
+    "--mu",
+    multiple=True,
+    metavar="PATH",
+    help="Posterior means of one more input (a file, or a quoted glob of shards); "
+    "repeat for more, each with its --logvar (or --std, --var) in the same order.",
+)
+@click.option("--logvar", multiple=True, metavar="PATH", help="Log-variances of each --mu.")
+@click.option("--std", multiple=True, metavar="PATH", help="Standard deviations of each --mu.")
+@click.option("--var", multiple=True, metavar="PATH", help="Variances of each --mu.")
+@click.option(
     "--correction",
     type=click.Choice(["holm", "bh"]),
     default="holm",
@@ -583,6 +593,10 @@ def report(
 @handle_errors
 def compare(
     inputs: tuple[str, ...],
+    mu: tuple[str, ...],
+    logvar: tuple[str, ...],
+    std: tuple[str, ...],
+    var: tuple[str, ...],
     fmt: str | None,
     output: str | None,
     width: int | None,
@@ -594,20 +608,24 @@ def compare(
 ) -> None:
     """Compare latents or saved reports with the first input: what changed, and where.
 
-    INPUTS are two or more latent files (each read as `report` reads it; quote a glob to make
-    shards one input) or JSON reports saved by `latentcheck report`.
+    INPUTS are latent files (each read as `report` reads it; quote a glob to make shards
+    one input; a posterior .npz is read as a posterior) or JSON reports saved by
+    `latentcheck report`. Each --mu with its --logvar (or --std, --var) is one more input,
+    after INPUTS, in the order given. Two or more inputs in all.
 
     \b
     latentcheck compare ckpt_a.npy ckpt_b.npy
     latentcheck compare old_report.json new.npy --format json -o diff.json
     latentcheck compare a.npy b.npy --fail-on "count(comparisons.0.moved_dims.*) > 0"
+    latentcheck compare --mu mu_a.npy --logvar lv_a.npy --mu mu_b.npy --logvar lv_b.npy
     """
     from .comparison import compare as compare_inputs
 
-    if len(inputs) < 2:
+    posteriors = posterior_inputs(mu, logvar, std, var)
+    if len(inputs) + len(posteriors) < 2:
         raise click.UsageError("Give at least two inputs to compare (e.g. a.npy b.npy)")
     fmt = preflight(fmt, output, command="compare")
-    result = compare_inputs(*inputs, **options)
+    result = compare_inputs(*inputs, *posteriors, **options)
     from .render import render
 
     # a bad expression stops here, before any output
@@ -617,6 +635,33 @@ def compare(
         click.echo(line, err=True)
     if held:
         sys.exit(1)
+
+
+def posterior_inputs(
+    mu: Sequence[str], logvar: Sequence[str], std: Sequence[str], var: Sequence[str]
+) -> list[Any]:
+    """Return compare's posterior inputs: the k-th --mu with the k-th spread.
+
+    One spread option for every --mu, as many of it as of --mu (click cannot keep the
+    order across different options, so mixing --logvar and --std would pair by guess).
+    """
+    from .comparison import Posterior
+
+    spreads = {k: v for k, v in (("logvar", logvar), ("std", std), ("var", var)) if v}
+    if not mu and not spreads:
+        return []
+    if len(spreads) != 1:
+        given = ", ".join(f"--{k}" for k in spreads) or "none"
+        raise click.UsageError(
+            f"Each --mu needs one spread, the same option for every --mu: --logvar, --std "
+            f"or --var (given: {given})"
+        )
+    kind, paths = next(iter(spreads.items()))
+    if len(paths) != len(mu):
+        raise click.UsageError(
+            f"{len(mu)} --mu but {len(paths)} --{kind}: give one --{kind} per --mu, in order"
+        )
+    return [Posterior(m, **{kind: p}) for m, p in zip(mu, paths, strict=True)]
 
 
 def _state_compare_defaults(command: click.Command) -> None:

@@ -53,6 +53,7 @@ __all__ = [
     "DimTest",
     "InputSummary",
     "PairComparison",
+    "Posterior",
     "compare",
 ]
 
@@ -126,6 +127,40 @@ class Comparison:
         return render_markdown(self, max_dims=max_dims)
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class Posterior:
+    """One ``compare`` input given as posterior parameters q(z|x) = N(mu, diag sigma²).
+
+    `mu` with exactly one of `logvar`, `std`, `var` (arrays, paths or globs, or sequences
+    of them, as :func:`~latentcheck.analyze` takes them), and optionally samples `z`; the
+    input is analysed as ``analyze(z, mu=mu, logvar=logvar, ...)`` would, so its
+    comparison carries the posterior figures (rate, active units, rate per dimension).
+    The dict ``{"mu": ..., "logvar": ...}`` is the same input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import latentcheck as lc
+    >>> rng = np.random.default_rng(0)
+    >>> mu = rng.standard_normal((2000, 3))
+    >>> a = lc.Posterior(mu, logvar=np.full((2000, 3), -2.0))
+    >>> b = {"mu": mu, "logvar": np.full((2000, 3), -3.0)}
+    >>> cmp = lc.compare(a, b, seed=0, n_permutations=0)
+    >>> cmp.comparisons[0].summary_deltas["rate_nats"]["delta"] > 0
+    True
+    """
+
+    mu: Any
+    logvar: Any = None
+    std: Any = None
+    var: Any = None
+    z: Any = None
+
+
+#: the keys of a dict read as a Posterior
+POSTERIOR_KEYS = frozenset(f.name for f in dataclasses.fields(Posterior))
+
+
 def compare(
     *inputs: Any,
     seed: int | None = 0,
@@ -148,9 +183,11 @@ def compare(
 
     Parameters
     ----------
-    *inputs : ndarray, path, sequence of paths, Report, dict, Analysis or ``.json`` path
+    *inputs : ndarray, path, sequence of paths, Posterior, Report, dict, Analysis or ``.json`` path
         Two or more. Latents (anything :func:`~latentcheck.analyze` takes, including
-        posterior ``.npz`` files) are analysed with the seeded sample of rows kept; a
+        posterior ``.npz`` files) and posteriors (:class:`Posterior`, or a dict with the
+        keys ``mu`` and ``logvar``, ``std`` or ``var``, and optionally ``z``) are
+        analysed with the seeded sample of rows kept; a
         Report, its dict form or a ``.json`` file saved by ``latentcheck report`` is read
         as it is (no rows, so no two-sample tests on rows for it).
     seed : int or None, default=0
@@ -249,7 +286,11 @@ def compare(
         raise InputError(f"`relation` must be one of {', '.join(RELATIONS)}, got {relation!r}")
     options = dict(analysis_options, key=key, channel_axis=channel_axis, flatten=flatten)
     options.update(seed=seed_used, alpha=alpha)
-    loaded = [_read_input(obj, options) for obj in inputs]
+    objs = [_as_posterior(o) for o in inputs]
+    for obj in objs:  # mismatched posterior parameters are refused before any analysis
+        if isinstance(obj, Posterior):
+            _check_posterior(obj, options)
+    loaded = [_read_input(obj, options) for obj in objs]
     base_rep = loaded[0][1]
     k4 = 1 if len(base_rep.settings.sigma_levels) > 1 else 0
     level = level_key(base_rep.settings.sigma_levels[k4])
@@ -341,12 +382,52 @@ def _label(i: int) -> str:
     return chr(ord("A") + i) if i < 26 else f"I{i + 1}"
 
 
+def _as_posterior(obj: Any) -> Any:
+    """Return a dict of posterior parameters as a Posterior, anything else as it is.
+
+    A dict is a posterior when it has none of a report's keys and one of
+    :data:`POSTERIOR_KEYS`; one with other keys or without ``mu`` is refused (before any
+    input is analysed).
+    """
+    if not (isinstance(obj, dict) and "schema_version" not in obj and POSTERIOR_KEYS & set(obj)):
+        return obj
+    if set(obj) - POSTERIOR_KEYS or "mu" not in obj:
+        raise InputError(
+            "A posterior input is a dict with the keys mu and one of logvar, std, var "
+            f"(and optionally z); got the keys {', '.join(sorted(map(str, obj)))}"
+        )
+    return Posterior(**obj)
+
+
+def _check_posterior(post: Posterior, options: dict[str, Any]) -> None:
+    """Raise InputError if `post`'s parameters are incomplete or disagree in shape.
+
+    Opens the arrays (headers only for files) as the analysis will, without reading them.
+    """
+    from ._inputs import resolve_inputs
+
+    resolve_inputs(
+        post.z,
+        mu=post.mu,
+        logvar=post.logvar,
+        std=post.std,
+        var=post.var,
+        key=options.get("key"),
+        channel_axis=options.get("channel_axis", 1),
+        flatten=options.get("flatten", False),
+        per_sample=options.get("per_sample"),
+    )
+
+
 def _read_input(obj: Any, options: dict[str, Any]) -> Loaded:
     """Return (origin, report, sample or None, independent rows or None) of one input."""
     if isinstance(obj, Analysis):
         return _loaded("analysis", obj)
     if isinstance(obj, Report):
         return "report", obj, None, None
+    if isinstance(obj, Posterior):
+        post = {"mu": obj.mu, "logvar": obj.logvar, "std": obj.std, "var": obj.var}
+        return _loaded("latents", analyze_with_sample(obj.z, **post, **options))
     if isinstance(obj, dict):
         return "report", _from_dict(obj, "The dict"), None, None
     if isinstance(obj, (str, os.PathLike)) and os.fspath(obj).lower().endswith(".json"):

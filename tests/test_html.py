@@ -332,3 +332,42 @@ def test_missing_matplotlib_is_an_input_error(report, monkeypatch, runner, laten
     res = runner.invoke(cli, ["report", str(npy), "--format", "html"])
     assert res.exit_code == 2
     assert res.stderr.strip() == f"Error: {MISSING}"
+
+
+def test_issue_16_findings_show_their_code_and_dims(data, monkeypatch):
+    """Each finding's code and dims sit beside its text, as the text report's ``[code]``.
+
+    The dead dimension's kl_gauss is +inf: its KL bar is left out with "inf" at its foot
+    (no bar of infinite height, no RuntimeWarning from matplotlib).
+    """
+    figures = capture_figures(monkeypatch)
+    x = data.copy()
+    x[:, 3] = 0.0  # a dead dimension: the dead_dims warn names dim 3
+    with pytest.warns(lc.DegenerateDimensionWarning, match="zero or near-zero variance"):
+        rep = lc.analyze(x, seed=1)
+    page = htmlreport.render_report(rep, dpi=20)
+    check_html(page)
+    verdict = page[page.index('<section id="verdict">') : page.index('<section id="summary">')]
+    items = re.findall(r"<li class=\"\w+\">(.*?)</li>", verdict, flags=re.S)
+    findings = rep.summary.findings
+    assert len(items) == len(findings) and all(f.code for f in findings)
+    text = rep.to_text()
+    for item, f in zip(items, findings, strict=True):
+        assert f"[{f.code}]" in text  # the text report's code ...
+        tag = re.search(r'<span class="tag">(.*)</span>$', item)
+        assert tag, item
+        dims = f" dim{'s' if len(f.dims) > 1 else ''} {', '.join(map(str, f.dims))}"
+        assert tag.group(1) == f"<code>{f.code}</code>" + (dims if f.dims else "")
+    dead = [f for f in findings if f.code == "dead_dims"]
+    assert dead and dead[0].dims == (3,) and dead[0].status == "warn"
+    (ax,) = figures["Per-dimension KL bars"].axes
+    assert np.isinf(rep.dims.kl_gauss[3])
+    assert np.isnan(ax.containers[0][3].get_height())
+    assert np.isfinite([b.get_height() for b in ax.containers[0]][:3]).all()
+    assert [(t.get_text(), t.get_position()[0]) for t in ax.texts] == [("inf", 3)]
+    # many dims: the first 20, then how many more
+    many = dataclasses.replace(findings[0], code="scale_spread", dims=tuple(range(25)))
+    tag = htmlreport._finding_tag(many)
+    shown = ", ".join(map(str, range(20)))
+    assert tag == f' <span class="tag"><code>scale_spread</code> dims {shown} and 5 more</span>'
+    assert htmlreport._finding_tag(dataclasses.replace(many, code="", dims=())) == ""

@@ -108,6 +108,13 @@ def figure_html(fig: Figure, dpi: int, alt: str, caption: str) -> str:
     )
 
 
+def _finite(values: Any) -> F64:
+    """Return `values` as floats with ±inf as NaN (bars of infinite height are not drawn)."""
+    out = np.array(values, dtype=np.float64)
+    out[np.isinf(out)] = np.nan
+    return out
+
+
 def _bar_limits(ax: Any, totals: F64) -> float | None:
     """Set the y range of a bar chart; return the cut-off if a few outlying bars were cut.
 
@@ -282,19 +289,23 @@ def kl_bars(report: Report, order: NDArray[np.intp], dpi: int) -> str:
     axes = fig.subplots(2 if with_rate else 1, 1, squeeze=False, sharex=True)[:, 0]
     x = np.arange(n)
     labels = [int(dm.index[j]) for j in order]
-    kg = dm.kl_gauss[order]
+    # a dead dimension's kl_gauss is +inf (issue 16): no bar (matplotlib cannot draw one),
+    # "inf" written at its foot instead
+    kg = _finite(dm.kl_gauss[order])
     ax = axes[0]
     ax.bar(x, kg, color="#5c85c4", label="kl_gauss (moment-matched part)")
     ax.bar(
         x,
-        dm.negentropy[order],
+        _finite(dm.negentropy[order]),
         bottom=np.nan_to_num(kg),
         color="#f0a04b",
         label="negentropy (non-Gaussian part)",
     )
+    for j in np.flatnonzero(np.isinf(dm.kl_gauss[order])):
+        ax.text(j, 0.0, "inf", rotation=90, ha="center", va="bottom", fontsize=6)
     ax.set_ylabel("nats")
     ax.set_title("KL(q_j ‖ N(0,1)) per dimension = kl_gauss + negentropy (stacked)")
-    cuts = [_bar_limits(ax, np.nan_to_num(kg) + np.nan_to_num(dm.negentropy[order]))]
+    cuts = [_bar_limits(ax, np.nan_to_num(kg) + np.nan_to_num(_finite(dm.negentropy[order])))]
     if with_rate:
         ax2 = axes[1]
         mp = mean_part[order]

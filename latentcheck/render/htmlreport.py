@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import InputError
-from ..report import Report, level_key
+from ..report import Finding, Report, level_key
 from ._htmlplots import floats, histograms, kl_bars, maps, plot_style, qq, spectrum
 from .textreport import (
     SPATIAL_LEGEND,
@@ -49,6 +49,7 @@ li.ok{border-left-color:#2e7d32!important}li.note{border-left-color:#1565c0!impo
 li.warn{border-left-color:#c62828!important;background:#fff5f5!important}
 .status{display:inline-block;min-width:3.2em;font-weight:600;font-size:.85em}
 li.ok .status{color:#2e7d32}li.note .status{color:#1565c0}li.warn .status{color:#c62828}
+.tag{color:#555;font-size:.85em;margin-left:.4em}
 table{border-collapse:collapse;margin:.5em 0;font-size:.9em}
 th,td{padding:.2em .6em;border-bottom:1px solid #e5e5e5;vertical-align:top}
 th{background:#f5f5f5;text-align:right}th:first-child,td:first-child{text-align:left}
@@ -208,11 +209,27 @@ def _head(report: Report) -> str:
     )
 
 
+#: dimensions of a finding listed beside it on the page (all of them are in the JSON)
+FINDING_DIMS_SHOWN = 20
+
+
+def _finding_tag(f: Finding) -> str:
+    """Return a finding's code and dims beside its text (the text report's ``[code]``)."""
+    parts = [f"<code>{_e(f.code)}</code>"] if f.code else []
+    if f.dims:
+        shown = ", ".join(str(d) for d in f.dims[:FINDING_DIMS_SHOWN])
+        more = len(f.dims) - FINDING_DIMS_SHOWN
+        if more > 0:
+            shown += f" and {more} more"
+        parts.append(f"dim{'s' if len(f.dims) > 1 else ''} {shown}")
+    return f' <span class="tag">{" ".join(parts)}</span>' if parts else ""
+
+
 def _verdict(report: Report) -> str:
-    """Return the verdict: one finding per aspect with its status."""
+    """Return the verdict: one finding per aspect with its status, code and dims."""
     items = [
         f'<li class="{_e(f.status)}"><span class="status">{_e(MARK.get(f.status, f.status))}'
-        f"</span> {_e(f.text)}</li>"
+        f"</span> {_e(f.text)}{_finding_tag(f)}</li>"
         for f in report.summary.findings
     ]
     body = '<ul class="findings">\n' + "\n".join(items) + "\n</ul>" if items else ""
