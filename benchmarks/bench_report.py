@@ -1,18 +1,31 @@
-"""Benchmark: the whole `latentcheck report` process against the whole numpy process.
+"""Benchmark: the whole `latentcheck report` process against the least work it must do.
 
 Writes (once) a 1 GiB float32 array of shape (4_000_000, 64) and times, alternating in one
-run so that machine noise hits both alike:
+run so that machine noise hits all alike:
 
+- reference:   the least work a covariance-aware report must do (DESIGN, issue 22): one
+               single-threaded process (OPENBLAS/OMP/MKL_NUM_THREADS=1) that memory-maps
+               the file and sums rows and X^T X in float64, 65536 rows at a time
 - numpy:       python -c "import numpy as np; np.load(FILE, mmap_mode='r').mean(0)"
+               (the old yardstick: memory-bound, so the ratio to it moves with the machine)
 - latentcheck: latentcheck report FILE --format json  (the report goes to stdout, discarded)
 - scipy:       the obvious script (load all as float64, scipy.stats.describe, np.percentile,
                np.cov, normaltest), once, with --scipy
 
-It prints medians (wall and CPU seconds), the ratios to the numpy process, the peak
-anonymous memory (RssAnon plus RssShmem, the shared memory through which workers return
-their sample rows, polled from /proc and summed over the processes: the file-backed pages of
-a memory map are not the tool's memory), and the time of the Henze-Zirkler test on
-n = 5000, d = 64.
+It prints medians (wall and CPU seconds), the ratios to the reference (target <= 2x, aim
+1.5x) and to the numpy process, the CPU model (/proc/cpuinfo) and the BLAS kernel
+(threadpoolctl), the peak anonymous memory (RssAnon plus RssShmem, the shared memory through
+which workers return their sample rows, polled from /proc and summed over the processes: the
+file-backed pages of a memory map are not the tool's memory), and the time of the
+Henze-Zirkler test on n = 5000, d = 64.
+
+Two further modes, on by default (--modes main,posterior,small selects):
+
+- posterior:   `report --mu MU --logvar LOGVAR` against the plain report of a z file of the
+               same (n, d) (--post-rows, default 400_000; target <= 2x). MU, LOGVAR and Z are
+               written once beside the data.
+- small:       the report of a 5000 x 64 file against `python -c "import numpy, scipy.stats"`
+               (target <= 1.5x).
 
 The timed runs are not polled: polling /proc every 2 ms takes 7-10% of a core, which a
 command that keeps every core busy (the report, on 2 cores) loses and a single-threaded one
@@ -22,7 +35,8 @@ Run it with the BLAS-throttling variables of this machine unset, in this command
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_report.py
 
-Options: --rows, --dims, --repeat N, --scipy, --path FILE, --extra "ARGS" (passed to report).
+Options: --rows, --dims, --repeat N, --quick (400_000 rows, 3 repeats), --modes, --post-rows,
+--scipy, --path FILE, --extra "ARGS" (passed to report).
 """
 
 from __future__ import annotations
@@ -49,6 +63,28 @@ np.percentile(x, [0.1, 1, 5, 25, 50, 75, 95, 99, 99.9], axis=0)
 np.cov(x, rowvar=False)
 st.normaltest(x, axis=0)
 """
+
+# The least work a covariance-aware report must do: row sums and X^T X in float64, chunk by
+# chunk, from a memory map, in one thread (the environment of its process pins BLAS to one).
+REFERENCE_SCRIPT = """
+import sys, numpy as np
+x = np.load(sys.argv[1], mmap_mode="r")
+n, d = x.shape
+s = np.zeros(d)
+g = np.zeros((d, d))
+step = 65536
+for i in range(0, n, step):
+    c = x[i : i + step].astype(np.float64)
+    s += c.sum(0)
+    g += c.T @ c
+"""
+
+ONE_THREAD = {
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "BLIS_NUM_THREADS": "1",
+}
 
 
 def make_data(path: Path, rows: int, dims: int, seed: int = 0) -> None:
@@ -91,9 +127,12 @@ def _rss_anon(pid: int) -> int:
     return total
 
 
-def run(cmd: list[str], *, poll: bool = False) -> tuple[float, float, int]:
+def run(
+    cmd: list[str], *, poll: bool = False, env: dict[str, str] | None = None
+) -> tuple[float, float, int]:
     """Run `cmd`; return (wall seconds, CPU seconds, peak anonymous memory in KiB).
 
+    `env` adds variables to the command's environment (the reference's one BLAS thread).
     CPU seconds are user plus system time of the process and of the children it waited
     for (the report's workers). With `poll`, a thread samples the anonymous memory of the
     process tree every 2 ms (else the peak is 0): RssAnon plus RssShmem, summed over the
@@ -102,7 +141,8 @@ def run(cmd: list[str], *, poll: bool = False) -> tuple[float, float, int]:
     """
     peak = 0
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    full_env = {**os.environ, **env} if env else None
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=full_env)
     done = threading.Event()
 
     def sample() -> None:
@@ -154,71 +194,239 @@ def _compile_package() -> None:
     compileall.compile_dir(Path(latentcheck.__file__).parent, quiet=1)
 
 
+def machine() -> tuple[str, str]:
+    """Return the CPU model (with its widest vector extension) and the BLAS kernel in use.
+
+    The kernel is threadpoolctl's view of the BLAS numpy loaded in this interpreter (the
+    same numpy the timed processes import): its `internal_api`, `version` and `architecture`
+    (OpenBLAS's core type, e.g. SkylakeX with AVX-512 or Haswell/Zen with AVX2).
+    """
+    model, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model == "unknown CPU":
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    vec = next((f for f in ("avx512f", "avx2", "avx") if f in flags), "no AVX")
+    cpu = f"{model}, {os.cpu_count()} cores, {vec}"
+    try:
+        import threadpoolctl
+
+        info = [i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
+    except ImportError:
+        info = []
+    blas = ", ".join(
+        f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')}" for i in info
+    )
+    return cpu, blas or "unknown BLAS"
+
+
+Cmd = tuple[list[str], dict[str, str] | None]
+
+
+def alternate(
+    cmds: dict[str, Cmd], repeat: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Run each command once to warm up, then `repeat` rounds in turn; return walls, CPU-s."""
+    walls: dict[str, list[float]] = {k: [] for k in cmds}
+    cpus: dict[str, list[float]] = {k: [] for k in cmds}
+    for cmd, env in cmds.values():  # warm-up: imports into the OS cache
+        run(cmd, env=env)
+    for _ in range(repeat):
+        for name, (cmd, env) in cmds.items():
+            wall, cpu_s, _ = run(cmd, env=env)
+            walls[name].append(wall)
+            cpus[name].append(cpu_s)
+    return walls, cpus
+
+
+def show(label: str, walls: list[float], cpus: list[float]) -> None:
+    """Print the medians of one command's wall and CPU seconds, and its wall times."""
+    print(
+        f"{label:<34} median {statistics.median(walls):7.3f} s, "
+        f"{statistics.median(cpus):6.2f} CPU-s  (runs: "
+        + ", ".join(f"{t:.2f}" for t in walls)
+        + ")"
+    )
+
+
+def ratio_line(
+    label: str,
+    num: str,
+    den: str,
+    walls: dict[str, list[float]],
+    cpus: dict[str, list[float]],
+    target: str,
+) -> None:
+    """Print the wall and CPU ratios of two commands' medians."""
+    rw = statistics.median(walls[num]) / statistics.median(walls[den])
+    rc = statistics.median(cpus[num]) / statistics.median(cpus[den])
+    print(f"ratio {label}: {rw:.2f}x wall, {rc:.2f}x CPU-s  ({target})")
+
+
+def warm(path: Path) -> None:
+    """Read `path` once, so that every timed run finds it in the page cache."""
+    with open(path, "rb") as fh:
+        while fh.read(1 << 24):
+            pass
+
+
+def write_posterior(directory: Path, rows: int, dims: int, seed: int = 1) -> tuple[Path, ...]:
+    """Write (once) mu, logvar and a z drawn from them, each a float32 (rows, dims) .npy.
+
+    mu is correlated and heavy-tailed as in `make_data`, shrunk by 0.8; logvar is about
+    log(0.2^2) with a quarter of the dimensions collapsed (mu near 0, logvar near 0), as a
+    VAE with unused units gives. z = mu + exp(logvar / 2) * eps is the plain file of the
+    same size the posterior report is timed against.
+    """
+    stem = directory / f"post_{rows}x{dims}"
+    paths = tuple(Path(f"{stem}_{k}.npy") for k in ("mu", "logvar", "z"))
+    if all(p.exists() for p in paths):
+        return paths
+    print(f"writing {stem}_{{mu,logvar,z}}.npy ...", flush=True)
+    make_data(paths[0], rows, dims, seed=seed)
+    mu = np.load(paths[0], mmap_mode="r+")
+    rng = np.random.default_rng(seed + 1)
+    out_lv = np.lib.format.open_memmap(paths[1], mode="w+", dtype=np.float32, shape=(rows, dims))
+    out_z = np.lib.format.open_memmap(paths[2], mode="w+", dtype=np.float32, shape=(rows, dims))
+    dead = dims - dims // 4
+    step = 250_000
+    for i in range(0, rows, step):
+        n = min(step, rows - i)
+        m = 0.8 * mu[i : i + n].astype(np.float64)
+        m[:, dead:] *= 0.05
+        lv = np.log(0.2**2) + 0.3 * rng.standard_normal((n, dims))
+        lv[:, dead:] = 0.05 * rng.standard_normal((n, dims - dead))
+        mu[i : i + n] = m.astype(np.float32)
+        out_lv[i : i + n] = lv.astype(np.float32)
+        z = m + np.exp(lv / 2) * rng.standard_normal((n, dims))
+        out_z[i : i + n] = z.astype(np.float32)
+    for arr in (mu, out_lv, out_z):
+        arr.flush()
+    del mu, out_lv, out_z
+    return paths
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=4_000_000)
+    ap.add_argument("--rows", type=int, default=None, help="rows of the main file (4_000_000)")
     ap.add_argument("--dims", type=int, default=64)
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=None, help="alternated rounds (5)")
+    ap.add_argument("--quick", action="store_true", help="400_000 rows and 3 rounds")
+    ap.add_argument("--modes", default="main,posterior,small", help="any of main,posterior,small")
+    ap.add_argument("--post-rows", type=int, default=400_000, help="rows of the posterior files")
     ap.add_argument("--scipy", action="store_true", help="also time the obvious scipy script")
     ap.add_argument("--path", type=Path, default=None)
     ap.add_argument("--extra", default="", help="extra arguments for latentcheck report")
     args = ap.parse_args()
+    rows = args.rows or (400_000 if args.quick else 4_000_000)
+    repeat = args.repeat or (3 if args.quick else 5)
+    modes = {m.strip() for m in args.modes.split(",") if m.strip()}
+    if modes - {"main", "posterior", "small"}:
+        ap.error(f"unknown mode(s) {sorted(modes - {'main', 'posterior', 'small'})}")
     for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         if var in os.environ:
             print(f"note: {var} is set; it throttles BLAS. Run with: env -u {var} ...")
-    path = args.path or HERE / "data" / f"bench_{args.rows}x{args.dims}.npy"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        print(f"writing {path} ...", flush=True)
-        make_data(path, args.rows, args.dims)
-    size = path.stat().st_size / 2**30
-    print(f"data: {path} ({args.rows} x {args.dims} float32, {size:.2f} GiB)")
-    with open(path, "rb") as fh:  # warm the page cache
-        while fh.read(1 << 24):
-            pass
+    cpu_name, blas = machine()
+    print(f"CPU: {cpu_name}\nBLAS: {blas}\nnumpy {np.__version__}, Python {sys.version.split()[0]}")
     _compile_package()
     py = sys.executable
-    numpy_cmd = [py, "-c", f"import numpy as np; np.load({str(path)!r}, mmap_mode='r').mean(0)"]
+    data_dir = HERE / "data"
     # stdout, never `-o /dev/null`: run as root, the atomic write would replace the device node
-    lc_cmd = [py, "-m", "latentcheck", "report", str(path), "--format", "json"]
-    lc_cmd += shlex.split(args.extra)
-    times: dict[str, list[float]] = {"numpy": [], "latentcheck": []}
-    cpu: dict[str, list[float]] = {"numpy": [], "latentcheck": []}
-    mem: dict[str, list[int]] = {"numpy": [], "latentcheck": []}
-    run(numpy_cmd)  # warm-up: imports into the OS cache
-    run(lc_cmd)
-    for _ in range(args.repeat):
-        for name, cmd in (("numpy", numpy_cmd), ("latentcheck", lc_cmd)):
-            wall, cpu_s, _ = run(cmd)
-            times[name].append(wall)
-            cpu[name].append(cpu_s)
-    for _ in range(2):
-        for name, cmd in (("numpy", numpy_cmd), ("latentcheck", lc_cmd)):
-            mem[name].append(run(cmd, poll=True)[2])
-    t_np = statistics.median(times["numpy"])
-    t_lc = statistics.median(times["latentcheck"])
-    for label, name in (("numpy process     ", "numpy"), ("latentcheck report", "latentcheck")):
-        print(
-            f"{label}   median {statistics.median(times[name]):.3f} s, "
-            f"{statistics.median(cpu[name]):.2f} CPU-s  (runs: "
-            + ", ".join(f"{t:.3f}" for t in times[name])
-            + ")"
+    report = [py, "-m", "latentcheck", "report"]
+    extra = shlex.split(args.extra)
+    if "main" in modes:
+        path = args.path or data_dir / f"bench_{rows}x{args.dims}.npy"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            print(f"writing {path} ...", flush=True)
+            make_data(path, rows, args.dims)
+        shape = np.load(path, mmap_mode="r").shape
+        size = path.stat().st_size / 2**30
+        print(f"\n[main] data: {path} ({shape}, {size:.2f} GiB), {repeat} alternated rounds")
+        warm(path)
+        lc_cmd = [*report, str(path), "--format", "json", *extra]
+        cmds: dict[str, Cmd] = {
+            "reference": ([py, "-c", REFERENCE_SCRIPT, str(path)], ONE_THREAD),
+            "numpy": (
+                [py, "-c", f"import numpy as np; np.load({str(path)!r}, mmap_mode='r').mean(0)"],
+                None,
+            ),
+            "latentcheck": (lc_cmd, None),
+        }
+        walls, cpus = alternate(cmds, repeat)
+        show("reference (1 thread, sum + XtX f64)", walls["reference"], cpus["reference"])
+        show("numpy mean process", walls["numpy"], cpus["numpy"])
+        show("latentcheck report", walls["latentcheck"], cpus["latentcheck"])
+        ratio_line(
+            "report / reference", "latentcheck", "reference", walls, cpus, "target <= 2x, aim 1.5x"
         )
-    print(f"ratio latentcheck / numpy: {t_lc / t_np:.2f}x  (target <= 6x, aim 3x)")
-    print(
-        f"peak RssAnon+RssShmem: latentcheck {max(mem['latentcheck']) / 1024:.0f} MiB "
-        f"(target < 300 MiB), numpy {max(mem['numpy']) / 1024:.0f} MiB"
-    )
-    print(f"Henze-Zirkler on n = 5000, d = 64: {bench_henze_zirkler():.3f} s (target < 2 s)")
-    if args.scipy:
-        script = HERE / "data" / "obvious_scipy.py"
-        script.parent.mkdir(parents=True, exist_ok=True)
-        script.write_text(SCIPY_SCRIPT)
-        wall, _, peak = run([py, str(script), str(path)], poll=True)
-        print(
-            f"obvious scipy script {wall:.3f} s, ratio {wall / t_np:.1f}x numpy, "
-            f"{wall / t_lc:.1f}x latentcheck; peak RssAnon+RssShmem {peak / 1024:.0f} MiB"
+        ratio_line(
+            "report / numpy (old yardstick)",
+            "latentcheck",
+            "numpy",
+            walls,
+            cpus,
+            "old target <= 6x",
         )
+        mem: dict[str, list[int]] = {"numpy": [], "latentcheck": []}
+        for _ in range(2):
+            for name in mem:
+                cmd, env = cmds[name]
+                mem[name].append(run(cmd, poll=True, env=env)[2])
+        print(
+            f"peak RssAnon+RssShmem: latentcheck {max(mem['latentcheck']) / 1024:.0f} MiB "
+            f"(target < 300 MiB), numpy {max(mem['numpy']) / 1024:.0f} MiB"
+        )
+        print(f"Henze-Zirkler on n = 5000, d = 64: {bench_henze_zirkler():.3f} s (target < 2 s)")
+        if args.scipy:
+            script = data_dir / "obvious_scipy.py"
+            script.write_text(SCIPY_SCRIPT)
+            wall, _, peak = run([py, str(script), str(path)], poll=True)
+            t_np = statistics.median(walls["numpy"])
+            t_lc = statistics.median(walls["latentcheck"])
+            print(
+                f"obvious scipy script {wall:.3f} s, ratio {wall / t_np:.1f}x numpy, "
+                f"{wall / t_lc:.1f}x latentcheck; peak RssAnon+RssShmem {peak / 1024:.0f} MiB"
+            )
+    if "posterior" in modes:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        mu, logvar, z = write_posterior(data_dir, args.post_rows, args.dims)
+        for p in (mu, logvar, z):
+            warm(p)
+        print(f"\n[posterior] {args.post_rows} x {args.dims} float32, {repeat} alternated rounds")
+        cmds = {
+            "plain": ([*report, str(z), "--format", "json", *extra], None),
+            "posterior": (
+                [*report, "--mu", str(mu), "--logvar", str(logvar), "--format", "json", *extra],
+                None,
+            ),
+        }
+        walls, cpus = alternate(cmds, repeat)
+        show("report of z (plain)", walls["plain"], cpus["plain"])
+        show("report --mu --logvar", walls["posterior"], cpus["posterior"])
+        ratio_line("posterior / plain", "posterior", "plain", walls, cpus, "target <= 2x")
+    if "small" in modes:
+        small = data_dir / f"small_5000x{args.dims}.npy"
+        if not small.exists():
+            data_dir.mkdir(parents=True, exist_ok=True)
+            make_data(small, 5000, args.dims)
+        warm(small)
+        n_small = max(2 * repeat, 6)
+        print(f"\n[small] {small} (5000 x {args.dims}), {n_small} alternated rounds")
+        cmds = {
+            "imports": ([py, "-c", "import numpy, scipy.stats"], None),
+            "report": ([*report, str(small), "--format", "json", *extra], None),
+        }
+        walls, cpus = alternate(cmds, n_small)
+        show("python -c 'import numpy, scipy.stats'", walls["imports"], cpus["imports"])
+        show("latentcheck report (5000 x 64)", walls["report"], cpus["report"])
+        ratio_line("small report / imports", "report", "imports", walls, cpus, "target <= 1.5x")
 
 
 if __name__ == "__main__":

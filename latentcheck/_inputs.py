@@ -56,13 +56,27 @@ def standard_normal(index: NDArray[np.int64], seed: int) -> NDArray[np.float64]:
     (Box & Muller 1958, https://doi.org/10.1214/aoms/1177706645), which maps independent
     uniforms to an exact standard normal.
     """
-    h1 = hash_rows(index, seed)
-    h2 = hash_rows(index, seed ^ 0x5DEECE66D)
+    # The same operations in the same order as sqrt(-2 ln u1) · cos(2π u2) on
+    # u = ((h >> 11) + 0.5) · 2^-53, done in place: the temporaries cost a third of the draw
     scale = 2.0**-53
-    u1 = ((h1 >> np.uint64(11)).astype(np.float64) + 0.5) * scale
-    u2 = ((h2 >> np.uint64(11)).astype(np.float64) + 0.5) * scale
-    z: NDArray[np.float64] = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * math.pi * u2)
-    return z
+    h = hash_rows(index, seed)
+    h >>= np.uint64(11)
+    r = h.astype(np.float64)
+    r += 0.5
+    r *= scale
+    np.log(r, out=r)
+    r *= -2.0
+    np.sqrt(r, out=r)
+    h = hash_rows(index, seed ^ 0x5DEECE66D)
+    h >>= np.uint64(11)
+    a = h.astype(np.float64)
+    del h
+    a += 0.5
+    a *= scale
+    a *= 2.0 * math.pi
+    np.cos(a, out=a)
+    r *= a
+    return r
 
 
 class DrawSource(LatentSource):
@@ -95,8 +109,13 @@ class DrawSource(LatentSource):
         lv = as_logvar(spread, self.post.kind, name=self.post.labels.get("spread"), row_offset=row0)
         rows = np.arange(row0, row0 + mu.shape[0], dtype=np.int64)
         index = rows[:, None] * self.n_dims + np.arange(self.n_dims, dtype=np.int64)
-        eps = standard_normal(index, self.seed)
-        return np.asarray(mu + np.exp(0.5 * lv) * eps)
+        z = standard_normal(index, self.seed)
+        # mu + exp(lv / 2) · eps, in place in eps's buffer (IEEE products and sums commute)
+        sigma = 0.5 * lv
+        np.exp(sigma, out=sigma)
+        z *= sigma
+        z += mu
+        return z
 
     def close(self) -> None:
         """Close the underlying sources."""
