@@ -337,7 +337,7 @@ def main() -> None:
     _compile_package()
     py = sys.executable
     data_dir = HERE / "data"
-    # stdout, never `-o /dev/null`: run as root, the atomic write would replace the device node
+    # stdout, never -o onto the null device: run as root, an atomic write would replace its node
     report = [py, "-m", "latentcheck", "report"]
     extra = shlex.split(args.extra)
     if "main" in modes:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _validation as v
-from .errors import DegenerateDimensionWarning, InputError
+from .errors import InputError
 
 if TYPE_CHECKING:
     from .report import Report
@@ -61,7 +61,6 @@ def finish(
     )
     from ._passes import SecondPassFactory, default_chunk_rows
     from .loading import LatentSource, _Member
-    from .stats.scale import DEGENERATE_RTOL, degenerate_dims
 
     alpha = v.check_fraction(alpha, "alpha")
     top_pairs = v.check_int(top_pairs, "top_pairs", minimum=0)
@@ -116,21 +115,7 @@ def finish(
             )
         mean = moments.mean
         std = moments.std()
-        degenerate = degenerate_dims(std, mean)
-        if degenerate.all():
-            raise InputError(
-                f"All {d} dimensions of the stream are constant (or vary by less than "
-                "1e-12 of their value); there is no distribution to describe"
-            )
-        if degenerate.any():
-            idx = np.flatnonzero(degenerate)
-            shown = ", ".join(str(i) for i in idx[:10]) + (" ..." if idx.size > 10 else "")
-            collector.warn(
-                f"{idx.size} dimension(s) have zero or near-zero variance (std below "
-                f"{DEGENERATE_RTOL:g} of the largest): {shown}; they are left out of tests "
-                "and joint statistics",
-                DegenerateDimensionWarning,
-            )
+        degenerate = an.check_dimensions(mean, std, "the stream", collector)
         safe_std = np.where(std > 0, std, 1.0)
         used = np.flatnonzero(~degenerate)
         joint_reason = an._joint_reason(state, used, d, n, stream.max_joint_dims)

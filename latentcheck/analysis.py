@@ -449,6 +449,33 @@ def analyze_with_sample(
 
 
 @_analysis_runtime()
+def check_dimensions(mean: F64, std: F64, name: str, collector: _Collector) -> NDArray[np.bool_]:
+    """Return the degenerate-dimension mask, after the overflow and all-constant checks.
+
+    Overflowing moments and all-constant data raise InputError; some constant dimensions
+    are a DegenerateDimensionWarning (shared by ``analyze`` and ``Stream.report``).
+    """
+    v.check_no_overflow(mean, std, name)
+    from .stats.scale import DEGENERATE_RTOL, degenerate_dims
+
+    degenerate: NDArray[np.bool_] = degenerate_dims(std, mean)
+    if degenerate.all():
+        raise InputError(
+            f"All {mean.size} dimensions of {name} are constant (or vary by less than "
+            "1e-12 of their value); there is no distribution to describe"
+        )
+    if degenerate.any():
+        idx = np.flatnonzero(degenerate)
+        shown = ", ".join(str(i) for i in idx[:10]) + (" ..." if idx.size > 10 else "")
+        collector.warn(
+            f"{idx.size} dimension(s) have zero or near-zero variance (std below "
+            f"{DEGENERATE_RTOL:g} of the largest): {shown}; they are left out of tests "
+            "and joint statistics",
+            DegenerateDimensionWarning,
+        )
+    return degenerate
+
+
 def analyze_source(
     source: LatentSource,
     *,
@@ -579,24 +606,7 @@ def analyze_source(
             )
         mean = moments.mean
         std = moments.std()
-        v.check_no_overflow(mean, std, source.name)
-        from .stats.scale import DEGENERATE_RTOL, degenerate_dims
-
-        degenerate = degenerate_dims(std, mean)
-        if degenerate.all():
-            raise InputError(
-                f"All {d} dimensions of {source.name} are constant (or vary by less than "
-                "1e-12 of their value); there is no distribution to describe"
-            )
-        if degenerate.any():
-            idx = np.flatnonzero(degenerate)
-            shown = ", ".join(str(i) for i in idx[:10]) + (" ..." if idx.size > 10 else "")
-            collector.warn(
-                f"{idx.size} dimension(s) have zero or near-zero variance (std below "
-                f"{DEGENERATE_RTOL:g} of the largest): {shown}; they are left out of tests "
-                "and joint statistics",
-                DegenerateDimensionWarning,
-            )
+        degenerate = check_dimensions(mean, std, source.name, collector)
         safe_std = np.where(std > 0, std, 1.0)
         used = np.flatnonzero(~degenerate)
         joint_reason = _joint_reason(first, used, d, n, max_joint_dims)

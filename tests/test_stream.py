@@ -380,3 +380,14 @@ def test_issue_18_outlier_verdict_calibrated_on_spatially_correlated_conv_latent
         (f,) = [f for f in rep.summary.findings if f.aspect == "outliers"]
         warned += f.status == "warn"
     assert warned <= stats.binom.ppf(0.999, runs, 0.05)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's overflow in the updates
+def test_issue_20_stream_names_overflow_as_analyze_does() -> None:
+    # the stream shares analyze's dimension checks: overflowing values are an error that
+    # says so, not a report of NaN figures
+    z = np.random.default_rng(0).standard_normal((600, 3)) * 1e160
+    s = lc.Stream(seed=0)
+    s.update(z)
+    with pytest.raises(InputError, match=r"too large for float64 arithmetic"):
+        s.report()
