@@ -448,7 +448,6 @@ def analyze_with_sample(
     )
 
 
-@_analysis_runtime()
 def check_dimensions(mean: F64, std: F64, name: str, collector: _Collector) -> NDArray[np.bool_]:
     """Return the degenerate-dimension mask, after the overflow and all-constant checks.
 
@@ -476,6 +475,7 @@ def check_dimensions(mean: F64, std: F64, name: str, collector: _Collector) -> N
     return degenerate
 
 
+@_analysis_runtime()
 def analyze_source(
     source: LatentSource,
     *,
