@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -27,3 +32,36 @@ def assert_json_close(
         assert a == pytest.approx(b, rel=rel, abs=abs_tol), path
     else:
         assert a == b, path
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load_doc_script(name: str) -> ModuleType:
+    """Return the module of ``docs/<name>.py`` (registered, so its dataclasses resolve)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "docs" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # a script's dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def assert_document_fresh(document: str, script: str, built: str) -> None:
+    """Fail with a diff when ``docs/<document>`` differs from a fresh run of its script."""
+    committed = (REPO / "docs" / document).read_text(encoding="utf-8")
+    if committed == built:
+        return
+    diff = "".join(
+        difflib.unified_diff(
+            committed.splitlines(keepends=True),
+            built.splitlines(keepends=True),
+            f"docs/{document} (committed)",
+            f"fresh run of docs/{script}.py",
+            n=1,
+        )
+    )
+    pytest.fail(
+        f"docs/{document} differs from what latentcheck now computes; review and run "
+        f"`python docs/{script}.py`:\n{diff[:6000]}"
+    )

@@ -7,14 +7,13 @@ change of the estimator fails here until ``python docs/make_accuracy.py`` is rer
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from helpers import load_doc_script
 from scipy import stats
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,12 +22,7 @@ DOCUMENT = REPO / "docs" / "accuracy.md"
 
 
 def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_accuracy", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # the script's dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_doc_script("make_accuracy")
 
 
 def test_issue_15_true_negentropies_match_closed_forms() -> None:

@@ -10,16 +10,15 @@ p-values fails here until ``python docs/make_calibration.py`` is rerun.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
+from helpers import load_doc_script
 from scipy import stats
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,12 +26,7 @@ SCRIPT = REPO / "docs" / "make_calibration.py"
 
 
 def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_calibration", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_doc_script("make_calibration")
 
 
 def _doc() -> dict[str, Any]:

@@ -8,13 +8,12 @@ fails here until the document is regenerated with ``python docs/make_case_study.
 
 from __future__ import annotations
 
-import difflib
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
+from helpers import assert_document_fresh, load_doc_script
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "docs" / "make_case_study.py"
@@ -22,31 +21,12 @@ DOCUMENT = REPO / "docs" / "case-study.md"
 
 
 def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_case_study", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_doc_script("make_case_study")
 
 
 @pytest.mark.slow
 def test_case_study_matches_a_fresh_run() -> None:
-    expected = _load_script().build_case_study()
-    committed = DOCUMENT.read_text(encoding="utf-8")
-    if committed != expected:
-        diff = "".join(
-            difflib.unified_diff(
-                committed.splitlines(keepends=True),
-                expected.splitlines(keepends=True),
-                "docs/case-study.md (committed)",
-                "fresh run of docs/make_case_study.py",
-                n=1,
-            )
-        )
-        pytest.fail(
-            "docs/case-study.md differs from what latentcheck now computes; review and run "
-            f"`python docs/make_case_study.py`:\n{diff[:6000]}"
-        )
+    assert_document_fresh("case-study.md", "make_case_study", _load_script().build_case_study())
 
 
 @pytest.mark.parametrize(

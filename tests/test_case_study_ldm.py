@@ -9,13 +9,12 @@ committed file, so a change of any figure fails here until the document is regen
 
 from __future__ import annotations
 
-import difflib
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
+from helpers import assert_document_fresh, load_doc_script
 
 import latentcheck as lc
 
@@ -25,31 +24,14 @@ DOCUMENT = REPO / "docs" / "case-study-ldm.md"
 
 
 def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_case_study_ldm", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_doc_script("make_case_study_ldm")
 
 
 @pytest.mark.slow
 def test_issue_21_case_study_matches_a_fresh_run() -> None:
-    expected = _load_script().build_case_study()
-    committed = DOCUMENT.read_text(encoding="utf-8")
-    if committed != expected:
-        diff = "".join(
-            difflib.unified_diff(
-                committed.splitlines(keepends=True),
-                expected.splitlines(keepends=True),
-                "docs/case-study-ldm.md (committed)",
-                "fresh run of docs/make_case_study_ldm.py",
-                n=1,
-            )
-        )
-        pytest.fail(
-            "docs/case-study-ldm.md differs from what latentcheck now computes; review and run "
-            f"`python docs/make_case_study_ldm.py`:\n{diff[:6000]}"
-        )
+    assert_document_fresh(
+        "case-study-ldm.md", "make_case_study_ldm", _load_script().build_case_study()
+    )
 
 
 def test_issue_21_crop_list_matches_the_samples() -> None:
