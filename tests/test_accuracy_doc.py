@@ -17,7 +17,6 @@ from helpers import load_doc_script
 from scipy import stats
 
 REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "docs" / "make_accuracy.py"
 DOCUMENT = REPO / "docs" / "accuracy.md"
 
 

@@ -22,7 +22,6 @@ from helpers import load_doc_script
 from scipy import stats
 
 REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "docs" / "make_calibration.py"
 
 
 def _load() -> ModuleType:

@@ -8,16 +8,11 @@ fails here until the document is regenerated with ``python docs/make_case_study.
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
 from helpers import assert_document_fresh, load_doc_script
-
-REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "docs" / "make_case_study.py"
-DOCUMENT = REPO / "docs" / "case-study.md"
 
 
 def _load_script() -> ModuleType:

@@ -19,8 +19,6 @@ from helpers import assert_document_fresh, load_doc_script
 import latentcheck as lc
 
 REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "docs" / "make_case_study_ldm.py"
-DOCUMENT = REPO / "docs" / "case-study-ldm.md"
 
 
 def _load_script() -> ModuleType:
