@@ -45,7 +45,7 @@ def iris_report(iris) -> lc.Report:
 
 def test_iris_report_reproduces_published_mvn_values(iris, iris_report):
     t = iris_report.joint.tests
-    # MVN 5.9 vignette, all 4 columns of Iris setosa (shared/reference/README.md)
+    # MVN 5.9 vignette, all 4 columns of Iris setosa (tests/data/README.md)
     np.testing.assert_allclose(t["mardia_skewness"].statistic, 25.6643445196298, rtol=1e-12)
     np.testing.assert_allclose(t["mardia_skewness"].pvalue, 0.177185884467652, rtol=1e-12)
     # MVN standardises by the asymptotic moments (1.29499223711605, p .195); the report

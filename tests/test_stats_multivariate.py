@@ -21,7 +21,7 @@ DATA = Path(__file__).parent / "data"
 
 
 def iris(n_cols: int) -> np.ndarray:
-    # The 50 Iris setosa rows of R's datasets::iris (copied from shared/reference).
+    # The 50 Iris setosa rows of R's datasets::iris (see tests/data/README.md).
     return np.loadtxt(DATA / "iris_setosa.csv", delimiter=",", skiprows=1)[:, :n_cols]
 
 
@@ -48,7 +48,7 @@ def assert_published(value: float, published: str) -> None:
 # -- published reference values ---------------------------------------------------------
 
 # MVN 5.9 vignette (4 columns) and MVN tutorial values (3, 2 columns), from
-# shared/reference/README.md; R: MVN::mvn(iris[1:50, 1:k], mvnTest = ...).
+# tests/data/README.md; R: MVN::mvn(iris[1:50, 1:k], mvnTest = ...).
 IRIS_MVN = {
     4: {
         "mardia": (
@@ -112,7 +112,7 @@ def test_energy_iris_matches_mvn(n_cols: int) -> None:
     assert math.isnan(res.pvalue)
 
 
-# Correctly centred Doornik-Hansen values from shared/reference/README.md (MVN's published
+# Correctly centred Doornik-Hansen values from tests/data/README.md (MVN's published
 # 126.5584 / 64.974 / 11.57 come from its recycled-mean centring and are not used).
 @pytest.mark.parametrize(
     ("n_cols", "stat", "p"),
