@@ -84,7 +84,7 @@ import numpy as np
 import latentcheck as lc
 from latentcheck.render import render
 x = np.random.default_rng(0).standard_normal((N, D)).astype(np.float32)
-rep = lc.analyze(x, seed=0)
+rep = lc.analyze(x, seed=0, **KW)
 for fmt in ("json", "text"):
     render(rep, fmt)
 print(json.dumps({"mcd": rep.joint.mcd["reason"],
@@ -92,8 +92,9 @@ print(json.dumps({"mcd": rep.joint.mcd["reason"],
 """
 
 
-def _probe(n: int, d: int) -> dict[str, object]:
+def _probe(n: int, d: int, **kw: int) -> dict[str, object]:
     code = _PROBE.replace("N, D", f"{n}, {d}").replace("MODS", repr(_NOT_NEEDED))
+    code = code.replace("**KW", f"**{kw!r}")
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
@@ -117,3 +118,12 @@ def test_issue_22_small_analyze_imports_sklearn_only_for_mcd() -> None:
     assert got["mcd"] is None
     assert "sklearn" in got["loaded"]
     assert "statsmodels" not in got["loaded"]
+
+
+@pytest.mark.slow
+def test_issue_22_mcd_budget_skipped_below_20_rows_per_dim_without_sklearn() -> None:
+    """The documented way to skip MinCovDet in a loop: mcd_samples below 20 per dimension.
+    The report then says why, and scikit-learn is not imported."""
+    got = _probe(2000, 8, mcd_samples=3)
+    assert "MinCovDet needs at least 20 rows per dimension" in str(got["mcd"])
+    assert got["loaded"] == []
