@@ -19,7 +19,7 @@ which workers return their sample rows, polled from /proc and summed over the pr
 file-backed pages of a memory map are not the tool's memory), and the time of the
 Henze-Zirkler test on n = 5000, d = 64.
 
-Two further modes, on by default (--modes main,posterior,small selects):
+Two further modes, on by default (--modes main,posterior,small,scaling selects):
 
 - posterior:   `report --mu MU --logvar LOGVAR` against the plain report of a z file of the
                same (n, d) (--post-rows, default 400_000; target <= 2x). MU, LOGVAR and Z are
@@ -27,13 +27,19 @@ Two further modes, on by default (--modes main,posterior,small selects):
 - small:       the report of a 5000 x 64 file against `python -c "import numpy, scipy.stats"`
                (target <= 1.5x).
 
+and one, slow, off unless named (--modes scaling, 3 rounds unless --repeat):
+
+- scaling:     CPU-s per GiB of the report and of the reference on d = 256 and d = 1024 at
+               1 GiB and on conv latents (20000, 16, 32, 32) (1.25 GiB); the files are
+               written once under benchmarks/data/ (3.3 GiB, git-ignored).
+
 The timed runs are not polled: polling /proc every 2 ms takes 7-10% of a core, which a
 command that keeps every core busy (the report, on 2 cores) loses and a single-threaded one
 (numpy) does not. Peak memory comes from two further, polled runs of each command.
 
 Run it with the BLAS-throttling variables of this machine unset, in this command only:
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_report.py
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE nice -n 5 python benchmarks/bench_report.py
 
 Options: --rows, --dims, --repeat N, --quick (400_000 rows, 3 repeats), --modes, --post-rows,
 --scipy, --path FILE, --extra "ARGS" (passed to report).
@@ -69,14 +75,21 @@ st.normaltest(x, axis=0)
 REFERENCE_SCRIPT = """
 import sys, numpy as np
 x = np.load(sys.argv[1], mmap_mode="r")
-n, d = x.shape
+d = x.shape[1]
 s = np.zeros(d)
 g = np.zeros((d, d))
-step = 65536
-for i in range(0, n, step):
-    c = x[i : i + step].astype(np.float64)
-    s += c.sum(0)
-    g += c.T @ c
+if x.ndim == 2:  # rows of d values
+    step = 65536
+    for i in range(0, x.shape[0], step):
+        c = x[i : i + step].astype(np.float64)
+        s += c.sum(0)
+        g += c.T @ c
+else:  # conv latents (N, C, H, W): one row of C values per item and position
+    step = max(1, 65536 // (x.size // (x.shape[0] * d)))
+    for i in range(0, x.shape[0], step):
+        c = np.moveaxis(x[i : i + step], 1, -1).reshape(-1, d).astype(np.float64)
+        s += c.sum(0)
+        g += c.T @ c
 """
 
 ONE_THREAD = {
@@ -98,6 +111,27 @@ def make_data(path: Path, rows: int, dims: int, seed: int = 0) -> None:
         z = rng.standard_normal((n, dims)) @ mix
         z[:, : dims // 4] = rng.standard_t(5, size=(n, dims // 4))
         out[i : i + n] = z.astype(np.float32)
+    out.flush()
+    del out
+
+
+def make_conv_data(path: Path, shape: tuple[int, int, int, int], seed: int = 0) -> None:
+    """Write a float32 .npy of conv latents (N, C, H, W) in chunks of items.
+
+    Each channel is a spatially correlated field (white noise averaged over a 3 x 3 window,
+    rescaled to unit variance, then mixed across channels as in `make_data`), so that the
+    report's spatial statistics and its choice of well-separated positions do real work.
+    """
+    n, c, h, w = shape
+    rng = np.random.default_rng(seed)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+    mix = np.eye(c) + 0.1 * rng.standard_normal((c, c))
+    step = 500
+    for i in range(0, n, step):
+        k = min(step, n - i)
+        e = rng.standard_normal((k, c, h + 2, w + 2))
+        f = sum(e[:, :, a : a + h, b : b + w] for a in range(3) for b in range(3)) / 3.0
+        out[i : i + k] = np.einsum("nchw,cd->ndhw", f, mix).astype(np.float32)
     out.flush()
     del out
 
@@ -312,13 +346,163 @@ def write_posterior(directory: Path, rows: int, dims: int, seed: int = 1) -> tup
     return paths
 
 
+def bench_main(args: argparse.Namespace, report: list[str], rows: int, repeat: int) -> None:
+    """The 1 GiB file: report against the reference and the numpy process, memory, HZ."""
+    py = sys.executable
+    data_dir = HERE / "data"
+    extra = shlex.split(args.extra)
+    path = args.path or data_dir / f"bench_{rows}x{args.dims}.npy"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        print(f"writing {path} ...", flush=True)
+        make_data(path, rows, args.dims)
+    shape = np.load(path, mmap_mode="r").shape
+    size = path.stat().st_size / 2**30
+    print(f"\n[main] data: {path} ({shape}, {size:.2f} GiB), {repeat} alternated rounds")
+    warm(path)
+    lc_cmd = [*report, str(path), "--format", "json", *extra]
+    cmds: dict[str, Cmd] = {
+        "reference": ([py, "-c", REFERENCE_SCRIPT, str(path)], ONE_THREAD),
+        "numpy": (
+            [py, "-c", f"import numpy as np; np.load({str(path)!r}, mmap_mode='r').mean(0)"],
+            None,
+        ),
+        "latentcheck": (lc_cmd, None),
+    }
+    walls, cpus = alternate(cmds, repeat)
+    show("reference (1 thread, sum + XtX f64)", walls["reference"], cpus["reference"])
+    show("numpy mean process", walls["numpy"], cpus["numpy"])
+    show("latentcheck report", walls["latentcheck"], cpus["latentcheck"])
+    ratio_line(
+        "report / reference", "latentcheck", "reference", walls, cpus, "target <= 2x, aim 1.5x"
+    )
+    ratio_line(
+        "report / numpy (old yardstick)", "latentcheck", "numpy", walls, cpus, "old target <= 6x"
+    )
+    mem: dict[str, list[int]] = {"numpy": [], "latentcheck": []}
+    for _ in range(2):
+        for name in mem:
+            cmd, env = cmds[name]
+            mem[name].append(run(cmd, poll=True, env=env)[2])
+    print(
+        f"peak RssAnon+RssShmem: latentcheck {max(mem['latentcheck']) / 1024:.0f} MiB "
+        f"(target < 300 MiB), numpy {max(mem['numpy']) / 1024:.0f} MiB"
+    )
+    print(f"Henze-Zirkler on n = 5000, d = 64: {bench_henze_zirkler():.3f} s (target < 2 s)")
+    if args.scipy:
+        script = data_dir / "obvious_scipy.py"
+        script.write_text(SCIPY_SCRIPT)
+        wall, _, peak = run([py, str(script), str(path)], poll=True)
+        t_np = statistics.median(walls["numpy"])
+        t_lc = statistics.median(walls["latentcheck"])
+        print(
+            f"obvious scipy script {wall:.3f} s, ratio {wall / t_np:.1f}x numpy, "
+            f"{wall / t_lc:.1f}x latentcheck; peak RssAnon+RssShmem {peak / 1024:.0f} MiB"
+        )
+
+
+def bench_posterior(args: argparse.Namespace, report: list[str], repeat: int) -> None:
+    """Posterior mode (--mu/--logvar) against the plain report of a z file of that size."""
+    data_dir = HERE / "data"
+    extra = shlex.split(args.extra)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    mu, logvar, z = write_posterior(data_dir, args.post_rows, args.dims)
+    for p in (mu, logvar, z):
+        warm(p)
+    print(f"\n[posterior] {args.post_rows} x {args.dims} float32, {repeat} alternated rounds")
+    cmds: dict[str, Cmd] = {
+        "plain": ([*report, str(z), "--format", "json", *extra], None),
+        "posterior": (
+            [*report, "--mu", str(mu), "--logvar", str(logvar), "--format", "json", *extra],
+            None,
+        ),
+    }
+    walls, cpus = alternate(cmds, repeat)
+    show("report of z (plain)", walls["plain"], cpus["plain"])
+    show("report --mu --logvar", walls["posterior"], cpus["posterior"])
+    ratio_line("posterior / plain", "posterior", "plain", walls, cpus, "target <= 2x")
+
+
+def bench_small(args: argparse.Namespace, report: list[str], repeat: int) -> None:
+    """The report of a 5000 x d file against the process that imports numpy and scipy.stats."""
+    py = sys.executable
+    data_dir = HERE / "data"
+    small = data_dir / f"small_5000x{args.dims}.npy"
+    if not small.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        make_data(small, 5000, args.dims)
+    warm(small)
+    n_small = max(2 * repeat, 6)
+    print(f"\n[small] {small} (5000 x {args.dims}), {n_small} alternated rounds")
+    cmds: dict[str, Cmd] = {
+        "imports": ([py, "-c", "import numpy, scipy.stats"], None),
+        "report": ([*report, str(small), "--format", "json", *shlex.split(args.extra)], None),
+    }
+    walls, cpus = alternate(cmds, n_small)
+    show("python -c 'import numpy, scipy.stats'", walls["imports"], cpus["imports"])
+    show(f"latentcheck report (5000 x {args.dims})", walls["report"], cpus["report"])
+    ratio_line("small report / imports", "report", "imports", walls, cpus, "target <= 1.5x")
+
+
+#: The scaling cases of issue 22: (label, shape); the 2-D ones hold 1 GiB of float32.
+SCALING_CASES: tuple[tuple[str, tuple[int, ...]], ...] = (
+    ("d = 256, 1 GiB", (2**30 // (4 * 256), 256)),
+    ("d = 1024, 1 GiB", (2**30 // (4 * 1024), 1024)),
+    ("conv (20000, 16, 32, 32)", (20000, 16, 32, 32)),
+)
+
+
+def bench_scaling(args: argparse.Namespace, report: list[str], repeat: int) -> None:
+    """CPU-s per GiB of the report and of the reference, for wide and conv latents.
+
+    The data (3.3 GiB in all) is written once under benchmarks/data/ and kept.
+    """
+    py = sys.executable
+    data_dir = HERE / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    extra = shlex.split(args.extra)
+    print(f"\n[scaling] CPU-s per GiB, {repeat} alternated rounds per case")
+    for label, shape in SCALING_CASES:
+        path = data_dir / ("scale_" + "x".join(map(str, shape)) + ".npy")
+        if not path.exists():
+            print(f"writing {path} ...", flush=True)
+            if len(shape) == 4:
+                make_conv_data(path, (shape[0], shape[1], shape[2], shape[3]))
+            else:
+                make_data(path, shape[0], shape[1])
+        gib = path.stat().st_size / 2**30
+        warm(path)
+        cmds: dict[str, Cmd] = {
+            "reference": ([py, "-c", REFERENCE_SCRIPT, str(path)], ONE_THREAD),
+            "latentcheck": ([*report, str(path), "--format", "json", *extra], None),
+        }
+        walls, cpus = alternate(cmds, repeat)
+        ref_cpu = statistics.median(cpus["reference"])
+        lc_cpu = statistics.median(cpus["latentcheck"])
+        print(f"{label} ({gib:.2f} GiB):")
+        show("  reference (1 thread, sum + XtX f64)", walls["reference"], cpus["reference"])
+        show("  latentcheck report", walls["latentcheck"], cpus["latentcheck"])
+        wall_ratio = statistics.median(walls["latentcheck"]) / statistics.median(walls["reference"])
+        print(
+            f"  CPU-s per GiB: latentcheck {lc_cpu / gib:.1f}, reference {ref_cpu / gib:.1f}; "
+            f"ratio {lc_cpu / ref_cpu:.2f}x CPU-s, {wall_ratio:.2f}x wall"
+        )
+
+
+MODES = ("main", "posterior", "small", "scaling")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=None, help="rows of the main file (4_000_000)")
     ap.add_argument("--dims", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=None, help="alternated rounds (5)")
     ap.add_argument("--quick", action="store_true", help="400_000 rows and 3 rounds")
-    ap.add_argument("--modes", default="main,posterior,small", help="any of main,posterior,small")
+    ap.add_argument(
+        "--modes",
+        default="main,posterior,small",
+        help="any of main,posterior,small,scaling (scaling is slow: add it by name)",
+    )
     ap.add_argument("--post-rows", type=int, default=400_000, help="rows of the posterior files")
     ap.add_argument("--scipy", action="store_true", help="also time the obvious scipy script")
     ap.add_argument("--path", type=Path, default=None)
@@ -327,106 +511,24 @@ def main() -> None:
     rows = args.rows or (400_000 if args.quick else 4_000_000)
     repeat = args.repeat or (3 if args.quick else 5)
     modes = {m.strip() for m in args.modes.split(",") if m.strip()}
-    if modes - {"main", "posterior", "small"}:
-        ap.error(f"unknown mode(s) {sorted(modes - {'main', 'posterior', 'small'})}")
+    if modes - set(MODES):
+        ap.error(f"unknown mode(s) {sorted(modes - set(MODES))}")
     for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         if var in os.environ:
             print(f"note: {var} is set; it throttles BLAS. Run with: env -u {var} ...")
     cpu_name, blas = machine()
     print(f"CPU: {cpu_name}\nBLAS: {blas}\nnumpy {np.__version__}, Python {sys.version.split()[0]}")
     _compile_package()
-    py = sys.executable
-    data_dir = HERE / "data"
     # stdout, never -o onto the null device: run as root, an atomic write would replace its node
-    report = [py, "-m", "latentcheck", "report"]
-    extra = shlex.split(args.extra)
+    report = [sys.executable, "-m", "latentcheck", "report"]
     if "main" in modes:
-        path = args.path or data_dir / f"bench_{rows}x{args.dims}.npy"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            print(f"writing {path} ...", flush=True)
-            make_data(path, rows, args.dims)
-        shape = np.load(path, mmap_mode="r").shape
-        size = path.stat().st_size / 2**30
-        print(f"\n[main] data: {path} ({shape}, {size:.2f} GiB), {repeat} alternated rounds")
-        warm(path)
-        lc_cmd = [*report, str(path), "--format", "json", *extra]
-        cmds: dict[str, Cmd] = {
-            "reference": ([py, "-c", REFERENCE_SCRIPT, str(path)], ONE_THREAD),
-            "numpy": (
-                [py, "-c", f"import numpy as np; np.load({str(path)!r}, mmap_mode='r').mean(0)"],
-                None,
-            ),
-            "latentcheck": (lc_cmd, None),
-        }
-        walls, cpus = alternate(cmds, repeat)
-        show("reference (1 thread, sum + XtX f64)", walls["reference"], cpus["reference"])
-        show("numpy mean process", walls["numpy"], cpus["numpy"])
-        show("latentcheck report", walls["latentcheck"], cpus["latentcheck"])
-        ratio_line(
-            "report / reference", "latentcheck", "reference", walls, cpus, "target <= 2x, aim 1.5x"
-        )
-        ratio_line(
-            "report / numpy (old yardstick)",
-            "latentcheck",
-            "numpy",
-            walls,
-            cpus,
-            "old target <= 6x",
-        )
-        mem: dict[str, list[int]] = {"numpy": [], "latentcheck": []}
-        for _ in range(2):
-            for name in mem:
-                cmd, env = cmds[name]
-                mem[name].append(run(cmd, poll=True, env=env)[2])
-        print(
-            f"peak RssAnon+RssShmem: latentcheck {max(mem['latentcheck']) / 1024:.0f} MiB "
-            f"(target < 300 MiB), numpy {max(mem['numpy']) / 1024:.0f} MiB"
-        )
-        print(f"Henze-Zirkler on n = 5000, d = 64: {bench_henze_zirkler():.3f} s (target < 2 s)")
-        if args.scipy:
-            script = data_dir / "obvious_scipy.py"
-            script.write_text(SCIPY_SCRIPT)
-            wall, _, peak = run([py, str(script), str(path)], poll=True)
-            t_np = statistics.median(walls["numpy"])
-            t_lc = statistics.median(walls["latentcheck"])
-            print(
-                f"obvious scipy script {wall:.3f} s, ratio {wall / t_np:.1f}x numpy, "
-                f"{wall / t_lc:.1f}x latentcheck; peak RssAnon+RssShmem {peak / 1024:.0f} MiB"
-            )
+        bench_main(args, report, rows, repeat)
     if "posterior" in modes:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        mu, logvar, z = write_posterior(data_dir, args.post_rows, args.dims)
-        for p in (mu, logvar, z):
-            warm(p)
-        print(f"\n[posterior] {args.post_rows} x {args.dims} float32, {repeat} alternated rounds")
-        cmds = {
-            "plain": ([*report, str(z), "--format", "json", *extra], None),
-            "posterior": (
-                [*report, "--mu", str(mu), "--logvar", str(logvar), "--format", "json", *extra],
-                None,
-            ),
-        }
-        walls, cpus = alternate(cmds, repeat)
-        show("report of z (plain)", walls["plain"], cpus["plain"])
-        show("report --mu --logvar", walls["posterior"], cpus["posterior"])
-        ratio_line("posterior / plain", "posterior", "plain", walls, cpus, "target <= 2x")
+        bench_posterior(args, report, repeat)
     if "small" in modes:
-        small = data_dir / f"small_5000x{args.dims}.npy"
-        if not small.exists():
-            data_dir.mkdir(parents=True, exist_ok=True)
-            make_data(small, 5000, args.dims)
-        warm(small)
-        n_small = max(2 * repeat, 6)
-        print(f"\n[small] {small} (5000 x {args.dims}), {n_small} alternated rounds")
-        cmds = {
-            "imports": ([py, "-c", "import numpy, scipy.stats"], None),
-            "report": ([*report, str(small), "--format", "json", *extra], None),
-        }
-        walls, cpus = alternate(cmds, n_small)
-        show("python -c 'import numpy, scipy.stats'", walls["imports"], cpus["imports"])
-        show("latentcheck report (5000 x 64)", walls["report"], cpus["report"])
-        ratio_line("small report / imports", "report", "imports", walls, cpus, "target <= 1.5x")
+        bench_small(args, report, repeat)
+    if "scaling" in modes:
+        bench_scaling(args, report, args.repeat or 3)
 
 
 if __name__ == "__main__":

@@ -40,9 +40,11 @@ DEFAULT_ENERGY_SAMPLES = 500
 DEFAULT_ENERGY_RESAMPLES = 99
 #: Rows for MinCovDet. With few rows per dimension the reweighted MCD flags far more than
 #: 2.5% of Gaussian rows (measured at d = 64: 33% with 500 rows, 11% with 1000, 5% with
-#: 2000), so it runs only with at least MCD_ROWS_PER_DIM rows per dimension. FastMCD takes
-#: 0.03 s at 1000 × 16 but 1.2-1.5 s at 2000 × 64 (plus 0.4 s to import scikit-learn), so
-#: the default covers up to 50 dimensions; wider latents raise --mcd-samples to run it.
+#: 2000), so it runs only with at least MCD_ROWS_PER_DIM rows per dimension. This is also
+#: its budget (issue 22, README "Performance"): FastMCD's cost grows with rows x d², and the
+#: default of 1000 rows runs it up to d = 50 only, whatever the size of the input; wider
+#: latents raise --mcd-samples to run it, and any value below MCD_ROWS_PER_DIM per
+#: dimension skips it (and the import of scikit-learn), e.g. in a loop run every epoch.
 DEFAULT_MCD_SAMPLES = 1000
 MCD_ROWS_PER_DIM = 20
 

@@ -2,12 +2,14 @@
 
 Six tests run on the same rows so that their p-values are comparable: Shapiro–Wilk,
 D'Agostino–Pearson K², Anderson–Darling, Jarque–Bera, Lilliefors (all against "some
-Gaussian", parameters estimated) and Kolmogorov–Smirnov against the prior N(0, 1). Five are
-the reference implementations themselves (scipy, statsmodels). Anderson–Darling is computed
-here, vectorised: statsmodels' ``normal_ad`` returns an infinite A² when a value lies beyond
-about 8 standard deviations (it takes log(1 − Φ)), and its vectorised p-value formula is
-used outside its fitted range; the tests check A² against scipy.stats.anderson and the
-p-value against R's nortest formula. p-values are Holm-adjusted across dimensions (see
+Gaussian", parameters estimated) and Kolmogorov–Smirnov against the prior N(0, 1). Four are
+the reference implementations themselves (scipy); Lilliefors is statsmodels' test with its
+table, vectorised in ``stats.lilliefors`` (same figures, to the last bit, without importing
+statsmodels and pandas). Anderson–Darling is computed here, vectorised: statsmodels'
+``normal_ad`` returns an infinite A² when a value lies beyond about 8 standard deviations
+(it takes log(1 − Φ)), and its vectorised p-value formula is used outside its fitted
+range; the tests check A² against scipy.stats.anderson and the p-value against R's
+nortest formula. p-values are Holm-adjusted across dimensions (see
 ``holm``).
 """
 
@@ -22,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import SmallSampleWarning
+from .lilliefors import lilliefors_columns
 
 __all__ = [
     "TEST_INFO",
@@ -62,10 +65,11 @@ TEST_INFO: dict[str, tuple[str, int, str]] = {
     "lilliefors": (
         "Lilliefors D",
         4,
-        "statsmodels lilliefors; p-values by Dallal & Wilkinson (1986) below 0.1, from its "
-        "table above (its table alone floors p at 0.001, which Holm over many "
-        "dimensions turns into 'never rejected'); conservative at n = 5000 (size .040 at "
-        "alpha = .05); Lilliefors (1967)",
+        "as statsmodels lilliefors (stats.lilliefors: the same figures without importing "
+        "statsmodels); p-values by Dallal & Wilkinson (1986) below 0.1, from its table "
+        "above (its table alone floors p at 0.001, which Holm over many dimensions turns "
+        "into 'never rejected'); conservative at n = 5000 (size .040 at alpha = .05); "
+        "Lilliefors (1967)",
     ),
     "ks_prior": (
         "Kolmogorov–Smirnov D vs N(0,1)",
@@ -228,24 +232,12 @@ def _per_column(fn: Callable[[F64], Any], x: F64, cols: NDArray[np.intp]) -> tup
 
 
 def import_dependencies() -> None:
-    """Import scipy.stats and statsmodels' Lilliefors test now (0.5 s), not at first use."""
-    import scipy.stats  # noqa: F401
+    """Import scipy.stats now (0.4 s), not at first use.
 
-    _statsmodels_lilliefors()
-
-
-def _statsmodels_lilliefors() -> Callable[..., Any]:
-    """Return statsmodels' Lilliefors test.
-
-    Its defining module is imported directly: the public ``statsmodels.stats.diagnostic``
-    re-exports it but also imports the regression models, which doubles the import time
-    (0.26 s against 0.13 s after scipy, most of a report's import cost).
+    statsmodels is not imported: it pulls in pandas (0.2 CPU-s), and the Lilliefors test
+    comes from ``stats.lilliefors``, which gives statsmodels' figures without it.
     """
-    try:
-        from statsmodels.stats._lilliefors import lilliefors
-    except ImportError:  # pragma: no cover - a statsmodels that moved the module
-        from statsmodels.stats.diagnostic import lilliefors
-    return lilliefors  # type: ignore[no-any-return]
+    import scipy.stats  # noqa: F401
 
 
 def _run(name: str, x: F64, cols: NDArray[np.intp]) -> tuple[F64, F64]:
@@ -268,8 +260,7 @@ def _run(name: str, x: F64, cols: NDArray[np.intp]) -> tuple[F64, F64]:
     elif name == "jarque_bera":
         res = st.jarque_bera(sub, axis=0)
     elif name == "lilliefors":
-        lilliefors = _statsmodels_lilliefors()
-        return _per_column(lambda c: lilliefors(c, dist="norm", pvalmethod="approx"), x, cols)
+        res = lilliefors_columns(sub)
     elif name == "ks_prior":
         res = ks_prior(sub)
     else:  # pragma: no cover - names come from UNIVARIATE_TESTS
