@@ -68,3 +68,63 @@ def test_issue_18_lightning_callback_with_real_lightning() -> None:
     lightning = pytest.importorskip("lightning")
     cb: Any = LatentcheckCallback(lambda m, b, o: None)
     assert isinstance(cb, lightning.pytorch.Callback)
+
+
+@pytest.mark.slow
+def test_issue_18_lightning_trainer_end_to_end() -> None:
+    """A real Trainer: validation latents of two epochs are analysed and logged.
+
+    The logged figure is checked against ``lc.analyze`` of the same latents (Lightning
+    stores logged values as float32 tensors, hence rel 1e-6).
+    """
+    pl = pytest.importorskip("lightning.pytorch")
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    x = torch.randn(300, 5)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=64)
+
+    class Tiny(pl.LightningModule):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.enc = torch.nn.Linear(5, 3)
+
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            return self.enc(batch[0]).pow(2).mean()
+
+        def validation_step(self, batch: Any, batch_idx: int) -> Any:
+            return {"z": self.enc(batch[0]).detach()}
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    cb: Any = LatentcheckCallback(
+        lambda module, batch, outputs: outputs["z"],
+        seed=0,
+        report_options={"energy_resamples": 0},
+    )
+    model = Tiny()
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        devices=1,
+        callbacks=[cb],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Lightning's own advice (workers, logging) is not ours
+        trainer.fit(model, loader, loader)
+    with torch.no_grad():
+        z = model.enc(x).numpy().astype(np.float64)
+    ref = lc.analyze(z, seed=0, energy_resamples=0)
+    logged = trainer.callback_metrics
+    assert float(logged["val/latents/n_samples"]) == 300
+    assert float(logged["val/latents/kl_gauss_sum"]) == pytest.approx(
+        ref.summary.kl_gauss_sum, rel=1e-5
+    )
+    assert cb.report.input.n_samples == 300
