@@ -24,7 +24,7 @@ def _callback_base() -> type:
         from lightning.pytorch import Callback  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         try:
-            from pytorch_lightning import (  # type: ignore[import-not-found, unused-ignore]
+            from pytorch_lightning import (  # type: ignore[import-not-found, assignment, unused-ignore]
                 Callback,
             )
         except ImportError:
