@@ -138,11 +138,11 @@ class Stream:
     @property
     def sample_size(self) -> int:
         """Capacity of the seeded sample (analyze's default for this width)."""
-        from .analysis import DEFAULT_SAMPLE_SIZE, SAMPLE_BUDGET
+        from .options import default_sample_size
 
         d = self.n_dims or 1
         if self._sample_size is None:
-            return int(min(DEFAULT_SAMPLE_SIZE, max(self.test_samples, SAMPLE_BUDGET // (8 * d))))
+            return default_sample_size(self.test_samples, d)
         return v.check_int(self._sample_size, "sample_size", minimum=self.test_samples)
 
     def _rows(self, batch: Any, what: str) -> tuple[NDArray[Any], int]:
