@@ -12,6 +12,9 @@ check that none of them drifts.
 
 Options whose default depends on the data (``sample_size``, ``chunk_rows``, ``threads``,
 ``seed=None``) keep None here; the analysis resolves them once it knows the input.
+
+Longer than 600 lines on purpose: most of it is the table of the 37 options (7-15 lines
+each), which is worth keeping in one file.
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_SAMPLE_SIZE = 100_000
 #: Memory the sample may take (bytes); the capacity shrinks for very wide data.
 SAMPLE_BUDGET = 64 * 2**20
+
+#: the `cli_default` of an option whose CLI default is its Python default
+SAME = "<same>"
 
 # the choices of `nan` and the default sigma levels are those of ``_validation`` (tested)
 
@@ -76,6 +82,9 @@ class Option:
         Valid values (kind "choice").
     optional : bool
         None is valid too.
+    cli_default : object
+        The CLI's default where it differs from `default` (``--progress``: None, "when
+        stderr is a terminal", where the library shows no bar); else :data:`SAME`.
     """
 
     name: str
@@ -88,6 +97,7 @@ class Option:
     minimum: int | None = None
     choices: tuple[str, ...] = ()
     optional: bool = False
+    cli_default: Any = SAME
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:  # an internal invariant: options are defined here
@@ -122,6 +132,11 @@ class Option:
         if kind == "levels":
             return v.check_levels(value, name)
         return value  # "flag", "any": read as given (the reader checks keys and axes)
+
+    @property
+    def command_default(self) -> Any:
+        """The default of the CLI flag."""
+        return self.default if self.cli_default == SAME else self.cli_default
 
     def default_doc(self) -> str:
         """Return the default as numpydoc writes it (``default=0``, ``default="omit"``)."""
@@ -309,7 +324,7 @@ THREADS = _o(
 PROGRESS = _o(
     "progress", False, "flag", "Progress bar on stderr [default: when stderr is a terminal].",
     "Show a progress bar on stderr; None shows one when stderr is a terminal.",
-    "bool or None", flag="--progress/--no-progress", optional=True,
+    "bool or None", flag="--progress/--no-progress", optional=True, cli_default=None,
 )  # fmt: skip
 ALLOW_FEW_ROWS = _o(
     "allow_few_rows", False, "flag",
@@ -336,14 +351,10 @@ CORRECTION = _o(
     """,
     '{"holm", "bh"}', flag="--correction", choices=("holm", "bh"),
 )  # fmt: skip
-DIM_TEST_SAMPLES = _o(
-    "dim_test_samples", 20_000, "int", "Rows (at most) per input for the per-dimension tests.",
-    """
-    Rows per input (at most, from the seeded sample) for the per-dimension two-sample
-    tests (KS, W1); written as ``settings.test_samples``. Formerly ``test_samples``,
-    which is still read, with a FutureWarning.
-    """,
-    "int", flag="--dim-test-samples", minimum=2,
+COMPARE_TEST_SAMPLES = _o(
+    "test_samples", 20_000, "int", "Rows (at most) per input for the per-dimension tests.",
+    "Rows per input (at most, from the seeded sample) for the per-dimension tests.",
+    "int", flag="--test-samples", minimum=2,
 )  # fmt: skip
 JOINT_TEST_SAMPLES = _o(
     "joint_test_samples", 4000, "int", "Rows per input for the joint energy test.",
@@ -414,7 +425,7 @@ ANALYSIS_OPTIONS = _by_name(
 #: compare's own options, in its signature's order
 COMPARE_OWN = _by_name(
     [
-        SEED, ALPHA, CORRECTION, DIM_TEST_SAMPLES, JOINT_TEST_SAMPLES, N_PERMUTATIONS,
+        SEED, ALPHA, CORRECTION, COMPARE_TEST_SAMPLES, JOINT_TEST_SAMPLES, N_PERMUTATIONS,
         MIN_SHIFT, MIN_LOG_STD_RATIO, MIN_WASSERSTEIN, MIN_KL_DELTA, RELATION,
     ]
 )  # fmt: skip
@@ -440,13 +451,16 @@ class _Validated:
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             opt: Option = f.metadata["option"]
             object.__setattr__(self, f.name, opt.check(getattr(self, f.name)))
-        test_samples = getattr(self, "test_samples", TEST_SAMPLES.default)
         sample_size = getattr(self, "sample_size", None)
         if sample_size is not None:
             # the joint tests take what the sample holds: only the univariate tests set a floor
             from ._validation import check_int
 
-            check_int(sample_size, "sample_size", minimum=test_samples)
+            check_int(sample_size, "sample_size", minimum=self.univariate_rows())
+
+    def univariate_rows(self) -> int:
+        """Return the rows of the univariate tests (the floor of `sample_size`)."""
+        return int(getattr(self, "test_samples", TEST_SAMPLES.default))
 
     @classmethod
     def merged(cls, base: Any, given: Mapping[str, Any]) -> Any:
@@ -455,6 +469,9 @@ class _Validated:
         `given` holds a keyword signature's values; with `base`, those left at their
         defaults do not override its fields.
         """
+        unknown = sorted(set(given) - set(cls.OPTIONS))
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no option {', '.join(map(repr, unknown))}")
         if base is None:
             return cls(**given)
         if not isinstance(base, cls):
@@ -549,7 +566,7 @@ class CompareOptions(_Validated):
     Examples
     --------
     >>> import latentcheck as lc
-    >>> lc.CompareOptions(dim_test_samples=5000, relation="unrelated").dim_test_samples
+    >>> lc.CompareOptions(test_samples=5000, relation="unrelated").test_samples
     5000
     """
 
@@ -558,7 +575,7 @@ class CompareOptions(_Validated):
     seed: int | None = SEED.field()
     alpha: float = ALPHA.field()
     correction: str = CORRECTION.field()
-    dim_test_samples: int = DIM_TEST_SAMPLES.field()
+    test_samples: int = COMPARE_TEST_SAMPLES.field()
     joint_test_samples: int = JOINT_TEST_SAMPLES.field()
     n_permutations: int = N_PERMUTATIONS.field()
     min_shift: float = MIN_SHIFT.field()
@@ -589,6 +606,10 @@ class CompareOptions(_Validated):
     threads: int | None = THREADS.field()
     progress: bool | None = PROGRESS.field()
     allow_few_rows: bool = ALLOW_FEW_ROWS.field()
+
+    def univariate_rows(self) -> int:
+        """Return the rows of the univariate tests: analyze's default in each analysis."""
+        return int(TEST_SAMPLES.default)
 
     def analysis(self, seed: int) -> AnalysisOptions:
         """Return the options of each input's analysis, with the comparison's drawn `seed`."""
