@@ -298,8 +298,7 @@ ANALYSIS_FLAGS = tuple(
 #: compare's own flags (--seed and --alpha are shared with the analysis options)
 COMPARE_FLAGS = tuple(name for name in COMPARE_OWN if name not in ("seed", "alpha"))
 #: the flags of the analysis of each input in compare: all of report's but --test-samples
-#: (compare's own --test-samples is the rows of its two-sample tests; the univariate tests'
-#: rows stay at analyze's default)
+#: (the univariate tests' rows, which compare leaves at analyze's default)
 COMPARE_ANALYSIS_FLAGS = tuple(name for name in ANALYSIS_FLAGS if name != "test_samples")
 input_options = options_of(INPUT_OPTIONS, ANALYSIS_OPTIONS)
 analysis_options = options_of(ANALYSIS_FLAGS, ANALYSIS_OPTIONS)
@@ -432,6 +431,13 @@ def report(
 @click.option("--std", multiple=True, metavar="PATH", help="Standard deviations of each --mu.")
 @click.option("--var", multiple=True, metavar="PATH", help="Variances of each --mu.")
 @options_of(COMPARE_FLAGS, COMPARE_OPTIONS)
+@click.option(
+    "--test-samples",
+    "test_samples",
+    type=int,
+    default=None,
+    help="Deprecated name of --dim-test-samples.",
+)
 @input_options
 @options_of(COMPARE_ANALYSIS_FLAGS, COMPARE_OPTIONS)
 @output_options
@@ -450,6 +456,7 @@ def compare(
     fail_on: tuple[str, ...],
     fail_on_warn: bool,
     debug: bool,
+    test_samples: int | None,
     **options: Any,
 ) -> None:
     """Compare latents or saved reports with the first input: what changed, and where.
@@ -471,6 +478,15 @@ def compare(
     if len(inputs) + len(posteriors) < 2:
         raise click.UsageError("Give at least two inputs to compare (e.g. a.npy b.npy)")
     fmt = preflight(fmt, output, command="compare")
+    if test_samples is not None:
+        if options["dim_test_samples"] != COMPARE_OPTIONS["dim_test_samples"].default:
+            raise click.UsageError("Give --dim-test-samples only (--test-samples is its old name)")
+        click.echo(
+            "latentcheck: compare's --test-samples is deprecated; use --dim-test-samples "
+            "(rows per input for the per-dimension tests)",
+            err=True,
+        )
+        options["dim_test_samples"] = test_samples
     result = compare_inputs(*inputs, *posteriors, options=CompareOptions(**options))
     from .render import render
 

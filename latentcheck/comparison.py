@@ -41,6 +41,7 @@ from .errors import FormatError, InputError, LatentcheckWarning, SchemaError
 from .options import (
     COMPARE_OPTIONS,
     COMPARE_OWN,
+    DIM_TEST_SAMPLES,
     AnalysisOptions,
     CompareOptions,
     document,
@@ -186,7 +187,7 @@ def compare(
     seed: int | None = COMPARE_DEFAULTS.seed,
     alpha: float = COMPARE_DEFAULTS.alpha,
     correction: str = COMPARE_DEFAULTS.correction,
-    test_samples: int = COMPARE_DEFAULTS.test_samples,
+    dim_test_samples: int = COMPARE_DEFAULTS.dim_test_samples,
     joint_test_samples: int = COMPARE_DEFAULTS.joint_test_samples,
     n_permutations: int = COMPARE_DEFAULTS.n_permutations,
     min_shift: float = COMPARE_DEFAULTS.min_shift,
@@ -198,6 +199,7 @@ def compare(
     channel_axis: int = COMPARE_DEFAULTS.channel_axis,
     flatten: bool = COMPARE_DEFAULTS.flatten,
     options: CompareOptions | None = None,
+    test_samples: int | None = None,
     **analysis_options: Any,
 ) -> Comparison:
     """Compare data sets of latents (or saved reports) with the first one, the baseline.
@@ -215,6 +217,9 @@ def compare(
     options : CompareOptions or None, default=None
         All the options at once (validated when it was made); keyword options given
         with a value other than their default replace its fields.
+    test_samples : int or None, default=None
+        Deprecated name of `dim_test_samples` (a FutureWarning); it meant the univariate
+        tests' rows in :func:`~latentcheck.analyze`, a different thing.
     **analysis_options
         The other options of :func:`~latentcheck.analyze` (all but ``test_samples``),
         for the analysis of each latent input; see :class:`CompareOptions`.
@@ -269,6 +274,8 @@ def compare(
     if len(inputs) < 2:
         raise InputError(f"`compare` needs at least 2 inputs, got {len(inputs)}")
     given = {name: value for name, value in locals().items() if name in COMPARE_KEYWORDS}
+    if test_samples is not None:
+        given["dim_test_samples"] = _deprecated_test_samples(test_samples, dim_test_samples)
     opts = CompareOptions.merged(options, {**given, **analysis_options})
     seed_used = v.draw_seed() if opts.seed is None else opts.seed
     analysis = opts.analysis(seed_used)
@@ -288,7 +295,7 @@ def compare(
         "seed": seed_used,
         "alpha": opts.alpha,
         "correction": opts.correction,
-        "test_samples": opts.test_samples,
+        "test_samples": opts.dim_test_samples,
         "joint_test_samples": opts.joint_test_samples,
         "n_permutations": opts.n_permutations,
         "thresholds": opts.thresholds,
@@ -326,6 +333,21 @@ def compare(
         warnings=tuple(messages),
         reports=tuple(rep for _, rep, _, _ in loaded),
     )
+
+
+def _deprecated_test_samples(test_samples: int, dim_test_samples: int) -> int:
+    """Return the value of compare's deprecated `test_samples`, with a FutureWarning."""
+    if dim_test_samples != DIM_TEST_SAMPLES.default:
+        raise InputError(
+            "Give `dim_test_samples` only: `test_samples` is its deprecated name in `compare`"
+        )
+    warnings.warn(
+        "`test_samples` of `compare` is deprecated: the rows per input of the per-dimension "
+        "two-sample tests are now `dim_test_samples` (CLI: --dim-test-samples)",
+        FutureWarning,
+        stacklevel=3,
+    )
+    return test_samples
 
 
 #: the inputs' roles, with the sentence each puts once at the top of a comparison

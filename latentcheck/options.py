@@ -351,10 +351,14 @@ CORRECTION = _o(
     """,
     '{"holm", "bh"}', flag="--correction", choices=("holm", "bh"),
 )  # fmt: skip
-COMPARE_TEST_SAMPLES = _o(
-    "test_samples", 20_000, "int", "Rows (at most) per input for the per-dimension tests.",
-    "Rows per input (at most, from the seeded sample) for the per-dimension tests.",
-    "int", flag="--test-samples", minimum=2,
+DIM_TEST_SAMPLES = _o(
+    "dim_test_samples", 20_000, "int", "Rows (at most) per input for the per-dimension tests.",
+    """
+    Rows per input (at most, from the seeded sample) for the per-dimension two-sample
+    tests (KS, W1); written as ``settings.test_samples``. Formerly ``test_samples``,
+    which is still read, with a FutureWarning.
+    """,
+    "int", flag="--dim-test-samples", minimum=2,
 )  # fmt: skip
 JOINT_TEST_SAMPLES = _o(
     "joint_test_samples", 4000, "int", "Rows per input for the joint energy test.",
@@ -425,7 +429,7 @@ ANALYSIS_OPTIONS = _by_name(
 #: compare's own options, in its signature's order
 COMPARE_OWN = _by_name(
     [
-        SEED, ALPHA, CORRECTION, COMPARE_TEST_SAMPLES, JOINT_TEST_SAMPLES, N_PERMUTATIONS,
+        SEED, ALPHA, CORRECTION, DIM_TEST_SAMPLES, JOINT_TEST_SAMPLES, N_PERMUTATIONS,
         MIN_SHIFT, MIN_LOG_STD_RATIO, MIN_WASSERSTEIN, MIN_KL_DELTA, RELATION,
     ]
 )  # fmt: skip
@@ -566,7 +570,7 @@ class CompareOptions(_Validated):
     Examples
     --------
     >>> import latentcheck as lc
-    >>> lc.CompareOptions(test_samples=5000, relation="unrelated").test_samples
+    >>> lc.CompareOptions(dim_test_samples=5000, relation="unrelated").dim_test_samples
     5000
     """
 
@@ -575,7 +579,7 @@ class CompareOptions(_Validated):
     seed: int | None = SEED.field()
     alpha: float = ALPHA.field()
     correction: str = CORRECTION.field()
-    test_samples: int = COMPARE_TEST_SAMPLES.field()
+    dim_test_samples: int = DIM_TEST_SAMPLES.field()
     joint_test_samples: int = JOINT_TEST_SAMPLES.field()
     n_permutations: int = N_PERMUTATIONS.field()
     min_shift: float = MIN_SHIFT.field()

@@ -1,13 +1,15 @@
 """Options in one place (issue 17 stage 2): one Option per option, and nothing drifts from it.
 
 The CLI flags, the keyword signatures and docstrings of ``analyze`` and ``compare``, and
-the validation all come from ``latentcheck.options``; these tests check each against it.
+the validation all come from ``latentcheck.options``; these tests check each against it,
+and that ``compare``'s old ``test_samples`` still works, with a warning.
 """
 
 from __future__ import annotations
 
 import ast
 import inspect
+import json
 import sys
 from pathlib import Path
 
@@ -65,9 +67,10 @@ def test_every_cli_option_has_the_default_and_help_of_its_option(command, option
             assert isinstance(param.type, click.Choice)
             assert tuple(param.type.choices) == opt.choices, name
     # every other option of the command is one the options module does not describe
-    # (inputs, output, gates)
+    # (inputs, output, gates), or compare's deprecated --test-samples
     others = set(params) - flagged
-    assert not others & set(ANALYSIS_OPTIONS)
+    assert not others & set(ANALYSIS_OPTIONS) - {"test_samples"}
+    assert ("test_samples" in others) == (command == "compare")
 
 
 @pytest.mark.parametrize(
@@ -96,7 +99,7 @@ def test_the_options_module_and_validation_agree_on_choices_and_levels():
     from latentcheck.comparison import RELATIONS
 
     assert COMPARE_OPTIONS["relation"].choices == tuple(RELATIONS)
-    for name in set(ANALYSIS_OPTIONS) & set(COMPARE_OPTIONS) - {"test_samples"}:
+    for name in set(ANALYSIS_OPTIONS) & set(COMPARE_OPTIONS):
         assert ANALYSIS_OPTIONS[name] is COMPARE_OPTIONS[name]  # shared, not copied
 
 
@@ -139,7 +142,7 @@ def test_bad_options_raise_one_line_naming_the_option(name, value, message):
 @pytest.mark.parametrize(
     "name, value, message",
     [
-        ("test_samples", 1, "`test_samples` must be at least 2, got 1"),
+        ("dim_test_samples", 1, "`dim_test_samples` must be at least 2, got 1"),
         ("correction", "bonferroni", "`correction` must be one of holm, bh"),
         ("relation", "cousins", "`relation` must be one of same, unrelated"),
         ("min_kl_delta", -0.1, "`min_kl_delta` must be a finite number >= 0"),
@@ -170,7 +173,7 @@ def test_unknown_options_are_type_errors():
         (["report", "{npy}", "--alpha", "1.5"], "`alpha` must be in (0, 1), got 1.5"),
         (["report", "{npy}", "--threads", "0"], "`threads` must be at least 1, got 0"),
         (["report", "{npy}", "--nan", "drop"], "'drop' is not one of 'omit', 'error'"),
-        (["compare", "{npy}", "{npy}", "--test-samples", "1"], "`test_samples` must be at least 2"),
+        (["compare", "{npy}", "{npy}", "--dim-test-samples", "1"], "`dim_test_samples` must be"),
         (["compare", "{npy}", "{npy}", "--min-shift", "-1"], "`min_shift` must be a finite"),
     ],
 )
@@ -230,12 +233,44 @@ def test_analyze_with_an_options_object_equals_the_keywords():
 
 def test_compare_with_an_options_object_equals_the_keywords():
     a, b = _data(5), _data(6) * [1.0, 1.0, 1.3]
-    fields = {"seed": 2, "n_permutations": 0, "test_samples": 400, "relation": "same"}
+    fields = {"seed": 2, "n_permutations": 0, "dim_test_samples": 400, "relation": "same"}
     fields |= {"sample_size": 5000, **FAST}
     want = _scrub(lc.compare(a, b, **fields).to_dict())
     got = _scrub(lc.compare(a, b, options=CompareOptions(**fields)).to_dict())
     assert got == want
-    assert want["settings"]["test_samples"] == 400
+    assert want["settings"]["test_samples"] == 400  # the JSON key keeps its name
+
+
+def test_issue_17_compare_test_samples_is_a_deprecated_alias():
+    a, b = _data(7), _data(8) * [1.0, 1.2, 1.0]
+    kw = {"seed": 1, "n_permutations": 0, **FAST}
+    with pytest.warns(FutureWarning, match="now `dim_test_samples`") as rec:
+        old = lc.compare(a, b, test_samples=300, **kw)
+    assert rec[0].filename == __file__  # points at the caller
+    new = lc.compare(a, b, dim_test_samples=300, **kw)
+    assert _scrub(old.to_dict()) == _scrub(new.to_dict())
+    assert new.comparisons[0].test_rows == (300, 300)
+    with pytest.raises(InputError, match="Give `dim_test_samples` only"):
+        lc.compare(a, b, test_samples=300, dim_test_samples=400, **kw)
+
+
+def test_issue_17_cli_test_samples_of_compare_is_a_deprecated_alias(runner, tmp_path):
+    paths = []
+    for i, scale in enumerate((1.0, 1.2)):
+        paths.append(str(tmp_path / f"{i}.npy"))
+        np.save(paths[-1], _data(9 + i) * scale)
+    base = ["compare", *paths, "--format", "json", "--n-permutations", "0", "--threads", "1"]
+    old = runner.invoke(cli, [*base, "--test-samples", "300"])
+    new = runner.invoke(cli, [*base, "--dim-test-samples", "300"])
+    assert old.exit_code == new.exit_code == 0, old.stderr + new.stderr
+    assert "--test-samples is deprecated; use --dim-test-samples" in old.stderr
+    assert new.stderr == ""
+    got, want = json.loads(old.stdout), json.loads(new.stdout)
+    assert _scrub(got) == _scrub(want)
+    assert want["comparisons"][0]["test_rows"] == [300, 300]
+    both = runner.invoke(cli, [*base, "--test-samples", "300", "--dim-test-samples", "400"])
+    assert both.exit_code == 2 and both.stdout == ""
+    assert "Give --dim-test-samples only" in both.stderr
 
 
 def test_stream_report_takes_the_finishing_options_only():
