@@ -110,9 +110,13 @@ def resolve_run(
     d = source.n_dims
     sample_size = options.sample_size
     if sample_size is None:
-        sample_size = default_sample_size(options.test_samples, d)
-    # the joint tests take what the sample holds: only the univariate tests set a floor
-    sample_size = v.check_int(sample_size, "sample_size", minimum=options.test_samples)
+        # the joint tests take what the sample holds: only the univariate tests set a floor
+        # (more than the default's 100 000 rows of them need an explicit sample_size)
+        sample_size = v.check_int(
+            default_sample_size(options.test_samples, d),
+            "sample_size",
+            minimum=options.test_samples,
+        )
     chunk_rows = default_chunk_rows(d) if options.chunk_rows is None else options.chunk_rows
     threads = default_threads() if options.threads is None else options.threads
     v.check_row_count(source.n_rows, source.name)

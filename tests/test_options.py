@@ -139,6 +139,15 @@ def test_bad_options_raise_one_line_naming_the_option(name, value, message):
         lc.analyze("no-such-file.npy", **{name: value})
 
 
+def test_the_default_sample_size_is_checked_against_the_test_rows():
+    # sample_size=None resolves to at most 100 000 rows once the width is known: more test
+    # rows than that need an explicit sample_size, said before any pass
+    with pytest.raises(InputError, match="`sample_size` must be at least 200000, got 100000"):
+        lc.analyze(_data(), test_samples=200_000)
+    rep = lc.analyze(_data(), test_samples=200_000, sample_size=200_000, **FAST)
+    assert rep.settings.sample_size == 200_000 and rep.settings.sample_rows == 600
+
+
 @pytest.mark.parametrize(
     "name, value, message",
     [
@@ -254,6 +263,7 @@ def test_issue_17_compare_test_samples_is_a_deprecated_alias():
         lc.compare(a, b, test_samples=300, dim_test_samples=400, **kw)
 
 
+@pytest.mark.slow  # three compare runs through the CLI: about 4 s on a busy machine
 def test_issue_17_cli_test_samples_of_compare_is_a_deprecated_alias(runner, tmp_path):
     paths = []
     for i, scale in enumerate((1.0, 1.2)):
