@@ -93,6 +93,16 @@ def test_signature_and_docstring_defaults_are_the_options(fn, options):
     assert sig["options"].default is None
 
 
+def test_stream_takes_analyze_defaults():
+    sig = inspect.signature(lc.Stream).parameters
+    for name in ("channel_axis", "flatten", "seed", "test_samples", "sample_size", "nan"):
+        assert sig[name].default == ANALYSIS_OPTIONS[name].default, name
+    assert sig["max_joint_dims"].default == ANALYSIS_OPTIONS["max_joint_dims"].default
+    assert lc.Stream().levels == AnalysisOptions().sigma_levels
+    with pytest.raises(InputError, match="`test_samples` must be at least 3, got 2"):
+        lc.Stream(test_samples=2)
+
+
 def test_the_options_module_and_validation_agree_on_choices_and_levels():
     assert ANALYSIS_OPTIONS["nan"].choices == v.NAN_POLICIES
     assert AnalysisOptions().sigma_levels == tuple(float(k) for k in v.SIGMA_LEVELS)
