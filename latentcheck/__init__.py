@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from .comparison import compare as compare
     from .loading import LatentSource as LatentSource
     from .loading import open_latents as open_latents
+    from .options import AnalysisOptions as AnalysisOptions
+    from .options import CompareOptions as CompareOptions
     from .report import SCHEMA_VERSION as SCHEMA_VERSION
     from .report import Report as Report
     from .report import TestResult as TestResult
@@ -59,6 +61,8 @@ _LAZY = {
     "Posterior": "comparison",
     "LatentSource": "loading",
     "open_latents": "loading",
+    "AnalysisOptions": "options",
+    "CompareOptions": "options",
     "SCHEMA_VERSION": "report",
     "Report": "report",
     "TestResult": "report",
@@ -89,6 +93,8 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AnalysisOptions",
+    "CompareOptions",
     "Comparison",
     "DegenerateDimensionWarning",
     "FormatError",

@@ -4,7 +4,7 @@ The stream's pass-1 state stands in for ``analyze``'s first pass; its "second pa
 seeded sample pushed through a :class:`~latentcheck._passes.SecondPass` about the final mean
 and std (so the k-sigma rates about the mean and the Mahalanobis rates are estimates from
 the sample), whose prior exceedance counts and extremes are then replaced by the exact ones
-the stream counted over every row. Everything else is ``analysis._sample_and_finish``.
+the stream counted over every row. Everything else is ``analysis_finish.finish_analysis``.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _validation as v
-from .errors import InputError
+from .options import AnalysisOptions
 
 if TYPE_CHECKING:
+    from .analysis_common import AnalysisRun, FirstSummary
     from .report import Report
     from .stream import Stream
 
-__all__ = ["CONV_NOTE", "MODE_NOTE", "finish"]
+__all__ = ["CONV_NOTE", "FINISH_OPTIONS", "MODE_NOTE", "finish", "stream_options"]
 
 MODE_NOTE = (
     "single-pass (Stream): moments, covariance, KL, prior outlier rates, extremes and the "
@@ -36,175 +36,84 @@ CONV_NOTE = (
 )
 
 
-def finish(
-    stream: Stream,
-    *,
-    alpha: float = 0.05,
-    top_pairs: int = 10,
-    joint_samples: int | None = None,
-    energy_samples: int | None = None,
-    energy_resamples: int | None = None,
-    mcd_samples: int | None = None,
-    top_rows: int = 10,
-    assume_scale: float | None = None,
-    assume_shift: float = 0.0,
-) -> Report:
-    """Return the report of everything pushed into `stream` (see :meth:`Stream.report`)."""
-    from . import analysis as an
-    from ._joint import (
-        DEFAULT_ENERGY_RESAMPLES,
-        DEFAULT_ENERGY_SAMPLES,
-        DEFAULT_JOINT_SAMPLES,
-        DEFAULT_MCD_SAMPLES,
-        JointOptions,
-        JointPass,
-    )
-    from ._passes import SecondPassFactory, default_chunk_rows
-    from .loading import LatentSource, _Member
+#: the options of :meth:`Stream.report` (the others are fixed when the stream is made)
+FINISH_OPTIONS = (
+    "alpha",
+    "top_pairs",
+    "joint_samples",
+    "energy_samples",
+    "energy_resamples",
+    "mcd_samples",
+    "top_rows",
+    "assume_scale",
+    "assume_shift",
+)
 
-    alpha = v.check_fraction(alpha, "alpha")
-    top_pairs = v.check_int(top_pairs, "top_pairs", minimum=0)
-    if assume_scale is not None:
-        assume_scale = v.check_positive(assume_scale, "assume_scale")
-        if assume_scale == 0:
-            raise InputError("`assume_scale` must be > 0, got 0")
-    assume_shift = v.check_real(assume_shift, "assume_shift")
-    jopts = JointOptions(
-        joint_samples=v.check_int(
-            DEFAULT_JOINT_SAMPLES if joint_samples is None else joint_samples,
-            "joint_samples",
-            minimum=3,
-        ),
-        energy_samples=v.check_int(
-            DEFAULT_ENERGY_SAMPLES if energy_samples is None else energy_samples,
-            "energy_samples",
-            minimum=3,
-        ),
-        energy_resamples=v.check_int(
-            DEFAULT_ENERGY_RESAMPLES if energy_resamples is None else energy_resamples,
-            "energy_resamples",
-            minimum=0,
-        ),
-        mcd_samples=v.check_int(
-            DEFAULT_MCD_SAMPLES if mcd_samples is None else mcd_samples,
-            "mcd_samples",
-            minimum=3,
-        ),
-        top_rows=v.check_int(top_rows, "top_rows", minimum=0),
+
+def stream_options(stream: Stream, **finishing: Any) -> AnalysisOptions:
+    """Return the analysis options of `stream` with the finishing options given.
+
+    `finishing` takes the keywords of :data:`FINISH_OPTIONS`; None leaves the sample
+    sizes of the joint tests at their defaults. The stream's own settings were validated
+    when it was made.
+    """
+    unknown = sorted(set(finishing) - set(FINISH_OPTIONS))
+    if unknown:
+        raise TypeError(
+            f"Stream.report() got unexpected keyword arguments {', '.join(unknown)}; "
+            f"it takes {', '.join(FINISH_OPTIONS)}"
+        )
+    optional = ("joint_samples", "energy_samples", "energy_resamples", "mcd_samples")
+    given = {k: x for k, x in finishing.items() if x is not None or k not in optional}
+    return AnalysisOptions(
+        channel_axis=stream.channel_axis,
+        flatten=stream.flatten,
+        seed=stream.seed,
+        test_samples=stream.test_samples,
+        sample_size=stream.sample_size,
+        nan=stream.nan,
+        sigma_levels=stream.levels,
+        max_joint_dims=stream.max_joint_dims,
+        threads=1,
+        **given,
     )
+
+
+def finish(stream: Stream, **finishing: Any) -> Report:
+    """Return the report of everything pushed into `stream` (see :meth:`Stream.report`)."""
+    from ._passes import default_chunk_rows
+    from .analysis_common import AnalysisRun, Collector, analysis_runtime, summarize_first
+    from .analysis_finish import finish_analysis
+
+    options = stream_options(stream, **finishing)
     assert stream._layout is not None
-    item_shape, axis, d, rows_per_item, dtype = stream._layout
-    state = stream._first
-    with an._analysis_runtime():
-        collector = an._Collector()
+    _, _, d, _, _ = stream._layout
+    run = AnalysisRun(
+        options=options,
+        seed=stream.seed,
+        sample_size=stream.sample_size,
+        chunk_rows=default_chunk_rows(d),
+        threads=1,
+    )
+    with analysis_runtime():
+        collector = Collector()
         for note in stream.notes:
             if "converted" in note:
                 collector.messages.append(note)
-        moments = state.moments
-        nonfinite = state.nonfinite
-        n = moments.n
-        if n < 2:
-            raise InputError(
-                f"The stream has {n} rows without NaN or inf out of {stream.n_rows}; at least "
-                "2 are needed"
-            )
-        if nonfinite.rows:
-            collector.warn(
-                f"{nonfinite.rows} of {stream.n_rows} rows hold NaN or inf values and were "
-                "left out of every statistic"
-            )
-        mean = moments.mean
-        std = moments.std()
-        degenerate = an.check_dimensions(mean, std, "the stream", collector)
-        safe_std = np.where(std > 0, std, 1.0)
-        used = np.flatnonzero(~degenerate)
-        joint_reason = an._joint_reason(state, used, d, n, stream.max_joint_dims)
-
-        reservoir = stream._reservoir.merge(  # a copy: finishing leaves the stream as it is
-            type(stream._reservoir)(stream.sample_size, d, stream.seed, dtype)
-        ).finalize()
-        sample, sample_ids = reservoir.rows, reservoir.row_ids
-        m = sample.shape[0]
-        make_joint = None
-        if joint_reason is None and state.comoments is not None:
-            make_joint = JointPass.factory(
-                used,
-                state.comoments.mean,
-                state.comoments.cov(),
-                n,
-                top=jopts.top_rows,
-                third=False,
-            )
-        second = SecondPassFactory(
-            stream.levels, mean, safe_std, dtype, joint=make_joint, finite=True
-        )()
-        second.push(np.ascontiguousarray(sample), 0)
-        if "joint" in second.extras:  # the sample's rows under their own global ids
-            second.extras["joint"] = make_joint() if make_joint is not None else None
-            second.extras["joint"].push(np.ascontiguousarray(sample), sample_ids)
-        second.finish()
-        second.prior = stream._prior.merge(stream._prior.__class__.from_state(_empty(stream)))
-        second.extremes = stream._extremes.merge(stream._extremes.__class__(d))
-
-        n_items = stream.n_items
-        member = _Member(
-            label="stream",
-            shape=(n_items, *item_shape),
-            dtype=dtype,
-            array=np.empty((0, *item_shape), dtype=dtype),
-            in_memory=True,
-        )
-        source = LatentSource(
-            members=[member],
-            item_shape=item_shape,
-            channel_axis=axis,
-            n_items=n_items,
-            rows_per_item=rows_per_item,
-            n_dims=d,
-            dtype=dtype,
-            notes=[
-                *stream.notes,
-                MODE_NOTE.format(m=m),
-                *([CONV_NOTE] if rows_per_item > 1 else []),
-            ],
-            name="stream",
-        )
-        pass2 = types.SimpleNamespace(result=lambda: second, cancel=lambda: None)
-        first = types.SimpleNamespace(
-            moments=moments,
-            comoments=state.comoments,
-            nonfinite=nonfinite,
-            reservoir=reservoir,
-        )
-        analysis = an._sample_and_finish(
-            source=source,
-            first=first,  # type: ignore[arg-type]
-            pass2=pass2,
-            n=n,
-            d=d,
-            mean=mean,
-            std=std,
-            degenerate=degenerate,
-            used=used,
-            joint_reason=joint_reason,
-            levels=stream.levels,
-            test_samples=stream.test_samples,
-            sample_size=stream.sample_size,
-            alpha=alpha,
-            nan=stream.nan,
-            top_pairs=top_pairs,
+        s = summarize_first(
+            stream._first,
+            n_rows=stream.n_rows,
+            name="the stream",
+            subject="The stream",
             max_joint_dims=stream.max_joint_dims,
-            jopts=jopts,
-            chunk_rows=default_chunk_rows(d),
-            threads=1,
-            seed_used=stream.seed,
-            kind="samples",
-            aggregate=None,
-            posterior=None,
-            assume_scale=assume_scale,
-            assume_shift=assume_shift,
             collector=collector,
         )
+        source, first, second = _stand_ins(stream, s, run)
+        s = dataclasses.replace(s, first=first)
+        pass2 = types.SimpleNamespace(result=lambda: second, cancel=lambda: None)
+        analysis = finish_analysis(source, run, s, pass2, collector)
+    n, m = s.n, first.reservoir.rows.shape[0]
+    degenerate, alpha = s.degenerate, options.alpha
     report = analysis.report
     joint = report.joint
     if "mardia_kurtosis" in joint.tests:
@@ -216,6 +125,77 @@ def finish(
     summary = _outliers_on_sample(report, m * int((~degenerate).sum()), alpha)
     settings = dataclasses.replace(report.settings, mode="single-pass")
     return dataclasses.replace(report, settings=settings, joint=joint, summary=summary)
+
+
+def _stand_ins(stream: Stream, s: FirstSummary, run: AnalysisRun) -> tuple[Any, Any, Any]:
+    """Return the source, first pass and second pass that stand in for analyze's.
+
+    The first pass holds the stream's state with a copy of its sample; the second pass
+    is that sample pushed through a SecondPass about the final mean and std, with the
+    prior exceedance counts and extremes the stream counted over every row.
+    """
+    from ._joint import JointPass
+    from ._passes import SecondPassFactory
+    from .loading import LatentSource, _Member
+
+    assert stream._layout is not None
+    item_shape, axis, d, rows_per_item, dtype = stream._layout
+    state = stream._first
+    reservoir = stream._reservoir.merge(  # a copy: finishing leaves the stream as it is
+        type(stream._reservoir)(stream.sample_size, d, stream.seed, dtype)
+    ).finalize()
+    sample, sample_ids = reservoir.rows, reservoir.row_ids
+    make_joint = None
+    if s.joint_reason is None and state.comoments is not None:
+        make_joint = JointPass.factory(
+            s.used,
+            state.comoments.mean,
+            state.comoments.cov(),
+            s.n,
+            top=run.options.top_rows,
+            third=False,
+        )
+    safe_std = np.where(s.std > 0, s.std, 1.0)
+    second = SecondPassFactory(
+        stream.levels, s.mean, safe_std, dtype, joint=make_joint, finite=True
+    )()
+    second.push(np.ascontiguousarray(sample), 0)
+    if "joint" in second.extras:  # the sample's rows under their own global ids
+        second.extras["joint"] = make_joint() if make_joint is not None else None
+        second.extras["joint"].push(np.ascontiguousarray(sample), sample_ids)
+    second.finish()
+    second.prior = stream._prior.merge(stream._prior.__class__.from_state(_empty(stream)))
+    second.extremes = stream._extremes.merge(stream._extremes.__class__(d))
+
+    member = _Member(
+        label="stream",
+        shape=(stream.n_items, *item_shape),
+        dtype=dtype,
+        array=np.empty((0, *item_shape), dtype=dtype),
+        in_memory=True,
+    )
+    source = LatentSource(
+        members=[member],
+        item_shape=item_shape,
+        channel_axis=axis,
+        n_items=stream.n_items,
+        rows_per_item=rows_per_item,
+        n_dims=d,
+        dtype=dtype,
+        notes=[
+            *stream.notes,
+            MODE_NOTE.format(m=sample.shape[0]),
+            *([CONV_NOTE] if rows_per_item > 1 else []),
+        ],
+        name="stream",
+    )
+    first = types.SimpleNamespace(
+        moments=state.moments,
+        comoments=state.comoments,
+        nonfinite=state.nonfinite,
+        reservoir=reservoir,
+    )
+    return source, first, second
 
 
 def _outliers_on_sample(report: Report, n_values: int, alpha: float) -> Any:

@@ -52,6 +52,14 @@ def check_positive(value: object, name: str) -> float:
     return fvalue
 
 
+def check_strictly_positive(value: object, name: str) -> float:
+    """Return `value` as a finite float > 0, or raise InputError naming `name`."""
+    fvalue = check_positive(value, name)
+    if fvalue == 0:
+        raise InputError(f"`{name}` must be > 0, got 0")
+    return fvalue
+
+
 def check_real(value: object, name: str) -> float:
     """Return `value` as a finite float, or raise InputError naming `name`."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -64,12 +72,20 @@ def check_real(value: object, name: str) -> float:
 
 def check_seed(seed: object) -> int:
     """Return the seed to use: `seed` itself, or a fresh one drawn from the OS when None."""
-    if seed is None:
-        # 32 bits: short enough to read and retype, and what every consumer accepts
-        entropy = np.random.SeedSequence().entropy
-        # without an argument SeedSequence draws a 128-bit int (never None or a sequence)
-        assert isinstance(entropy, int)
-        return entropy % (2**32)
+    return draw_seed() if seed is None else check_seed_value(seed)
+
+
+def draw_seed() -> int:
+    """Return a fresh seed drawn from the OS (32 bits)."""
+    # 32 bits: short enough to read and retype, and what every consumer accepts
+    entropy = np.random.SeedSequence().entropy
+    # without an argument SeedSequence draws a 128-bit int (never None or a sequence)
+    assert isinstance(entropy, int)
+    return entropy % (2**32)
+
+
+def check_seed_value(seed: object) -> int:
+    """Return `seed` as an int in [0, 2**64), or raise InputError."""
     if (
         isinstance(seed, bool)
         or not isinstance(seed, numbers.Integral)
@@ -81,9 +97,14 @@ def check_seed(seed: object) -> int:
 
 def check_nan_policy(nan: object) -> str:
     """Return the non-finite policy, one of NAN_POLICIES."""
-    if nan not in NAN_POLICIES:
-        raise InputError(f"`nan` must be one of {', '.join(NAN_POLICIES)}, got {nan!r}")
-    return str(nan)
+    return check_choice(nan, "nan", NAN_POLICIES)
+
+
+def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
+    """Return `value` if it is one of `choices`, or raise InputError naming `name`."""
+    if not isinstance(value, str) or value not in choices:
+        raise InputError(f"`{name}` must be one of {', '.join(choices)}, got {value!r}")
+    return value
 
 
 def check_dtype(dtype: np.dtype[Any], where: str) -> tuple[np.dtype[Any], str | None]:

@@ -12,13 +12,21 @@ import functools
 import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 import click
 
 from ._output import check_target, printable, write_output
 from .errors import LatentcheckError, LatentcheckWarning
+from .options import (
+    ANALYSIS_OPTIONS,
+    COMPARE_OPTIONS,
+    COMPARE_OWN,
+    AnalysisOptions,
+    CompareOptions,
+    Option,
+)
 
 __all__ = ["cli", "main"]
 
@@ -181,12 +189,7 @@ def _verdict_option_list(quiet: bool) -> list[Callable[[F], F]]:
             help="Exit 1 if any finding of the verdict is a warn (its code and dims are "
             "printed on stderr).",
         ),
-        click.option(
-            "--allow-few-rows",
-            is_flag=True,
-            help="Describe data with fewer rows than dimensions (or than 20 rows) instead "
-            "of refusing it as a likely transposed array.",
-        ),
+        click_option(ANALYSIS_OPTIONS["allow_few_rows"]),
     ] + (
         [click.option("-q", "--quiet", is_flag=True, help="Text output: print the verdict alone.")]
         if quiet
@@ -254,168 +257,51 @@ def gate(report_dict: dict[str, Any], expressions: Sequence[str], fail_on_warn: 
     return lines
 
 
-def input_options(fn: F) -> F:
-    """Options that say how to read and view the input arrays."""
-    for option in reversed(
-        [
-            click.option(
-                "--key",
-                default=None,
-                help="Array name in .npz/.safetensors/.h5/.zarr/.pt files (group/name if nested).",
-            ),
-            click.option(
-                "--channel-axis",
-                type=int,
-                default=1,
-                show_default=True,
-                help="Axis holding the channels (dimensions) of 3-D+ arrays.",
-            ),
-            click.option(
-                "--flatten",
-                is_flag=True,
-                help="Make every element of a sample a dimension (C*H*W dims).",
-            ),
-            click.option(
-                "--per-sample/--batch",
-                "per_sample",
-                default=None,
-                help="Several files: each is one sample, e.g. (C, H, W) [--per-sample], or "
-                "a batch along axis 0 [--batch]; by default 3-D files of one shape that "
-                "look like single samples are refused.",
-            ),
-        ]
-    ):
-        fn = option(fn)
-    return fn
+def click_option(opt: Option) -> Callable[[F], F]:
+    """Return the click option of `opt`: its flag, default, help, type and choices."""
+    kw: dict[str, Any] = {"help": opt.help, "default": opt.command_default}
+    if opt.kind == "flag":
+        if "/" not in str(opt.flag):
+            kw["is_flag"] = True
+    elif opt.kind == "choice":
+        kw["type"] = click.Choice(list(opt.choices))
+    elif opt.kind == "seed":
+        kw["type"] = click.IntRange(0, 2**64 - 1)
+    elif opt.kind == "int" or (opt.kind == "any" and isinstance(opt.default, int)):
+        kw["type"] = int
+    elif opt.kind in ("fraction", "nonneg", "scale", "real"):
+        kw["type"] = float
+    if opt.command_default is not None and opt.kind != "flag":
+        kw["show_default"] = True
+    return click.option(str(opt.flag), opt.name, **kw)
 
 
-def analysis_options(fn: F) -> F:
-    """Options of the analysis itself."""
-    for option in reversed(
-        [
-            click.option(
-                "--seed",
-                type=click.IntRange(0, 2**64 - 1),
-                default=0,
-                show_default=True,
-                help="Random seed.",
-            ),
-            click.option(
-                "--test-samples",
-                type=int,
-                default=5000,
-                show_default=True,
-                help="Rows (at most) for the univariate tests.",
-            ),
-            click.option(
-                "--sample-size",
-                type=int,
-                default=None,
-                help="Rows kept in the seeded sample (quantiles, negentropy) "
-                "[default: 100000 or 64 MiB].",
-            ),
-            click.option(
-                "--alpha", type=float, default=0.05, show_default=True, help="Test level."
-            ),
-            click.option(
-                "--nan",
-                type=click.Choice(["omit", "error"]),
-                default="omit",
-                show_default=True,
-                help="Leave rows with NaN/inf out, or refuse them.",
-            ),
-            click.option(
-                "--max-joint-dims",
-                type=int,
-                default=2048,
-                show_default=True,
-                help="Skip the O(d^2) joint part above this many dims.",
-            ),
-            click.option(
-                "--joint-samples",
-                type=int,
-                default=5000,
-                show_default=True,
-                help="Sample rows for Henze-Zirkler, Doornik-Hansen (Royston: <= 2000).",
-            ),
-            click.option(
-                "--energy-samples",
-                type=int,
-                default=500,
-                show_default=True,
-                help="Sample rows for the energy test.",
-            ),
-            click.option(
-                "--energy-resamples",
-                type=int,
-                default=99,
-                show_default=True,
-                help="Monte-Carlo replicates of the energy test.",
-            ),
-            click.option(
-                "--mcd-samples",
-                type=int,
-                default=1000,
-                show_default=True,
-                help="Sample rows for MinCovDet (runs with >= 20 rows per dimension).",
-            ),
-            click.option(
-                "--top-rows",
-                type=int,
-                default=10,
-                show_default=True,
-                help="Rows with the largest Mahalanobis distances to list.",
-            ),
-            click.option(
-                "--active-threshold",
-                type=float,
-                default=0.01,
-                show_default=True,
-                help="Posterior: active unit when Var_x(mu_j) exceeds this.",
-            ),
-            click.option(
-                "--collapse-threshold",
-                type=float,
-                default=0.01,
-                show_default=True,
-                help="Posterior: collapsed when the rate is below this (nats).",
-            ),
-            click.option(
-                "--mixture-samples",
-                type=int,
-                default=2048,
-                show_default=True,
-                help="Posterior: inputs in the mixture estimate of I(x;z).",
-            ),
-            click.option(
-                "--assume-scale",
-                type=float,
-                default=None,
-                help="Check a normalisation (z - shift) * scale your pipeline applies.",
-            ),
-            click.option(
-                "--assume-shift",
-                type=float,
-                default=0.0,
-                show_default=True,
-                help="The shift of that normalisation.",
-            ),
-            click.option("--chunk-rows", type=int, default=None, help="Rows per chunk."),
-            click.option(
-                "--threads",
-                type=int,
-                default=None,
-                help="Parallel workers (processes on Linux) [default: the cores, at most 8].",
-            ),
-            click.option(
-                "--progress/--no-progress",
-                default=None,
-                help="Progress bar on stderr [default: when stderr is a terminal].",
-            ),
-        ]
-    ):
-        fn = option(fn)
-    return fn
+def options_of(names: Sequence[str], options: Mapping[str, Option]) -> Callable[[F], F]:
+    """Return a decorator adding the click options of `names`, in that order."""
+
+    def decorate(fn: F) -> F:
+        for name in reversed(names):
+            fn = click_option(options[name])(fn)
+        return fn
+
+    return decorate
+
+
+#: how to read and view the input arrays
+INPUT_OPTIONS = ("key", "channel_axis", "flatten", "per_sample")
+#: options of the analysis itself, as ``report`` offers them
+ANALYSIS_FLAGS = tuple(
+    name
+    for name, opt in ANALYSIS_OPTIONS.items()
+    if opt.flag and name not in INPUT_OPTIONS and name != "allow_few_rows"
+)
+#: compare's own flags (--seed and --alpha are shared with the analysis options)
+COMPARE_FLAGS = tuple(name for name in COMPARE_OWN if name not in ("seed", "alpha"))
+#: the flags of the analysis of each input in compare: all of report's but --test-samples
+#: (the univariate tests' rows, which compare leaves at analyze's default)
+COMPARE_ANALYSIS_FLAGS = tuple(name for name in ANALYSIS_FLAGS if name != "test_samples")
+input_options = options_of(INPUT_OPTIONS, ANALYSIS_OPTIONS)
+analysis_options = options_of(ANALYSIS_FLAGS, ANALYSIS_OPTIONS)
 
 
 @click.group(cls=_Group, context_settings=CONTEXT_SETTINGS)
@@ -499,17 +385,16 @@ def report(
     from . import vaeconfig
 
     cfg = vaeconfig.load_vae_config(vae_config) if vae_config else None  # before the work
+    options = AnalysisOptions(
+        key=key, channel_axis=channel_axis, flatten=flatten, per_sample=per_sample, **analysis
+    )
     rep = analyze(
         list(inputs) or None,
         mu=list(mu) or None,
         logvar=list(logvar) or None,
         std=list(std) or None,
         var=list(var) or None,
-        key=key,
-        channel_axis=channel_axis,
-        flatten=flatten,
-        per_sample=per_sample,
-        **analysis,
+        options=options,
     )
     if cfg is not None:
         rep = vaeconfig.check_vae_config(rep, cfg)
@@ -545,49 +430,16 @@ def report(
 @click.option("--logvar", multiple=True, metavar="PATH", help="Log-variances of each --mu.")
 @click.option("--std", multiple=True, metavar="PATH", help="Standard deviations of each --mu.")
 @click.option("--var", multiple=True, metavar="PATH", help="Variances of each --mu.")
+@options_of(COMPARE_FLAGS, COMPARE_OPTIONS)
 @click.option(
-    "--correction",
-    type=click.Choice(["holm", "bh"]),
-    default="holm",
-    show_default=True,
-    help="Correction across dimensions: Holm (family-wise) or Benjamini-Hochberg (FDR).",
-)
-@click.option(
-    "--n-permutations",
+    "--test-samples",
+    "test_samples",
     type=int,
-    default=199,
-    show_default=True,
-    help="Permutations of the joint energy test.",
-)
-@click.option(
-    "--joint-test-samples",
-    type=int,
-    default=4000,
-    show_default=True,
-    help="Rows per input for the joint energy test.",
-)
-@click.option(
-    "--min-shift", type=float, default=0.05, show_default=True, help="Effect: |d mean| / std."
-)
-@click.option(
-    "--min-log-std-ratio", type=float, default=0.05, show_default=True, help="Effect: |ln s ratio|."
-)
-@click.option(
-    "--min-wasserstein", type=float, default=0.05, show_default=True, help="Effect: W1 / std."
-)
-@click.option(
-    "--min-kl-delta", type=float, default=0.01, show_default=True, help="Effect: |d kl| (nats)."
-)
-@click.option(
-    "--relation",
-    type=click.Choice(["same", "unrelated"]),
-    default="same",
-    show_default=True,
-    help="The inputs' role: one model retrained (dimensions correspond) or separately "
-    "trained models (per-dimension differences expected; said once).",
+    default=None,
+    help="Deprecated name of --dim-test-samples.",
 )
 @input_options
-@analysis_options
+@options_of(COMPARE_ANALYSIS_FLAGS, COMPARE_OPTIONS)
 @output_options
 @verdict_options(quiet=False)
 @handle_errors
@@ -604,6 +456,7 @@ def compare(
     fail_on: tuple[str, ...],
     fail_on_warn: bool,
     debug: bool,
+    test_samples: int | None,
     **options: Any,
 ) -> None:
     """Compare latents or saved reports with the first input: what changed, and where.
@@ -625,7 +478,16 @@ def compare(
     if len(inputs) + len(posteriors) < 2:
         raise click.UsageError("Give at least two inputs to compare (e.g. a.npy b.npy)")
     fmt = preflight(fmt, output, command="compare")
-    result = compare_inputs(*inputs, *posteriors, **options)
+    if test_samples is not None:
+        if options["dim_test_samples"] != COMPARE_OPTIONS["dim_test_samples"].default:
+            raise click.UsageError("Give --dim-test-samples only (--test-samples is its old name)")
+        click.echo(
+            "latentcheck: compare's --test-samples is deprecated; use --dim-test-samples "
+            "(rows per input for the per-dimension tests)",
+            err=True,
+        )
+        options["dim_test_samples"] = test_samples
+    result = compare_inputs(*inputs, *posteriors, options=CompareOptions(**options))
     from .render import render
 
     # a bad expression stops here, before any output
@@ -662,17 +524,6 @@ def posterior_inputs(
             f"{len(mu)} --mu but {len(paths)} --{kind}: give one --{kind} per --mu, in order"
         )
     return [Posterior(m, **{kind: p}) for m, p in zip(mu, paths, strict=True)]
-
-
-def _state_compare_defaults(command: click.Command) -> None:
-    """Show compare's own defaults in its --help where they differ from report's."""
-    for param in command.params:
-        if param.name == "test_samples" and isinstance(param, click.Option):
-            param.default = 20_000
-            param.help = "Rows (at most) per input for the per-dimension tests."
-
-
-_state_compare_defaults(compare)
 
 
 def main() -> None:

@@ -38,6 +38,14 @@ from ._compare_pairs import (
 from ._compare_pairs import Loaded as Loaded
 from .analysis import Analysis, analyze_with_sample
 from .errors import FormatError, InputError, LatentcheckWarning, SchemaError
+from .options import (
+    COMPARE_OPTIONS,
+    COMPARE_OWN,
+    DIM_TEST_SAMPLES,
+    AnalysisOptions,
+    CompareOptions,
+    document,
+)
 from .report import Report, TestResult, level_key, to_jsonable
 
 # COMPARE_SCHEMA_VERSION history (one line per bump):
@@ -58,7 +66,6 @@ __all__ = [
 ]
 
 F64 = NDArray[np.float64]
-CORRECTIONS = ("holm", "bh")
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,22 +168,38 @@ class Posterior:
 POSTERIOR_KEYS = frozenset(f.name for f in dataclasses.fields(Posterior))
 
 
+#: the defaults of every option, as :class:`CompareOptions` defines them
+COMPARE_DEFAULTS = CompareOptions()
+#: compare's keyword options, in its signature's order
+COMPARE_KEYWORDS = (*COMPARE_OWN, "key", "channel_axis", "flatten")
+
+
+@document(
+    COMPARE_OPTIONS,
+    COMPARE_KEYWORDS,
+    docs={
+        "seed": "Seed of the analyses and of the permutations; None draws one (written out).",
+        "alpha": "Level of every test, after the correction.",
+    },
+)
 def compare(
     *inputs: Any,
-    seed: int | None = 0,
-    alpha: float = 0.05,
-    correction: str = "holm",
-    test_samples: int = 20_000,
-    joint_test_samples: int = 4000,
-    n_permutations: int = 199,
-    min_shift: float = 0.05,
-    min_log_std_ratio: float = 0.05,
-    min_wasserstein: float = 0.05,
-    min_kl_delta: float = 0.01,
-    relation: str = "same",
-    key: str | None = None,
-    channel_axis: int = 1,
-    flatten: bool = False,
+    seed: int | None = COMPARE_DEFAULTS.seed,
+    alpha: float = COMPARE_DEFAULTS.alpha,
+    correction: str = COMPARE_DEFAULTS.correction,
+    dim_test_samples: int = COMPARE_DEFAULTS.dim_test_samples,
+    joint_test_samples: int = COMPARE_DEFAULTS.joint_test_samples,
+    n_permutations: int = COMPARE_DEFAULTS.n_permutations,
+    min_shift: float = COMPARE_DEFAULTS.min_shift,
+    min_log_std_ratio: float = COMPARE_DEFAULTS.min_log_std_ratio,
+    min_wasserstein: float = COMPARE_DEFAULTS.min_wasserstein,
+    min_kl_delta: float = COMPARE_DEFAULTS.min_kl_delta,
+    relation: str = COMPARE_DEFAULTS.relation,
+    key: str | None = COMPARE_DEFAULTS.key,
+    channel_axis: int = COMPARE_DEFAULTS.channel_axis,
+    flatten: bool = COMPARE_DEFAULTS.flatten,
+    options: CompareOptions | None = None,
+    test_samples: int | None = None,
     **analysis_options: Any,
 ) -> Comparison:
     """Compare data sets of latents (or saved reports) with the first one, the baseline.
@@ -190,33 +213,16 @@ def compare(
         analysed with the seeded sample of rows kept; a
         Report, its dict form or a ``.json`` file saved by ``latentcheck report`` is read
         as it is (no rows, so no two-sample tests on rows for it).
-    seed : int or None, default=0
-        Seed of the analyses and of the permutations; None draws one (written out).
-    alpha : float, default=0.05
-        Level of every test, after the correction.
-    correction : {"holm", "bh"}, default="holm"
-        Multiplicity correction across the dimensions of one comparison: Holm (1979),
-        controlling the family-wise error rate, or Benjamini–Hochberg (1995), the false
-        discovery rate.
-    test_samples : int, default=20000
-        Rows per input (at most, from the seeded sample) for the per-dimension tests.
-    joint_test_samples : int, default=4000
-        Rows per input (at most) for the joint energy test.
-    n_permutations : int, default=199
-        Permutations of the joint test; 0 computes the statistic only.
-    min_shift, min_log_std_ratio, min_wasserstein, min_kl_delta : float
-        Effect-size thresholds of a moved dimension (defaults 0.05, 0.05, 0.05, 0.01):
-        |Δmean| / pooled std, |ln std ratio|, W1 / pooled std, |Δkl_marginal| in nats.
-        ``min_shift`` and ``min_log_std_ratio`` also apply to the global shift and scale.
-    relation : {"same", "unrelated"}, default="same"
-        The inputs' role. "same": one model retrained, fine-tuned or re-weighted, so its
-        dimensions correspond and per-dimension changes are findings. "unrelated":
-        separately trained models, whose dimensions need not correspond; per-dimension
-        differences are then expected, which ``settings.relation_note`` says once instead
-        of a note in every comparison (read the sorted profiles and the global and joint
-        figures).
-    key, channel_axis, flatten, **analysis_options
-        Passed to :func:`~latentcheck.analysis.analyze_with_sample` for latent inputs.
+    {options}
+    options : CompareOptions or None, default=None
+        All the options at once (validated when it was made); keyword options given
+        with a value other than their default replace its fields.
+    test_samples : int or None, default=None
+        Deprecated name of `dim_test_samples` (a FutureWarning); it meant the univariate
+        tests' rows in :func:`~latentcheck.analyze`, a different thing.
+    **analysis_options
+        The other options of :func:`~latentcheck.analyze` (all but ``test_samples``),
+        for the analysis of each latent input; see :class:`CompareOptions`.
 
     Returns
     -------
@@ -267,30 +273,17 @@ def compare(
     """
     if len(inputs) < 2:
         raise InputError(f"`compare` needs at least 2 inputs, got {len(inputs)}")
-    seed_used = v.check_seed(seed)
-    alpha = v.check_fraction(alpha, "alpha")
-    if correction not in CORRECTIONS:
-        raise InputError(
-            f"`correction` must be one of {', '.join(CORRECTIONS)}, got {correction!r}"
-        )
-    test_samples = v.check_int(test_samples, "test_samples", minimum=2)
-    joint_test_samples = v.check_int(joint_test_samples, "joint_test_samples", minimum=2)
-    n_permutations = v.check_int(n_permutations, "n_permutations", minimum=0)
-    thresholds = {
-        "shift": v.check_positive(min_shift, "min_shift"),
-        "log_std_ratio": v.check_positive(min_log_std_ratio, "min_log_std_ratio"),
-        "wasserstein": v.check_positive(min_wasserstein, "min_wasserstein"),
-        "kl_marginal": v.check_positive(min_kl_delta, "min_kl_delta"),
-    }
-    if relation not in RELATIONS:
-        raise InputError(f"`relation` must be one of {', '.join(RELATIONS)}, got {relation!r}")
-    options = dict(analysis_options, key=key, channel_axis=channel_axis, flatten=flatten)
-    options.update(seed=seed_used, alpha=alpha)
+    given = {name: value for name, value in locals().items() if name in COMPARE_KEYWORDS}
+    if test_samples is not None:
+        given["dim_test_samples"] = _deprecated_test_samples(test_samples, dim_test_samples)
+    opts = CompareOptions.merged(options, {**given, **analysis_options})
+    seed_used = v.draw_seed() if opts.seed is None else opts.seed
+    analysis = opts.analysis(seed_used)
     objs = [_as_posterior(o) for o in inputs]
     for obj in objs:  # mismatched posterior parameters are refused before any analysis
         if isinstance(obj, Posterior):
-            _check_posterior(obj, options)
-    loaded = [_read_input(obj, options) for obj in objs]
+            _check_posterior(obj, analysis)
+    loaded = [_read_input(obj, analysis) for obj in objs]
     base_rep = loaded[0][1]
     k4 = 1 if len(base_rep.settings.sigma_levels) > 1 else 0
     level = level_key(base_rep.settings.sigma_levels[k4])
@@ -300,16 +293,16 @@ def compare(
     ]
     settings = {
         "seed": seed_used,
-        "alpha": alpha,
-        "correction": correction,
-        "test_samples": test_samples,
-        "joint_test_samples": joint_test_samples,
-        "n_permutations": n_permutations,
-        "thresholds": thresholds,
+        "alpha": opts.alpha,
+        "correction": opts.correction,
+        "test_samples": opts.dim_test_samples,
+        "joint_test_samples": opts.joint_test_samples,
+        "n_permutations": opts.n_permutations,
+        "thresholds": opts.thresholds,
         "flag_rule": "moved = flagged by the corrected test AND by at least one effect size",
         "profile_sigma_level": level,
-        "relation": relation,
-        "relation_note": RELATIONS[relation],
+        "relation": opts.relation,
+        "relation_note": RELATIONS[opts.relation],
     }
     messages = [
         f"{s.label}: {w}"
@@ -327,7 +320,7 @@ def compare(
                 warnings.warn(str(w.message), w.category, stacklevel=2)
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        pairs.append(_by_relation(pair, relation))
+        pairs.append(_by_relation(pair, opts.relation))
     from . import __version__
 
     return Comparison(
@@ -340,6 +333,21 @@ def compare(
         warnings=tuple(messages),
         reports=tuple(rep for _, rep, _, _ in loaded),
     )
+
+
+def _deprecated_test_samples(test_samples: int, dim_test_samples: int) -> int:
+    """Return the value of compare's deprecated `test_samples`, with a FutureWarning."""
+    if dim_test_samples != DIM_TEST_SAMPLES.default:
+        raise InputError(
+            "Give `dim_test_samples` only: `test_samples` is its deprecated name in `compare`"
+        )
+    warnings.warn(
+        "`test_samples` of `compare` is deprecated: the rows per input of the per-dimension "
+        "two-sample tests are now `dim_test_samples` (CLI: --dim-test-samples)",
+        FutureWarning,
+        stacklevel=3,
+    )
+    return test_samples
 
 
 #: the inputs' roles, with the sentence each puts once at the top of a comparison
@@ -399,7 +407,7 @@ def _as_posterior(obj: Any) -> Any:
     return Posterior(**obj)
 
 
-def _check_posterior(post: Posterior, options: dict[str, Any]) -> None:
+def _check_posterior(post: Posterior, options: AnalysisOptions) -> None:
     """Raise InputError if `post`'s parameters are incomplete or disagree in shape.
 
     Opens the arrays (headers only for files) as the analysis will, without reading them.
@@ -412,14 +420,14 @@ def _check_posterior(post: Posterior, options: dict[str, Any]) -> None:
         logvar=post.logvar,
         std=post.std,
         var=post.var,
-        key=options.get("key"),
-        channel_axis=options.get("channel_axis", 1),
-        flatten=options.get("flatten", False),
-        per_sample=options.get("per_sample"),
+        key=options.key,
+        channel_axis=options.channel_axis,
+        flatten=options.flatten,
+        per_sample=options.per_sample,
     )
 
 
-def _read_input(obj: Any, options: dict[str, Any]) -> Loaded:
+def _read_input(obj: Any, options: AnalysisOptions) -> Loaded:
     """Return (origin, report, sample or None, independent rows or None) of one input."""
     if isinstance(obj, Analysis):
         return _loaded("analysis", obj)
@@ -427,13 +435,13 @@ def _read_input(obj: Any, options: dict[str, Any]) -> Loaded:
         return "report", obj, None, None
     if isinstance(obj, Posterior):
         post = {"mu": obj.mu, "logvar": obj.logvar, "std": obj.std, "var": obj.var}
-        return _loaded("latents", analyze_with_sample(obj.z, **post, **options))
+        return _loaded("latents", analyze_with_sample(obj.z, **post, options=options))
     if isinstance(obj, dict):
         return "report", _from_dict(obj, "The dict"), None, None
     if isinstance(obj, (str, os.PathLike)) and os.fspath(obj).lower().endswith(".json"):
         path = os.fspath(obj)
         return "saved report", _from_dict(_load_saved(path), path), None, None
-    return _loaded("latents", analyze_with_sample(obj, **options))
+    return _loaded("latents", analyze_with_sample(obj, options=options))
 
 
 def _loaded(origin: str, analysis: Analysis) -> Loaded:

@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 
 from . import _validation as v
 from .errors import InputError
+from .options import ANALYSIS_OPTIONS as OPTIONS
 
 __all__ = ["Stream", "gather", "to_numpy"]
 
@@ -95,25 +96,27 @@ class Stream:
     def __init__(
         self,
         *,
-        channel_axis: int = 1,
-        flatten: bool = False,
-        seed: int | None = 0,
-        test_samples: int = 5000,
-        sample_size: int | None = None,
-        nan: str = "omit",
+        channel_axis: int = OPTIONS["channel_axis"].default,
+        flatten: bool = OPTIONS["flatten"].default,
+        seed: int | None = OPTIONS["seed"].default,
+        test_samples: int = OPTIONS["test_samples"].default,
+        sample_size: int | None = OPTIONS["sample_size"].default,
+        nan: str = OPTIONS["nan"].default,
         sigma_levels: Sequence[float] | None = None,
-        max_joint_dims: int = 2048,
+        max_joint_dims: int = OPTIONS["max_joint_dims"].default,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
+        # defaults and checks are analyze's (latentcheck.options); a stream draws its seed
+        # now, as its sample's keys depend on it from the first batch
         self.channel_axis = int(channel_axis)
         self.flatten = bool(flatten)
         self.seed = v.check_seed(seed)
-        self.test_samples = v.check_int(test_samples, "test_samples", minimum=3)
+        self.test_samples = OPTIONS["test_samples"].check(test_samples)
         self._sample_size = sample_size
-        self.nan = v.check_nan_policy(nan)
-        self.levels = v.check_levels(sigma_levels, "sigma_levels")
-        self.max_joint_dims = v.check_int(max_joint_dims, "max_joint_dims", minimum=1)
+        self.nan = OPTIONS["nan"].check(nan)
+        self.levels = OPTIONS["sigma_levels"].check(sigma_levels)
+        self.max_joint_dims = OPTIONS["max_joint_dims"].check(max_joint_dims)
         self.world_size = v.check_int(world_size, "world_size", minimum=1)
         self.rank = v.check_int(rank, "rank", minimum=0)
         if self.rank >= self.world_size:
@@ -138,11 +141,11 @@ class Stream:
     @property
     def sample_size(self) -> int:
         """Capacity of the seeded sample (analyze's default for this width)."""
-        from .analysis import DEFAULT_SAMPLE_SIZE, SAMPLE_BUDGET
+        from .options import default_sample_size
 
         d = self.n_dims or 1
         if self._sample_size is None:
-            return int(min(DEFAULT_SAMPLE_SIZE, max(self.test_samples, SAMPLE_BUDGET // (8 * d))))
+            return default_sample_size(self.test_samples, d)
         return v.check_int(self._sample_size, "sample_size", minimum=self.test_samples)
 
     def _rows(self, batch: Any, what: str) -> tuple[NDArray[Any], int]:

@@ -274,7 +274,7 @@ def test_ks_and_wasserstein_are_computed_on_the_seeded_samples():
     a, b = rng.standard_normal((1500, 3)), rng.gamma(4.0, size=(1200, 3))
     with pytest.warns(LatentcheckWarning, match=SKIPPED):
         sa, sb = analyze_with_sample(a, seed=3, **FAST), analyze_with_sample(b, seed=3, **FAST)
-    c = lc.compare(sa, sb, test_samples=1000, n_permutations=0).comparisons[0]
+    c = lc.compare(sa, sb, dim_test_samples=1000, n_permutations=0).comparisons[0]
     x, y = sa.sample[:1000], sb.sample[:1000]
     for j in range(3):
         ref = ss.ks_2samp(x[:, j], y[:, j])
@@ -390,7 +390,7 @@ def test_different_numbers_of_dimensions_compare_what_is_comparable():
     [
         ({"correction": "bonferroni"}, "`correction` must be one of holm, bh"),
         ({"alpha": 1.5}, "`alpha` must be in"),
-        ({"test_samples": 1}, "`test_samples` must be at least 2"),
+        ({"dim_test_samples": 1}, "`dim_test_samples` must be at least 2"),
         ({"n_permutations": -1}, "`n_permutations` must be at least 0"),
         ({"min_shift": -0.1}, "`min_shift` must be a finite number >= 0"),
     ],
@@ -502,7 +502,9 @@ def test_cli_exit_codes_and_fail_on(runner, pair, tmp_path):
     assert f"--fail-on condition holds: {gate}" in res.stderr
     res = runner.invoke(cli, ["compare", a, a, *fast, "--fail-on", gate])
     assert res.exit_code == 0, res.stderr
-    res = runner.invoke(cli, ["compare", a, b, *fast, "--test-samples", "500", "--format", "json"])
+    res = runner.invoke(
+        cli, ["compare", a, b, *fast, "--dim-test-samples", "500", "--format", "json"]
+    )
     assert json.loads(res.stdout)["comparisons"][0]["test_rows"] == [500, 500]
     res = runner.invoke(cli, ["compare", a])
     assert res.exit_code == 2 and "at least two inputs" in res.stderr and res.stdout == ""

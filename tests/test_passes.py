@@ -284,7 +284,7 @@ def _same_bits(a: dict, b: dict) -> None:
 def test_any_worker_layout_gives_the_same_bits(forking, monkeypatch):
     # segments are fixed by the number of chunks and merged in segment order, so who
     # streamed which segment, and how many workers there were, cannot show in the result
-    from latentcheck import analysis
+    from latentcheck import analysis_run
 
     data = _mixed(np.random.default_rng(8), n=2500)
     data[[3, 1200], 2] = np.nan
@@ -296,8 +296,10 @@ def test_any_worker_layout_gives_the_same_bits(forking, monkeypatch):
     # a caller that joins late: the worker streams most segments of pass 1
     import time
 
-    real = analysis._import_sample_statistics
-    monkeypatch.setattr(analysis, "_import_sample_statistics", lambda: (time.sleep(0.3), real())[1])
+    real = analysis_run.import_sample_statistics
+    monkeypatch.setattr(
+        analysis_run, "import_sample_statistics", lambda: (time.sleep(0.3), real())[1]
+    )
     _same_bits(ref, lc.analyze(data, seed=2, chunk_rows=7, threads=2).to_dict())
     assert len(forking) == 2
 
@@ -520,7 +522,7 @@ def test_second_pass_accumulators_need_no_scipy(monkeypatch):
 def test_a_too_tight_prefilter_gives_the_same_report(forking, monkeypatch):
     # p < 1e-15 in practice: the sample is then collected again without a prefilter, while
     # pass 2 runs on the worker, and the report does not show it
-    from latentcheck import analysis
+    from latentcheck import analysis_run
 
     x = np.random.default_rng(5).standard_normal((3000, 3))
     ref = lc.analyze(x, seed=3, sample_size=500, test_samples=200, chunk_rows=50, threads=2)
@@ -530,7 +532,7 @@ def test_a_too_tight_prefilter_gives_the_same_report(forking, monkeypatch):
         calls.append(n_rows)
         return 2**40  # keys are uniform on [0, 2^64): almost no row passes
 
-    monkeypatch.setattr(analysis, "key_threshold", too_tight)
+    monkeypatch.setattr(analysis_run, "key_threshold", too_tight)
     got = lc.analyze(x, seed=3, sample_size=500, test_samples=200, chunk_rows=50, threads=2)
     assert calls and len(forking) == 2
     _same_bits(ref.to_dict(), got.to_dict())
