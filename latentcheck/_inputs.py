@@ -20,9 +20,9 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from . import _formats
 from .accumulate import Reservoir, hash_rows, key_threshold
 from .errors import FormatError, InputError
+from .io.registry import find_reader
 from .loading import NPZ_ROLES, LatentSource, expand_paths, file_keys, open_latents
 
 __all__ = [
@@ -203,7 +203,7 @@ def _keyed_paths(latents: Any) -> list[str] | None:
         paths = expand_paths(items)
     except FormatError:
         return None
-    if all(_formats.file_format(p) in _formats.KEYED for p in paths):
+    if all((r := find_reader(p)) is not None and r.keyed for p in paths):
         return [os.fspath(p) for p in paths]
     return None
 

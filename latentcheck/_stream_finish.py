@@ -60,7 +60,8 @@ def finish(
         JointPass,
     )
     from ._passes import SecondPassFactory, default_chunk_rows
-    from .loading import LatentSource, _Member
+    from .io.member import Member
+    from .loading import LatentSource
 
     alpha = v.check_fraction(alpha, "alpha")
     top_pairs = v.check_int(top_pairs, "top_pairs", minimum=0)
@@ -147,7 +148,7 @@ def finish(
         second.extremes = stream._extremes.merge(stream._extremes.__class__(d))
 
         n_items = stream.n_items
-        member = _Member(
+        member = Member(
             label="stream",
             shape=(n_items, *item_shape),
             dtype=dtype,
