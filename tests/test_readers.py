@@ -11,7 +11,13 @@ import pytest
 import latentcheck as lc
 from latentcheck.cli import cli
 from latentcheck.errors import FormatError
-from latentcheck.io import Member, Reader, readers, register_reader, unregister_reader
+from latentcheck.io import (
+    Member,
+    Reader,
+    register_reader,
+    registered_readers,
+    unregister_reader,
+)
 from latentcheck.io.keys import Chooser
 from latentcheck.loading import file_keys, open_latents
 
@@ -67,7 +73,7 @@ def _write(path: Path, z: np.ndarray) -> Path:
 
 
 def test_builtin_readers_are_registered_in_message_order():
-    names = [r.name for r in readers()][:6]
+    names = [r.name for r in registered_readers()][:6]
     assert names == ["npy", "npz", "safetensors", "hdf5", "zarr", "torch"]
     assert lc.loading.SUPPORTED == (
         ".npy, .npz, .safetensors, .h5/.hdf5, .zarr (directory store), .pt/.pth"
@@ -136,6 +142,6 @@ def test_clashing_suffix_is_refused_unless_replaced(text_reader):
         register_reader(Other())
     other = register_reader(Other(), replace=True)
     try:
-        assert [r.name for r in readers() if ".lat" in r.suffixes] == ["other"]
+        assert [r.name for r in registered_readers() if ".lat" in r.suffixes] == ["other"]
     finally:
         unregister_reader(other.name)

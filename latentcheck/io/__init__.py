@@ -13,8 +13,8 @@ from .keys import NPZ_ROLES as NPZ_ROLES
 from .member import Member as Member
 from .registry import Reader as Reader
 from .registry import reader_for as reader_for
-from .registry import readers as readers
 from .registry import register_reader as register_reader
+from .registry import registered_readers as registered_readers
 from .registry import supported as supported
 from .registry import unregister_reader as unregister_reader
 
@@ -23,8 +23,8 @@ __all__ = [
     "Member",
     "Reader",
     "reader_for",
-    "readers",
     "register_reader",
+    "registered_readers",
     "supported",
     "unregister_reader",
 ]

@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 __all__ = [
     "Reader",
     "reader_for",
-    "readers",
     "register_reader",
+    "registered_readers",
     "supported",
     "unregister_reader",
 ]
@@ -109,7 +109,7 @@ def unregister_reader(name: str) -> None:
     _READERS.pop(name, None)
 
 
-def readers() -> list[Reader]:
+def registered_readers() -> list[Reader]:
     """Return the registered readers, in registration order."""
     _load_builtins()
     return list(_READERS.values())
@@ -117,16 +117,16 @@ def readers() -> list[Reader]:
 
 def supported() -> str:
     """Return the list of readable formats, for messages."""
-    return ", ".join(r.shown for r in readers())
+    return ", ".join(r.shown for r in registered_readers())
 
 
 def find_reader(path: Path) -> Reader | None:
     """Return the reader of `path` by suffix (then by content), or None."""
     suffix = path.suffix.lower()
-    found = [r for r in readers() if suffix in r.suffixes]
+    found = [r for r in registered_readers() if suffix in r.suffixes]
     if found:
         return found[0]
-    for r in readers():
+    for r in registered_readers():
         if r.detect(path):
             return r
     return None
