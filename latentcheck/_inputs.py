@@ -14,7 +14,6 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -204,7 +203,7 @@ def _keyed_paths(latents: Any) -> list[str] | None:
     except FormatError:
         return None
     if all((r := find_reader(p)) is not None and r.keyed for p in paths):
-        return [os.fspath(p) for p in paths]
+        return [str(p) for p in paths]  # remote paths as their URLs
     return None
 
 
@@ -254,7 +253,7 @@ def resolve_inputs(
         paths = _keyed_paths(latents) if key is None and latents is not None else None
         if paths is None:
             return None, None
-        keys = file_keys(Path(paths[0]))
+        keys = file_keys(paths[0])
         mu_key = _role_key(keys, "mu")
         spread = [(k, name) for k in SPREAD_KINDS if (name := _role_key(keys, k)) is not None]
         if mu_key is None or not spread:

@@ -16,7 +16,7 @@ import sys
 import threading
 import types
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -62,6 +62,7 @@ from .errors import (
     LatentcheckWarning,
     SampleQualityWarning,
 )
+from .io.remote import with_storage_options
 from .loading import LatentSource, open_latents, plan_blocks
 from .report import (
     SCHEMA_VERSION,
@@ -211,6 +212,7 @@ def analyze(
     channel_axis: int = 1,
     flatten: bool = False,
     per_sample: bool | None = None,
+    storage_options: Mapping[str, Any] | None = None,
     seed: int | None = 0,
     test_samples: int = 5000,
     sample_size: int | None = None,
@@ -260,6 +262,9 @@ def analyze(
         one sample (mixed spatial sizes pooled per channel), False as batches along axis
         0; None refuses 3-D files of one shape that look like single samples (see
         :func:`~latentcheck.loading.open_latents`).
+    storage_options : dict or None, default=None
+        fsspec options (credentials, endpoint…) for paths with a protocol (``s3://``,
+        ``memory://``…; see :func:`~latentcheck.loading.open_latents`); never reported.
     seed : int or None, default=0
         Seed of the sample of rows and of every Monte-Carlo step; None draws one (the seed
         used is written into the report).
@@ -389,6 +394,7 @@ class Analysis:
         return self._reservoir.finalize().row_ids
 
 
+@with_storage_options
 def analyze_with_sample(
     latents: Any = None,
     *,

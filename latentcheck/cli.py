@@ -254,6 +254,22 @@ def gate(report_dict: dict[str, Any], expressions: Sequence[str], fail_on_warn: 
     return lines
 
 
+def storage_options(pairs: Sequence[str]) -> dict[str, Any] | None:
+    """Return the --storage-option KEY=VALUE pairs as a dict (None if none were given)."""
+    import json
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}")
+        try:
+            out[name] = json.loads(text)
+        except ValueError:
+            out[name] = text
+    return out or None
+
+
 def input_options(fn: F) -> F:
     """Options that say how to read and view the input arrays."""
     for option in reversed(
@@ -282,6 +298,15 @@ def input_options(fn: F) -> F:
                 help="Several files: each is one sample, e.g. (C, H, W) [--per-sample], or "
                 "a batch along axis 0 [--batch]; by default 3-D files of one shape that "
                 "look like single samples are refused.",
+            ),
+            click.option(
+                "--storage-option",
+                "storage_options",
+                multiple=True,
+                metavar="KEY=VALUE",
+                callback=lambda _c, _p, v: storage_options(v),
+                help="fsspec option for s3://, gs://, hf://, https://… inputs (repeatable; "
+                "VALUE read as JSON if it parses, e.g. anon=true).",
             ),
         ]
     ):

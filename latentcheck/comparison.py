@@ -38,6 +38,7 @@ from ._compare_pairs import (
 from ._compare_pairs import Loaded as Loaded
 from .analysis import Analysis, analyze_with_sample
 from .errors import FormatError, InputError, LatentcheckWarning, SchemaError
+from .io.remote import with_storage_options
 from .report import Report, TestResult, level_key, to_jsonable
 
 # COMPARE_SCHEMA_VERSION history (one line per bump):
@@ -161,6 +162,7 @@ class Posterior:
 POSTERIOR_KEYS = frozenset(f.name for f in dataclasses.fields(Posterior))
 
 
+@with_storage_options
 def compare(
     *inputs: Any,
     seed: int | None = 0,
@@ -216,7 +218,8 @@ def compare(
         of a note in every comparison (read the sorted profiles and the global and joint
         figures).
     key, channel_axis, flatten, **analysis_options
-        Passed to :func:`~latentcheck.analysis.analyze_with_sample` for latent inputs.
+        Passed to :func:`~latentcheck.analysis.analyze_with_sample` for latent inputs;
+        ``storage_options=`` (fsspec options for remote paths) applies to every input.
 
     Returns
     -------

@@ -17,7 +17,7 @@ import itertools
 import math
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from .io.keys import choose_key, chooser
 from .io.member import LazyMap, Member
 from .io.readers.npz import npz_keys as npz_keys
 from .io.registry import find_reader, reader_for, supported
+from .io.remote import RemotePath, expand_remote, has_protocol, using_storage_options
 
 #: The formats latentcheck reads, for messages (readers registered later add to
 #: :func:`latentcheck.io.registry.supported`).
@@ -239,13 +240,19 @@ def plan_blocks(sources: Sequence[LatentSource], chunk_rows: int) -> list[tuple[
     return out
 
 
-def expand_paths(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """Expand globs in `paths` (sorted, as one data set) and check that the files exist."""
-    out: list[Path] = []
+def expand_paths(paths: Sequence[str | os.PathLike[str]]) -> list[Path | RemotePath]:
+    """Expand globs in `paths` (sorted, as one data set) and check that the files exist.
+
+    ``**`` matches any number of directories. Paths with a protocol (``s3://``…) are
+    expanded through fsspec (:mod:`latentcheck.io.remote`) into :class:`RemotePath`.
+    """
+    out: list[Path | RemotePath] = []
     for p in paths:
         text = os.fspath(p)
-        if any(ch in text for ch in "*?[") and not os.path.exists(text):
-            matches = sorted(_glob.glob(text))
+        if has_protocol(text):
+            out.extend(_expand_remote(text))
+        elif any(ch in text for ch in "*?[") and not os.path.exists(text):
+            matches = sorted(_glob.glob(text, recursive=True))
             if not matches:
                 raise FormatError(f"No file matches the pattern {text}")
             out.extend(Path(m) for m in matches)
@@ -266,17 +273,42 @@ def expand_paths(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
                         "stores)"
                     )
             out.append(path)
-    for path in out:
-        check_regular_file(path)
+    for local in out:
+        if isinstance(local, Path):
+            check_regular_file(local)
     return out
 
 
-def _keys(path: Path) -> list[str] | None:
+def _expand_remote(text: str) -> list[RemotePath]:
+    """Return the remote files `text` names, refusing directories that are no store."""
+    out = expand_remote(text)
+    for path in out:
+        # a suffix that names a file format costs no request; stores are found by detection
+        if find_reader(path) is None and path.is_dir():
+            raise FormatError(
+                f"{path} is a directory; pass the files, e.g. {path}/*.npy (directories "
+                "are read only as Zarr stores)"
+            )
+    return out
+
+
+def _one_path(path: str | os.PathLike[str] | RemotePath) -> Path | RemotePath:
+    """Return `path` as a local Path, or as the RemotePath its URL names."""
+    if isinstance(path, RemotePath):
+        return path
+    text = os.fspath(path)
+    return expand_remote(text)[0] if has_protocol(text) else Path(text)
+
+
+def _keys(path: Path | RemotePath) -> list[str] | None:
     """Return the array names in `path`, or None for a file of one unnamed array."""
-    return reader_for(path).keys(path)
+    reader = reader_for(path)
+    return reader.keys(path) if isinstance(path, Path) else reader.keys_remote(path)
 
 
-def file_keys(path: str | os.PathLike[str]) -> list[str]:
+def file_keys(
+    path: str | os.PathLike[str] | RemotePath, *, storage_options: Mapping[str, Any] | None = None
+) -> list[str]:
     """Return the names of the arrays stored in a file, as its library lists them.
 
     Parameters
@@ -297,17 +329,18 @@ def file_keys(path: str | os.PathLike[str]) -> list[str]:
     FormatError
         An unreadable file, an unknown extension, or a missing optional library.
     """
-    return _keys(Path(path)) or []
+    with using_storage_options(storage_options):
+        return _keys(_one_path(path)) or []
 
 
-def resolve_key(path: Path, key: str | None, role: str = "z") -> str | None:
+def resolve_key(path: Path | RemotePath, key: str | None, role: str = "z") -> str | None:
     """Return the array of `path` to read for `role`: `key` if given, else by name.
 
     Names are looked up in :data:`NPZ_ROLES` for `role`; a file of one array needs no name.
     Returns None for a file that holds one unnamed array (``.npy``, a Zarr array, a ``.pt``
     tensor).
     """
-    return choose_key(path, _keys(path), key, role)
+    return choose_key(path, _keys(_one_path(path)), key, role)
 
 
 resolve_npz_key = resolve_key
@@ -333,9 +366,14 @@ def _member_from_array(obj: Any, label: str) -> Member:
     )
 
 
-def _open_member(path: Path, key: str | None, role: str) -> Member:
+def _open_member(path: Path | RemotePath, key: str | None, role: str) -> Member:
     """Open one file as a member, by its format's reader."""
-    member = reader_for(path).open(path, chooser(path, key, role))
+    reader = reader_for(path)
+    choose = chooser(path, key, role)
+    if isinstance(path, Path):
+        member = reader.open(path, choose)
+    else:
+        member = reader.open_remote(path, choose)
     try:
         check_dtype(member.dtype, member.label)
         check_shape(member.shape, member.label)
@@ -354,6 +392,7 @@ def open_latents(
     role: str = "z",
     name: str | None = None,
     per_sample: bool | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> LatentSource:
     """Open latents for streaming: a path, a list of paths or globs, or array(s).
 
@@ -383,6 +422,11 @@ def open_latents(
         concatenates them as batches along axis 0. None (the default) reads them as
         batches, per sample when only that fits, and refuses 3-D files of one shape that
         look like single samples (see :mod:`latentcheck._persample`).
+    storage_options : dict or None, default=None
+        Options of the fsspec filesystem for paths with a protocol (``s3://``, ``gs://``,
+        ``hf://``, ``https://``, ``file://``, ``memory://``…), e.g. credentials or an
+        endpoint; ``.npy``, ``.npz``, ``.safetensors`` and Zarr stores are read from
+        them by ranged reads (extra ``remote``). Local paths never use fsspec.
 
     Returns
     -------
@@ -396,6 +440,20 @@ def open_latents(
     InputError
         Shapes that cannot hold latents or that disagree between shards.
     """
+    with using_storage_options(storage_options):
+        return _open_latents(latents, key, channel_axis, flatten, role, name, per_sample)
+
+
+def _open_latents(
+    latents: Any,
+    key: str | None,
+    channel_axis: int,
+    flatten: bool,
+    role: str,
+    name: str | None,
+    per_sample: bool | None,
+) -> LatentSource:
+    """Open latents for streaming (see :func:`open_latents`)."""
     items: list[Any]
     if isinstance(latents, (str, os.PathLike)):
         items = [latents]

@@ -19,6 +19,7 @@ from ..errors import FormatError
 if TYPE_CHECKING:
     from .keys import Chooser
     from .member import Member
+    from .remote import RemotePath
 
 __all__ = [
     "Reader",
@@ -33,7 +34,9 @@ __all__ = [
 class Reader:
     """One input format: detection, listing, opening and the library it needs.
 
-    Subclasses set the class attributes and implement :meth:`keys` and :meth:`open`.
+    Subclasses set the class attributes and implement :meth:`keys` and :meth:`open`;
+    readers that can read through fsspec (``s3://``, ``memory://``…) also implement
+    :meth:`keys_remote` and :meth:`open_remote` and set ``remote = True``.
     """
 
     #: Short name of the format (``"npy"``, ``"hdf5"``…).
@@ -49,8 +52,10 @@ class Reader:
     extra: ClassVar[str | None] = None
     #: True if the format's files are directories (stores).
     directory: ClassVar[bool] = False
+    #: True if paths with a protocol (fsspec) can be read.
+    remote: ClassVar[bool] = False
 
-    def detect(self, path: Path) -> bool:
+    def detect(self, path: Path | RemotePath) -> bool:
         """Return True if `path`, whose suffix no reader claims, is of this format."""
         del path
         return False
@@ -74,6 +79,22 @@ class Reader:
     def open(self, path: Path, choose: Chooser) -> Member:
         """Open the array of `path` that `choose` picks from the file's names."""
         raise NotImplementedError
+
+    def keys_remote(self, path: RemotePath) -> list[str] | None:
+        """Return the names of the arrays in a remote file (see :meth:`keys`)."""
+        raise FormatError(self.no_remote(path))
+
+    def open_remote(self, path: RemotePath, choose: Chooser) -> Member:
+        """Open an array of a remote file (see :meth:`open`)."""
+        raise FormatError(self.no_remote(path))
+
+    def no_remote(self, path: RemotePath) -> str:
+        """Return the message for a format that cannot be read through fsspec."""
+        able = ", ".join(r.shown for r in registered_readers() if r.remote)
+        return (
+            f"{path}: {self.shown} files are read from local paths only; copy it to a local "
+            f"disk, or store the latents as {able}"
+        )
 
 
 #: The registered readers by name, in registration order.
@@ -120,7 +141,7 @@ def supported() -> str:
     return ", ".join(r.shown for r in registered_readers())
 
 
-def find_reader(path: Path) -> Reader | None:
+def find_reader(path: Path | RemotePath) -> Reader | None:
     """Return the reader of `path` by suffix (then by content), or None."""
     suffix = path.suffix.lower()
     found = [r for r in registered_readers() if suffix in r.suffixes]
@@ -132,7 +153,7 @@ def find_reader(path: Path) -> Reader | None:
     return None
 
 
-def reader_for(path: Path) -> Reader:
+def reader_for(path: Path | RemotePath) -> Reader:
     """Return the reader of `path`, or raise FormatError listing the formats."""
     reader = find_reader(path)
     if reader is None:

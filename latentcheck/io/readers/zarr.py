@@ -13,6 +13,7 @@ from ...errors import FormatError
 from ..keys import Chooser, label_of
 from ..member import Member, SlicedArray
 from ..registry import Reader
+from ..remote import RemotePath, storage_options
 
 __all__ = ["ZARR", "ZarrReader"]
 
@@ -20,11 +21,13 @@ __all__ = ["ZARR", "ZarrReader"]
 ZARR_MARKERS = (".zarray", ".zgroup", "zarr.json")
 
 
-def _zarr_open(path: Path) -> Any:
-    """Return the Zarr array or group at `path`, read-only."""
+def _zarr_open(path: Path | RemotePath) -> Any:
+    """Return the Zarr array or group at `path`, read-only (remote: through fsspec)."""
     zarr = ZARR.load_library()
     try:
-        return zarr.open(os.fspath(path), mode="r")
+        if isinstance(path, Path):
+            return zarr.open(os.fspath(path), mode="r")
+        return zarr.open(path.url, mode="r", storage_options=storage_options() or None)
     except (OSError, ValueError, KeyError) as exc:
         raise FormatError(f"{path} is not a readable Zarr store ({exc})") from None
 
@@ -37,13 +40,13 @@ def _zarr_arrays(node: Any, prefix: str = "") -> Iterator[str]:
         yield from _zarr_arrays(sub, f"{prefix}{name}/")
 
 
-def zarr_keys(path: Path) -> list[str] | None:
+def zarr_keys(path: Path | RemotePath) -> list[str] | None:
     """Return the array paths of a Zarr group, or None for a store that is one array."""
     node = _zarr_open(path)
     return list(_zarr_arrays(node)) if hasattr(node, "arrays") else None
 
 
-def open_zarr(path: Path, choose: Chooser) -> Member:
+def open_zarr(path: Path | RemotePath, choose: Chooser) -> Member:
     """Open a Zarr array, or one array of a group; slicing reads only the chunks it needs."""
     node = _zarr_open(path)
     if hasattr(node, "arrays"):
@@ -67,8 +70,9 @@ class ZarrReader(Reader):
     library = "zarr"
     extra = "zarr"
     directory = True
+    remote = True
 
-    def detect(self, path: Path) -> bool:
+    def detect(self, path: Path | RemotePath) -> bool:
         """Return True for a directory holding a Zarr marker file, whatever its name."""
         return path.is_dir() and any((path / m).exists() for m in ZARR_MARKERS)
 
@@ -78,6 +82,14 @@ class ZarrReader(Reader):
 
     def open(self, path: Path, choose: Chooser) -> Member:
         """Open the array, or the array of the group that `choose` picks."""
+        return open_zarr(path, choose)
+
+    def keys_remote(self, path: RemotePath) -> list[str] | None:
+        """Return the array paths of a remote group, or None for one array."""
+        return zarr_keys(path)
+
+    def open_remote(self, path: RemotePath, choose: Chooser) -> Member:
+        """Open a remote Zarr array (zarr reads only the chunks a slice needs)."""
         return open_zarr(path, choose)
 
 
