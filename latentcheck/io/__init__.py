@@ -11,12 +11,16 @@ from __future__ import annotations
 
 from .keys import NPZ_ROLES as NPZ_ROLES
 from .member import Member as Member
+from .readers import BUILTIN_READERS
 from .registry import Reader as Reader
 from .registry import reader_for as reader_for
 from .registry import register_reader as register_reader
 from .registry import registered_readers as registered_readers
 from .registry import supported as supported
 from .registry import unregister_reader as unregister_reader
+
+for _builtin in BUILTIN_READERS:  # before any reader of a user's, so that clashes are found
+    register_reader(_builtin)
 
 __all__ = [
     "NPZ_ROLES",

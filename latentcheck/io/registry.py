@@ -97,7 +97,8 @@ class Reader:
         )
 
 
-#: The registered readers by name, in registration order.
+#: The registered readers by name, in registration order; :mod:`latentcheck.io` registers
+#: the built-in ones (:mod:`latentcheck.io.readers`) when it is first imported.
 _READERS: dict[str, Reader] = {}
 
 
@@ -110,7 +111,6 @@ def register_reader(reader: Reader, *, replace: bool = False) -> Reader:
         Another reader already has the name or one of the suffixes (pass ``replace=True``
         to take them over).
     """
-    _load_builtins()
     if not reader.name or not reader.shown:
         raise ValueError("a Reader needs a name and the text shown for it")
     for other in list(_READERS.values()):
@@ -131,8 +131,7 @@ def unregister_reader(name: str) -> None:
 
 
 def registered_readers() -> list[Reader]:
-    """Return the registered readers, in registration order."""
-    _load_builtins()
+    """Return the registered readers, in registration order (the built-in ones first)."""
     return list(_READERS.values())
 
 
@@ -163,18 +162,3 @@ def reader_for(path: Path | RemotePath) -> Reader:
             f"latentcheck reads {supported()}"
         )
     return reader
-
-
-def _load_builtins() -> None:
-    """Register the built-in readers, first and once."""
-    global _BUILTINS_LOADED
-    if _BUILTINS_LOADED:
-        return
-    _BUILTINS_LOADED = True
-    from .readers import BUILTIN_READERS
-
-    for reader in BUILTIN_READERS:
-        _READERS[reader.name] = reader
-
-
-_BUILTINS_LOADED = False
