@@ -283,3 +283,23 @@ def test_issue_19_hostile_files_get_the_local_errors_remotely(tmp_path, runner):
             assert out[1] == out[0], path.name
         checked += 1
     assert checked >= 50
+
+
+@pytest.mark.parametrize(("length", "size"), [(10**9, 200_000), (100_000, 300_000)])
+def test_issue_19_long_npy_header_is_one_line_and_refused_before_it_is_fetched(
+    tmp_path, runner, length, size
+):
+    # a version 2.0 header may declare up to 4 GiB; numpy reads it whole before refusing it
+    blob = b"\x93NUMPY\x02\x00" + length.to_bytes(4, "little") + b" " * (size - 12)
+    local = tmp_path / "long.npy"
+    local.write_bytes(blob)
+    _put("memory://h/long.npy", blob)
+    errors = []
+    for target in (str(local), "spymem://h/long.npy"):
+        res = runner.invoke(cli, ["report", target])
+        assert res.exit_code == 2 and res.stdout == ""
+        assert len(res.stderr.strip().splitlines()) == 1  # numpy's message has 3 lines
+        errors.append(res.stderr.replace(target, "P"))
+    assert errors[0] == errors[1]
+    assert ("EOF: reading array header" if length > size else "is large") in errors[0]
+    assert sum(e - s for _, s, e in SpyFileSystem.reads) <= 1 << 16

@@ -40,8 +40,9 @@ def read_npy_header(fh: Any, label: str) -> tuple[tuple[int, ...], bool, np.dtyp
     except Exception as exc:
         # ValueError, SyntaxError, tokenize.TokenError, MemoryError, RecursionError...:
         # whatever numpy's header parser raises on hostile bytes is an unreadable file
+        detail = " ".join(str(exc).split())  # numpy's long-header refusal has 3 lines
         raise FormatError(
-            f"{label} is not a readable .npy array ({type(exc).__name__}: {exc})"
+            f"{label} is not a readable .npy array ({type(exc).__name__}: {detail})"
         ) from None
     return tuple(shape), bool(fortran), dtype, fh.tell()
 
