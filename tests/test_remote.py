@@ -303,3 +303,45 @@ def test_issue_19_long_npy_header_is_one_line_and_refused_before_it_is_fetched(
     assert errors[0] == errors[1]
     assert ("EOF: reading array header" if length > size else "is large") in errors[0]
     assert sum(e - s for _, s, e in SpyFileSystem.reads) <= 1 << 16
+
+
+@pytest.mark.slow
+def test_issue_19_s3_through_a_local_moto_server(tmp_path, runner, monkeypatch):
+    """s3fs against moto's S3 server on the loopback address (skipped where either is absent)."""
+    pytest.importorskip("s3fs")
+    moto_server = pytest.importorskip("moto.server")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never ask a metadata service
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = {"endpoint_url": f"http://{host}:{port}", "region_name": "eu-west-1"}
+        options = {"key": "testing", "secret": "testing", "client_kwargs": endpoint}
+        fs = fsspec.filesystem("s3", **options)
+        fs.mkdir("lc-bucket")
+        rng = np.random.default_rng(9)
+        parts = [rng.standard_normal((300, 3)), rng.standard_normal((200, 3))]
+        for i, (name, part) in enumerate(zip(["a/z0.npy", "z1.npy"], parts, strict=True)):
+            np.save(tmp_path / f"z{i}.npy", part)
+            fs.pipe_file(f"lc-bucket/shards/{name}", (tmp_path / f"z{i}.npy").read_bytes())
+        got = _report("s3://lc-bucket/shards/**/*.npy", storage_options=options)
+        assert got["input"]["sources"] == [
+            "s3://lc-bucket/shards/a/z0.npy",
+            "s3://lc-bucket/shards/z1.npy",
+        ]
+        local = _report([str(tmp_path / "z0.npy"), str(tmp_path / "z1.npy")])
+        got["input"]["sources"] = local["input"]["sources"]
+        _same_json(got, local, {})
+        cmd = ["report", "s3://lc-bucket/shards/z1.npy", "--format", "json"]
+        for key, value in options.items():
+            cmd += ["--storage-option", f"{key}={json.dumps(value)}"]
+        res = runner.invoke(cli, cmd)
+        assert res.exit_code == 0, res.stderr
+        assert json.loads(res.stdout)["input"]["n_samples"] == 200
+        res = runner.invoke(cli, [cmd[0], "s3://lc-bucket/missing.npy", *cmd[2:]])
+        assert res.exit_code == 2
+        assert res.stderr.strip() == "Error: File not found: s3://lc-bucket/missing.npy"
+    finally:
+        server.stop()
