@@ -7,6 +7,8 @@ shape (rows, n_dims). ``.npy`` files are memory-mapped and never read whole; unc
 into memory (numpy cannot map them), which the source notes. ``.safetensors``, ``.h5``,
 ``.zarr`` and ``.pt`` files are read by their own libraries (optional extras, see
 :mod:`latentcheck.io.readers`), one slice of samples at a time. Nothing is ever unpickled.
+Each format is a :class:`~latentcheck.io.registry.Reader` found by suffix in the registry;
+paths with a protocol (``s3://``…) are read through fsspec (:mod:`latentcheck.io.remote`).
 """
 
 from __future__ import annotations

@@ -222,8 +222,18 @@ def test_issue_19_compare_and_cli_with_storage_options(tmp_path, runner):
         cli, ["report", str(tmp_path / "a.npy"), "--format", "json", "--seed", "4"]
     )
     _same_json(json.loads(res.stdout), json.loads(local.stdout), names)
+    SpyFileSystem.clear_instance_cache()
+    SpyFileSystem.options.clear()
+    res = runner.invoke(cli, ["compare", "spymem://c/a.npy", ub, "--storage-option", "x=[1]"])
+    assert res.exit_code == 0, res.stderr
+    assert SpyFileSystem.options == [{"x": [1]}]
     res = runner.invoke(cli, [*cmd, "--storage-option", "novalue"])
     assert res.exit_code == 2 and "expected KEY=VALUE, got 'novalue'" in res.stderr
+
+
+def test_issue_19_storage_options_must_be_a_mapping():
+    with pytest.raises(lc.InputError, match="storage_options must be a dict of fsspec options"):
+        lc.analyze("memory://b/z.npy", storage_options=["anon=true"])
 
 
 @pytest.mark.parametrize(

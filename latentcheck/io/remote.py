@@ -27,7 +27,7 @@ from typing import Any, ParamSpec, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import FormatError
+from ..errors import FormatError, InputError
 
 __all__ = [
     "RangedArray",
@@ -64,7 +64,7 @@ def has_protocol(text: str) -> bool:
 def using_storage_options(options: Mapping[str, Any] | None) -> Iterator[None]:
     """Open remote paths with `options` (passed to the fsspec filesystem) in this block."""
     if options is not None and not isinstance(options, Mapping):
-        raise FormatError(
+        raise InputError(
             f"storage_options must be a dict of fsspec options, got {type(options).__name__}"
         )
     token = _OPTIONS.set(options if options is not None else _OPTIONS.get())
