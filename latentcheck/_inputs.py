@@ -14,15 +14,14 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from . import _formats
 from .accumulate import Reservoir, hash_rows, key_threshold
 from .errors import FormatError, InputError
+from .io.registry import find_reader
 from .loading import NPZ_ROLES, LatentSource, expand_paths, file_keys, open_latents
 
 __all__ = [
@@ -203,8 +202,8 @@ def _keyed_paths(latents: Any) -> list[str] | None:
         paths = expand_paths(items)
     except FormatError:
         return None
-    if all(_formats.file_format(p) in _formats.KEYED for p in paths):
-        return [os.fspath(p) for p in paths]
+    if all((r := find_reader(p)) is not None and r.keyed for p in paths):
+        return [str(p) for p in paths]  # remote paths as their URLs
     return None
 
 
@@ -254,7 +253,7 @@ def resolve_inputs(
         paths = _keyed_paths(latents) if key is None and latents is not None else None
         if paths is None:
             return None, None
-        keys = file_keys(Path(paths[0]))
+        keys = file_keys(paths[0])
         mu_key = _role_key(keys, "mu")
         spread = [(k, name) for k in SPREAD_KINDS if (name := _role_key(keys, k)) is not None]
         if mu_key is None or not spread:

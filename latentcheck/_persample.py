@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 
 from ._validation import check_channel_axis
 from .errors import InputError
+from .io.member import Member
 
 #: A first axis at most this long, in files of one 3-D shape, may hold channels.
 MAX_CHANNELS = 64
@@ -75,7 +76,7 @@ def ambiguous_message(n_files: int, shape: tuple[int, ...], channel_axis: int = 
 class OneSample:
     """A file's whole array seen as one sample: ``[0:1]`` is the array with a new axis."""
 
-    def __init__(self, member: Any) -> None:
+    def __init__(self, member: Member) -> None:
         self.member = member
         self.shape = (1, *member.shape)
         self.dtype = member.dtype
@@ -91,7 +92,7 @@ class OneSample:
 class PooledPositions:
     """A (C, H, W) file seen as its H·W positions, rows of C channels (mixed sizes)."""
 
-    def __init__(self, member: Any, axis: int) -> None:
+    def __init__(self, member: Member, axis: int) -> None:
         self.member = member
         self.axis = axis
         self.n_dims = member.shape[axis]
@@ -105,8 +106,8 @@ class PooledPositions:
 
 
 def per_sample_members(
-    members: list[Any], per_sample: bool | None, channel_axis: int, flatten: bool
-) -> tuple[list[Any], str | None]:
+    members: list[Member], per_sample: bool | None, channel_axis: int, flatten: bool
+) -> tuple[list[Member], str | None]:
     """Return the members to build the data set from, and a layout note (None: as given).
 
     Raises
@@ -115,8 +116,6 @@ def per_sample_members(
         Files that look like single samples without ``per_sample`` said, per-sample files
         of mixed shapes with ``flatten``, or per-sample files of disagreeing channels.
     """
-    from .loading import _Member
-
     shapes = [tuple(m.shape) for m in members]
     if per_sample is False:
         return members, None
@@ -130,7 +129,7 @@ def per_sample_members(
     n = len(members)
     if len(set(shapes)) == 1:
         out = [
-            _Member(
+            Member(
                 label=m.label,
                 shape=(1, *m.shape),
                 dtype=m.dtype,
@@ -162,7 +161,7 @@ def per_sample_members(
     for m in members:
         pooled = PooledPositions(m, axis)
         out.append(
-            _Member(
+            Member(
                 label=m.label,
                 shape=pooled.shape,
                 dtype=m.dtype,

@@ -136,7 +136,8 @@ def _stand_ins(stream: Stream, s: FirstSummary, run: AnalysisRun) -> tuple[Any, 
     """
     from ._joint import JointPass
     from ._passes import SecondPassFactory
-    from .loading import LatentSource, _Member
+    from .io.member import Member
+    from .loading import LatentSource
 
     assert stream._layout is not None
     item_shape, axis, d, rows_per_item, dtype = stream._layout
@@ -167,7 +168,7 @@ def _stand_ins(stream: Stream, s: FirstSummary, run: AnalysisRun) -> tuple[Any, 
     second.prior = stream._prior.merge(stream._prior.__class__.from_state(_empty(stream)))
     second.extremes = stream._extremes.merge(stream._extremes.__class__(d))
 
-    member = _Member(
+    member = Member(
         label="stream",
         shape=(stream.n_items, *item_shape),
         dtype=dtype,

@@ -8,7 +8,7 @@ of the sample and the report's blocks). No statistic is computed here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import _validation as v
@@ -18,6 +18,7 @@ from .analysis_common import check_dimensions as check_dimensions
 from .analysis_finish import sorted_quantiles as sorted_quantiles
 from .analysis_run import analyze_source, resolve_run
 from .errors import InputError
+from .io.remote import with_storage_options
 from .loading import open_latents
 from .options import ANALYSIS_OPTIONS, AnalysisOptions, document
 from .options import DEFAULT_SAMPLE_SIZE as DEFAULT_SAMPLE_SIZE
@@ -66,6 +67,7 @@ def analyze(
     threads: int | None = DEFAULTS.threads,
     progress: bool | None = DEFAULTS.progress,
     allow_few_rows: bool = DEFAULTS.allow_few_rows,
+    storage_options: Mapping[str, Any] | None = None,
     options: AnalysisOptions | None = None,
 ) -> Report:
     """Describe a data set of latents: per-dimension, joint and practical statistics.
@@ -84,6 +86,9 @@ def analyze(
         posterior is then analysed from `latents` if given (z), else from one seeded draw
         z = mu + sigma * eps per input; the report's ``posterior`` block holds the rate.
     {options}
+    storage_options : dict or None, default=None
+        fsspec options (credentials, endpoint…) for paths with a protocol (``s3://``,
+        ``memory://``…; see :func:`~latentcheck.loading.open_latents`); never reported.
     options : AnalysisOptions or None, default=None
         All the options above at once (validated when it was made); keyword options
         given with a value other than their default replace its fields.
@@ -119,9 +124,18 @@ def analyze(
     """
     given = {name: value for name, value in locals().items() if name in ANALYSIS_OPTIONS}
     opts = AnalysisOptions.merged(options, given)
-    return analyze_with_sample(latents, mu=mu, logvar=logvar, std=std, var=var, options=opts).report
+    return analyze_with_sample(
+        latents,
+        mu=mu,
+        logvar=logvar,
+        std=std,
+        var=var,
+        options=opts,
+        storage_options=storage_options,
+    ).report
 
 
+@with_storage_options
 def analyze_with_sample(
     latents: Any = None,
     *,

@@ -300,7 +300,39 @@ COMPARE_FLAGS = tuple(name for name in COMPARE_OWN if name not in ("seed", "alph
 #: the flags of the analysis of each input in compare: all of report's but --test-samples
 #: (the univariate tests' rows, which compare leaves at analyze's default)
 COMPARE_ANALYSIS_FLAGS = tuple(name for name in ANALYSIS_FLAGS if name != "test_samples")
-input_options = options_of(INPUT_OPTIONS, ANALYSIS_OPTIONS)
+_input_flags = options_of(INPUT_OPTIONS, ANALYSIS_OPTIONS)
+
+
+def storage_options(pairs: Sequence[str]) -> dict[str, Any] | None:
+    """Return the --storage-option KEY=VALUE pairs as a dict (None if none were given)."""
+    import json
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}")
+        try:
+            out[name] = json.loads(text)
+        except ValueError:
+            out[name] = text
+    return out or None
+
+
+def input_options(fn: F) -> F:
+    """How to read and view the input arrays, and fsspec's options for remote paths."""
+    fn = click.option(
+        "--storage-option",
+        "storage_options",
+        multiple=True,
+        metavar="KEY=VALUE",
+        callback=lambda _c, _p, v: storage_options(v),
+        help="fsspec option for s3://, gs://, hf://, https://… inputs (repeatable; "
+        "VALUE read as JSON if it parses, e.g. anon=true).",
+    )(fn)
+    return _input_flags(fn)
+
+
 analysis_options = options_of(ANALYSIS_FLAGS, ANALYSIS_OPTIONS)
 
 
@@ -360,6 +392,7 @@ def report(
     channel_axis: int,
     flatten: bool,
     per_sample: bool | None,
+    storage_options: dict[str, Any] | None,
     **analysis: Any,
 ) -> None:
     """Describe a data set of latents: per-dimension, joint and practical statistics.
@@ -395,6 +428,7 @@ def report(
         std=list(std) or None,
         var=list(var) or None,
         options=options,
+        storage_options=storage_options,
     )
     if cfg is not None:
         rep = vaeconfig.check_vae_config(rep, cfg)
@@ -457,6 +491,7 @@ def compare(
     fail_on_warn: bool,
     debug: bool,
     test_samples: int | None,
+    storage_options: dict[str, Any] | None,
     **options: Any,
 ) -> None:
     """Compare latents or saved reports with the first input: what changed, and where.
@@ -487,7 +522,12 @@ def compare(
             err=True,
         )
         options["dim_test_samples"] = test_samples
-    result = compare_inputs(*inputs, *posteriors, options=CompareOptions(**options))
+    result = compare_inputs(
+        *inputs,
+        *posteriors,
+        options=CompareOptions(**options),
+        storage_options=storage_options,
+    )
     from .render import render
 
     # a bad expression stops here, before any output

@@ -38,6 +38,7 @@ from ._compare_pairs import (
 from ._compare_pairs import Loaded as Loaded
 from .analysis import Analysis, analyze_with_sample
 from .errors import FormatError, InputError, LatentcheckWarning, SchemaError
+from .io.remote import with_storage_options
 from .options import (
     COMPARE_OPTIONS,
     COMPARE_OWN,
@@ -182,6 +183,7 @@ COMPARE_KEYWORDS = (*COMPARE_OWN, "key", "channel_axis", "flatten")
         "alpha": "Level of every test, after the correction.",
     },
 )
+@with_storage_options
 def compare(
     *inputs: Any,
     seed: int | None = COMPARE_DEFAULTS.seed,
@@ -223,6 +225,7 @@ def compare(
     **analysis_options
         The other options of :func:`~latentcheck.analyze` (all but ``test_samples``),
         for the analysis of each latent input; see :class:`CompareOptions`.
+        ``storage_options=`` (fsspec options for remote paths) applies to every input.
 
     Returns
     -------
@@ -345,7 +348,7 @@ def _deprecated_test_samples(test_samples: int, dim_test_samples: int) -> int:
         "`test_samples` of `compare` is deprecated: the rows per input of the per-dimension "
         "two-sample tests are now `dim_test_samples` (CLI: --dim-test-samples)",
         FutureWarning,
-        stacklevel=3,
+        stacklevel=4,  # this, compare, its storage-options wrapper, the caller
     )
     return test_samples
 

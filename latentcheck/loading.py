@@ -6,7 +6,9 @@ shape (rows, n_dims). ``.npy`` files are memory-mapped and never read whole; unc
 ``.npz`` members are memory-mapped in place; compressed ``.npz`` members are decompressed
 into memory (numpy cannot map them), which the source notes. ``.safetensors``, ``.h5``,
 ``.zarr`` and ``.pt`` files are read by their own libraries (optional extras, see
-:mod:`latentcheck._formats`), one slice of samples at a time. Nothing is ever unpickled.
+:mod:`latentcheck.io.readers`), one slice of samples at a time. Nothing is ever unpickled.
+Each format is a :class:`~latentcheck.io.registry.Reader` found by suffix in the registry;
+paths with a protocol (``s3://``…) are read through fsspec (:mod:`latentcheck.io.remote`).
 """
 
 from __future__ import annotations
@@ -17,21 +19,27 @@ import itertools
 import math
 import os
 import stat
-import threading
-import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from . import _formats
-from ._formats import NPZ_ROLES as NPZ_ROLES
-from ._formats import SUPPORTED as SUPPORTED
+from ._persample import per_sample_members
 from ._validation import check_channel_axis, check_dtype, check_regular_file, check_shape
 from .errors import FormatError, InputError
+from .io.keys import NPZ_ROLES as NPZ_ROLES
+from .io.keys import choose_key, chooser
+from .io.member import LazyMap, Member
+from .io.readers.npz import npz_keys as npz_keys
+from .io.registry import find_reader, reader_for, supported
+from .io.remote import RemotePath, expand_remote, has_protocol, using_storage_options
+
+#: The formats latentcheck reads, for messages (readers registered later add to
+#: :func:`latentcheck.io.registry.supported`).
+SUPPORTED = supported()
 
 __all__ = [
     "LatentSource",
@@ -41,129 +49,6 @@ __all__ = [
     "open_latents",
     "resolve_key",
 ]
-
-_HAVE_PREADV = hasattr(os, "preadv")  # POSIX; elsewhere blocks come from the memory map
-
-
-class _LazyMap:
-    """A read-only memory map of an array in a file, made on first use.
-
-    A map holds a file descriptor for as long as it lives; C-ordered files are read with
-    ``pread`` and never need theirs, so a data set of thousands of shards holds none.
-    """
-
-    def __init__(
-        self,
-        path: Path,
-        dtype: np.dtype[Any],
-        offset: int,
-        shape: tuple[int, ...],
-        order: Literal["C", "F"],
-    ) -> None:
-        self._args = (path, dtype, offset, shape, order)
-        self._map: np.memmap[Any, Any] | None = None
-        self.shape = shape
-        self.dtype = dtype
-
-    def __getitem__(self, index: Any) -> Any:
-        if self._map is None:
-            path, dtype, offset, shape, order = self._args
-            self._map = np.memmap(
-                path, dtype=dtype, mode="r", offset=offset, shape=shape, order=order
-            )
-        return self._map[index]
-
-
-@dataclass
-class _Member:
-    """One array of a data set: a file, a member of a file, or an in-memory array.
-
-    `array` supports ``array[start:stop]`` along axis 0 (an ndarray, a memory map, or a
-    :class:`~latentcheck._formats.SlicedArray` that reads only those items); `closer`
-    releases a library's file handle and `notes` records conversions for the report.
-
-    File-backed C-ordered arrays also keep their path and byte offset, so blocks are read
-    with ``pread`` into a per-thread buffer instead of faulting pages of the memory map in:
-    threads that fault pages of one address space serialise on the kernel's mmap lock
-    (measured: pass 1 on 2 threads 0.80 s with the map, 0.58 s with pread).
-    """
-
-    label: str
-    shape: tuple[int, ...]
-    dtype: np.dtype[Any]
-    array: Any  # ndarray or np.memmap
-    in_memory: bool = False
-    path: str | None = None
-    offset: int = 0
-    closer: Callable[[], None] | None = None
-    notes: list[str] = field(default_factory=list)
-    mapped: str | None = None  # the file behind a memory map read without pread
-    end: int = 0  # the size that file needs
-    _io: dict[int, memoryview] = field(default_factory=dict, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def read(self, start: int, stop: int) -> NDArray[Any]:
-        """Return items [start, stop) along axis 0.
-
-        For files this is a view of this thread's buffer for this member: it stays valid
-        until the next read of the same member on the same thread.
-        """
-        if self.path is None or stop <= start or not _HAVE_PREADV:
-            if self.mapped is None:
-                return np.asarray(self.array[start:stop])
-            # a page of a memory map beyond the end of a file truncated since it was
-            # opened is SIGBUS, not an exception: check the size, then copy at once
-            try:
-                size = os.stat(self.mapped).st_size
-            except OSError as exc:
-                raise FormatError(f"{self.label} can no longer be read ({exc.strerror})") from None
-            if size < self.end:
-                raise FormatError(
-                    f"{self.label} was truncated while it was read ({size} of {self.end} "
-                    "bytes left); did another program rewrite it?"
-                )
-            return np.array(self.array[start:stop], copy=True)
-        item = math.prod(self.shape[1:]) * self.dtype.itemsize
-        n = (stop - start) * item
-        buf = self._thread_buffer(n)
-        # opened for this read only: a data set of 10 000 shards must not hold a
-        # descriptor per shard (600 of them hit the usual `ulimit -n 1024`, issue 20); an
-        # open and a close cost about 5 us against a block's read of up to 2 MiB
-        try:
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        except OSError as exc:
-            raise FormatError(f"{self.label} can no longer be read ({exc.strerror})") from None
-        try:
-            got = os.preadv(fd, [buf[:n]], self.offset + start * item)
-        except OSError as exc:
-            raise FormatError(f"{self.label} could not be read ({exc.strerror})") from None
-        finally:
-            os.close(fd)
-        if got != n:
-            raise FormatError(f"{self.label}: short read at item {start}; did the file change?")
-        return np.frombuffer(buf[:n], dtype=self.dtype).reshape((stop - start, *self.shape[1:]))
-
-    def _thread_buffer(self, nbytes: int) -> memoryview:
-        """Return this thread's buffer for this member, of at least `nbytes` bytes."""
-        key = threading.get_ident()
-        with self._lock:
-            buf = self._io.get(key, memoryview(b""))
-            if buf.nbytes < nbytes:
-                raw = np.empty(nbytes + 64, dtype=np.uint8)
-                lead = (-raw.ctypes.data) % 64  # cache-line aligned rows
-                buf = raw[lead : lead + nbytes].data
-                self._io[key] = buf
-        return buf
-
-    def close(self) -> None:
-        """Close the file descriptors and handles and drop the buffers and the memory map."""
-        with self._lock:
-            self._io.clear()
-            closer, self.closer = self.closer, None
-        if closer is not None:
-            closer()
-        if not self.in_memory:
-            self.array = None
 
 
 @dataclass
@@ -190,7 +75,7 @@ class LatentSource:
         Conversions and memory notes for the report.
     """
 
-    members: list[_Member]
+    members: list[Member]
     item_shape: tuple[int, ...]
     channel_axis: int | None
     n_items: int
@@ -277,7 +162,7 @@ class LatentSource:
         (HDF5, zarr) are not: their handles and internal state were not made for fork.
         """
         return all(
-            m.path is not None or isinstance(m.array, (np.ndarray, _LazyMap)) for m in self.members
+            m.path is not None or isinstance(m.array, (np.ndarray, LazyMap)) for m in self.members
         )
 
     def read_items(self, start: int, stop: int) -> NDArray[Any]:
@@ -357,13 +242,19 @@ def plan_blocks(sources: Sequence[LatentSource], chunk_rows: int) -> list[tuple[
     return out
 
 
-def expand_paths(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """Expand globs in `paths` (sorted, as one data set) and check that the files exist."""
-    out: list[Path] = []
+def expand_paths(paths: Sequence[str | os.PathLike[str]]) -> list[Path | RemotePath]:
+    """Expand globs in `paths` (sorted, as one data set) and check that the files exist.
+
+    ``**`` matches any number of directories. Paths with a protocol (``s3://``…) are
+    expanded through fsspec (:mod:`latentcheck.io.remote`) into :class:`RemotePath`.
+    """
+    out: list[Path | RemotePath] = []
     for p in paths:
         text = os.fspath(p)
-        if any(ch in text for ch in "*?[") and not os.path.exists(text):
-            matches = sorted(_glob.glob(text))
+        if has_protocol(text):
+            out.extend(_expand_remote(text))
+        elif any(ch in text for ch in "*?[") and not os.path.exists(text):
+            matches = sorted(_glob.glob(text, recursive=True))
             if not matches:
                 raise FormatError(f"No file matches the pattern {text}")
             out.extend(Path(m) for m in matches)
@@ -376,199 +267,50 @@ def expand_paths(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
             except OSError as exc:  # EACCES on a parent, ENAMETOOLONG, ELOOP
                 raise FormatError(f"Cannot read {text}: {exc.strerror}") from None
             if stat.S_ISDIR(st.st_mode):
-                if not _formats.is_zarr_store(path):
+                reader = find_reader(path)
+                if reader is None or not reader.directory:
                     raise FormatError(
                         f"{text} is a directory; pass the files, e.g. "
                         f"{os.path.join(text, '*.npy')} (directories are read only as Zarr "
                         "stores)"
                     )
             out.append(path)
-    for path in out:
-        check_regular_file(path)
+    for local in out:
+        if isinstance(local, Path):
+            check_regular_file(local)
     return out
 
 
-def _read_npy_header(fh: Any, label: str) -> tuple[tuple[int, ...], bool, np.dtype[Any], int]:
-    """Return (shape, fortran_order, dtype, data offset) of the .npy stream in `fh`."""
-    fmt = np.lib.format
-    start = fh.tell()
-    try:
-        version = fmt.read_magic(fh)
-        if version == (1, 0):
-            shape, fortran, dtype = fmt.read_array_header_1_0(fh)
-        elif version in ((2, 0), (3, 0)):
-            shape, fortran, dtype = fmt.read_array_header_2_0(fh)
-        else:
-            raise ValueError(f"unsupported format version {version}")
-    except Exception as exc:
-        # ValueError, SyntaxError, tokenize.TokenError, MemoryError, RecursionError...:
-        # whatever numpy's header parser raises on hostile bytes is an unreadable file
-        raise FormatError(
-            f"{label} is not a readable .npy array ({type(exc).__name__}: {exc})"
-        ) from None
-    del start
-    return tuple(shape), bool(fortran), dtype, fh.tell()
-
-
-def _open_npy(path: Path) -> _Member:
-    """Memory-map one .npy file after checking its header and size."""
-    label = str(path)
-    with open(path, "rb") as fh:
-        shape, fortran, dtype, offset = _read_npy_header(fh, label)
-    check_dtype(dtype, label)
-    check_shape(shape, label)
-    expected = offset + math.prod(shape) * dtype.itemsize
-    size = path.stat().st_size
-    if size < expected:
-        raise FormatError(
-            f"{label} is truncated: its header promises shape {shape} of {dtype} "
-            f"({expected} bytes) but the file has {size} bytes"
-        )
-    if math.prod(shape) == 0:
-        array: Any = np.zeros(shape, dtype=dtype)
-    else:
-        array = _LazyMap(path, dtype, offset, shape, "F" if fortran else "C")
-    direct = None if fortran or math.prod(shape) == 0 else os.fspath(path)
-    mapped = os.fspath(path) if direct is None and math.prod(shape) != 0 else None
-    return _Member(
-        label=label,
-        shape=shape,
-        dtype=dtype,
-        array=array,
-        path=direct,
-        offset=offset,
-        mapped=mapped,
-        end=expected,
-    )
-
-
-def npz_keys(path: Path) -> list[str]:
-    """Return the array names stored in an ``.npz`` file."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise FormatError(f"{path} is not a readable .npz archive ({exc})") from None
-    return [n[:-4] if n.endswith(".npy") else n for n in names]
-
-
-def _open_npz_member(path: Path, key: str) -> _Member:
-    """Open one member of an .npz: memory-mapped if stored uncompressed, else read."""
-    label = f"{path}[{key}]"
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise FormatError(f"{path} is not a readable .npz archive ({exc})") from None
-    with zf:
-        name = key + ".npy" if key + ".npy" in zf.namelist() else key
-        info = zf.getinfo(name)
-        if info.flag_bits & 0x1:
-            raise FormatError(f"{label} is encrypted; latentcheck reads unencrypted .npz files")
-        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+def _expand_remote(text: str) -> list[RemotePath]:
+    """Return the remote files `text` names, refusing directories that are no store."""
+    out = expand_remote(text)
+    for path in out:
+        # a suffix that names a file format costs no request; stores are found by detection
+        if find_reader(path) is None and path.is_dir():
             raise FormatError(
-                f"{label} uses zip compression method {info.compress_type}, which .npz files "
-                "never use; save the latents with np.savez or np.savez_compressed"
+                f"{path} is a directory; pass the files, e.g. {path}/*.npy (directories "
+                "are read only as Zarr stores)"
             )
-        if info.compress_type == zipfile.ZIP_STORED:
-            with open(path, "rb") as raw:
-                raw.seek(info.header_offset)
-                local = raw.read(30)
-                if local[:4] != b"PK\x03\x04":
-                    raise FormatError(f"{path} is a corrupt .npz archive (bad local header)")
-                n_name = int.from_bytes(local[26:28], "little")
-                n_extra = int.from_bytes(local[28:30], "little")
-                raw.seek(info.header_offset + 30 + n_name + n_extra)
-                shape, fortran, dtype, offset = _read_npy_header(raw, label)
-            check_dtype(dtype, label)
-            check_shape(shape, label)
-            nbytes = math.prod(shape) * dtype.itemsize
-            if offset + nbytes > path.stat().st_size or info.file_size < nbytes:
-                raise FormatError(f"{label} is truncated")
-            if nbytes == 0:
-                return _Member(label, shape, dtype, np.zeros(shape, dtype=dtype), True)
-            array = _LazyMap(path, dtype, offset, shape, "F" if fortran else "C")
-            direct = None if fortran else os.fspath(path)
-            mapped = os.fspath(path) if fortran else None
-            return _Member(
-                label,
-                shape,
-                dtype,
-                array,
-                path=direct,
-                offset=offset,
-                mapped=mapped,
-                end=offset + nbytes,
-            )
-        try:
-            with zf.open(name) as fh:
-                shape, fortran, dtype, header = _read_npy_header(fh, label)
-        except (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError) as exc:
-            raise FormatError(f"Cannot read {label} ({exc})") from None
-        check_dtype(dtype, label)
-        check_shape(shape, label)
-        _check_inflated_size(label, math.prod(shape) * dtype.itemsize, header, info)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            data = npz[key]
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError, MemoryError) as exc:
-        raise FormatError(f"Cannot read {label} ({exc})") from None
-    return _Member(
-        label=label, shape=tuple(data.shape), dtype=data.dtype, array=data, in_memory=True
-    )
+    return out
 
 
-def _physical_memory() -> int | None:
-    """Return the machine's physical memory in bytes, or None where it cannot be known."""
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
-        return None
+def _one_path(path: str | os.PathLike[str] | RemotePath) -> Path | RemotePath:
+    """Return `path` as a local Path, or as the RemotePath its URL names."""
+    if isinstance(path, RemotePath):
+        return path
+    text = os.fspath(path)
+    return expand_remote(text)[0] if has_protocol(text) else Path(text)
 
 
-def _check_inflated_size(label: str, nbytes: int, header: int, info: zipfile.ZipInfo) -> None:
-    """Refuse a compressed member before inflating it when its sizes cannot be right.
-
-    Its header's shape must fit in the size the archive records for it, and in the
-    machine's memory (it is read whole): checked by arithmetic, before any allocation, so
-    that a header declaring 10^12 values is an error line, not an out-of-memory kill.
-    """
-    if header + nbytes > info.file_size:
-        raise FormatError(
-            f"{label} is corrupt: its header declares {nbytes} bytes of data but the archive "
-            f"records {info.file_size} bytes for the member"
-        )
-    memory = _physical_memory()
-    if memory is not None and nbytes > memory:
-        raise FormatError(
-            f"{label} is compressed, so it would be read into memory: {nbytes / 2**30:.1f} "
-            f"GiB, more than this machine's {memory / 2**30:.1f} GiB; save it with np.savez "
-            "(uncompressed) or as .npy to stream it"
-        )
-
-
-def _file_format(path: Path) -> str:
-    """Return the format name of `path`, or raise FormatError for an unknown extension."""
-    fmt = _formats.file_format(path)
-    if fmt is None:
-        ext = path.suffix.lower()
-        raise FormatError(
-            f"Unknown file type {ext or '(no extension)'!r} for {path}; "
-            f"latentcheck reads {SUPPORTED}"
-        )
-    return fmt
-
-
-def _keys(path: Path) -> list[str] | None:
+def _keys(path: Path | RemotePath) -> list[str] | None:
     """Return the array names in `path`, or None for a file of one unnamed array."""
-    fmt = _file_format(path)
-    if fmt == "npy":
-        return None
-    if fmt == "npz":
-        return npz_keys(path)
-    return _formats.keys(path, fmt)
+    reader = reader_for(path)
+    return reader.keys(path) if isinstance(path, Path) else reader.keys_remote(path)
 
 
-def file_keys(path: str | os.PathLike[str]) -> list[str]:
+def file_keys(
+    path: str | os.PathLike[str] | RemotePath, *, storage_options: Mapping[str, Any] | None = None
+) -> list[str]:
     """Return the names of the arrays stored in a file, as its library lists them.
 
     Parameters
@@ -589,31 +331,34 @@ def file_keys(path: str | os.PathLike[str]) -> list[str]:
     FormatError
         An unreadable file, an unknown extension, or a missing optional library.
     """
-    return _keys(Path(path)) or []
+    with using_storage_options(storage_options):
+        return _keys(_one_path(path)) or []
 
 
-def resolve_key(path: Path, key: str | None, role: str = "z") -> str | None:
+def resolve_key(path: Path | RemotePath, key: str | None, role: str = "z") -> str | None:
     """Return the array of `path` to read for `role`: `key` if given, else by name.
 
     Names are looked up in :data:`NPZ_ROLES` for `role`; a file of one array needs no name.
     Returns None for a file that holds one unnamed array (``.npy``, a Zarr array, a ``.pt``
     tensor).
     """
-    return _formats.choose_key(path, _keys(path), key, role)
+    return choose_key(path, _keys(_one_path(path)), key, role)
 
 
 resolve_npz_key = resolve_key
 
 
-def _member_from_array(obj: Any, label: str) -> _Member:
+def _member_from_array(obj: Any, label: str) -> Member:
     """Wrap an in-memory array-like as a member, refusing object arrays."""
     note = None
     if hasattr(obj, "detach") and hasattr(obj, "cpu"):  # a torch tensor
-        obj, note = _formats.tensor_to_numpy(obj, label)
+        from .io.readers.torch import tensor_to_numpy
+
+        obj, note = tensor_to_numpy(obj, label)
     arr = obj if isinstance(obj, np.ndarray) else np.asarray(obj)
     check_dtype(arr.dtype, label)
     check_shape(arr.shape, label)
-    return _Member(
+    return Member(
         label=label,
         shape=tuple(arr.shape),
         dtype=arr.dtype,
@@ -623,29 +368,17 @@ def _member_from_array(obj: Any, label: str) -> _Member:
     )
 
 
-def _open_member(path: Path, key: str | None, role: str) -> _Member:
-    """Open one file as a member, by format."""
-    fmt = _file_format(path)
-    if fmt == "npy":
-        _formats.choose_key(path, None, key, role)
-        return _open_npy(path)
-    if fmt == "npz":
-        npz_key = _formats.choose_key(path, npz_keys(path), key, role)
-        assert npz_key is not None  # .npz members always have names
-        return _open_npz_member(path, npz_key)
-    opened = _formats.open_array(path, fmt, lambda keys: _formats.choose_key(path, keys, key, role))
-    opened.array.label = opened.label
-    member = _Member(
-        label=opened.label,
-        shape=opened.shape,
-        dtype=opened.dtype,
-        array=opened.array,
-        closer=opened.close,
-        notes=opened.notes,
-    )
+def _open_member(path: Path | RemotePath, key: str | None, role: str) -> Member:
+    """Open one file as a member, by its format's reader."""
+    reader = reader_for(path)
+    choose = chooser(path, key, role)
+    if isinstance(path, Path):
+        member = reader.open(path, choose)
+    else:
+        member = reader.open_remote(path, choose)
     try:
-        check_dtype(opened.dtype, opened.label)
-        check_shape(opened.shape, opened.label)
+        check_dtype(member.dtype, member.label)
+        check_shape(member.shape, member.label)
     except (FormatError, InputError):
         member.close()
         raise
@@ -661,6 +394,7 @@ def open_latents(
     role: str = "z",
     name: str | None = None,
     per_sample: bool | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> LatentSource:
     """Open latents for streaming: a path, a list of paths or globs, or array(s).
 
@@ -690,6 +424,11 @@ def open_latents(
         concatenates them as batches along axis 0. None (the default) reads them as
         batches, per sample when only that fits, and refuses 3-D files of one shape that
         look like single samples (see :mod:`latentcheck._persample`).
+    storage_options : dict or None, default=None
+        Options of the fsspec filesystem for paths with a protocol (``s3://``, ``gs://``,
+        ``hf://``, ``https://``, ``file://``, ``memory://``…), e.g. credentials or an
+        endpoint; ``.npy``, ``.npz``, ``.safetensors`` and Zarr stores are read from
+        them by ranged reads (extra ``remote``). Local paths never use fsspec.
 
     Returns
     -------
@@ -703,6 +442,20 @@ def open_latents(
     InputError
         Shapes that cannot hold latents or that disagree between shards.
     """
+    with using_storage_options(storage_options):
+        return _open_latents(latents, key, channel_axis, flatten, role, name, per_sample)
+
+
+def _open_latents(
+    latents: Any,
+    key: str | None,
+    channel_axis: int,
+    flatten: bool,
+    role: str,
+    name: str | None,
+    per_sample: bool | None,
+) -> LatentSource:
+    """Open latents for streaming (see :func:`open_latents`)."""
     items: list[Any]
     if isinstance(latents, (str, os.PathLike)):
         items = [latents]
@@ -717,12 +470,10 @@ def open_latents(
             f"Cannot read latents from a {type(latents).__name__}; pass a numpy array, "
             "a path, or a list of arrays or paths"
         )
-    members: list[_Member] = []
+    members: list[Member] = []
     if all(isinstance(x, (str, os.PathLike)) for x in items):
         for path in expand_paths(items):
             members.append(_open_member(path, key, role))
-        from ._persample import per_sample_members
-
         try:
             members, note = per_sample_members(members, per_sample, channel_axis, flatten)
         except BaseException:
@@ -744,7 +495,7 @@ def open_latents(
 
 
 def _build_source(
-    members: list[_Member], *, channel_axis: int, flatten: bool, name: str | None
+    members: list[Member], *, channel_axis: int, flatten: bool, name: str | None
 ) -> LatentSource:
     """Check that shards agree and set up the 2-D view."""
     first = members[0]

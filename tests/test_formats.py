@@ -20,9 +20,10 @@ import pytest
 from helpers import assert_json_close
 
 import latentcheck as lc
-from latentcheck import _formats, loading
+from latentcheck import loading
 from latentcheck.cli import cli
 from latentcheck.errors import FormatError, InputError
+from latentcheck.io.member import SlicedArray
 from latentcheck.loading import file_keys, iter_blocks, open_latents, resolve_key
 
 FORMATS = ["safetensors", "hdf5", "zarr", "torch"]
@@ -120,14 +121,14 @@ def test_reads_are_lazy_slices(tmp_path, fmt, monkeypatch):
     x = _data("conv", np.random.default_rng(2))  # 24 samples of 20 rows
     path = _write(fmt, tmp_path / f"x{EXT[fmt]}", {"z": x})
     calls: list[tuple[int, int]] = []
-    original = _formats.SlicedArray.__getitem__
+    original = SlicedArray.__getitem__
 
-    def counting(self: _formats.SlicedArray, index: slice) -> np.ndarray:
+    def counting(self: SlicedArray, index: slice) -> np.ndarray:
         assert isinstance(index, slice) and index.step is None
         calls.append((index.start, index.stop))
         return original(self, index)
 
-    monkeypatch.setattr(_formats.SlicedArray, "__getitem__", counting)
+    monkeypatch.setattr(SlicedArray, "__getitem__", counting)
     src = open_latents(path)
     assert calls == []  # opening reads no data
     block = src.read_items(5, 9)

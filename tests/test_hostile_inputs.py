@@ -14,6 +14,7 @@ import pytest
 import latentcheck as lc
 from latentcheck import loading
 from latentcheck.cli import cli
+from latentcheck.io.readers.npz import check_inflated_size
 
 
 def npy_bytes(header: str, data: bytes = b"\0" * 800) -> bytes:
@@ -115,9 +116,9 @@ def test_issue_20_npz_member_declaring_more_than_memory_or_its_size(runner, tmp_
     n = memory // 8 + 1
     info.file_size = 128 + 8 * n
     with pytest.raises(lc.FormatError, match="more than this machine's"):
-        loading._check_inflated_size("m[z]", 8 * n, 128, info)
+        check_inflated_size("m[z]", 8 * n, 128, info)
     info.file_size = 128 + 8 * 1000
-    loading._check_inflated_size("m[z]", 8 * 1000, 128, info)  # a sane member passes
+    check_inflated_size("m[z]", 8 * 1000, 128, info)  # a sane member passes
 
 
 def test_issue_20_encrypted_and_unknown_compression_npz(runner, tmp_path):

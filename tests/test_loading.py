@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import latentcheck as lc
-from latentcheck import loading
 from latentcheck.errors import FormatError, InputError
+from latentcheck.io.member import LazyMap
 from latentcheck.loading import iter_blocks, npz_keys, open_latents, plan_blocks
 
 
@@ -17,7 +17,7 @@ def test_npy_is_memory_mapped_not_loaded(latents_file, rng):
     x = rng.standard_normal((100, 3)).astype(np.float32)
     src = open_latents(latents_file(x))
     # mapped on first use only (issue 20: no descriptor held per shard); read with pread
-    assert isinstance(src.members[0].array, loading._LazyMap)
+    assert isinstance(src.members[0].array, LazyMap)
     assert src.members[0].array._map is None
     assert isinstance(src.members[0].array[0:1], np.memmap)
     assert src.n_rows == 100 and src.n_dims == 3 and src.dtype == np.float32
@@ -36,7 +36,7 @@ def test_uncompressed_npz_member_is_memory_mapped(latents_file, rng):
     z = rng.standard_normal((40, 2))
     path = latents_file(z=z, other=np.zeros(3))
     src = open_latents(path)
-    assert isinstance(src.members[0].array, loading._LazyMap)
+    assert isinstance(src.members[0].array, LazyMap)
     assert isinstance(src.members[0].array[0:1], np.memmap)
     assert src.labels == [f"{path}[z]"]
     np.testing.assert_array_equal(src.read_items(0, 40), z)
