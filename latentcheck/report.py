@@ -20,6 +20,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .errors import SchemaError
+from .model.base import F64 as F64
+from .model.base import Finding as Finding
+from .model.base import Normalization as Normalization
+from .model.base import TestResult as TestResult
+from .model.base import clean_float, to_jsonable
+from .model.base import level_key as level_key
 
 # SCHEMA_VERSION history (one line per bump):
 # 1: first release: input, settings, summary, dims, joint, posterior, warnings.
@@ -33,8 +39,6 @@ SCHEMA_VERSION = 2
 HISTOGRAM_EDGES: tuple[float, ...] = tuple(-5.0 + 0.25 * i for i in range(41))
 READABLE_SCHEMA_VERSIONS = (1, 2)
 
-F64 = NDArray[np.float64]
-
 __all__ = [
     "READABLE_SCHEMA_VERSIONS",
     "SCHEMA_VERSION",
@@ -46,45 +50,10 @@ __all__ = [
     "Settings",
     "Summary",
     "TestResult",
+    "level_key",
     "mi_ceiling",
     "to_jsonable",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class TestResult:
-    """Outcome of one hypothesis test.
-
-    Attributes
-    ----------
-    statistic : float
-        The test statistic, as the reference implementation defines it. NaN when the test
-        was skipped.
-    pvalue : float
-        The p-value under the test's null hypothesis. NaN when the test was skipped.
-    df : float or None
-        Degrees of freedom of the reference distribution, where there is one.
-    effect_size : float or None
-        A scale-free size of the departure from the null (defined per test).
-    method : str or None
-        How the p-value was obtained, in words (e.g. "chi2 approximation").
-    reason : str or None
-        Why the test was skipped (statistic and p-value are NaN then).
-    """
-
-    __test__ = False  # not a pytest test class
-
-    statistic: float
-    pvalue: float
-    df: float | None = None
-    effect_size: float | None = None
-    method: str | None = None
-    reason: str | None = None
-
-    @classmethod
-    def skipped(cls, reason: str) -> TestResult:
-        """Return a result that records why a test did not run."""
-        return cls(statistic=math.nan, pvalue=math.nan, reason=reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,34 +159,6 @@ class Settings:
     mode: str = "two-pass"
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One line of the verdict.
-
-    Attributes
-    ----------
-    aspect : str
-        "input", "dimensions", "scale", "outliers", "gaussianity", "rate" or
-        "normalization" ("joint" in comparisons).
-    status : str
-        "ok", "note" or "warn".
-    text : str
-        The finding in words, with its numbers; it names the dimensions in `dims`.
-    code : str
-        Stable machine name of the rule that produced it (``dead_dims``, ``scale_spread``,
-        ``heavy_tails``, ``non_gaussian``, ...; the README lists them). Empty in reports
-        saved before codes existed.
-    dims : tuple of int
-        Indices of the dimensions the finding is about; empty when it is global.
-    """
-
-    aspect: str
-    status: str
-    text: str
-    code: str = ""
-    dims: tuple[int, ...] = ()
-
-
 #: I(x;z) within this many nats of ln n (the mixture estimate's ceiling) is a bound, for
 #: reports that do not carry the estimator's own regime (`mutual_information_regime`).
 MI_CEILING_TOL = 0.1
@@ -242,43 +183,6 @@ def mi_ceiling(posterior: dict[str, Any] | None) -> float | None:
         return ceiling
     mi = float(posterior["mutual_information"])
     return ceiling if mi >= ceiling - MI_CEILING_TOL else None
-
-
-@dataclass(frozen=True, slots=True)
-class Normalization:
-    """Latent normalisation constants, from all rows, with 95% confidence intervals.
-
-    Attributes
-    ----------
-    shift : float
-        Mean over all values of all dimensions: the ``shift_factor`` of SD3/FLUX,
-        used as ``(z − shift) * scale``.
-    scale : float
-        1 / (standard deviation over all values about `shift`): ``scaling_factor`` of
-        SD3/FLUX, and of Stable Diffusion (``z * scaling_factor``), which uses no shift.
-    scale_rms : float
-        1 / sqrt(mean of z²): the factor that gives unit second moment *without* a shift.
-    per_dim_shift, per_dim_scale : ndarray of shape (n_dims,)
-        Per-dimension mean and 1/std (``(z − per_dim_shift) * per_dim_scale``); diffusers'
-        ``latents_mean``/``latents_std`` and EDM2's ``raw_mean``/``raw_std`` are
-        ``per_dim_shift`` and ``1 / per_dim_scale``.
-    shift_ci, scale_ci : tuple of float
-        95% confidence intervals (normal approximation; see Notes of ``normalization``).
-    per_dim_shift_ci, per_dim_scale_ci : ndarray of shape (n_dims, 2)
-    n_rows : int
-        Rows the constants come from.
-    """
-
-    shift: float
-    scale: float
-    scale_rms: float
-    per_dim_shift: F64
-    per_dim_scale: F64
-    shift_ci: tuple[float, float]
-    scale_ci: tuple[float, float]
-    per_dim_shift_ci: F64
-    per_dim_scale_ci: F64
-    n_rows: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -563,35 +467,6 @@ class Report:
 # ---------------------------------------------------------------------------------------
 
 
-def _clean_float(x: float) -> float | None:
-    """Return x, or None for NaN and ±inf."""
-    return x if math.isfinite(x) else None
-
-
-def to_jsonable(value: Any) -> Any:
-    """Return `value` as JSON-ready Python values (dataclasses as dicts, NaN as None)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return to_jsonable(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return _clean_float(float(value))
-    return value
-
-
-def level_key(level: float) -> str:
-    """Return the JSON key of a level: "3" for 3.0, "0.001" for 0.001."""
-    return f"{level:g}" if level != int(level) else str(int(level))
-
-
 def dims_to_records(dims: Dims, settings: Settings) -> list[dict[str, Any]]:
     """Return one JSON object per dimension."""
     qkeys = [level_key(q) for q in settings.quantile_levels]
@@ -599,30 +474,28 @@ def dims_to_records(dims: Dims, settings: Settings) -> list[dict[str, Any]]:
     expected = [math.erfc(k / math.sqrt(2.0)) for k in settings.sigma_levels]
     records = []
     for j in range(dims.index.shape[0]):
-        rate = {k: _clean_float(float(dims.outlier_rate[i, j])) for i, k in enumerate(kkeys)}
+        rate = {k: clean_float(float(dims.outlier_rate[i, j])) for i, k in enumerate(kkeys)}
         ratio = {
-            k: _clean_float(float(dims.outlier_rate[i, j] / expected[i]))
+            k: clean_float(float(dims.outlier_rate[i, j] / expected[i]))
             for i, k in enumerate(kkeys)
         }
         rec: dict[str, Any] = {
             "index": int(dims.index[j]),
             "count": int(dims.count[j]),
-            "mean": _clean_float(float(dims.mean[j])),
-            "std": _clean_float(float(dims.std[j])),
-            "min": _clean_float(float(dims.min[j])),
-            "max": _clean_float(float(dims.max[j])),
-            "quantiles": {
-                k: _clean_float(float(dims.quantiles[i, j])) for i, k in enumerate(qkeys)
-            },
-            "skewness": _clean_float(float(dims.skewness[j])),
-            "excess_kurtosis": _clean_float(float(dims.excess_kurtosis[j])),
-            "kl_gauss": _clean_float(float(dims.kl_gauss[j])),
-            "negentropy": _clean_float(float(dims.negentropy[j])),
-            "kl_marginal": _clean_float(float(dims.kl_marginal[j])),
+            "mean": clean_float(float(dims.mean[j])),
+            "std": clean_float(float(dims.std[j])),
+            "min": clean_float(float(dims.min[j])),
+            "max": clean_float(float(dims.max[j])),
+            "quantiles": {k: clean_float(float(dims.quantiles[i, j])) for i, k in enumerate(qkeys)},
+            "skewness": clean_float(float(dims.skewness[j])),
+            "excess_kurtosis": clean_float(float(dims.excess_kurtosis[j])),
+            "kl_gauss": clean_float(float(dims.kl_gauss[j])),
+            "negentropy": clean_float(float(dims.negentropy[j])),
+            "kl_marginal": clean_float(float(dims.kl_marginal[j])),
             "outlier_rate": rate,
             "outlier_ratio": ratio,
             "prior_outlier_rate": {
-                k: _clean_float(float(dims.prior_outlier_rate[i, j])) for i, k in enumerate(kkeys)
+                k: clean_float(float(dims.prior_outlier_rate[i, j])) for i, k in enumerate(kkeys)
             },
             "degenerate": bool(dims.degenerate[j]),
             **(
@@ -632,9 +505,9 @@ def dims_to_records(dims: Dims, settings: Settings) -> list[dict[str, Any]]:
             ),
             "tests": {
                 name: {
-                    "statistic": _clean_float(float(t.statistic[j])),
-                    "pvalue": _clean_float(float(t.pvalue[j])),
-                    "pvalue_holm": _clean_float(float(t.pvalue_holm[j])),
+                    "statistic": clean_float(float(t.statistic[j])),
+                    "pvalue": clean_float(float(t.pvalue[j])),
+                    "pvalue_holm": clean_float(float(t.pvalue_holm[j])),
                     **({"reason": t.reason[j]} if t.reason[j] else {}),
                 }
                 for name, t in dims.tests.items()

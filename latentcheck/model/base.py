@@ -1,0 +1,158 @@
+"""Low-level result types and the JSON conversion, shared by the statistics and the report.
+
+Statistics modules return these (a test's ``TestResult``, a verdict line's ``Finding``, the
+normalisation constants); ``report`` builds on them. This module imports no other module of
+latentcheck, so importing it never imports the report or a renderer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+F64 = NDArray[np.float64]
+
+__all__ = [
+    "F64",
+    "Finding",
+    "Normalization",
+    "TestResult",
+    "clean_float",
+    "level_key",
+    "to_jsonable",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class TestResult:
+    """Outcome of one hypothesis test.
+
+    Attributes
+    ----------
+    statistic : float
+        The test statistic, as the reference implementation defines it. NaN when the test
+        was skipped.
+    pvalue : float
+        The p-value under the test's null hypothesis. NaN when the test was skipped.
+    df : float or None
+        Degrees of freedom of the reference distribution, where there is one.
+    effect_size : float or None
+        A scale-free size of the departure from the null (defined per test).
+    method : str or None
+        How the p-value was obtained, in words (e.g. "chi2 approximation").
+    reason : str or None
+        Why the test was skipped (statistic and p-value are NaN then).
+    """
+
+    __test__ = False  # not a pytest test class
+
+    statistic: float
+    pvalue: float
+    df: float | None = None
+    effect_size: float | None = None
+    method: str | None = None
+    reason: str | None = None
+
+    @classmethod
+    def skipped(cls, reason: str) -> TestResult:
+        """Return a result that records why a test did not run."""
+        return cls(statistic=math.nan, pvalue=math.nan, reason=reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One line of the verdict.
+
+    Attributes
+    ----------
+    aspect : str
+        "input", "dimensions", "scale", "outliers", "gaussianity", "rate" or
+        "normalization" ("joint" in comparisons).
+    status : str
+        "ok", "note" or "warn".
+    text : str
+        The finding in words, with its numbers; it names the dimensions in `dims`.
+    code : str
+        Stable machine name of the rule that produced it (``dead_dims``, ``scale_spread``,
+        ``heavy_tails``, ``non_gaussian``, ...; the README lists them). Empty in reports
+        saved before codes existed.
+    dims : tuple of int
+        Indices of the dimensions the finding is about; empty when it is global.
+    """
+
+    aspect: str
+    status: str
+    text: str
+    code: str = ""
+    dims: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Normalization:
+    """Latent normalisation constants, from all rows, with 95% confidence intervals.
+
+    Attributes
+    ----------
+    shift : float
+        Mean over all values of all dimensions: the ``shift_factor`` of SD3/FLUX,
+        used as ``(z − shift) * scale``.
+    scale : float
+        1 / (standard deviation over all values about `shift`): ``scaling_factor`` of
+        SD3/FLUX, and of Stable Diffusion (``z * scaling_factor``), which uses no shift.
+    scale_rms : float
+        1 / sqrt(mean of z²): the factor that gives unit second moment *without* a shift.
+    per_dim_shift, per_dim_scale : ndarray of shape (n_dims,)
+        Per-dimension mean and 1/std (``(z − per_dim_shift) * per_dim_scale``); diffusers'
+        ``latents_mean``/``latents_std`` and EDM2's ``raw_mean``/``raw_std`` are
+        ``per_dim_shift`` and ``1 / per_dim_scale``.
+    shift_ci, scale_ci : tuple of float
+        95% confidence intervals (normal approximation; see Notes of ``normalization``).
+    per_dim_shift_ci, per_dim_scale_ci : ndarray of shape (n_dims, 2)
+    n_rows : int
+        Rows the constants come from.
+    """
+
+    shift: float
+    scale: float
+    scale_rms: float
+    per_dim_shift: F64
+    per_dim_scale: F64
+    shift_ci: tuple[float, float]
+    scale_ci: tuple[float, float]
+    per_dim_shift_ci: F64
+    per_dim_scale_ci: F64
+    n_rows: int
+
+
+def clean_float(x: float) -> float | None:
+    """Return x, or None for NaN and ±inf."""
+    return x if math.isfinite(x) else None
+
+
+def to_jsonable(value: Any) -> Any:
+    """Return `value` as JSON-ready Python values (dataclasses as dicts, NaN as None)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return clean_float(float(value))
+    return value
+
+
+def level_key(level: float) -> str:
+    """Return the JSON key of a level: "3" for 3.0, "0.001" for 0.001."""
+    return f"{level:g}" if level != int(level) else str(int(level))
