@@ -19,7 +19,7 @@ import math
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -38,6 +38,7 @@ from ._compare_pairs import (
 from ._compare_pairs import Loaded as Loaded
 from .analysis import Analysis, analyze_with_sample
 from .errors import FormatError, InputError, LatentcheckWarning, SchemaError
+from .render.registry import render
 from .report import Report, TestResult, level_key, to_jsonable
 
 # COMPARE_SCHEMA_VERSION history (one line per bump):
@@ -91,6 +92,9 @@ class Comparison:
     warnings: tuple[str, ...]
     reports: tuple[Report, ...] = field(default=(), repr=False)
 
+    #: the kind of result the renderer registry files this class under
+    render_kind: ClassVar[str] = "comparison"
+
     def to_dict(self) -> dict[str, Any]:
         """Return the comparison as JSON-ready Python values (NaN and ±inf become None)."""
         levels = list(self.baseline.figures["outlier_rate"])
@@ -110,9 +114,7 @@ class Comparison:
 
     def to_text(self, *, width: int = 100, max_dims: int = 64) -> str:
         """Return the comparison as text for a terminal `width` columns wide."""
-        from .render.comparetext import render_text
-
-        return render_text(self, width=width, max_dims=max_dims)
+        return render(self, "text", width=width, max_dims=max_dims)
 
     def to_metrics(self, prefix: str = "latents/") -> dict[str, float]:
         """Return the headline figures as a flat dict for trackers (see ``metrics``)."""
@@ -122,9 +124,7 @@ class Comparison:
 
     def to_markdown(self, *, max_dims: int = 64) -> str:
         """Return the comparison as Markdown (for pull-request comments)."""
-        from .render.comparetext import render_markdown
-
-        return render_markdown(self, max_dims=max_dims)
+        return render(self, "markdown", max_dims=max_dims)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

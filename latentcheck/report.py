@@ -14,7 +14,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -26,6 +26,7 @@ from .model.base import Normalization as Normalization
 from .model.base import TestResult as TestResult
 from .model.base import clean_float, to_jsonable
 from .model.base import level_key as level_key
+from .render.registry import render
 
 # SCHEMA_VERSION history (one line per bump):
 # 1: first release: input, settings, summary, dims, joint, posterior, warnings.
@@ -377,6 +378,9 @@ class Report:
     posterior: dict[str, Any] | None
     warnings: tuple[str, ...]
 
+    #: the kind of result the renderer registry files this class under
+    render_kind: ClassVar[str] = "report"
+
     def to_dict(self) -> dict[str, Any]:
         """Return the report as JSON-ready Python values (NaN and ±inf become None)."""
         out: dict[str, Any] = {}
@@ -394,9 +398,7 @@ class Report:
 
     def to_text(self, *, width: int = 100, max_dims: int = 64, precision: int = 3) -> str:
         """Return the report as text for a terminal `width` columns wide."""
-        from .render.textreport import render_report
-
-        return render_report(self, width=width, max_dims=max_dims, precision=precision)
+        return render(self, "text", width=width, max_dims=max_dims, precision=precision)
 
     def __repr__(self) -> str:
         inp = self.input
@@ -408,29 +410,11 @@ class Report:
 
     def __str__(self) -> str:
         """Return a short summary: what was read, and the verdict (``print(report)``)."""
-        from .render.textreport import render_verdict
-
-        inp = self.input
-        head = f"latentcheck report: {', '.join(inp.sources)} ({inp.n_samples} rows x "
-        head += f"{inp.n_dims} dims)\n"
-        return head + render_verdict(self) + "Full report: report.to_text(); JSON: to_json().\n"
+        return render(self, "summary")
 
     def _repr_html_(self) -> str:
         """Return the verdict as a small HTML block for notebooks (no plots)."""
-        import html
-
-        inp = self.input
-        icon = {"ok": "&#9989;", "note": "&#8505;&#65039;", "warn": "&#9888;&#65039;"}
-        items = "".join(
-            f"<li>{icon.get(f.status, '')} {html.escape(f.text)}"
-            + (f" <code>{html.escape(f.code)}</code>" if f.code else "")
-            + "</li>"
-            for f in self.summary.findings
-        )
-        return (
-            f"<div><b>latentcheck report</b>: <code>{html.escape(', '.join(inp.sources))}</code>"
-            f" ({inp.n_samples} rows &times; {inp.n_dims} dims)<ul>{items}</ul></div>"
-        )
+        return render(self, "notebook")
 
     def to_metrics(self, prefix: str = "latents/") -> dict[str, float]:
         """Return the headline figures as a flat dict for trackers (see ``metrics``)."""
@@ -440,15 +424,11 @@ class Report:
 
     def to_markdown(self, *, max_dims: int = 64) -> str:
         """Return the report as Markdown (for pull-request comments)."""
-        from .render.markdownreport import render_report
-
-        return render_report(self, max_dims=max_dims)
+        return render(self, "markdown", max_dims=max_dims)
 
     def to_html(self, *, max_dims: int = 64) -> str:
         """Return the report as one self-contained HTML page with plots (needs matplotlib)."""
-        from .render.htmlreport import render_report
-
-        return render_report(self, max_dims=max_dims)
+        return render(self, "html", max_dims=max_dims)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:

@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from ..errors import InputError
 from ..report import Finding, Report, level_key
 from ._htmlplots import floats, histograms, kl_bars, maps, plot_style, qq, spectrum
+from .registry import RenderOptions, register
 from .textreport import (
     SPATIAL_LEGEND,
     fmt,
@@ -643,3 +644,31 @@ def _foot(report: Report) -> str:
         )
         + "\n</footer>"
     )
+
+
+def render_notebook(report: Report) -> str:
+    """Return the verdict as a small HTML block for notebooks (no plots, no matplotlib)."""
+    inp = report.input
+    icon = {"ok": "&#9989;", "note": "&#8505;&#65039;", "warn": "&#9888;&#65039;"}
+    items = "".join(
+        f"<li>{icon.get(f.status, '')} {html.escape(f.text)}"
+        + (f" <code>{html.escape(f.code)}</code>" if f.code else "")
+        + "</li>"
+        for f in report.summary.findings
+    )
+    return (
+        f"<div><b>latentcheck report</b>: <code>{html.escape(', '.join(inp.sources))}</code>"
+        f" ({inp.n_samples} rows &times; {inp.n_dims} dims)<ul>{items}</ul></div>"
+    )
+
+
+@register("report", "html")
+def _render_html(report: Report, options: RenderOptions) -> str:
+    """Return (as the registered renderer) the self-contained HTML page."""
+    return render_report(report, max_dims=options.max_dims)
+
+
+@register("report", "notebook")
+def _render_notebook(report: Report, options: RenderOptions) -> str:
+    """Return (as the registered renderer) the notebook block (``Report._repr_html_``)."""
+    return render_notebook(report)

@@ -8,6 +8,7 @@ import re
 import numpy as np
 
 from ..report import Report, level_key
+from .registry import RenderOptions, register
 from .textreport import SPATIAL_LEGEND, elbo_surgery_text, fmt, pct, pval, spatial_table
 
 __all__ = ["md_code", "md_table", "render_report"]
@@ -167,3 +168,9 @@ def _spatial_section(report: Report) -> list[str]:
     out += md_table(headers, rows)
     out += ["", SPATIAL_LEGEND, ""]
     return out
+
+
+@register("report", "markdown")
+def _render_markdown(report: Report, options: RenderOptions) -> str:
+    """Return (as the registered renderer) the Markdown report."""
+    return render_report(report, max_dims=options.max_dims)

@@ -14,8 +14,16 @@ from typing import Any
 import numpy as np
 
 from ..report import Report, level_key, mi_ceiling
+from .registry import RenderOptions, register
 
-__all__ = ["fmt", "render_report", "render_verdict", "table", "verdict_lines"]
+__all__ = [
+    "fmt",
+    "render_report",
+    "render_summary",
+    "render_verdict",
+    "table",
+    "verdict_lines",
+]
 
 MARK = {"ok": "ok  ", "note": "note", "warn": "WARN"}
 
@@ -104,6 +112,14 @@ def verdict_lines(report: Report, width: int = 100) -> list[str]:
 def render_verdict(report: Report, *, width: int = 100) -> str:
     """Return the verdict alone (``latentcheck report -q``)."""
     return "\n".join(verdict_lines(report, width)) + "\n"
+
+
+def render_summary(report: Report) -> str:
+    """Return a short summary: what was read, and the verdict (``print(report)``)."""
+    inp = report.input
+    head = f"latentcheck report: {', '.join(inp.sources)} ({inp.n_samples} rows x "
+    head += f"{inp.n_dims} dims)\n"
+    return head + render_verdict(report) + "Full report: report.to_text(); JSON: to_json().\n"
 
 
 def render_report(
@@ -558,3 +574,23 @@ def _posterior_block(report: Report, width: int, p: int, max_dims: int = 64) -> 
             )
         )
     return out
+
+
+@register("report", "text")
+def _render_text(report: Report, options: RenderOptions) -> str:
+    """Return (as the registered renderer) the full text report."""
+    return render_report(
+        report, width=options.width, max_dims=options.max_dims, precision=options.precision
+    )
+
+
+@register("report", "verdict")
+def _render_verdict(report: Report, options: RenderOptions) -> str:
+    """Return (as the registered renderer) the verdict alone (``latentcheck report -q``)."""
+    return render_verdict(report, width=options.width)
+
+
+@register("report", "summary")
+def _render_summary(report: Report, options: RenderOptions) -> str:
+    """Return (as the registered renderer) what was read and the verdict (``str(report)``)."""
+    return render_summary(report)
