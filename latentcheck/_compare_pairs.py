@@ -384,7 +384,7 @@ def _compare_dims(
     value["outlier_rate"] = np.array(
         [r1.dims.outlier_rate[keys1.index(k)] if k in keys1 else np.full(d, np.nan) for k in keys0]
     ).reshape(len(keys0), d)
-    rates = [(r.posterior or {}).get("kl_per_dim") for r in (r0, r1)]
+    rates = [r.posterior.kl_per_dim if r.posterior is not None else None for r in (r0, r1)]
     if rates[0] is not None and rates[1] is not None:
         base["rate"], value["rate"] = _floats(rates[0]), _floats(rates[1])
     s0, s1 = base["std"], value["std"]

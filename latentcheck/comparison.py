@@ -38,6 +38,7 @@ from ._compare_pairs import (
 from ._compare_pairs import Loaded as Loaded
 from .analysis import Analysis, analyze_with_sample
 from .errors import FormatError, InputError, LatentcheckWarning, SchemaError
+from .model.base import clean_float
 from .render.registry import render
 from .report import Report, TestResult, level_key, to_jsonable
 
@@ -511,7 +512,7 @@ def _from_dict(data: Any, where: str) -> Report:
 def _figures(rep: Report) -> dict[str, Any]:
     """Return the headline figures of a report (None where it does not have one)."""
     sm, jt = rep.summary, rep.joint
-    post = rep.posterior or {}
+    post = rep.posterior
     nz = sm.normalization
     maha = (jt.mahalanobis or {}).get("outlier_rate") or {}
     return {
@@ -533,9 +534,9 @@ def _figures(rep: Report) -> dict[str, Any]:
         "shift": nz.shift,
         "scale": nz.scale,
         "scale_rms": nz.scale_rms,
-        "rate_nats": post.get("rate_nats"),
-        "rate_bits": post.get("rate_bits"),
-        "active_units": post.get("active_units"),
+        "rate_nats": clean_float(post.rate_nats) if post is not None else None,
+        "rate_bits": clean_float(post.rate_bits) if post is not None else None,
+        "active_units": post.active_units if post is not None else None,
     }
 
 
@@ -554,7 +555,7 @@ def _summarise(
     """Return the InputSummary (figures and sorted profiles) of one input."""
     eig = np.asarray(rep.joint.eigenvalues, dtype=np.float64)
     share = eig / eig.sum() if eig.size and eig.sum() > 0 else np.empty(0)
-    rate = (rep.posterior or {}).get("kl_per_dim")
+    rate = rep.posterior.kl_per_dim if rep.posterior is not None else None
     raw = {
         "kl_marginal": rep.dims.kl_marginal,
         "std": rep.dims.std,

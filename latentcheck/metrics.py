@@ -102,8 +102,8 @@ def report_metrics(report: Report, prefix: str = "latents/") -> dict[str, float]
     put("shift", s.normalization.shift)
     put("scale_rms", s.normalization.scale_rms)
     if report.posterior is not None:
-        put("rate_nats", report.posterior.get("rate_nats"))
-        put("active_units", report.posterior.get("active_units"))
+        put("rate_nats", report.posterior.rate_nats)
+        put("active_units", report.posterior.active_units)
     for status, n_found in _statuses(s.findings).items():
         put(f"verdict/{status}", n_found)
     return out

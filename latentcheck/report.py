@@ -11,8 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -24,8 +22,10 @@ from .model.base import F64 as F64
 from .model.base import Finding as Finding
 from .model.base import Normalization as Normalization
 from .model.base import TestResult as TestResult
-from .model.base import clean_float, to_jsonable
+from .model.base import clean_float, from_jsonable, to_jsonable
 from .model.base import level_key as level_key
+from .model.posterior import MI_CEILING_TOL as MI_CEILING_TOL
+from .model.posterior import PosteriorBlock as PosteriorBlock
 from .render.registry import render
 
 # SCHEMA_VERSION history (one line per bump):
@@ -160,30 +160,12 @@ class Settings:
     mode: str = "two-pass"
 
 
-#: I(x;z) within this many nats of ln n (the mixture estimate's ceiling) is a bound, for
-#: reports that do not carry the estimator's own regime (`mutual_information_regime`).
-MI_CEILING_TOL = 0.1
-
-
-def mi_ceiling(posterior: dict[str, Any] | None) -> float | None:
+def mi_ceiling(posterior: PosteriorBlock | None) -> float | None:
     """Return ln n when the posterior's I(x;z) estimate sits at its ceiling ln n, else None.
 
-    The aggregate-posterior mixture estimate over n inputs cannot exceed ln n (Hoffman &
-    Johnson 2016, "ELBO surgery"); within ``MI_CEILING_TOL`` nats of it the estimate is a
-    lower bound, and its standard error says nothing about the true value.
+    See :meth:`PosteriorBlock.mi_ceiling` (Hoffman & Johnson 2016, "ELBO surgery").
     """
-    if not posterior or posterior.get("mutual_information") is None:
-        return None
-    est = posterior.get("estimator") or {}
-    n_mix = est.get("n_mixture") if isinstance(est, dict) else None
-    if not n_mix or int(n_mix) < 2:
-        return None
-    ceiling = math.log(int(n_mix))
-    if posterior.get("mutual_information_regime") == "saturated":
-        # the leave-one-out bracket puts the estimate at the ceiling (stats.mixture)
-        return ceiling
-    mi = float(posterior["mutual_information"])
-    return ceiling if mi >= ceiling - MI_CEILING_TOL else None
+    return None if posterior is None else posterior.mi_ceiling()
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,7 +343,7 @@ class Report:
     spatial : dict or None
         Conv latents only: spatial autocorrelation, effective sample size, per-position maps,
         and the univariate tests on well-separated positions.
-    posterior : dict or None
+    posterior : PosteriorBlock or None
         Posterior-parameter statistics, when given.
     warnings : tuple of str
     """
@@ -375,7 +357,7 @@ class Report:
     dims: Dims
     joint: Joint
     spatial: dict[str, Any] | None
-    posterior: dict[str, Any] | None
+    posterior: PosteriorBlock | None
     warnings: tuple[str, ...]
 
     #: the kind of result the renderer registry files this class under
@@ -509,62 +491,6 @@ def _arr(values: Any, dtype: Any = np.float64) -> NDArray[Any]:
     return np.asarray(values, dtype=dtype)
 
 
-def _from_hints(cls: Any, data: Any) -> Any:
-    """Build dataclass `cls` from a dict by its type hints (nested dataclasses, arrays)."""
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
-            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
-                continue
-            raise SchemaError(f"Saved report lacks the key {cls.__name__}.{f.name}")
-        kwargs[f.name] = _convert(hints[f.name], data[f.name])
-    return cls(**kwargs)
-
-
-def _convert(hint: Any, value: Any) -> Any:
-    """Convert a JSON value to the Python value a type hint describes."""
-    if value is None:
-        if hint is float:
-            return math.nan
-        return None
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        non_none = [a for a in args if a is not type(None)]
-        return _convert(non_none[0], value) if len(non_none) == 1 else value
-    if dataclasses.is_dataclass(hint):
-        return _from_hints(hint, value)
-    if hint is float:
-        return float(value)
-    if hint is int:
-        return int(value)
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], v) for v in value)
-        return tuple(_convert(a, v) for a, v in zip(args, value, strict=False))
-    if origin is dict:
-        return {k: _convert(args[1], v) for k, v in value.items()}
-    if origin is np.ndarray or hint is F64 or "ndarray" in str(hint):
-        arr = np.array(value if not _has_none(value) else _none_to_nan(value), dtype=np.float64)
-        return arr
-    return value
-
-
-def _has_none(value: Any) -> bool:
-    """Return True if a nested list holds None."""
-    if isinstance(value, list):
-        return any(_has_none(v) for v in value)
-    return value is None
-
-
-def _none_to_nan(value: Any) -> Any:
-    """Return a nested list with None replaced by NaN."""
-    if isinstance(value, list):
-        return [_none_to_nan(v) for v in value]
-    return math.nan if value is None else value
-
-
 def records_to_dims(records: list[dict[str, Any]], settings: Settings) -> Dims:
     """Rebuild the columnar :class:`Dims` from one JSON object per dimension."""
     qkeys = [level_key(q) for q in settings.quantile_levels]
@@ -626,18 +552,20 @@ def report_from_dict(data: dict[str, Any]) -> Report:
             f"{', '.join(str(v) for v in READABLE_SCHEMA_VERSIONS)}"
         )
     try:
-        settings = _from_hints(Settings, data["settings"])
+        settings = from_jsonable(Settings, data["settings"])
         return Report(
             schema_version=int(version),
             tool=dict(data.get("tool", {})),
             created_at=str(data.get("created_at", "")),
-            input=_from_hints(InputInfo, data["input"]),
+            input=from_jsonable(InputInfo, data["input"]),
             settings=settings,
-            summary=_from_hints(Summary, data["summary"]),
+            summary=from_jsonable(Summary, data["summary"]),
             dims=records_to_dims(data["dims"], settings),
-            joint=_from_hints(Joint, data["joint"]),
+            joint=from_jsonable(Joint, data["joint"]),
             spatial=data.get("spatial"),
-            posterior=data.get("posterior"),
+            posterior=(
+                PosteriorBlock.from_dict(data["posterior"]) if data.get("posterior") else None
+            ),
             warnings=tuple(data.get("warnings", ())),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

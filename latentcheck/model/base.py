@@ -1,28 +1,35 @@
 """Low-level result types and the JSON conversion, shared by the statistics and the report.
 
 Statistics modules return these (a test's ``TestResult``, a verdict line's ``Finding``, the
-normalisation constants); ``report`` builds on them. This module imports no other module of
-latentcheck, so importing it never imports the report or a renderer.
+normalisation constants); ``report`` builds on them. This module imports no module of
+latentcheck but ``errors``, so importing it never imports the report or a renderer.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from ..errors import SchemaError
+
 F64 = NDArray[np.float64]
 
 __all__ = [
     "F64",
+    "Block",
     "Finding",
     "Normalization",
     "TestResult",
     "clean_float",
+    "from_jsonable",
     "level_key",
     "to_jsonable",
 ]
@@ -156,3 +163,107 @@ def to_jsonable(value: Any) -> Any:
 def level_key(level: float) -> str:
     """Return the JSON key of a level: "3" for 3.0, "0.001" for 0.001."""
     return f"{level:g}" if level != int(level) else str(int(level))
+
+
+def from_jsonable(cls: Any, data: Any) -> Any:
+    """Build dataclass `cls` from JSON values by its type hints (nested dataclasses, arrays).
+
+    The inverse of :func:`to_jsonable`: None becomes NaN where a float is expected, lists
+    become arrays where an ndarray is; a key missing from `data` takes the field's default.
+
+    Raises
+    ------
+    SchemaError
+        If `data` lacks a field that has no default.
+    """
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+                continue
+            raise SchemaError(f"Saved report lacks the key {cls.__name__}.{f.name}")
+        kwargs[f.name] = _convert(hints[f.name], data[f.name])
+    return cls(**kwargs)
+
+
+def _convert(hint: Any, value: Any) -> Any:
+    """Convert a JSON value to the Python value a type hint describes."""
+    if value is None:
+        if hint is float:
+            return math.nan
+        return None
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        non_none = [a for a in args if a is not type(None)]
+        return _convert(non_none[0], value) if len(non_none) == 1 else value
+    if dataclasses.is_dataclass(hint):
+        return from_jsonable(hint, value)
+    if hint is float:
+        return float(value)
+    if hint is int:
+        return int(value)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v) for v in value)
+        return tuple(_convert(a, v) for a, v in zip(args, value, strict=False))
+    if origin is dict:
+        return {k: _convert(args[1], v) for k, v in value.items()}
+    if origin is np.ndarray or hint is F64 or "ndarray" in str(hint):
+        arr = np.array(value if not _has_none(value) else _none_to_nan(value), dtype=np.float64)
+        return arr
+    return value
+
+
+def _has_none(value: Any) -> bool:
+    """Return True if a nested list holds None."""
+    if isinstance(value, list):
+        return any(_has_none(v) for v in value)
+    return value is None
+
+
+def _none_to_nan(value: Any) -> Any:
+    """Return a nested list with None replaced by NaN."""
+    if isinstance(value, list):
+        return [_none_to_nan(v) for v in value]
+    return math.nan if value is None else value
+
+
+class Block(Mapping[str, Any]):
+    """Base of a report block: a frozen dataclass with one JSON boundary.
+
+    Renderers and the verdict read a block's attributes. :meth:`to_dict` is the block's JSON
+    form (field order is key order, arrays as lists, NaN as None) and :meth:`from_dict` reads
+    it back. For code written when the block was a dict, a block also reads as a read-only
+    mapping of its JSON values (``block["rate_nats"]``, ``block.get(...)``), so
+    ``block[key] == block.to_dict()[key]``.
+    """
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the block as JSON-ready Python values (NaN and ±inf become None)."""
+        out: dict[str, Any] = to_jsonable(self)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Any:
+        """Rebuild the block from :meth:`to_dict` output (missing keys take defaults)."""
+        return from_jsonable(cls, data)
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._field_names():
+            raise KeyError(key)
+        return to_jsonable(getattr(self, key))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._field_names())
+
+    def __len__(self) -> int:
+        return len(self._field_names())
+
+    @classmethod
+    def _field_names(cls) -> tuple[str, ...]:
+        """Return the names of the dataclass fields, in order."""
+        return tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]

@@ -24,8 +24,11 @@ from ._htmlplots import floats, histograms, kl_bars, maps, plot_style, qq, spect
 from .registry import RenderOptions, register
 from .textreport import (
     SPATIAL_LEGEND,
+    bound_text,
     fmt,
     pct,
+    posterior_rows,
+    posterior_std_text,
     pval,
     separated_summary,
     spatial_table,
@@ -339,7 +342,7 @@ def _dims_section(report: Report, order: NDArray[np.intp], note: str | None, dpi
     k4 = 1 if len(st.sigma_levels) > 1 else 0
     klab = level_key(st.sigma_levels[k4])
     expected = math.erfc(st.sigma_levels[k4] / math.sqrt(2.0))
-    rate = (report.posterior or {}).get("kl_per_dim")
+    rate = report.posterior.kl_per_dim if report.posterior is not None else None
     rate_arr = floats(rate) if rate is not None else None
     headers = ["dim", "mean", "std", "min", "max", "skew", "exkurt"]
     headers += ["kl_gauss", "negent", "kl_marg"]
@@ -482,88 +485,68 @@ def _mcd(m: dict[str, Any]) -> list[str]:
 
 def _posterior(report: Report, order: NDArray[np.intp]) -> str:
     """Return the posterior block: rate, active units, posterior std, ELBO surgery, table."""
-    post = report.posterior or {}
-    spread = post.get("spread_input", "logvar")
+    post = report.posterior
+    if post is None:
+        return ""
     rate = (
-        f"{fmt(post.get('rate_nats'))} nats = {fmt(post.get('rate_bits'))} bits per row "
+        f"{fmt(post.rate_nats)} nats = {fmt(post.rate_bits)} bits per row "
         "(mean over inputs of KL(q(z|x) ‖ N(0,I)))"
     )
-    if int(post.get("rows_per_sample") or 1) > 1:
+    if post.rows_per_sample > 1:
         rate += (
-            f"; {fmt(post.get('rate_per_sample_nats'))} nats per sample of "
-            f"{post.get('rows_per_sample')} positions"
+            f"; {fmt(post.rate_per_sample_nats)} nats per sample of "
+            f"{post.rows_per_sample} positions"
         )
     rate += (
-        f"; mean part (μ²/2) {fmt(post.get('rate_mean_part_nats'))}, variance part "
-        f"{fmt(post.get('rate_variance_part_nats'))} nats"
+        f"; mean part (μ²/2) {fmt(post.rate_mean_part_nats)}, variance part "
+        f"{fmt(post.rate_variance_part_nats)} nats"
     )
-    collapsed = post.get("collapsed_dims") or []
+    collapsed = post.collapsed_dims
     rows = [
         ("Rate", rate),
         (
             "Active units",
-            f"{post.get('active_units')} of {report.input.n_dims} (Var_x μ_j > "
-            f"{post.get('active_threshold', 0.01):g}, Burda et al.); collapsed (rate < "
-            f"{post.get('collapse_threshold', 0.01):g} nats): "
+            f"{post.active_units} of {report.input.n_dims} (Var_x μ_j > "
+            f"{post.active_threshold:g}, Burda et al.); collapsed (rate < "
+            f"{post.collapse_threshold:g} nats): "
             + (", ".join(str(i) for i in collapsed) if collapsed else "none"),
         ),
+        ("Posterior std", posterior_std_text(post)),
     ]
-    q = post.get("posterior_std_quantiles_all") or {}
-    sd_text = f"median {fmt(q.get('0.5'))}, 1% {fmt(q.get('0.01'))}, 99% {fmt(q.get('0.99'))}"
-    lvmin = floats(post.get("logvar_min"))
-    at_min = floats(post.get("share_at_min"))
-    if lvmin.size and np.isfinite(lvmin).any():
-        j = int(np.nanargmin(lvmin))
-        share = pct(at_min[j], 2) if j < at_min.size else "-"
-        sd_text += f"; smallest logvar {fmt(lvmin[j])} (dim {j}, {share} of rows at that minimum)"
-    rows.append(("Posterior std", sd_text))
-    if post.get("mutual_information") is not None:
-        est = post.get("estimator") or {}
+    if post.has_mutual_information:
+        est = post.estimator
         rows.append(
             (
                 "ELBO surgery",
-                f"rate = I(x;z) {fmt(post['mutual_information'])} "
-                f"(±{fmt(post.get('mutual_information_se'), 2)}) + KL(q(z) ‖ p(z)) "
-                f"{fmt(post.get('kl_aggregate'))} nats; KL(q(z) ‖ p(z)) = total correlation "
-                f"{fmt(post.get('total_correlation'))} + dimension-wise KL "
-                f"{fmt(post.get('dimwise_kl'))}. Mixture estimate over "
+                f"rate = I(x;z) {fmt(post.mutual_information)} "
+                f"(±{fmt(post.mutual_information_se, 2)}) + KL(q(z) ‖ p(z)) "
+                f"{fmt(post.kl_aggregate)} nats; KL(q(z) ‖ p(z)) = total correlation "
+                f"{fmt(post.total_correlation)} + dimension-wise KL "
+                f"{fmt(post.dimwise_kl)}. Mixture estimate over "
                 f"{est.get('n_mixture')} inputs: I(x;z) ≤ ln {est.get('n_mixture')} = "
                 f"{fmt(est.get('bias_bound_nats'))}",
             )
         )
-        regime = post.get("mutual_information_regime")
+        regime = post.mutual_information_regime
         if regime in ("biased", "saturated"):  # issue 15, item 11
-            b = post.get("mixture_bounds") or {}
-            mi_lo, mi_hi = b.get("mutual_information") or (None, None)
-            tc_lo, tc_hi = b.get("total_correlation") or (None, None)
+            mi_lo, mi_hi = bound_text(post.mixture_bounds.get("mutual_information"), 3, "∞")
+            tc_lo, tc_hi = bound_text(post.mixture_bounds.get("total_correlation"), 3, "∞")
             rows.append(
                 (
                     "ELBO surgery bias",
                     f"{regime}: the mixture estimate is biased low near ln n, so I(x;z) lies "
-                    f"between {fmt(mi_lo)} and {fmt(mi_hi) if mi_hi is not None else '∞'} "
-                    f"and total correlation between {fmt(tc_lo)} and "
-                    f"{fmt(tc_hi) if tc_hi is not None else '∞'} (leave-one-out bounds); "
-                    "the ± above is Monte-Carlo error only",
+                    f"between {mi_lo} and {mi_hi} and total correlation between {tc_lo} and "
+                    f"{tc_hi} (leave-one-out bounds); the ± above is Monte-Carlo error only",
                 )
             )
-    out = [_p(f"From μ and {spread}; {post.get('n_samples', '?')} rows."), _kv(rows)]
-    cols = ("kl_per_dim", "kl_mean_part", "kl_variance_part", "rate_share", "mu_var", "snr")
-    arrays = {c: floats(post.get(c)) for c in (*cols, "mean_posterior_std")}
+    out = [_p(f"From μ and {post.spread_input}; {post.n_samples} rows."), _kv(rows)]
     d = report.dims.index.size
-    if all(a.size == d for a in arrays.values()):
-        trows = [
-            [
-                str(int(report.dims.index[j])),
-                fmt(arrays["kl_per_dim"][j]),
-                fmt(arrays["kl_mean_part"][j]),
-                fmt(arrays["kl_variance_part"][j]),
-                pct(arrays["rate_share"][j], 2),
-                fmt(arrays["mu_var"][j]),
-                fmt(arrays["snr"][j]),
-                fmt(arrays["mean_posterior_std"][j]),
-            ]
-            for j in order
-        ]
+    arrays = [post.kl_per_dim, post.kl_mean_part, post.kl_variance_part, post.rate_share]
+    arrays += [post.mu_var, post.snr, post.mean_posterior_std]
+    if all(a is not None and np.size(a) == d for a in arrays):
+        trows = posterior_rows(post, [int(j) for j in order])
+        for row, j in zip(trows, order, strict=True):
+            row[0] = str(int(report.dims.index[j]))
         out.append(
             _table(
                 ["dim", "rate", "mean part", "var part", "share", "Var μ", "SNR", "mean σ"],

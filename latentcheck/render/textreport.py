@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ..report import Report, level_key, mi_ceiling
+from ..model.posterior import PosteriorBlock
+from ..report import Report, level_key
 from .registry import RenderOptions, register
 
 __all__ = [
@@ -319,8 +320,7 @@ def _dims_table(report: Report, width: int, max_dims: int, p: int) -> list[str]:
     k4 = 1 if len(st.sigma_levels) > 1 else 0
     klab = level_key(st.sigma_levels[k4])
     expected = math.erfc(st.sigma_levels[k4] / math.sqrt(2.0))
-    post = report.posterior or {}
-    rate = post.get("kl_per_dim")
+    rate = report.posterior.kl_per_dim if report.posterior is not None else None
     headers = ["dim", "mean", "std", "skew", "exkurt", "kl_gauss", "negent", "kl_marg"]
     if rate is not None:
         headers.append("rate")
@@ -444,34 +444,33 @@ def _spatial_block(report: Report, width: int, p: int) -> list[str]:
     return out
 
 
-def elbo_surgery_text(post: dict[str, Any], p: int = 3) -> str:
+def bound_text(bounds: Any, p: int = 3, infinite: str = "inf") -> tuple[str, str]:
+    """Return a (lower, upper) bound pair as text; a missing upper bound is unbounded."""
+    lo, hi = bounds or (None, None)
+    hi_text = fmt(hi, p) if hi is not None and math.isfinite(float(hi)) else infinite
+    return fmt(lo if lo is None or math.isfinite(float(lo)) else None, p), hi_text
+
+
+def elbo_surgery_text(post: PosteriorBlock, p: int = 3) -> str:
     """Return the ELBO-surgery sentence of a report's posterior block.
 
     I(x;z) at the ln n ceiling is a bound (no standard error then), and estimates below 0
     of non-negative quantities are read as 0 with a note.
     """
-    est = post.get("estimator") or {}
+    est = post.estimator
     n_mix = est.get("n_mixture")
-    ceiling = mi_ceiling(post)
-    if ceiling is not None:
-        mi = (
-            f"I(x;z) >= {fmt(post['mutual_information'], p)} (at the ln n ceiling: more rows "
-            "needed)"
-        )
-        agg = f"KL(q(z)||p(z)) <= {fmt(post.get('kl_aggregate'), p)}"
+    if post.mi_ceiling() is not None:
+        mi = f"I(x;z) >= {fmt(post.mutual_information, p)} (at the ln n ceiling: more rows needed)"
+        agg = f"KL(q(z)||p(z)) <= {fmt(post.kl_aggregate, p)}"
     else:
-        mi = (
-            f"I(x;z) {fmt(post['mutual_information'], p)} "
-            f"(+-{fmt(post.get('mutual_information_se'), 2)})"
-        )
-        agg = f"KL(q(z)||p(z)) {fmt(post.get('kl_aggregate'), p)}"
+        mi = f"I(x;z) {fmt(post.mutual_information, p)} (+-{fmt(post.mutual_information_se, 2)})"
+        agg = f"KL(q(z)||p(z)) {fmt(post.kl_aggregate, p)}"
     parts = []
-    for key, name in (
-        ("total_correlation", "total correlation"),
-        ("dimwise_kl", "dimension-wise KL"),
+    for x, name in (
+        (post.total_correlation, "total correlation"),
+        (post.dimwise_kl, "dimension-wise KL"),
     ):
-        x = post.get(key)
-        if x is not None and float(x) < 0:
+        if x < 0:
             parts.append(f"{name} 0 (estimate {fmt(x, 2)} < 0: noise, read as 0)")
         else:
             parts.append(f"{name} {fmt(x, p)}")
@@ -481,88 +480,80 @@ def elbo_surgery_text(post: dict[str, Any], p: int = 3) -> str:
     )
 
 
+def posterior_rows(post: PosteriorBlock, order: Sequence[int], p: int = 3) -> list[list[str]]:
+    """Return the per-dimension posterior table rows (text, Markdown and HTML share them).
+
+    Columns: dim, rate, mean part, var part, share, Var mu, SNR, mean sd.
+    """
+    return [
+        [
+            str(j),
+            fmt(post.kl_per_dim[j], p) if post.kl_per_dim is not None else "-",
+            fmt(post.kl_mean_part[j], p),
+            fmt(post.kl_variance_part[j], p),
+            pct(post.rate_share[j], 2),
+            fmt(post.mu_var[j], p),
+            fmt(post.snr[j], p),
+            fmt(post.mean_posterior_std[j], p),
+        ]
+        for j in order
+    ]
+
+
 def _posterior_block(report: Report, width: int, p: int, max_dims: int = 64) -> list[str]:
     """Return the block of posterior-parameter figures and its per-dimension table."""
-    post = report.posterior or {}
-    spread = post.get("spread_input", "logvar")
-    out = [f"POSTERIOR (from mu and {spread}; {post.get('n_samples', '?')} rows)"]
+    post = report.posterior
+    if post is None:
+        return []
+    out = [f"POSTERIOR (from mu and {post.spread_input}; {post.n_samples} rows)"]
     per_sample = ""
-    if int(post.get("rows_per_sample") or 1) > 1:
+    if post.rows_per_sample > 1:
         per_sample = (
-            f" (one position; {fmt(post.get('rate_per_sample_nats'), p)} nats per sample of "
-            f"{post.get('rows_per_sample')} positions)"
+            f" (one position; {fmt(post.rate_per_sample_nats, p)} nats per sample of "
+            f"{post.rows_per_sample} positions)"
         )
     out.extend(
         _kv(
             "Rate",
-            f"{fmt(post.get('rate_nats'), p)} nats = {fmt(post.get('rate_bits'), p)} bits per "
+            f"{fmt(post.rate_nats, p)} nats = {fmt(post.rate_bits, p)} bits per "
             f"row{per_sample} (mean over inputs of KL(q(z|x) || N(0,I))); mean part (mu^2/2) "
-            f"{fmt(post.get('rate_mean_part_nats'), p)}, variance part "
-            f"{fmt(post.get('rate_variance_part_nats'), p)} nats",
+            f"{fmt(post.rate_mean_part_nats, p)}, variance part "
+            f"{fmt(post.rate_variance_part_nats, p)} nats",
             width,
         )
     )
-    collapsed = post.get("collapsed_dims") or []
+    collapsed = post.collapsed_dims
     out.extend(
         _kv(
             "Active units",
-            f"{post.get('active_units')} of {report.input.n_dims} (Var_x mu_j > "
-            f"{post.get('active_threshold', 0.01):g}, Burda et al.); collapsed (rate < "
-            f"{post.get('collapse_threshold', 0.01):g} nats): "
+            f"{post.active_units} of {report.input.n_dims} (Var_x mu_j > "
+            f"{post.active_threshold:g}, Burda et al.); collapsed (rate < "
+            f"{post.collapse_threshold:g} nats): "
             + (", ".join(str(i) for i in collapsed) if collapsed else "none"),
             width,
         )
     )
-    q = post.get("posterior_std_quantiles_all") or {}
-    lvmin = post.get("logvar_min") or []
-    at_min = post.get("share_at_min") or []
-    sd_text = (
-        f"median {fmt(q.get('0.5'), p)}, 1% {fmt(q.get('0.01'), p)}, 99% {fmt(q.get('0.99'), p)}"
-    )
-    finite_min = [x for x in lvmin if x is not None]
-    if finite_min:
-        j = int(np.argmin([x if x is not None else np.inf for x in lvmin]))
-        sd_text += (
-            f"; smallest logvar {fmt(finite_min and min(finite_min), p)} (dim {j}, "
-            f"{pct(at_min[j], 2)} of rows at that minimum)"
-        )
-    out.extend(_kv("Posterior std", sd_text, width))
-    if post.get("mutual_information") is not None:
+    out.extend(_kv("Posterior std", posterior_std_text(post, p), width))
+    if post.has_mutual_information:
         out.extend(_kv("ELBO surgery", elbo_surgery_text(post, p), width))
-        regime = post.get("mutual_information_regime")
+        regime = post.mutual_information_regime
         if regime in ("biased", "saturated"):
-            b = post.get("mixture_bounds") or {}
-            mi_lo, mi_hi = b.get("mutual_information") or (None, None)
-            tc_lo, tc_hi = b.get("total_correlation") or (None, None)
+            mi_lo, mi_hi = bound_text(post.mixture_bounds.get("mutual_information"), p)
+            tc_lo, tc_hi = bound_text(post.mixture_bounds.get("total_correlation"), p)
             out.extend(
                 _kv(
                     "ELBO surgery bias",
                     f"{regime}: the mixture estimate is biased low near ln n, so I(x;z) lies "
-                    f"between {fmt(mi_lo, p)} and {fmt(mi_hi, p) if mi_hi is not None else 'inf'}"
-                    f" and total correlation between {fmt(tc_lo, p)} and "
-                    f"{fmt(tc_hi, p) if tc_hi is not None else 'inf'} (leave-one-out bounds); "
+                    f"between {mi_lo} and {mi_hi} and total correlation between {tc_lo} and "
+                    f"{tc_hi} (leave-one-out bounds); "
                     "a standard error above is Monte-Carlo error only",
                     width,
                 )
             )
     d = report.input.n_dims
-    if d <= max_dims and post.get("kl_per_dim") is not None:
+    if d <= max_dims and post.kl_per_dim is not None:
         headers = ["dim", "rate", "mean part", "var part", "share", "Var mu", "SNR", "mean sd"]
-        rows = []
-        for j in range(d):
-            rows.append(
-                [
-                    str(j),
-                    fmt(post["kl_per_dim"][j], p),
-                    fmt(post["kl_mean_part"][j], p),
-                    fmt(post["kl_variance_part"][j], p),
-                    pct(post["rate_share"][j], 2),
-                    fmt(post["mu_var"][j], p),
-                    fmt(post["snr"][j], p),
-                    fmt(post["mean_posterior_std"][j], p),
-                ]
-            )
-        out.extend("  " + line for line in table(headers, rows))
+        out.extend("  " + line for line in table(headers, posterior_rows(post, range(d), p)))
         out.extend(
             wrap(
                 "rate = mean part + var part (nats): what the KL term pays per dimension, "
@@ -574,6 +565,20 @@ def _posterior_block(report: Report, width: int, p: int, max_dims: int = 64) -> 
             )
         )
     return out
+
+
+def posterior_std_text(post: PosteriorBlock, p: int = 3, logvar: str = "logvar") -> str:
+    """Return the posterior-std sentence: quantiles over all dims, the smallest logvar."""
+    q = post.posterior_std_quantiles_all
+    text = f"median {fmt(q.get('0.5'), p)}, 1% {fmt(q.get('0.01'), p)}, 99% {fmt(q.get('0.99'), p)}"
+    j = post.lowest_logvar_dim()
+    if j is not None:
+        text += (
+            f"; smallest {logvar} {fmt(post.logvar_min[j], p)} (dim {j}, "
+            f"{pct(post.share_at_min[j] if j < post.share_at_min.size else None, 2)} of rows "
+            "at that minimum)"
+        )
+    return text
 
 
 @register("report", "text")
