@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
-import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -545,8 +544,7 @@ def _outlier_ratio(rep: Report, level: str) -> F64:
     keys = [level_key(k) for k in rep.settings.sigma_levels]
     if level not in keys:
         return np.empty(0)
-    expected = math.erfc(float(level) / math.sqrt(2.0))
-    return np.asarray(rep.dims.outlier_rate[keys.index(level)] / expected)
+    return rep.outlier_ratio(keys.index(level))
 
 
 def _summarise(

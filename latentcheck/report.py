@@ -159,6 +159,21 @@ class Settings:
     entropy_estimator: str
     mode: str = "two-pass"
 
+    @property
+    def expected_outlier_rates(self) -> F64:
+        """Return the Gaussian share beyond k std, 2Φ(−k) = erfc(k/√2), per sigma level.
+
+        The complementary error function as DLMF 7.2.2 defines it, with Φ(x) =
+        erfc(−x/√2)/2 (DLMF 7.17.1's relation to the normal distribution function);
+        ``math.erfc`` on each level, the figures ``summary.expected_outlier_rate`` holds.
+        """
+        return np.array([math.erfc(k / math.sqrt(2.0)) for k in self.sigma_levels])
+
+    @property
+    def headline_level(self) -> int:
+        """Return the index of the sigma level per-dimension tables show (the 2nd, or the 1st)."""
+        return 1 if len(self.sigma_levels) > 1 else 0
+
 
 def mi_ceiling(posterior: PosteriorBlock | None) -> float | None:
     """Return ln n when the posterior's I(x;z) estimate sits at its ceiling ln n, else None.
@@ -363,6 +378,26 @@ class Report:
     #: the kind of result the renderer registry files this class under
     render_kind: ClassVar[str] = "report"
 
+    def outlier_ratio(self, level: int) -> F64:
+        """Return each dimension's outlier rate at sigma level `level` over 2Φ(−k).
+
+        `level` indexes ``settings.sigma_levels``; the JSON's ``dims[*].outlier_ratio``.
+        """
+        expected = self.settings.expected_outlier_rates[level]
+        return np.asarray(self.dims.outlier_rate[level] / expected, dtype=np.float64)
+
+    def top_dims(self, max_dims: int) -> NDArray[np.intp]:
+        """Return the positions of the dims to show: all, or the `max_dims` largest kl_marginal.
+
+        NaN ranks last, ties keep dimension order; the positions come back sorted.
+        """
+        dm = self.dims
+        d = dm.index.shape[0]
+        if d <= max_dims:
+            return np.arange(d)
+        key = np.where(np.isfinite(dm.kl_marginal), dm.kl_marginal, -np.inf)
+        return np.sort(np.argsort(-key, kind="stable")[:max_dims])
+
     def to_dict(self) -> dict[str, Any]:
         """Return the report as JSON-ready Python values (NaN and ±inf become None)."""
         out: dict[str, Any] = {}
@@ -433,7 +468,7 @@ def dims_to_records(dims: Dims, settings: Settings) -> list[dict[str, Any]]:
     """Return one JSON object per dimension."""
     qkeys = [level_key(q) for q in settings.quantile_levels]
     kkeys = [level_key(k) for k in settings.sigma_levels]
-    expected = [math.erfc(k / math.sqrt(2.0)) for k in settings.sigma_levels]
+    expected = settings.expected_outlier_rates
     records = []
     for j in range(dims.index.shape[0]):
         rate = {k: clean_float(float(dims.outlier_rate[i, j])) for i, k in enumerate(kkeys)}

@@ -583,7 +583,7 @@ def judge(report: Report) -> tuple[Finding, ...]:
     pooled = np.array(
         [math.nan if sm.outlier_rate[k] is None else sm.outlier_rate[k] for k in keys]
     )
-    expected = np.array([math.erfc(k / math.sqrt(2.0)) for k in levels])
+    expected = st.expected_outlier_rates
     n = int(inp.n_samples)
     shapiro = dm.tests.get("shapiro")
     if shapiro is not None:

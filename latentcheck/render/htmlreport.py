@@ -11,7 +11,6 @@ them, and every text is escaped.
 from __future__ import annotations
 
 import html
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -170,12 +169,10 @@ def _section(ident: str, title: str, body: Sequence[str]) -> str:
 
 def _shown_dims(report: Report, max_dims: int) -> tuple[NDArray[np.intp], str | None]:
     """Return the positions of the dims to show and a note when some are left out."""
-    dm = report.dims
-    d = dm.index.shape[0]
+    d = report.dims.index.shape[0]
+    order = report.top_dims(max_dims)
     if d <= max_dims:
-        return np.arange(d), None
-    key = np.where(np.isfinite(dm.kl_marginal), dm.kl_marginal, -np.inf)
-    order = np.sort(np.argsort(-key, kind="stable")[:max_dims])
+        return order, None
     return order, (
         f"{max_dims} of {d} dimensions shown: those with the largest kl_marginal "
         "(all of them are in --format json)."
@@ -339,9 +336,9 @@ def _dims_section(report: Report, order: NDArray[np.intp], note: str | None, dpi
     dm, st = report.dims, report.settings
     out = [_p(note, "caption")] if note else []
     out.append(kl_bars(report, order, dpi))
-    k4 = 1 if len(st.sigma_levels) > 1 else 0
+    k4 = st.headline_level
     klab = level_key(st.sigma_levels[k4])
-    expected = math.erfc(st.sigma_levels[k4] / math.sqrt(2.0))
+    ratio = report.outlier_ratio(k4)
     rate = report.posterior.kl_per_dim if report.posterior is not None else None
     rate_arr = floats(rate) if rate is not None else None
     headers = ["dim", "mean", "std", "min", "max", "skew", "exkurt"]
@@ -360,7 +357,7 @@ def _dims_section(report: Report, order: NDArray[np.intp], note: str | None, dpi
         if rate_arr is not None:
             r.append(fmt(rate_arr[j]) if j < rate_arr.size else "-")
         r += [
-            fmt(dm.outlier_rate[k4, j] / expected, 2),
+            fmt(ratio[j], 2),
             pval(sw.pvalue_holm[j]) if sw is not None else "-",
         ]
         rows.append(r)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import math
 import re
-
-import numpy as np
 
 from ..report import Report, level_key
 from .registry import RenderOptions, register
@@ -82,14 +79,12 @@ def render_report(report: Report, *, max_dims: int = 64) -> str:
         )
     out.append("")
     d = dm.index.shape[0]
-    order = np.arange(d)
+    order = report.top_dims(max_dims)
     if d > max_dims:
-        key = np.where(np.isfinite(dm.kl_marginal), dm.kl_marginal, -np.inf)
-        order = np.sort(np.argsort(-key, kind="stable")[:max_dims])
         out.append(f"{max_dims} of {d} dimensions shown (largest kl_marginal).")
         out.append("")
-    k4 = 1 if len(st.sigma_levels) > 1 else 0
-    expected = math.erfc(st.sigma_levels[k4] / math.sqrt(2.0))
+    k4 = st.headline_level
+    ratio = report.outlier_ratio(k4)
     klab = level_key(st.sigma_levels[k4])
     sw = dm.tests.get("shapiro")
     rows = [
@@ -101,7 +96,7 @@ def render_report(report: Report, *, max_dims: int = 64) -> str:
             fmt(dm.kl_gauss[j]),
             fmt(dm.negentropy[j]),
             fmt(dm.kl_marginal[j]),
-            fmt(dm.outlier_rate[k4, j] / expected, 2),
+            fmt(ratio[j], 2),
             pval(sw.pvalue_holm[j]) if sw is not None else "-",
         ]
         for j in order

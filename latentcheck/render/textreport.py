@@ -309,17 +309,15 @@ def _dims_table(report: Report, width: int, max_dims: int, p: int) -> list[str]:
     """Return the per-dimension table (all dims, or the top ones by kl_marginal)."""
     dm, st = report.dims, report.settings
     d = dm.index.shape[0]
-    order = np.arange(d)
+    order = report.top_dims(max_dims)
     note = f"PER DIMENSION (all {d})"
     if d > max_dims:
-        key = np.where(np.isfinite(dm.kl_marginal), dm.kl_marginal, -np.inf)
-        order = np.sort(np.argsort(-key, kind="stable")[:max_dims])
         note = (
             f"PER DIMENSION ({max_dims} of {d} with the largest kl_marginal; all in --format json)"
         )
-    k4 = 1 if len(st.sigma_levels) > 1 else 0
+    k4 = st.headline_level
     klab = level_key(st.sigma_levels[k4])
-    expected = math.erfc(st.sigma_levels[k4] / math.sqrt(2.0))
+    ratio = report.outlier_ratio(k4)
     rate = report.posterior.kl_per_dim if report.posterior is not None else None
     headers = ["dim", "mean", "std", "skew", "exkurt", "kl_gauss", "negent", "kl_marg"]
     if rate is not None:
@@ -341,7 +339,7 @@ def _dims_table(report: Report, width: int, max_dims: int, p: int) -> list[str]:
         if rate is not None:
             r.append(fmt(rate[j], p))
         r += [
-            fmt(dm.outlier_rate[k4, j] / expected, 2),
+            fmt(ratio[j], 2),
             pval(sw.pvalue_holm[j]) if sw is not None else "-",
         ]
         rows.append(r)
