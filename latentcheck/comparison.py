@@ -513,7 +513,7 @@ def _figures(rep: Report) -> dict[str, Any]:
     sm, jt = rep.summary, rep.joint
     post = rep.posterior
     nz = sm.normalization
-    maha = (jt.mahalanobis or {}).get("outlier_rate") or {}
+    maha = jt.mahalanobis.outlier_rate if jt.mahalanobis is not None else {}
     return {
         "n_samples": rep.input.n_samples,
         "n_dims": rep.input.n_dims,

@@ -93,8 +93,8 @@ def report_metrics(report: Report, prefix: str = "latents/") -> dict[str, float]
         put(f"outlier_ratio/{k}", ratio)
     for k, rate in s.prior_outlier_rate.items():
         put(f"prior_outlier_rate/{k}", rate)
-    maha = report.joint.mahalanobis or {}
-    for q, ratio in dict(maha.get("rate_ratio") or {}).items():
+    maha = report.joint.mahalanobis
+    for q, ratio in (maha.rate_ratio if maha is not None else {}).items():
         put(f"mahalanobis_rate_ratio/{q}", ratio)
     for test, count in s.dims_rejected.items():
         put(f"dims_rejected/{test}", count)

@@ -24,6 +24,7 @@ from .model.base import Normalization as Normalization
 from .model.base import TestResult as TestResult
 from .model.base import clean_float, from_jsonable, to_jsonable
 from .model.base import level_key as level_key
+from .model.joint import MahalanobisBlock, McdBlock
 from .model.posterior import MI_CEILING_TOL as MI_CEILING_TOL
 from .model.posterior import PosteriorBlock as PosteriorBlock
 from .render.registry import render
@@ -317,10 +318,10 @@ class Joint:
         Most correlated pairs (i, j, Pearson r).
     tests : dict of str to TestResult
         Multivariate normality tests and tests against the prior, keyed by name.
-    mahalanobis : dict or None
+    mahalanobis : MahalanobisBlock or None
         Squared Mahalanobis distances against χ²_d over all rows: outlier rates and the
         top rows.
-    mcd : dict or None
+    mcd : McdBlock or None
         Robust (MinCovDet) distances on the sample: outlier rate and top rows.
     """
 
@@ -335,8 +336,8 @@ class Joint:
     eigenvalues: F64
     top_pairs: tuple[tuple[int, int, float], ...]
     tests: dict[str, TestResult] = field(default_factory=dict)
-    mahalanobis: dict[str, Any] | None = None
-    mcd: dict[str, Any] | None = None
+    mahalanobis: MahalanobisBlock | None = None
+    mcd: McdBlock | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ import types
 import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -143,6 +143,8 @@ def clean_float(x: float) -> float | None:
 
 def to_jsonable(value: Any) -> Any:
     """Return `value` as JSON-ready Python values (dataclasses as dicts, NaN as None)."""
+    if isinstance(value, Block):
+        return value.to_dict()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
@@ -198,6 +200,8 @@ def _convert(hint: Any, value: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         non_none = [a for a in args if a is not type(None)]
         return _convert(non_none[0], value) if len(non_none) == 1 else value
+    if isinstance(hint, type) and issubclass(hint, Block):
+        return hint.from_dict(value)
     if dataclasses.is_dataclass(hint):
         return from_jsonable(hint, value)
     if hint is float:
@@ -234,36 +238,41 @@ class Block(Mapping[str, Any]):
     """Base of a report block: a frozen dataclass with one JSON boundary.
 
     Renderers and the verdict read a block's attributes. :meth:`to_dict` is the block's JSON
-    form (field order is key order, arrays as lists, NaN as None) and :meth:`from_dict` reads
-    it back. For code written when the block was a dict, a block also reads as a read-only
-    mapping of its JSON values (``block["rate_nats"]``, ``block.get(...)``), so
-    ``block[key] == block.to_dict()[key]``.
+    form (field order is key order, arrays as lists, NaN as None; a field named in
+    ``omit_if_none`` is left out while it is None) and :meth:`from_dict` reads it back. For
+    code written when the block was a dict, a block also reads as a read-only mapping of its
+    JSON values (``block["rate_nats"]``, ``block.get(...)``): ``dict(block) == block.to_dict()``.
     """
 
     __slots__ = ()
 
+    #: fields left out of the JSON form while None (keys that only some variants have)
+    omit_if_none: ClassVar[frozenset[str]] = frozenset()
+
+    def _present(self) -> list[str]:
+        """Return the names of the fields the JSON form holds, in order."""
+        names = [f.name for f in dataclasses.fields(self)]  # type: ignore[arg-type]
+        return [n for n in names if not (n in self.omit_if_none and getattr(self, n) is None)]
+
     def to_dict(self) -> dict[str, Any]:
         """Return the block as JSON-ready Python values (NaN and ±inf become None)."""
-        out: dict[str, Any] = to_jsonable(self)
-        return out
+        return {name: to_jsonable(getattr(self, name)) for name in self._present()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Any:
         """Rebuild the block from :meth:`to_dict` output (missing keys take defaults)."""
-        return from_jsonable(cls, data)
+        obj = from_jsonable(cls, data)
+        # an optional key present with null was a NaN, not an absent figure
+        nan = {n: math.nan for n in cls.omit_if_none if n in data and data[n] is None}
+        return dataclasses.replace(obj, **nan) if nan else obj
 
     def __getitem__(self, key: str) -> Any:
-        if key not in self._field_names():
+        if key not in self._present():
             raise KeyError(key)
         return to_jsonable(getattr(self, key))
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._field_names())
+        return iter(self._present())
 
     def __len__(self) -> int:
-        return len(self._field_names())
-
-    @classmethod
-    def _field_names(cls) -> tuple[str, ...]:
-        """Return the names of the dataclass fields, in order."""
-        return tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+        return len(self._present())

@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import InputError
+from ..model.joint import MahalanobisBlock, McdBlock, TopRow
 from ..report import Finding, Report, level_key
 from ._htmlplots import floats, histograms, kl_bars, maps, plot_style, qq, spectrum
 from .registry import RenderOptions, register
@@ -425,58 +426,61 @@ def _joint(report: Report, dpi: int) -> str:
     return _section("joint", "Joint", out)
 
 
-def _top_rows(rows: Any) -> str:
+def _top_rows(rows: Sequence[TopRow]) -> str:
     """Return the table of the rows with the largest distances."""
     if not rows:
         return ""
     return _table(
-        ["row", "d²", "where"],
-        [[str(r.get("row")), fmt(r.get("d2")), str(r.get("where") or "")] for r in rows],
+        ["row", "d²", "where"], [[str(r.row), fmt(r.d2), str(r.where or "")] for r in rows]
     )
 
 
-def _mahalanobis(m: dict[str, Any]) -> list[str]:
+def _mahalanobis(m: MahalanobisBlock) -> list[str]:
     """Return the Mahalanobis outlier table and its top rows."""
     out = ["<h3>Mahalanobis distances</h3>"]
-    if m.get("reason"):
-        return [*out, _p(f"skipped: {m['reason']}", "skip")]
-    rates = m.get("outlier_rate") or {}
-    thr, exp, ratio = (m.get(k) or {} for k in ("thresholds", "expected_rate", "rate_ratio"))
+    if m.reason:
+        return [*out, _p(f"skipped: {m.reason}", "skip")]
     out.append(
         _table(
             ["χ² quantile", "threshold d²", "beyond", "expected", "ratio"],
             [
-                [k, fmt(thr.get(k)), pct(rates[k], 2), pct(exp.get(k), 2), fmt(ratio.get(k), 2)]
-                for k in rates
+                [
+                    k,
+                    fmt(m.thresholds.get(k)),
+                    pct(rate, 2),
+                    pct(m.expected_rate.get(k), 2),
+                    fmt(m.rate_ratio.get(k), 2),
+                ]
+                for k, rate in m.outlier_rate.items()
             ],
         )
     )
     out.append(
         _p(
-            f"{m.get('distance', 'squared Mahalanobis distance')} against χ² with "
-            f"{m.get('n_dims')} degrees of freedom, over {m.get('n_rows')} rows; the rows "
+            f"{m.distance or 'squared Mahalanobis distance'} against χ² with "
+            f"{m.n_dims} degrees of freedom, over {m.n_rows} rows; the rows "
             "with the largest distances:",
             "caption",
         )
     )
-    out.append(_top_rows(m.get("top_rows")))
+    out.append(_top_rows(m.top_rows))
     return out
 
 
-def _mcd(m: dict[str, Any]) -> list[str]:
+def _mcd(m: McdBlock) -> list[str]:
     """Return the robust (MinCovDet) distance block."""
     out = ["<h3>Robust distances (MCD)</h3>"]
-    if m.get("reason"):
-        return [*out, _p(f"skipped: {m['reason']}", "skip")]
+    if m.reason:
+        return [*out, _p(f"skipped: {m.reason}", "skip")]
     out.append(
         _p(
-            f"{pct(m.get('outlier_rate'), 2)} of {m.get('n_rows')} sample rows beyond the χ² "
-            f"0.975 quantile d² = {fmt(m.get('threshold'))} (expected "
-            f"{pct(m.get('expected_rate'), 2)}); support fraction "
-            f"{fmt(m.get('support_fraction'))}. The rows with the largest robust distances:"
+            f"{pct(m.outlier_rate, 2)} of {m.n_rows} sample rows beyond the χ² "
+            f"0.975 quantile d² = {fmt(m.threshold)} (expected "
+            f"{pct(m.expected_rate, 2)}); support fraction "
+            f"{fmt(m.support_fraction)}. The rows with the largest robust distances:"
         )
     )
-    out.append(_top_rows(m.get("top_rows")))
+    out.append(_top_rows(m.top_rows))
     return out
 
 

@@ -280,24 +280,23 @@ def _joint_tests(report: Report, width: int, p: int) -> list[str]:
                 parts.append(f"{name} {fmt(t.statistic, p)} (p {pval(t.pvalue)})")
         out.extend(_kv("Joint tests", "; ".join(parts), width))
     if jt.mahalanobis:
-        m = jt.mahalanobis
-        rates = m.get("outlier_rate", {})
-        exp = m.get("expected_rate", {})
+        maha = jt.mahalanobis
         txt = ", ".join(
-            f"beyond chi2 {k} quantile {pct(rates[k], 2)} (expected {pct(exp.get(k), 2)})"
-            for k in rates
+            f"beyond chi2 {k} quantile {pct(rate, 2)} (expected "
+            f"{pct(maha.expected_rate.get(k), 2)})"
+            for k, rate in maha.outlier_rate.items()
         )
         out.extend(_kv("Mahalanobis", txt, width))
     if jt.mcd:
-        m = jt.mcd
-        if m.get("reason"):
-            out.extend(_kv("Robust (MCD)", f"skipped: {m['reason']}", width))
+        mcd = jt.mcd
+        if mcd.reason:
+            out.extend(_kv("Robust (MCD)", f"skipped: {mcd.reason}", width))
         else:
             out.extend(
                 _kv(
                     "Robust (MCD)",
-                    f"{pct(m.get('outlier_rate'), 2)} of the sample beyond the chi2 0.975 "
-                    f"quantile (expected {pct(m.get('expected_rate'), 2)} for Gaussian rows "
+                    f"{pct(mcd.outlier_rate, 2)} of the sample beyond the chi2 0.975 "
+                    f"quantile (expected {pct(mcd.expected_rate, 2)} for Gaussian rows "
                     "at this size)",
                     width,
                 )
