@@ -140,7 +140,7 @@ def render_report(
         Significant digits of numbers.
     """
     p = precision
-    inp, st, sm, dm, jt = report.input, report.settings, report.summary, report.dims, report.joint
+    inp, st = report.input, report.settings
     out: list[str] = []
     title = f"latentcheck {report.tool.get('version', '')}: {', '.join(inp.sources)}"
     out.extend(wrap(title, width))
@@ -155,6 +155,37 @@ def render_report(
     out.extend(verdict_lines(report, width))
     out.append("")
 
+    out.extend(_summary_lines(report, width, p))
+    out.append("")
+
+    out.extend(_dims_table(report, width, max_dims, p))
+    if report.spatial:
+        out.append("")
+        out.extend(_spatial_block(report, width, p))
+    if report.posterior:
+        out.append("")
+        out.extend(_posterior_block(report, width, p, max_dims))
+    notes = list(inp.notes) + [w for w in report.warnings if w not in inp.notes]
+    if notes:
+        out.append("")
+        out.append("NOTES")
+        for n in notes:
+            out.extend(wrap(n, width, indent="    ", first="  - "))
+    out.append("")
+    out.extend(
+        wrap(
+            "Units: KL and negentropy in nats; rates are fractions of values shown as %; "
+            "std in the data's units. Definitions: README, section 'What the figures mean'.",
+            width,
+        )
+    )
+    return "\n".join(line.rstrip() for line in out) + "\n"
+
+
+def _summary_lines(report: Report, width: int, p: int) -> list[str]:
+    """Return the SUMMARY block: KL, the joint fit, outliers, normalisation, tests."""
+    inp, st, sm, dm, jt = report.input, report.settings, report.summary, report.dims, report.joint
+    out: list[str] = []
     out.append("SUMMARY")
     out.extend(
         _kv(
@@ -220,7 +251,19 @@ def render_report(
             width,
         )
     )
-    check = sm.normalization_check
+    out.extend(_claim_lines(report, width, p))
+    if jt.skipped is None and jt.top_pairs:
+        pairs = ", ".join(f"({i},{j}) r={r:+.2f}" for i, j, r in jt.top_pairs[:5])
+        out.extend(_kv("Most correlated", pairs, width))
+    for line in _joint_tests(report, width, p):
+        out.append(line)
+    return out
+
+
+def _claim_lines(report: Report, width: int, p: int) -> list[str]:
+    """Return the lines on a claimed normalisation (``assume_scale``/``assume_shift``)."""
+    out: list[str] = []
+    check = report.summary.normalization_check
     if check:
         mistakes = ", ".join(check.get("mistakes") or []) or "none"
         out.extend(
@@ -236,35 +279,7 @@ def render_report(
         )
         for message in check.get("messages") or []:
             out.extend(wrap(message, width, indent=" " * 26, first=" " * 24 + "- "))
-    if jt.skipped is None and jt.top_pairs:
-        pairs = ", ".join(f"({i},{j}) r={r:+.2f}" for i, j, r in jt.top_pairs[:5])
-        out.extend(_kv("Most correlated", pairs, width))
-    for line in _joint_tests(report, width, p):
-        out.append(line)
-    out.append("")
-
-    out.extend(_dims_table(report, width, max_dims, p))
-    if report.spatial:
-        out.append("")
-        out.extend(_spatial_block(report, width, p))
-    if report.posterior:
-        out.append("")
-        out.extend(_posterior_block(report, width, p, max_dims))
-    notes = list(inp.notes) + [w for w in report.warnings if w not in inp.notes]
-    if notes:
-        out.append("")
-        out.append("NOTES")
-        for n in notes:
-            out.extend(wrap(n, width, indent="    ", first="  - "))
-    out.append("")
-    out.extend(
-        wrap(
-            "Units: KL and negentropy in nats; rates are fractions of values shown as %; "
-            "std in the data's units. Definitions: README, section 'What the figures mean'.",
-            width,
-        )
-    )
-    return "\n".join(line.rstrip() for line in out) + "\n"
+    return out
 
 
 def _joint_tests(report: Report, width: int, p: int) -> list[str]:
