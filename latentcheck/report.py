@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -22,8 +21,12 @@ from .model.base import F64 as F64
 from .model.base import Finding as Finding
 from .model.base import Normalization as Normalization
 from .model.base import TestResult as TestResult
-from .model.base import clean_float, from_jsonable, to_jsonable
+from .model.base import from_jsonable, gaussian_tail_rates, to_jsonable
 from .model.base import level_key as level_key
+from .model.dims import HISTOGRAM_EDGES as HISTOGRAM_EDGES
+from .model.dims import Dims as Dims
+from .model.dims import UnivariateTest as UnivariateTest
+from .model.dims import dims_to_records, records_to_dims
 from .model.joint import MahalanobisBlock, McdBlock
 from .model.posterior import MI_CEILING_TOL as MI_CEILING_TOL
 from .model.posterior import PosteriorBlock as PosteriorBlock
@@ -36,9 +39,6 @@ from .render.registry import render
 #    energy, Mahalanobis and MCD expectations; sample_checks, settings.mode, MI bounds.
 SCHEMA_VERSION = 2
 
-#: Bin edges of ``dims[i].histogram``, in standard deviations from the dimension's mean
-#: (0.25 wide from -5 to 5); the histogram adds an underflow and an overflow bin.
-HISTOGRAM_EDGES: tuple[float, ...] = tuple(-5.0 + 0.25 * i for i in range(41))
 READABLE_SCHEMA_VERSIONS = (1, 2)
 
 __all__ = [
@@ -168,7 +168,7 @@ class Settings:
         erfc(−x/√2)/2 (DLMF 7.17.1's relation to the normal distribution function);
         ``math.erfc`` on each level, the figures ``summary.expected_outlier_rate`` holds.
         """
-        return np.array([math.erfc(k / math.sqrt(2.0)) for k in self.sigma_levels])
+        return gaussian_tail_rates(self.sigma_levels)
 
     @property
     def headline_level(self) -> int:
@@ -235,62 +235,6 @@ class Summary:
     normalization: Normalization
     normalization_check: dict[str, Any] | None = None
     sample_checks: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class UnivariateTest:
-    """Per-dimension result arrays of one univariate test (see ``stats.normality``)."""
-
-    statistic: F64
-    pvalue: F64
-    pvalue_holm: F64
-    reason: tuple[str | None, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Dims:
-    """Per-dimension statistics, stored by column; JSON holds one object per dimension.
-
-    Attributes
-    ----------
-    index : ndarray of int
-    count : ndarray of int
-        Rows used per dimension.
-    mean, std, min, max, skewness, excess_kurtosis : ndarray of shape (n_dims,)
-        Over all rows used; std with ddof=0; skewness g1 and excess kurtosis g2 are the
-        biased moment ratios (scipy.stats.skew / kurtosis defaults).
-    quantiles : ndarray of shape (n_levels, n_dims)
-        numpy "linear" quantiles at ``Settings.quantile_levels``.
-    kl_gauss, negentropy, kl_marginal : ndarray of shape (n_dims,)
-        Moment-matched KL to N(0, 1), negentropy, and their sum (nats).
-    outlier_rate, expected_outlier_rate, prior_outlier_rate : ndarray of shape (n_levels, n_dims)
-        Fraction of rows beyond mean ± k·std; the Gaussian expectation 2Φ(−k); the fraction
-        with |z| > k.
-    tests : dict of str to UnivariateTest
-    degenerate : ndarray of bool
-        Zero or near-zero variance (left out of joint statistics and tests).
-    histogram : ndarray of int of shape (n_dims, n_bins + 2) or None
-        Counts of the seeded sample's standardised values (z − mean)/std in the bins of
-        ``HISTOGRAM_EDGES``, with one underflow and one overflow bin at the ends.
-    """
-
-    index: NDArray[np.int64]
-    count: NDArray[np.int64]
-    mean: F64
-    std: F64
-    min: F64
-    max: F64
-    quantiles: F64
-    skewness: F64
-    excess_kurtosis: F64
-    kl_gauss: F64
-    negentropy: F64
-    kl_marginal: F64
-    outlier_rate: F64
-    prior_outlier_rate: F64
-    tests: dict[str, UnivariateTest]
-    degenerate: NDArray[np.bool_]
-    histogram: NDArray[np.int64] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,7 +349,11 @@ class Report:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name == "dims":
-                out["dims"] = dims_to_records(value, self.settings)
+                out["dims"] = dims_to_records(
+                    value,
+                    quantile_levels=self.settings.quantile_levels,
+                    sigma_levels=self.settings.sigma_levels,
+                )
             else:
                 out[f.name] = to_jsonable(value)
         return out
@@ -465,118 +413,6 @@ class Report:
 # ---------------------------------------------------------------------------------------
 
 
-def dims_to_records(dims: Dims, settings: Settings) -> list[dict[str, Any]]:
-    """Return one JSON object per dimension."""
-    qkeys = [level_key(q) for q in settings.quantile_levels]
-    kkeys = [level_key(k) for k in settings.sigma_levels]
-    expected = settings.expected_outlier_rates
-    records = []
-    for j in range(dims.index.shape[0]):
-        rate = {k: clean_float(float(dims.outlier_rate[i, j])) for i, k in enumerate(kkeys)}
-        ratio = {
-            k: clean_float(float(dims.outlier_rate[i, j] / expected[i]))
-            for i, k in enumerate(kkeys)
-        }
-        rec: dict[str, Any] = {
-            "index": int(dims.index[j]),
-            "count": int(dims.count[j]),
-            "mean": clean_float(float(dims.mean[j])),
-            "std": clean_float(float(dims.std[j])),
-            "min": clean_float(float(dims.min[j])),
-            "max": clean_float(float(dims.max[j])),
-            "quantiles": {k: clean_float(float(dims.quantiles[i, j])) for i, k in enumerate(qkeys)},
-            "skewness": clean_float(float(dims.skewness[j])),
-            "excess_kurtosis": clean_float(float(dims.excess_kurtosis[j])),
-            "kl_gauss": clean_float(float(dims.kl_gauss[j])),
-            "negentropy": clean_float(float(dims.negentropy[j])),
-            "kl_marginal": clean_float(float(dims.kl_marginal[j])),
-            "outlier_rate": rate,
-            "outlier_ratio": ratio,
-            "prior_outlier_rate": {
-                k: clean_float(float(dims.prior_outlier_rate[i, j])) for i, k in enumerate(kkeys)
-            },
-            "degenerate": bool(dims.degenerate[j]),
-            **(
-                {"histogram": [int(c) for c in dims.histogram[j]]}
-                if dims.histogram is not None
-                else {}
-            ),
-            "tests": {
-                name: {
-                    "statistic": clean_float(float(t.statistic[j])),
-                    "pvalue": clean_float(float(t.pvalue[j])),
-                    "pvalue_holm": clean_float(float(t.pvalue_holm[j])),
-                    **({"reason": t.reason[j]} if t.reason[j] else {}),
-                }
-                for name, t in dims.tests.items()
-            },
-        }
-        records.append(rec)
-    return records
-
-
-def _nan(x: Any) -> float:
-    """Return x as float, None as NaN."""
-    return math.nan if x is None else float(x)
-
-
-def _arr(values: Any, dtype: Any = np.float64) -> NDArray[Any]:
-    """Return a list (with None for NaN) as an array."""
-    if dtype is np.float64:
-        return np.array([_nan(v) for v in values], dtype=np.float64) if values else np.empty(0)
-    return np.asarray(values, dtype=dtype)
-
-
-def records_to_dims(records: list[dict[str, Any]], settings: Settings) -> Dims:
-    """Rebuild the columnar :class:`Dims` from one JSON object per dimension."""
-    qkeys = [level_key(q) for q in settings.quantile_levels]
-    kkeys = [level_key(k) for k in settings.sigma_levels]
-
-    def col(name: str) -> F64:
-        return _arr([r.get(name) for r in records])
-
-    def table(name: str, keys: list[str]) -> F64:
-        if not records:
-            return np.empty((len(keys), 0))
-        return np.array(
-            [[_nan(r.get(name, {}).get(k)) for r in records] for k in keys], dtype=np.float64
-        )
-
-    names = list(records[0].get("tests", {})) if records else []
-    tests = {
-        name: UnivariateTest(
-            statistic=_arr([r["tests"][name].get("statistic") for r in records]),
-            pvalue=_arr([r["tests"][name].get("pvalue") for r in records]),
-            pvalue_holm=_arr([r["tests"][name].get("pvalue_holm") for r in records]),
-            reason=tuple(r["tests"][name].get("reason") for r in records),
-        )
-        for name in names
-    }
-    return Dims(
-        index=np.array([r["index"] for r in records], dtype=np.int64),
-        count=np.array([r.get("count", 0) for r in records], dtype=np.int64),
-        mean=col("mean"),
-        std=col("std"),
-        min=col("min"),
-        max=col("max"),
-        quantiles=table("quantiles", qkeys),
-        skewness=col("skewness"),
-        excess_kurtosis=col("excess_kurtosis"),
-        kl_gauss=col("kl_gauss"),
-        negentropy=col("negentropy"),
-        kl_marginal=col("kl_marginal"),
-        outlier_rate=table("outlier_rate", kkeys),
-        prior_outlier_rate=table("prior_outlier_rate", kkeys),
-        tests=tests,
-        degenerate=np.array([bool(r.get("degenerate", False)) for r in records], dtype=bool),
-        histogram=(
-            np.array([r["histogram"] for r in records], dtype=np.int64)
-            if records and all("histogram" in r for r in records)
-            else None
-        ),
-    )
-
-
 def report_from_dict(data: dict[str, Any]) -> Report:
     """Rebuild a :class:`Report` from its dict form; see :meth:`Report.from_dict`."""
     if not isinstance(data, dict) or "schema_version" not in data:
@@ -596,7 +432,11 @@ def report_from_dict(data: dict[str, Any]) -> Report:
             input=from_jsonable(InputInfo, data["input"]),
             settings=settings,
             summary=from_jsonable(Summary, data["summary"]),
-            dims=records_to_dims(data["dims"], settings),
+            dims=records_to_dims(
+                data["dims"],
+                quantile_levels=settings.quantile_levels,
+                sigma_levels=settings.sigma_levels,
+            ),
             joint=from_jsonable(Joint, data["joint"]),
             spatial=data.get("spatial"),
             posterior=(

@@ -11,7 +11,7 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -30,6 +30,7 @@ __all__ = [
     "TestResult",
     "clean_float",
     "from_jsonable",
+    "gaussian_tail_rates",
     "level_key",
     "to_jsonable",
 ]
@@ -160,6 +161,17 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, (float, np.floating)):
         return clean_float(float(value))
     return value
+
+
+def gaussian_tail_rates(levels: Sequence[float]) -> F64:
+    """Return 2Φ(−k) = erfc(k/√2), the Gaussian share beyond k std, for each level k.
+
+    The complementary error function as DLMF 7.2.2 defines it, with Φ(x) = erfc(−x/√2)/2
+    (DLMF 7.17.1); ``math.erfc`` per level. ``stats.outliers.gaussian_tail`` computes the
+    same with scipy's erfc, which differs in the last ulp for most k: the report keeps
+    ``math.erfc`` so that its JSON stays as it was.
+    """
+    return np.array([math.erfc(float(k) / math.sqrt(2.0)) for k in levels], dtype=np.float64)
 
 
 def level_key(level: float) -> str:
