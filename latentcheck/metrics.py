@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .comparison import Comparison
+    from .model.comparison import Comparison
     from .report import Report
 
 __all__ = ["REPORT_METRICS", "comparison_metrics", "report_metrics"]

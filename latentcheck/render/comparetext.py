@@ -20,7 +20,7 @@ from .registry import RenderOptions, register
 from .textreport import MARK, fmt, pct, pval, table, wrap
 
 if TYPE_CHECKING:
-    from ..comparison import Comparison, PairComparison
+    from ..model.comparison import Comparison, PairComparison
 
 __all__ = ["render_markdown", "render_text"]
 
