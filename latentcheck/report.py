@@ -236,6 +236,16 @@ class Summary:
     normalization_check: dict[str, Any] | None = None
     sample_checks: dict[str, Any] | None = None
 
+    @property
+    def claimed_normalization(self) -> dict[str, Any] | None:
+        """Return the check of a claimed normalisation, or None when none was claimed.
+
+        ``normalization_check`` can hold only a ``vae_config`` block (a per-channel config
+        checks no global claim); then there is no claim to show.
+        """
+        check = self.normalization_check
+        return check if check and check.get("assume_scale") is not None else None
+
 
 @dataclass(frozen=True, slots=True)
 class Joint:

@@ -183,3 +183,20 @@ def test_issue_17_block_base_is_a_read_only_mapping():
     assert issubclass(PosteriorBlock, Block)
     with pytest.raises(TypeError):
         PosteriorBlock()["rate_nats"] = 1.0  # type: ignore[index]
+
+
+def test_issue_17_per_channel_vae_config_renders_without_a_claim(wide_report):
+    # a diffusers-style per-channel config leaves summary.normalization_check holding only
+    # its vae_config block; the text report formatted the missing claim with :g and crashed
+    from latentcheck.vaeconfig import check_vae_config
+
+    d = wide_report.input.n_dims
+    rep = check_vae_config(wide_report, {"latents_mean": [0.0] * d, "latents_std": [1.0] * d})
+    assert list(rep.summary.normalization_check) == ["vae_config"]
+    assert rep.summary.claimed_normalization is None
+    text = rep.to_text()
+    assert "Claimed normalisation" not in text and "[vae_config]" in text
+    assert "Claimed normalisation" not in rep.to_html()
+    claimed = lc.analyze(np.random.default_rng(1).standard_normal((300, 2)), assume_scale=0.5)
+    assert claimed.summary.claimed_normalization is claimed.summary.normalization_check
+    assert "Claimed normalisation" in claimed.to_text()

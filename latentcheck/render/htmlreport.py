@@ -243,7 +243,7 @@ def _summary(report: Report) -> str:
             f"{test_rows(report)}: {rej or 'none run'}",
         )
     )
-    check = sm.normalization_check
+    check = sm.claimed_normalization
     if check:
         mistakes = ", ".join(check.get("mistakes") or []) or "none"
         text = (

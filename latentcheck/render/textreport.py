@@ -263,7 +263,7 @@ def _summary_lines(report: Report, width: int, p: int) -> list[str]:
 def _claim_lines(report: Report, width: int, p: int) -> list[str]:
     """Return the lines on a claimed normalisation (``assume_scale``/``assume_shift``)."""
     out: list[str] = []
-    check = report.summary.normalization_check
+    check = report.summary.claimed_normalization
     if check:
         mistakes = ", ".join(check.get("mistakes") or []) or "none"
         out.extend(
