@@ -200,3 +200,25 @@ def test_issue_17_per_channel_vae_config_renders_without_a_claim(wide_report):
     claimed = lc.analyze(np.random.default_rng(1).standard_normal((300, 2)), assume_scale=0.5)
     assert claimed.summary.claimed_normalization is claimed.summary.normalization_check
     assert "Claimed normalisation" in claimed.to_text()
+
+
+def test_issue_17_the_cli_renders_through_the_registry(runner, latents_file):
+    from latentcheck.cli import cli
+    from latentcheck.render.registry import get_renderer
+
+    original = get_renderer("report", "markdown")
+    seen = []
+
+    @register("report", "markdown")
+    def dummy(report: lc.Report, options: RenderOptions) -> str:
+        seen.append(options.max_dims)
+        return f"dummy markdown for {report.input.n_dims} dims\n"
+
+    try:
+        npy = latents_file(np.random.default_rng(3).standard_normal((200, 3)))
+        res = runner.invoke(cli, ["report", str(npy), "--format", "markdown", "--max-dims", "2"])
+    finally:
+        register("report", "markdown")(original)
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout == "dummy markdown for 3 dims\n" and seen == [2]
+    assert get_renderer("report", "markdown") is original
