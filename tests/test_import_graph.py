@@ -10,8 +10,10 @@ and kept in the stricter graph of the owned modules.
 from __future__ import annotations
 
 import ast
+import functools
 import subprocess
 import sys
+from collections.abc import Mapping, Set
 from pathlib import Path
 
 import latentcheck
@@ -72,8 +74,9 @@ def _targets(module: str, node: ast.Import | ast.ImportFrom) -> list[str]:
     return out
 
 
-def import_graph(*, type_checking: bool) -> dict[str, set[str]]:
-    """Return module -> the latentcheck modules it imports."""
+@functools.cache
+def import_graph(*, type_checking: bool) -> dict[str, frozenset[str]]:
+    """Return module -> the latentcheck modules it imports (read once per session)."""
     graph: dict[str, set[str]] = {m: set() for m in MODULES}
     for module, path in MODULES.items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -81,10 +84,10 @@ def import_graph(*, type_checking: bool) -> dict[str, set[str]]:
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in skip:
                 graph[module].update(_targets(module, node))
-    return graph
+    return {m: frozenset(ts) for m, ts in graph.items()}
 
 
-def cycles(graph: dict[str, set[str]]) -> list[frozenset[str]]:
+def cycles(graph: Mapping[str, Set[str]]) -> list[frozenset[str]]:
     """Return the strongly connected components with more than one module (Tarjan)."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}

@@ -8,6 +8,7 @@ latentcheck but ``errors``, so importing it never imports the report or a render
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -179,6 +180,12 @@ def level_key(level: float) -> str:
     return f"{level:g}" if level != int(level) else str(int(level))
 
 
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """Return the resolved type hints of a dataclass (resolved once per class)."""
+    return typing.get_type_hints(cls)
+
+
 def from_jsonable(cls: Any, data: Any) -> Any:
     """Build dataclass `cls` from JSON values by its type hints (nested dataclasses, arrays).
 
@@ -190,7 +197,7 @@ def from_jsonable(cls: Any, data: Any) -> Any:
     SchemaError
         If `data` lacks a field that has no default.
     """
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name not in data:
