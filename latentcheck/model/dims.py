@@ -50,9 +50,11 @@ class Dims:
         numpy "linear" quantiles at ``Settings.quantile_levels``.
     kl_gauss, negentropy, kl_marginal : ndarray of shape (n_dims,)
         Moment-matched KL to N(0, 1), negentropy, and their sum (nats).
-    outlier_rate, expected_outlier_rate, prior_outlier_rate : ndarray of shape (n_levels, n_dims)
-        Fraction of rows beyond mean ± k·std; the Gaussian expectation 2Φ(−k); the fraction
-        with |z| > k.
+    outlier_rate, prior_outlier_rate : ndarray of shape (n_levels, n_dims)
+        Fraction of rows beyond mean ± k·std, and fraction with |z| > k, per level of
+        ``Settings.sigma_levels``. The Gaussian expectation 2Φ(−k) is
+        ``Settings.expected_outlier_rates`` and the JSON's ``outlier_ratio`` is
+        ``Report.outlier_ratio(level)``; neither is stored here.
     tests : dict of str to UnivariateTest
     degenerate : ndarray of bool
         Zero or near-zero variance (left out of joint statistics and tests).
