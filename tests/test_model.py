@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -222,3 +224,15 @@ def test_issue_17_the_cli_renders_through_the_registry(runner, latents_file):
     assert res.exit_code == 0, res.stderr
     assert res.stdout == "dummy markdown for 3 dims\n" and seen == [2]
     assert get_renderer("report", "markdown") is original
+
+
+def test_issue_17_a_renderer_registered_before_first_use_is_kept():
+    # the built-in modules load on first use; they must not replace a user's renderer
+    code = (
+        "import latentcheck.render.registry as r\n"
+        "r.register('report', 'markdown')(lambda obj, opts: 'mine')\n"
+        "print(r.get_renderer('report', 'markdown')(None, r.RenderOptions()))\n"
+        "print('text' in r.available_formats('report'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["mine", "True"]

@@ -34,6 +34,7 @@ __all__ = [
     "get_renderer",
     "register",
     "render",
+    "unregister",
 ]
 
 #: The output formats the command line offers, in the order of its help.
@@ -106,8 +107,10 @@ def _load_builtins() -> None:
     global _loaded
     if _loaded:
         return
+    registered_first = dict(_REGISTRY)  # a user's renderer registered before first use wins
     for name in BUILTIN_MODULES:
         importlib.import_module(f"{__package__}.{name}")
+    _REGISTRY.update(registered_first)
     _loaded = True
 
 
