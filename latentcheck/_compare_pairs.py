@@ -12,12 +12,12 @@ as a whole and its JSON form stay in :mod:`latentcheck.comparison`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from .model.comparison import DimComparison, DimTest, InputSummary, PairComparison
 from .report import Finding, Report, TestResult, level_key
 from .stats.twosample import (
     adjust_pvalues,
@@ -52,174 +52,6 @@ DIM_FIELDS: tuple[tuple[str, str], ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class InputSummary:
-    """One input of a comparison: what it is and its headline figures.
-
-    Attributes
-    ----------
-    label : str
-        "A" for the baseline, then "B", "C", ... in the order given.
-    origin : str
-        "latents" (analysed now), "analysis" (an Analysis object), "report" (a Report or a
-        dict) or "saved report" (a ``.json`` file).
-    sources : tuple of str
-        The files (or "array") the latents came from.
-    kind, layout, dtype : str
-        As in ``Report.input``.
-    shape : tuple of int
-    n_samples, n_dims : int
-    rows_at_hand : int
-        Rows of the seeded sample available for two-sample tests (0 for a saved report).
-    figures : dict
-        Headline figures, nested one level (``outlier_rate["4"]``); None where unavailable.
-    profiles : dict of str to ndarray
-        Per-dimension figures sorted in descending order (no correspondence needed).
-    """
-
-    label: str
-    origin: str
-    sources: tuple[str, ...]
-    kind: str
-    layout: str
-    dtype: str
-    shape: tuple[int, ...]
-    n_samples: int
-    n_dims: int
-    rows_at_hand: int
-    figures: dict[str, Any]
-    profiles: dict[str, F64]
-
-
-@dataclass(frozen=True, slots=True)
-class DimTest:
-    """Per-dimension results of one two-sample test, with multiplicity-adjusted p-values.
-
-    Attributes
-    ----------
-    statistic, pvalue, pvalue_adjusted : ndarray of shape (n_dims,)
-        NaN where the test did not run (see `reason`).
-    method : str
-    reason : str or None
-        Why the test did not run, for every dimension.
-    """
-
-    statistic: F64
-    pvalue: F64
-    pvalue_adjusted: F64
-    method: str
-    reason: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DimComparison:
-    """Dimension i of an input against dimension i of the baseline (assumes correspondence).
-
-    Attributes
-    ----------
-    index : ndarray of int
-    baseline, value : dict of str to ndarray
-        "mean", "std", "kl_marginal", "excess_kurtosis" of shape (n_dims,), "outlier_rate"
-        of shape (n_levels, n_dims), and "rate" (posterior KL per dimension) when both
-        inputs have it.
-    shift : ndarray
-        (mean − mean_baseline) / pooled std, pooled std = √((s₀² + s²)/2).
-    log_std_ratio : ndarray
-        ln(std / std_baseline).
-    wasserstein, wasserstein_std : ndarray
-        W1 between the two samples of the dimension, in the data's units and over the
-        pooled std. NaN without rows.
-    ks, mean_test, std_test : DimTest
-        Kolmogorov–Smirnov on the rows; without rows, the large-sample z-tests of equal
-        means and of equal log-stds from the reports' moments.
-    scale_test : DimTest
-        Brown–Forsythe test of equal spread on the same rows as KS, corrected together with
-        KS (2 · n_dims tests); skipped without rows, where ``std_test`` tests the scale.
-    flagged_by_test, flagged_by_effect, moved : ndarray of bool
-        moved = flagged_by_test & flagged_by_effect.
-    effect_reasons : tuple of tuple of str
-        Which effect sizes passed their threshold: "shift", "scale", "distribution", "kl".
-    """
-
-    index: NDArray[np.int64]
-    baseline: dict[str, F64]
-    value: dict[str, F64]
-    shift: F64
-    log_std_ratio: F64
-    wasserstein: F64
-    wasserstein_std: F64
-    ks: DimTest
-    mean_test: DimTest
-    std_test: DimTest
-    flagged_by_test: NDArray[np.bool_]
-    flagged_by_effect: NDArray[np.bool_]
-    moved: NDArray[np.bool_]
-    effect_reasons: tuple[tuple[str, ...], ...]
-    scale_test: DimTest | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PairComparison:
-    """One input compared with the baseline.
-
-    Attributes
-    ----------
-    input : InputSummary
-    changed : bool
-        True when any finding has status "warn" (a dimension moved, the global shift or
-        scale changed, the joint test rejected, or the dimensions differ).
-    findings : tuple of Finding
-    summary_deltas : dict
-        For every figure: baseline, value, delta (value − baseline), ratio (value / baseline).
-    summary_tests : dict of str to TestResult
-        Tests of the global shift and scale from the reports' 95% intervals.
-    summary_pvalues_adjusted : dict of str to float
-        Adjusted p-values of "shift", "scale" and "joint" (one family).
-    test : str or None
-        Test behind the per-dimension flag: "ks" (rows of both at hand), "moments" (from
-        the reports) or None (dimensions not comparable).
-    test_rows : tuple of int
-        Rows of each input behind the per-dimension KS tests and W1 (0 without rows).
-    dims : DimComparison or None
-        None when the numbers of dimensions differ.
-    dims_note : str
-        What the per-dimension comparison assumes, or why it was not made.
-    moved_dims : tuple of int
-    joint : TestResult
-        Two-sample energy test on the standardised joint samples.
-    joint_rows : tuple of int
-        Rows of each input used by the joint test.
-    joint_dims : int
-        Dimensions used by the joint test (non-zero pooled variance).
-    profiles : dict of str to dict
-        Distances between the sorted profiles of baseline and input.
-    notes : tuple of str
-    """
-
-    input: InputSummary
-    changed: bool
-    findings: tuple[Finding, ...]
-    summary_deltas: dict[str, Any]
-    summary_tests: dict[str, TestResult]
-    summary_pvalues_adjusted: dict[str, float]
-    test: str | None
-    test_rows: tuple[int, int]
-    dims: DimComparison | None
-    dims_note: str
-    moved_dims: tuple[int, ...]
-    joint: TestResult
-    joint_rows: tuple[int, int]
-    joint_dims: int
-    profiles: dict[str, dict[str, Any]]
-    notes: tuple[str, ...]
-
-
-# ---------------------------------------------------------------------------------------
-# One input against the baseline
-# ---------------------------------------------------------------------------------------
-
-#: (origin, report, sample rows or None, for conv latents the sample rows at well-separated
-#: positions or None)
 Loaded = tuple[str, Report, NDArray[Any] | None, NDArray[Any] | None]
 
 
@@ -384,7 +216,7 @@ def _compare_dims(
     value["outlier_rate"] = np.array(
         [r1.dims.outlier_rate[keys1.index(k)] if k in keys1 else np.full(d, np.nan) for k in keys0]
     ).reshape(len(keys0), d)
-    rates = [(r.posterior or {}).get("kl_per_dim") for r in (r0, r1)]
+    rates = [r.posterior.kl_per_dim if r.posterior is not None else None for r in (r0, r1)]
     if rates[0] is not None and rates[1] is not None:
         base["rate"], value["rate"] = _floats(rates[0]), _floats(rates[1])
     s0, s1 = base["std"], value["std"]

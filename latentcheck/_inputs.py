@@ -23,6 +23,7 @@ from .accumulate import Reservoir, hash_rows, key_threshold
 from .errors import FormatError, InputError
 from .io.registry import find_reader
 from .loading import NPZ_ROLES, LatentSource, expand_paths, file_keys, open_latents
+from .model.posterior import PosteriorBlock
 
 __all__ = [
     "DrawSource",
@@ -336,11 +337,10 @@ class PosteriorJob:
         chunk_rows: int,
         collect: Callable[..., Any],
         progress: Callable[[int], None] | None = None,
-    ) -> dict[str, Any]:
+    ) -> PosteriorBlock:
         """Stream the posterior parameters and return the report's ``posterior`` block."""
         from ._passes import run_pass
         from .loading import plan_blocks
-        from .report import to_jsonable
         from .stats.mixture import mixture_decomposition
         from .stats.posterior import finalize_posterior
 
@@ -377,55 +377,53 @@ class PosteriorJob:
         rows = acc.sample.finalize().rows
         mix = collect(mixture_decomposition, rows[:, :d], rows[:, d:], seed=seed)
         levels = [f"{q:g}" for q in stats.std_quantile_levels]
-        out: dict[str, Any] = {
-            "spread_input": post.kind,
-            "n_samples": stats.n_samples,
-            "kl_per_dim": stats.kl_per_dim,
-            "kl_mean_part": stats.kl_mean_part,
-            "kl_variance_part": stats.kl_variance_part,
-            "rate_nats": stats.rate_nats,
-            "rate_bits": stats.rate_bits,
-            "rows_per_sample": post.mu.rows_per_item,
-            "rate_per_sample_nats": stats.rate_nats * post.mu.rows_per_item,
-            "rate_mean_part_nats": stats.rate_mean_part_nats,
-            "rate_variance_part_nats": stats.rate_variance_part_nats,
-            "rate_share": stats.rate_share,
-            "mu_mean": stats.mu_mean,
-            "mu_var": stats.mu_var,
-            "mean_posterior_var": stats.mean_posterior_var,
-            "mean_posterior_std": stats.mean_posterior_std,
-            "snr": stats.snr,
-            "posterior_std_quantiles": {
+        return PosteriorBlock(
+            spread_input=post.kind,
+            n_samples=stats.n_samples,
+            kl_per_dim=stats.kl_per_dim,
+            kl_mean_part=stats.kl_mean_part,
+            kl_variance_part=stats.kl_variance_part,
+            rate_nats=stats.rate_nats,
+            rate_bits=stats.rate_bits,
+            rows_per_sample=post.mu.rows_per_item,
+            rate_per_sample_nats=stats.rate_nats * post.mu.rows_per_item,
+            rate_mean_part_nats=stats.rate_mean_part_nats,
+            rate_variance_part_nats=stats.rate_variance_part_nats,
+            rate_share=stats.rate_share,
+            mu_mean=stats.mu_mean,
+            mu_var=stats.mu_var,
+            mean_posterior_var=stats.mean_posterior_var,
+            mean_posterior_std=stats.mean_posterior_std,
+            snr=stats.snr,
+            posterior_std_quantiles={
                 q: stats.posterior_std_quantiles[:, i] for i, q in enumerate(levels)
             },
-            "posterior_std_quantiles_all": dict(
+            posterior_std_quantiles_all=dict(
                 zip(levels, stats.posterior_std_quantiles_all.tolist(), strict=True)
             ),
-            "logvar_min": stats.logvar_min,
-            "logvar_max": stats.logvar_max,
-            "share_at_min": stats.share_at_min,
-            "active_threshold": stats.active_threshold,
-            "active_units": stats.active_units,
-            "active_dims": stats.active_dims,
-            "collapse_threshold": stats.collapse_threshold,
-            "collapsed_dims": stats.collapsed_dims,
-            "mutual_information": mix.mutual_information,
-            "mutual_information_se": mix.mutual_information_se,
-            "kl_aggregate": mix.kl_aggregate,
-            "kl_aggregate_se": mix.kl_aggregate_se,
-            "total_correlation": mix.total_correlation,
-            "total_correlation_se": mix.total_correlation_se,
-            "dimwise_kl": mix.dimwise_kl,
-            "dimwise_kl_se": mix.dimwise_kl_se,
-            "dimwise_kl_per_dim": mix.dimwise_kl_per_dim,
-            "mixture_rate_nats": mix.rate_nats,
+            logvar_min=stats.logvar_min,
+            logvar_max=stats.logvar_max,
+            share_at_min=stats.share_at_min,
+            active_threshold=stats.active_threshold,
+            active_units=stats.active_units,
+            active_dims=tuple(int(i) for i in stats.active_dims),
+            collapse_threshold=stats.collapse_threshold,
+            collapsed_dims=tuple(int(i) for i in stats.collapsed_dims),
+            mutual_information=mix.mutual_information,
+            mutual_information_se=mix.mutual_information_se,
+            kl_aggregate=mix.kl_aggregate,
+            kl_aggregate_se=mix.kl_aggregate_se,
+            total_correlation=mix.total_correlation,
+            total_correlation_se=mix.total_correlation_se,
+            dimwise_kl=mix.dimwise_kl,
+            dimwise_kl_se=mix.dimwise_kl_se,
+            dimwise_kl_per_dim=mix.dimwise_kl_per_dim,
+            mixture_rate_nats=mix.rate_nats,
             # bias regime of the mixture estimate (issue 15, item 11)
-            "mutual_information_upper": mix.mutual_information_upper,
-            "mutual_information_upper_se": mix.mutual_information_upper_se,
-            "mutual_information_ceiling": mix.mutual_information_ceiling,
-            "mutual_information_regime": mix.mutual_information_regime,
-            "mixture_bounds": {k: list(v) for k, v in mix.bounds.items()},
-            "estimator": mix.estimator,
-        }
-        result: dict[str, Any] = to_jsonable(out)
-        return result
+            mutual_information_upper=mix.mutual_information_upper,
+            mutual_information_upper_se=mix.mutual_information_upper_se,
+            mutual_information_ceiling=mix.mutual_information_ceiling,
+            mutual_information_regime=mix.mutual_information_regime,
+            mixture_bounds={k: list(v) for k, v in mix.bounds.items()},
+            estimator=mix.estimator,
+        )

@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .accumulate import Scratch
+from .model.joint import MahalanobisBlock, McdBlock, TopRow
 from .report import TestResult
 
 if TYPE_CHECKING:
@@ -132,12 +133,14 @@ class JointPass:
         return self
 
 
-def _top_rows(ids: NDArray[np.int64], d2: F64, describe: Callable[[int], str]) -> list[Any]:
-    """Return the top rows as JSON-ready records."""
-    return [
-        {"row": int(i), "d2": float(v), "where": describe(int(i))}
+def _top_rows(
+    ids: NDArray[np.int64], d2: F64, describe: Callable[[int], str]
+) -> tuple[TopRow, ...]:
+    """Return the top rows (row index, squared distance, the row in the input's terms)."""
+    return tuple(
+        TopRow(row=int(i), d2=float(v), where=describe(int(i)))
         for i, v in zip(ids, d2, strict=True)
-    ]
+    )
 
 
 def joint_results(
@@ -154,7 +157,7 @@ def joint_results(
     describe: Callable[[int], str],
     run: Callable[..., Any],
     independent: IndependentRows | None = None,
-) -> tuple[dict[str, TestResult], dict[str, Any] | None, dict[str, Any] | None]:
+) -> tuple[dict[str, TestResult], MahalanobisBlock | None, McdBlock | None]:
     """Return (tests, mahalanobis, mcd) for the report's joint block.
 
     `run` calls a function and collects the warnings it issues (the analysis collector);
@@ -276,24 +279,23 @@ def _independent_tests(
     return tests
 
 
-def _mahalanobis(jp: JointPass | None, describe: Callable[[int], str]) -> dict[str, Any] | None:
+def _mahalanobis(jp: JointPass | None, describe: Callable[[int], str]) -> MahalanobisBlock | None:
     """Return the report's Mahalanobis block from the second pass (None without one)."""
-    mahalanobis = None
-    if jp is not None:
-        r = jp.maha.result()
-        keys = [f"{q:g}" for q in r.quantiles]
-        mahalanobis = {
-            "n_rows": r.n_rows,
-            "n_dims": r.n_dims,
-            "distance": "squared Mahalanobis distance with the unbiased covariance (ddof=1)",
-            "thresholds": dict(zip(keys, r.thresholds.tolist(), strict=True)),
-            "outlier_rate": dict(zip(keys, r.rates.tolist(), strict=True)),
-            "expected_rate": dict(zip(keys, r.expected_rates.tolist(), strict=True)),
-            "rate_ratio": dict(zip(keys, r.rate_ratios.tolist(), strict=True)),
-            "top_rows": _top_rows(r.top_row_ids, r.top_d2, describe),
-            "reason": r.reason,
-        }
-    return mahalanobis
+    if jp is None:
+        return None
+    r = jp.maha.result()
+    keys = [f"{q:g}" for q in r.quantiles]
+    return MahalanobisBlock(
+        n_rows=r.n_rows,
+        n_dims=r.n_dims,
+        distance="squared Mahalanobis distance with the unbiased covariance (ddof=1)",
+        thresholds=dict(zip(keys, r.thresholds.tolist(), strict=True)),
+        outlier_rate=dict(zip(keys, r.rates.tolist(), strict=True)),
+        expected_rate=dict(zip(keys, r.expected_rates.tolist(), strict=True)),
+        rate_ratio=dict(zip(keys, r.rate_ratios.tolist(), strict=True)),
+        top_rows=_top_rows(r.top_row_ids, r.top_d2, describe),
+        reason=r.reason,
+    )
 
 
 def _mcd(
@@ -304,25 +306,25 @@ def _mcd(
     seed: int,
     describe: Callable[[int], str],
     run: Callable[..., Any],
-) -> dict[str, Any]:
+) -> McdBlock:
     """Return the report's MCD block (robust distances on the sample)."""
     from .stats.outliers import mcd_outliers
 
     xm = np.asarray(sample[: options.mcd_samples][:, used], dtype=np.float64)
     need = MCD_ROWS_PER_DIM * used.size
     if xm.shape[0] < need:
-        return {
-            "n_rows": int(xm.shape[0]),
-            "n_dims": int(used.size),
-            "outlier_rate": math.nan,
-            "expected_rate": 0.025,
-            "top_rows": [],
-            "reason": (
+        return McdBlock(
+            n_rows=int(xm.shape[0]),
+            n_dims=int(used.size),
+            outlier_rate=math.nan,
+            expected_rate=0.025,
+            top_rows=(),
+            reason=(
                 f"MinCovDet needs at least {MCD_ROWS_PER_DIM} rows per dimension ({need}) for "
                 f"a trustworthy 0.975-quantile rate, the sample gives {xm.shape[0]}; raise "
                 "--mcd-samples (and --sample-size) to run it"
             ),
-        }
+        )
     res = run(
         mcd_outliers,
         xm,
@@ -330,16 +332,16 @@ def _mcd(
         seed=seed % 2**32,  # sklearn's random_state takes 32 bits
         top=options.top_rows,
     )
-    return {
-        "n_rows": res.n_rows,
-        "n_dims": res.n_dims,
-        "support_fraction": _clean(res.support_fraction),
-        "threshold": _clean(res.threshold),
-        "outlier_rate": _clean(res.rate),
-        "expected_rate": res.expected_rate,
-        "top_rows": _top_rows(res.top_row_ids, res.top_d2, describe),
-        "reason": res.reason,
-    }
+    return McdBlock(
+        n_rows=res.n_rows,
+        n_dims=res.n_dims,
+        support_fraction=_clean(res.support_fraction),
+        threshold=_clean(res.threshold),
+        outlier_rate=_clean(res.rate),
+        expected_rate=res.expected_rate,
+        top_rows=_top_rows(res.top_row_ids, res.top_d2, describe),
+        reason=res.reason,
+    )
 
 
 def _clean(x: float) -> float:

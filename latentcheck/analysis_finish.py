@@ -34,6 +34,7 @@ from ._spatial import (
 from .analysis_common import Analysis, AnalysisRun, Collector, FirstSummary
 from .errors import SampleQualityWarning
 from .loading import LatentSource
+from .model.posterior import PosteriorBlock
 from .report import (
     SCHEMA_VERSION,
     Dims,
@@ -429,7 +430,7 @@ def _assemble(
     summary: Summary,
     dims: Dims,
     joint: Joint,
-    post: dict[str, Any] | None,
+    post: PosteriorBlock | None,
     collector: Collector,
 ) -> Analysis:
     """Return the analysis: the report of every block, its verdict judged last."""

@@ -4,10 +4,10 @@ Each input is analysed (or read from a saved JSON report); every other input is 
 with the first, the baseline: summary figures and their deltas, per-dimension deltas and
 two-sample tests when the dimensions correspond, a joint two-sample energy test, and sorted
 profiles that need no correspondence. This module reads the inputs, assembles the
-:class:`Comparison` and writes its JSON form; the comparison of one input with the baseline
-and its result types are in ``_compare_pairs.py`` (the types are importable from here), the
-two-sample statistics in ``stats/twosample.py``, the text and Markdown renderers in
-``render/comparetext.py``.
+:class:`Comparison`; the comparison of one input with the baseline is in
+``_compare_pairs.py``, the result types and their JSON form in ``model/comparison.py`` (the
+types are importable from here), the two-sample statistics in ``stats/twosample.py``, the text
+and Markdown renderers in ``render/comparetext.py``.
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
-import math
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,18 +26,18 @@ from numpy.typing import NDArray
 from . import _validation as v
 from ._compare_pairs import DIM_FIELDS as DIM_FIELDS
 from ._compare_pairs import JOINT_WORK_BUDGET as JOINT_WORK_BUDGET
-from ._compare_pairs import (
-    DimComparison,
-    DimTest,
-    InputSummary,
-    PairComparison,
-    _compare_pair,
-    _floats,
-)
 from ._compare_pairs import Loaded as Loaded
+from ._compare_pairs import _compare_pair, _floats
 from .analysis import Analysis, analyze_with_sample
 from .errors import FormatError, InputError, LatentcheckWarning, SchemaError
 from .io.remote import with_storage_options
+from .model.base import clean_float
+from .model.comparison import COMPARE_SCHEMA_VERSION as COMPARE_SCHEMA_VERSION
+from .model.comparison import Comparison as Comparison
+from .model.comparison import DimComparison as DimComparison
+from .model.comparison import DimTest as DimTest
+from .model.comparison import InputSummary as InputSummary
+from .model.comparison import PairComparison as PairComparison
 from .options import (
     COMPARE_OPTIONS,
     COMPARE_OWN,
@@ -47,13 +46,7 @@ from .options import (
     CompareOptions,
     document,
 )
-from .report import Report, TestResult, level_key, to_jsonable
-
-# COMPARE_SCHEMA_VERSION history (one line per bump):
-# 1: first release: settings, baseline, comparisons (summary_deltas, dims, joint, profiles).
-# 2: findings with code and dims; settings.relation; dims.scale_test, adjusted with KS as
-#    one family; conv inputs' KS and energy tests on rows at separated positions.
-COMPARE_SCHEMA_VERSION = 2
+from .report import Report, level_key
 
 __all__ = [
     "COMPARE_SCHEMA_VERSION",
@@ -67,72 +60,6 @@ __all__ = [
 ]
 
 F64 = NDArray[np.float64]
-
-
-@dataclass(frozen=True, slots=True)
-class Comparison:
-    """Inputs compared with a baseline (the first input).
-
-    Attributes
-    ----------
-    schema_version : int
-        ``COMPARE_SCHEMA_VERSION``.
-    tool : dict
-    created_at : str
-    settings : dict
-        seed, alpha, correction, test_samples, joint_test_samples, n_permutations, thresholds,
-        profile_sigma_level.
-    baseline : InputSummary
-    comparisons : tuple of PairComparison
-        One per other input, in the order given.
-    warnings : tuple of str
-    reports : tuple of Report
-        The full report of every input (not written to JSON).
-    """
-
-    schema_version: int
-    tool: dict[str, str]
-    created_at: str
-    settings: dict[str, Any]
-    baseline: InputSummary
-    comparisons: tuple[PairComparison, ...]
-    warnings: tuple[str, ...]
-    reports: tuple[Report, ...] = field(default=(), repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the comparison as JSON-ready Python values (NaN and ±inf become None)."""
-        levels = list(self.baseline.figures["outlier_rate"])
-        return {
-            "schema_version": self.schema_version,
-            "tool": dict(self.tool),
-            "created_at": self.created_at,
-            "settings": to_jsonable(self.settings),
-            "baseline": _input_dict(self.baseline),
-            "comparisons": [_pair_dict(c, levels) for c in self.comparisons],
-            "warnings": list(self.warnings),
-        }
-
-    def to_json(self, *, indent: int | None = 2) -> str:
-        """Return the comparison as JSON text (never NaN or Infinity)."""
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
-
-    def to_text(self, *, width: int = 100, max_dims: int = 64) -> str:
-        """Return the comparison as text for a terminal `width` columns wide."""
-        from .render.comparetext import render_text
-
-        return render_text(self, width=width, max_dims=max_dims)
-
-    def to_metrics(self, prefix: str = "latents/") -> dict[str, float]:
-        """Return the headline figures as a flat dict for trackers (see ``metrics``)."""
-        from .metrics import comparison_metrics
-
-        return comparison_metrics(self, prefix)
-
-    def to_markdown(self, *, max_dims: int = 64) -> str:
-        """Return the comparison as Markdown (for pull-request comments)."""
-        from .render.comparetext import render_markdown
-
-        return render_markdown(self, max_dims=max_dims)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -522,9 +449,9 @@ def _from_dict(data: Any, where: str) -> Report:
 def _figures(rep: Report) -> dict[str, Any]:
     """Return the headline figures of a report (None where it does not have one)."""
     sm, jt = rep.summary, rep.joint
-    post = rep.posterior or {}
+    post = rep.posterior
     nz = sm.normalization
-    maha = (jt.mahalanobis or {}).get("outlier_rate") or {}
+    maha = jt.mahalanobis.outlier_rate if jt.mahalanobis is not None else {}
     return {
         "n_samples": rep.input.n_samples,
         "n_dims": rep.input.n_dims,
@@ -544,9 +471,9 @@ def _figures(rep: Report) -> dict[str, Any]:
         "shift": nz.shift,
         "scale": nz.scale,
         "scale_rms": nz.scale_rms,
-        "rate_nats": post.get("rate_nats"),
-        "rate_bits": post.get("rate_bits"),
-        "active_units": post.get("active_units"),
+        "rate_nats": clean_float(post.rate_nats) if post is not None else None,
+        "rate_bits": clean_float(post.rate_bits) if post is not None else None,
+        "active_units": post.active_units if post is not None else None,
     }
 
 
@@ -555,8 +482,7 @@ def _outlier_ratio(rep: Report, level: str) -> F64:
     keys = [level_key(k) for k in rep.settings.sigma_levels]
     if level not in keys:
         return np.empty(0)
-    expected = math.erfc(float(level) / math.sqrt(2.0))
-    return np.asarray(rep.dims.outlier_rate[keys.index(level)] / expected)
+    return rep.outlier_ratio(keys.index(level))
 
 
 def _summarise(
@@ -565,7 +491,7 @@ def _summarise(
     """Return the InputSummary (figures and sorted profiles) of one input."""
     eig = np.asarray(rep.joint.eigenvalues, dtype=np.float64)
     share = eig / eig.sum() if eig.size and eig.sum() > 0 else np.empty(0)
-    rate = (rep.posterior or {}).get("kl_per_dim")
+    rate = rep.posterior.kl_per_dim if rep.posterior is not None else None
     raw = {
         "kl_marginal": rep.dims.kl_marginal,
         "std": rep.dims.std,
@@ -598,89 +524,3 @@ def _summarise(
 # ---------------------------------------------------------------------------------------
 # JSON form
 # ---------------------------------------------------------------------------------------
-
-
-def _input_dict(s: InputSummary) -> dict[str, Any]:
-    """Return the JSON form of one input."""
-    out = to_jsonable({f: getattr(s, f) for f in InputSummary.__slots__})
-    assert isinstance(out, dict)
-    return out
-
-
-def _test_dict(t: TestResult, adjusted: float | None = None) -> dict[str, Any]:
-    """Return the JSON form of a test result with its adjusted p-value."""
-    out = to_jsonable(t)
-    out["pvalue_adjusted"] = to_jsonable(adjusted) if adjusted is not None else None
-    return dict(out)
-
-
-def _dim_records(dc: DimComparison, levels: list[str]) -> list[dict[str, Any]]:
-    """Return one JSON object per dimension."""
-    records = []
-    for j in range(dc.index.size):
-        rec: dict[str, Any] = {"index": int(dc.index[j])}
-        for name in dc.baseline:
-            b, v = dc.baseline[name], dc.value[name]
-            if name == "outlier_rate":
-                rec[name] = {
-                    k: {"baseline": b[i, j], "value": v[i, j], "delta": v[i, j] - b[i, j]}
-                    for i, k in enumerate(levels)
-                }
-            else:
-                rec[name] = {"baseline": b[j], "value": v[j], "delta": v[j] - b[j]}
-        rec.update(
-            shift=dc.shift[j],
-            log_std_ratio=dc.log_std_ratio[j],
-            wasserstein=dc.wasserstein[j],
-            wasserstein_std=dc.wasserstein_std[j],
-        )
-        for name in ("ks", "mean_test", "std_test", "scale_test"):
-            t: DimTest | None = getattr(dc, name)
-            if t is None:
-                continue
-            rec[name] = {
-                "statistic": t.statistic[j],
-                "pvalue": t.pvalue[j],
-                "pvalue_adjusted": t.pvalue_adjusted[j],
-            }
-        rec.update(
-            flagged_by_test=bool(dc.flagged_by_test[j]),
-            flagged_by_effect=bool(dc.flagged_by_effect[j]),
-            effect_reasons=list(dc.effect_reasons[j]),
-            moved=bool(dc.moved[j]),
-        )
-        records.append(to_jsonable(rec))
-    return records
-
-
-def _pair_dict(c: PairComparison, levels: list[str]) -> dict[str, Any]:
-    """Return the JSON form of one comparison."""
-    dim_tests = {}
-    if c.dims is not None:
-        for name in ("ks", "mean_test", "std_test", "scale_test"):
-            t = getattr(c.dims, name)
-            if t is None:
-                continue
-            dim_tests[name] = {"method": t.method or None, "reason": t.reason}
-    joint = _test_dict(c.joint, c.summary_pvalues_adjusted["joint"])
-    joint.update(n_rows=list(c.joint_rows), n_dims_used=c.joint_dims)
-    return {
-        "input": _input_dict(c.input),
-        "changed": c.changed,
-        "findings": to_jsonable(c.findings),
-        "moved_dims": list(c.moved_dims),
-        "assumes_correspondence": c.dims is not None,
-        "dims_note": c.dims_note,
-        "test": c.test,
-        "test_rows": list(c.test_rows),
-        "dim_tests": dim_tests,
-        "summary_deltas": to_jsonable(c.summary_deltas),
-        "summary_tests": {
-            name: _test_dict(t, c.summary_pvalues_adjusted[name])
-            for name, t in c.summary_tests.items()
-        },
-        "joint": joint,
-        "dims": [] if c.dims is None else _dim_records(c.dims, levels),
-        "profiles": to_jsonable(c.profiles),
-        "notes": list(c.notes),
-    }

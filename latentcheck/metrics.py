@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .comparison import Comparison
+    from .model.comparison import Comparison
     from .report import Report
 
 __all__ = ["REPORT_METRICS", "comparison_metrics", "report_metrics"]
@@ -93,8 +93,8 @@ def report_metrics(report: Report, prefix: str = "latents/") -> dict[str, float]
         put(f"outlier_ratio/{k}", ratio)
     for k, rate in s.prior_outlier_rate.items():
         put(f"prior_outlier_rate/{k}", rate)
-    maha = report.joint.mahalanobis or {}
-    for q, ratio in dict(maha.get("rate_ratio") or {}).items():
+    maha = report.joint.mahalanobis
+    for q, ratio in (maha.rate_ratio if maha is not None else {}).items():
         put(f"mahalanobis_rate_ratio/{q}", ratio)
     for test, count in s.dims_rejected.items():
         put(f"dims_rejected/{test}", count)
@@ -102,8 +102,8 @@ def report_metrics(report: Report, prefix: str = "latents/") -> dict[str, float]
     put("shift", s.normalization.shift)
     put("scale_rms", s.normalization.scale_rms)
     if report.posterior is not None:
-        put("rate_nats", report.posterior.get("rate_nats"))
-        put("active_units", report.posterior.get("active_units"))
+        put("rate_nats", report.posterior.rate_nats)
+        put("active_units", report.posterior.active_units)
     for status, n_found in _statuses(s.findings).items():
         put(f"verdict/{status}", n_found)
     return out

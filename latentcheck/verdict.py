@@ -28,13 +28,14 @@ References
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from .report import Finding, Report, mi_ceiling
+from .model.posterior import PosteriorBlock
+from .report import Finding, Report
 
 __all__ = ["build_findings", "judge", "name_dims", "rate_finding", "rate_findings"]
 
@@ -361,29 +362,30 @@ def dimension_finding(
     return Finding("dimensions", "note", text[0].upper() + text[1:] + ".", code="dimensions")
 
 
-def rate_findings(posterior: dict[str, Any]) -> list[Finding]:
+def rate_findings(posterior: PosteriorBlock | Mapping[str, Any]) -> list[Finding]:
     """Return the findings on the rate the KL term pays (posterior inputs only).
 
     The rate, its concentration (the fewest dims carrying ``RATE_SHARE`` of it), collapsed
     dims (rate below the collapse threshold: a warn naming them), and I(x;z), stated as a
-    lower bound when the mixture estimate sits at its ceiling ln n [2]_.
+    lower bound when the mixture estimate sits at its ceiling ln n [2]_. A mapping (the
+    block's JSON form, possibly partial) is read as a :class:`PosteriorBlock`.
     """
-    raw_rate = posterior.get("rate_nats")
-    rate = math.nan if raw_rate is None else float(raw_rate)
-    raw_mean = posterior.get("rate_mean_part_nats")
-    mean_part = 0.0 if raw_mean is None else float(raw_mean)
-    collapsed = [int(i) for i in posterior.get("collapsed_dims") or []]
+    post = (
+        posterior if isinstance(posterior, PosteriorBlock) else PosteriorBlock.from_dict(posterior)
+    )
+    rate = float(post.rate_nats)
+    raw_mean = float(post.rate_mean_part_nats)
+    mean_part = 0.0 if math.isnan(raw_mean) else raw_mean
+    collapsed = [int(i) for i in post.collapsed_dims]
     share = mean_part / rate if rate > 0 else math.nan
-    per = "row" if int(posterior.get("rows_per_sample") or 1) == 1 else "row (position)"
+    per = "row" if post.rows_per_sample == 1 else "row (position)"
     split = (
         f", {_fmt(100 * share)}% of it for moving means and the rest for shrinking variances"
         if math.isfinite(share)
         else ""
     )
     text = f"The KL term pays {_fmt(rate)} nats per {per}{split}"
-    per_dim = np.array(
-        [math.nan if x is None else float(x) for x in posterior.get("kl_per_dim") or []]
-    )
+    per_dim = np.array(post.kl_per_dim if post.kl_per_dim is not None else [], dtype=np.float64)
     conc: tuple[int, ...] = ()
     if per_dim.size and np.isfinite(per_dim).all() and per_dim.sum() > 0:
         order = np.argsort(-per_dim, kind="stable")
@@ -395,10 +397,9 @@ def rate_findings(posterior: dict[str, Any]) -> list[Finding]:
             f"({name_dims(conc)})"
         )
     notes: list[str] = []
-    mi = posterior.get("mutual_information")
-    ceiling = mi_ceiling(posterior)
-    if mi is not None:
-        mi_f = float(mi)
+    ceiling = post.mi_ceiling()
+    if post.has_mutual_information:
+        mi_f = float(post.mutual_information)
         if ceiling is not None:
             n_mix = round(math.exp(ceiling))
             text += (
@@ -409,8 +410,8 @@ def rate_findings(posterior: dict[str, Any]) -> list[Finding]:
             text += f"; I(x;z) is about {_fmt(max(mi_f, 0.0))} nats"
             if mi_f < 0:
                 notes.append(f"the I(x;z) estimate {_fmt(mi_f)} was clipped at 0")
-    dwk = posterior.get("dimwise_kl")
-    if dwk is not None and float(dwk) < 0:
+    dwk = post.dimwise_kl
+    if dwk < 0:
         notes.append(
             f"the dimension-wise KL estimate {_fmt(float(dwk))} nats is below 0, its lower "
             "bound: read it as 0 (Monte-Carlo noise)"
@@ -419,7 +420,7 @@ def rate_findings(posterior: dict[str, Any]) -> list[Finding]:
         text += " (" + "; ".join(notes) + ")"
     out = [Finding("rate", "note", text + ".", code="rate", dims=conc)]
     if collapsed:
-        thr = posterior.get("collapse_threshold")
+        thr = post.collapse_threshold
         out.append(
             Finding(
                 "rate",
@@ -434,7 +435,7 @@ def rate_findings(posterior: dict[str, Any]) -> list[Finding]:
     return out
 
 
-def rate_finding(posterior: dict[str, Any]) -> Finding:
+def rate_finding(posterior: PosteriorBlock | Mapping[str, Any]) -> Finding:
     """Return the note on the rate alone (the first of :func:`rate_findings`)."""
     return rate_findings(posterior)[0]
 
@@ -582,7 +583,7 @@ def judge(report: Report) -> tuple[Finding, ...]:
     pooled = np.array(
         [math.nan if sm.outlier_rate[k] is None else sm.outlier_rate[k] for k in keys]
     )
-    expected = np.array([math.erfc(k / math.sqrt(2.0)) for k in levels])
+    expected = st.expected_outlier_rates
     n = int(inp.n_samples)
     shapiro = dm.tests.get("shapiro")
     if shapiro is not None:
@@ -591,7 +592,7 @@ def judge(report: Report) -> tuple[Finding, ...]:
     else:
         rejected, tested = np.zeros(int(sel.sum()), dtype=bool), 0
     post = report.posterior
-    active = int(post["active_units"]) if post and post.get("active_units") is not None else None
+    active = int(post.active_units) if post and post.active_units is not None else None
     conv = "channels are the dimensions" in inp.layout
     out: list[Finding] = []
     for extra in (

@@ -318,8 +318,11 @@ def test_compare_refuses_html(runner, latents_file):
 
 
 def test_render_dispatches_html(report):
+    class AComparison:  # the registry files results by their class's render_kind
+        render_kind = "comparison"
+
     with pytest.raises(InputError, match="available for reports, not comparisons"):
-        render(object(), "html")
+        render(AComparison(), "html")
     with pytest.raises(InputError, match=r"`max_dims` must be at least 1, got 0"):
         htmlreport.render_report(report, max_dims=0)
 

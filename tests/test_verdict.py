@@ -307,6 +307,7 @@ def test_issue_16_outputs_complete(conv_post_report):
 
 
 def test_issue_16_negative_total_correlation_read_as_zero_in_text():
+    from latentcheck.model.posterior import PosteriorBlock
     from latentcheck.render.textreport import elbo_surgery_text
 
     post = {
@@ -317,7 +318,7 @@ def test_issue_16_negative_total_correlation_read_as_zero_in_text():
         "dimwise_kl": -0.0078,
         "estimator": {"n_mixture": 2048, "bias_bound_nats": math.log(2048)},
     }
-    text = elbo_surgery_text(post)
+    text = elbo_surgery_text(PosteriorBlock.from_dict(post))
     assert "I(x;z) 2.00 (+-0.010)" in text
     assert "dimension-wise KL 0 (estimate -0.0078 < 0: noise, read as 0)" in text
 

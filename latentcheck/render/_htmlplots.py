@@ -279,9 +279,9 @@ def qq(report: Report, order: NDArray[np.intp], dpi: int) -> str:
 def kl_bars(report: Report, order: NDArray[np.intp], dpi: int) -> str:
     """Return the per-dimension KL bars (and the posterior rate bars below them)."""
     dm = report.dims
-    post = report.posterior or {}
-    mean_part = floats(post.get("kl_mean_part"))
-    var_part = floats(post.get("kl_variance_part"))
+    post = report.posterior
+    mean_part = floats(post.kl_mean_part if post is not None else None)
+    var_part = floats(post.kl_variance_part if post is not None else None)
     with_rate = mean_part.size == dm.index.size and var_part.size == dm.index.size
     n = len(order)
     width = min(10.0, max(6.0, 3.0 + 0.16 * n))

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .markdownreport import ICON, md_code, md_table
+from .registry import RenderOptions, register
 from .textreport import MARK, fmt, pct, pval, table, wrap
 
 if TYPE_CHECKING:
-    from ..comparison import Comparison, PairComparison
+    from ..model.comparison import Comparison, PairComparison
 
 __all__ = ["render_markdown", "render_text"]
 
@@ -379,3 +380,15 @@ def render_markdown(cmp: Comparison, *, max_dims: int = 64) -> str:
     out += ["**Notes**", ""] + [f"- {n}" for n in _notes(cmp)]
     out.append("")
     return "\n".join(out)
+
+
+@register("comparison", "text")
+def _render_text(cmp: Comparison, options: RenderOptions) -> str:
+    """Return (as the registered renderer) the comparison as text."""
+    return render_text(cmp, width=options.width, max_dims=options.max_dims)
+
+
+@register("comparison", "markdown")
+def _render_markdown(cmp: Comparison, options: RenderOptions) -> str:
+    """Return (as the registered renderer) the comparison as Markdown."""
+    return render_markdown(cmp, max_dims=options.max_dims)

@@ -2,32 +2,31 @@
 
 The page holds the verdict, the summary, the marginal plots, the per-dimension table, the
 joint block, the posterior and spatial blocks when present, the notes and the settings.
-The plots come from :mod:`latentcheck.render._htmlplots` (matplotlib, the optional ``plots``
-extra) as inline PNG, so the file needs no network, no JavaScript and no other file. This
-module reads the report and writes HTML; numbers are formatted as the text report formats
-them, and every text is escaped.
+The joint, posterior and spatial sections are in :mod:`latentcheck.render.htmlblocks`, the
+escaping helpers in :mod:`latentcheck.render.htmlparts`. The plots come from
+:mod:`latentcheck.render._htmlplots` (matplotlib, the optional ``plots`` extra) as inline
+PNG, so the file needs no network, no JavaScript and no other file. This module reads the
+report and writes HTML; numbers are formatted as the text report formats them, and every
+text is escaped.
 """
 
 from __future__ import annotations
 
 import html
-import math
-from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import InputError
 from ..report import Finding, Report, level_key
-from ._htmlplots import floats, histograms, kl_bars, maps, plot_style, qq, spectrum
+from ._htmlplots import floats, histograms, kl_bars, plot_style, qq
+from .htmlblocks import joint_section, posterior_section, spatial_section
+from .htmlparts import esc, html_table, kv_table, para, section
+from .registry import RenderOptions, register
 from .textreport import (
-    SPATIAL_LEGEND,
     fmt,
     pct,
     pval,
-    separated_summary,
-    spatial_table,
     test_rows,
 )
 
@@ -118,60 +117,22 @@ def render_report(report: Report, *, max_dims: int = 64, dpi: int = 90) -> str:
             _summary(report),
             _marginals(report, order, shown_note, dpi),
             _dims_section(report, order, shown_note, dpi),
-            _joint(report, dpi),
+            joint_section(report, dpi),
         ]
         if report.posterior:
-            parts.append(_posterior(report, order))
+            parts.append(posterior_section(report, order))
         if report.spatial:
-            parts.append(_spatial(report, order, dpi))
+            parts.append(spatial_section(report, order, dpi))
     parts += [_notes(report), _settings(report), _foot(report)]
     return "\n".join(p for p in parts if p) + "\n</body>\n</html>\n"
 
 
-# ---------------------------------------------------------------------------------------
-# HTML helpers
-# ---------------------------------------------------------------------------------------
-
-
-def _e(x: Any) -> str:
-    """Return `x` as escaped HTML text."""
-    return html.escape(str(x), quote=True)
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -> str:
-    """Return an HTML table; headers and cells are plain text (escaped here)."""
-    attr = f' class="{cls}"' if cls else ""
-    head = "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in headers) + "</tr>"
-    body = "\n".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table{attr}>\n<thead>{head}</thead>\n<tbody>\n{body}\n</tbody>\n</table>"
-
-
-def _kv(rows: Sequence[tuple[str, str]]) -> str:
-    """Return a two-column 'label: value' table."""
-    body = "\n".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in rows)
-    return f'<table class="kv">\n<tbody>\n{body}\n</tbody>\n</table>'
-
-
-def _p(text: str, cls: str = "") -> str:
-    """Return an escaped paragraph."""
-    attr = f' class="{cls}"' if cls else ""
-    return f"<p{attr}>{_e(text)}</p>"
-
-
-def _section(ident: str, title: str, body: Sequence[str]) -> str:
-    """Return a section with an h2 title."""
-    inner = "\n".join(b for b in body if b)
-    return f'<section id="{ident}">\n<h2>{_e(title)}</h2>\n{inner}\n</section>'
-
-
 def _shown_dims(report: Report, max_dims: int) -> tuple[NDArray[np.intp], str | None]:
     """Return the positions of the dims to show and a note when some are left out."""
-    dm = report.dims
-    d = dm.index.shape[0]
+    d = report.dims.index.shape[0]
+    order = report.top_dims(max_dims)
     if d <= max_dims:
-        return np.arange(d), None
-    key = np.where(np.isfinite(dm.kl_marginal), dm.kl_marginal, -np.inf)
-    order = np.sort(np.argsort(-key, kind="stable")[:max_dims])
+        return order, None
     return order, (
         f"{max_dims} of {d} dimensions shown: those with the largest kl_marginal "
         "(all of them are in --format json)."
@@ -198,13 +159,13 @@ def _head(report: Report) -> str:
             "<head>",
             '<meta charset="utf-8">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>latentcheck report: {_e(sources)}</title>",
+            f"<title>latentcheck report: {esc(sources)}</title>",
             f"<style>{CSS}</style>",
             "</head>",
             "<body>",
-            f"<h1>latentcheck report: <code>{_e(sources)}</code></h1>",
-            _p(f"{inp.layout}; dtype {inp.dtype}", "meta"),
-            _p(rows, "meta"),
+            f"<h1>latentcheck report: <code>{esc(sources)}</code></h1>",
+            para(f"{inp.layout}; dtype {inp.dtype}", "meta"),
+            para(rows, "meta"),
         ]
     )
 
@@ -215,7 +176,7 @@ FINDING_DIMS_SHOWN = 20
 
 def _finding_tag(f: Finding) -> str:
     """Return a finding's code and dims beside its text (the text report's ``[code]``)."""
-    parts = [f"<code>{_e(f.code)}</code>"] if f.code else []
+    parts = [f"<code>{esc(f.code)}</code>"] if f.code else []
     if f.dims:
         shown = ", ".join(str(d) for d in f.dims[:FINDING_DIMS_SHOWN])
         more = len(f.dims) - FINDING_DIMS_SHOWN
@@ -228,12 +189,12 @@ def _finding_tag(f: Finding) -> str:
 def _verdict(report: Report) -> str:
     """Return the verdict: one finding per aspect with its status, code and dims."""
     items = [
-        f'<li class="{_e(f.status)}"><span class="status">{_e(MARK.get(f.status, f.status))}'
-        f"</span> {_e(f.text)}{_finding_tag(f)}</li>"
+        f'<li class="{esc(f.status)}"><span class="status">{esc(MARK.get(f.status, f.status))}'
+        f"</span> {esc(f.text)}{_finding_tag(f)}</li>"
         for f in report.summary.findings
     ]
     body = '<ul class="findings">\n' + "\n".join(items) + "\n</ul>" if items else ""
-    return _section("verdict", "Verdict", [body or _p(report.summary.verdict)])
+    return section("verdict", "Verdict", [body or para(report.summary.verdict)])
 
 
 def _summary(report: Report) -> str:
@@ -282,7 +243,7 @@ def _summary(report: Report) -> str:
             f"{test_rows(report)}: {rej or 'none run'}",
         )
     )
-    check = sm.normalization_check
+    check = sm.claimed_normalization
     if check:
         mistakes = ", ".join(check.get("mistakes") or []) or "none"
         text = (
@@ -295,10 +256,10 @@ def _summary(report: Report) -> str:
         for message in check.get("messages") or []:
             text += f". {message}"
         rows.append(("Claimed normalisation", text))
-    out = [_kv(rows), "<h3>Outliers</h3>"]
+    out = [kv_table(rows), "<h3>Outliers</h3>"]
     keys = list(sm.outlier_rate)
     out.append(
-        _table(
+        html_table(
             [
                 "k",
                 "beyond k std of the dim mean",
@@ -318,27 +279,27 @@ def _summary(report: Report) -> str:
             ],
         )
     )
-    out.append(_p("Shares of all values, pooled over dimensions.", "caption"))
-    return _section("summary", "Summary", out)
+    out.append(para("Shares of all values, pooled over dimensions.", "caption"))
+    return section("summary", "Summary", out)
 
 
 def _marginals(report: Report, order: NDArray[np.intp], note: str | None, dpi: int) -> str:
     """Return the histogram grid and the Q-Q plot."""
-    out = [_p(note, "caption")] if note else []
+    out = [para(note, "caption")] if note else []
     out.append(histograms(report, order, dpi))
     out.append(qq(report, order, dpi))
-    return _section("marginals", "Marginals against N(0,1)", out)
+    return section("marginals", "Marginals against N(0,1)", out)
 
 
 def _dims_section(report: Report, order: NDArray[np.intp], note: str | None, dpi: int) -> str:
     """Return the KL bar chart and the per-dimension table."""
     dm, st = report.dims, report.settings
-    out = [_p(note, "caption")] if note else []
+    out = [para(note, "caption")] if note else []
     out.append(kl_bars(report, order, dpi))
-    k4 = 1 if len(st.sigma_levels) > 1 else 0
+    k4 = st.headline_level
     klab = level_key(st.sigma_levels[k4])
-    expected = math.erfc(st.sigma_levels[k4] / math.sqrt(2.0))
-    rate = (report.posterior or {}).get("kl_per_dim")
+    ratio = report.outlier_ratio(k4)
+    rate = report.posterior.kl_per_dim if report.posterior is not None else None
     rate_arr = floats(rate) if rate is not None else None
     headers = ["dim", "mean", "std", "min", "max", "skew", "exkurt"]
     headers += ["kl_gauss", "negent", "kl_marg"]
@@ -356,11 +317,11 @@ def _dims_section(report: Report, order: NDArray[np.intp], note: str | None, dpi
         if rate_arr is not None:
             r.append(fmt(rate_arr[j]) if j < rate_arr.size else "-")
         r += [
-            fmt(dm.outlier_rate[k4, j] / expected, 2),
+            fmt(ratio[j], 2),
             pval(sw.pvalue_holm[j]) if sw is not None else "-",
         ]
         rows.append(r)
-    out.append(_table(headers, rows))
+    out.append(html_table(headers, rows))
     legend = (
         "mean, std, min, max: over all rows (std with ddof 0, in the data's units); skew, "
         "exkurt: moment ratios g1, g2; kl_gauss: KL(N(mean, std²) ‖ N(0,1)); negent: "
@@ -373,227 +334,8 @@ def _dims_section(report: Report, order: NDArray[np.intp], note: str | None, dpi
         f"; >{klab}sd ×: share of values beyond {klab} std over the Gaussian share; "
         "SW p_holm: Shapiro–Wilk p-value, Holm-adjusted."
     )
-    out.append(_p(legend, "caption"))
-    return _section("dims", "Per dimension", out)
-
-
-def _joint(report: Report, dpi: int) -> str:
-    """Return the joint block: decomposition, tests, Mahalanobis, MCD, spectrum."""
-    jt, inp = report.joint, report.input
-    if jt.skipped is not None:
-        return _section("joint", "Joint", [_p(f"Joint part skipped: {jt.skipped}", "skip")])
-    rows = [
-        ("Dimensions used", f"{jt.n_dims_used} of {inp.n_dims}"),
-        (
-            "Gaussian fit",
-            f"KL(N(m,S) ‖ N(0,I)) {fmt(jt.kl_gauss)} nats = sum kl_gauss "
-            f"{fmt(jt.kl_gauss_dims)} + total correlation {fmt(jt.total_correlation)}",
-        ),
-        ("Effective dims", f"{fmt(jt.effective_dims)} (participation ratio (Σλ)²/Σλ²)"),
-        ("Condition number", fmt(jt.condition_number)),
-    ]
-    if jt.dims_excluded:
-        rows.append(("Left out", "; ".join(f"dim {i}: {why}" for i, why in jt.dims_excluded)))
-    if jt.top_pairs:
-        rows.append(
-            ("Most correlated", ", ".join(f"({i},{j}) r={r:+.2f}" for i, j, r in jt.top_pairs))
-        )
-    out = [_kv(rows), spectrum(report, dpi)]
-    if jt.tests:
-        trows = []
-        for name, t in jt.tests.items():
-            if t.reason:
-                trows.append([name, "-", "-", "-", "-", f"skipped: {t.reason}"])
-            else:
-                trows.append(
-                    [
-                        name,
-                        fmt(t.statistic),
-                        pval(t.pvalue),
-                        fmt(t.df),
-                        fmt(t.effect_size),
-                        t.method or "",
-                    ]
-                )
-        out.append("<h3>Multivariate tests</h3>")
-        out.append(_table(["test", "statistic", "p-value", "df", "effect size", "method"], trows))
-    if jt.mahalanobis:
-        out.extend(_mahalanobis(jt.mahalanobis))
-    if jt.mcd:
-        out.extend(_mcd(jt.mcd))
-    return _section("joint", "Joint", out)
-
-
-def _top_rows(rows: Any) -> str:
-    """Return the table of the rows with the largest distances."""
-    if not rows:
-        return ""
-    return _table(
-        ["row", "d²", "where"],
-        [[str(r.get("row")), fmt(r.get("d2")), str(r.get("where") or "")] for r in rows],
-    )
-
-
-def _mahalanobis(m: dict[str, Any]) -> list[str]:
-    """Return the Mahalanobis outlier table and its top rows."""
-    out = ["<h3>Mahalanobis distances</h3>"]
-    if m.get("reason"):
-        return [*out, _p(f"skipped: {m['reason']}", "skip")]
-    rates = m.get("outlier_rate") or {}
-    thr, exp, ratio = (m.get(k) or {} for k in ("thresholds", "expected_rate", "rate_ratio"))
-    out.append(
-        _table(
-            ["χ² quantile", "threshold d²", "beyond", "expected", "ratio"],
-            [
-                [k, fmt(thr.get(k)), pct(rates[k], 2), pct(exp.get(k), 2), fmt(ratio.get(k), 2)]
-                for k in rates
-            ],
-        )
-    )
-    out.append(
-        _p(
-            f"{m.get('distance', 'squared Mahalanobis distance')} against χ² with "
-            f"{m.get('n_dims')} degrees of freedom, over {m.get('n_rows')} rows; the rows "
-            "with the largest distances:",
-            "caption",
-        )
-    )
-    out.append(_top_rows(m.get("top_rows")))
-    return out
-
-
-def _mcd(m: dict[str, Any]) -> list[str]:
-    """Return the robust (MinCovDet) distance block."""
-    out = ["<h3>Robust distances (MCD)</h3>"]
-    if m.get("reason"):
-        return [*out, _p(f"skipped: {m['reason']}", "skip")]
-    out.append(
-        _p(
-            f"{pct(m.get('outlier_rate'), 2)} of {m.get('n_rows')} sample rows beyond the χ² "
-            f"0.975 quantile d² = {fmt(m.get('threshold'))} (expected "
-            f"{pct(m.get('expected_rate'), 2)}); support fraction "
-            f"{fmt(m.get('support_fraction'))}. The rows with the largest robust distances:"
-        )
-    )
-    out.append(_top_rows(m.get("top_rows")))
-    return out
-
-
-def _posterior(report: Report, order: NDArray[np.intp]) -> str:
-    """Return the posterior block: rate, active units, posterior std, ELBO surgery, table."""
-    post = report.posterior or {}
-    spread = post.get("spread_input", "logvar")
-    rate = (
-        f"{fmt(post.get('rate_nats'))} nats = {fmt(post.get('rate_bits'))} bits per row "
-        "(mean over inputs of KL(q(z|x) ‖ N(0,I)))"
-    )
-    if int(post.get("rows_per_sample") or 1) > 1:
-        rate += (
-            f"; {fmt(post.get('rate_per_sample_nats'))} nats per sample of "
-            f"{post.get('rows_per_sample')} positions"
-        )
-    rate += (
-        f"; mean part (μ²/2) {fmt(post.get('rate_mean_part_nats'))}, variance part "
-        f"{fmt(post.get('rate_variance_part_nats'))} nats"
-    )
-    collapsed = post.get("collapsed_dims") or []
-    rows = [
-        ("Rate", rate),
-        (
-            "Active units",
-            f"{post.get('active_units')} of {report.input.n_dims} (Var_x μ_j > "
-            f"{post.get('active_threshold', 0.01):g}, Burda et al.); collapsed (rate < "
-            f"{post.get('collapse_threshold', 0.01):g} nats): "
-            + (", ".join(str(i) for i in collapsed) if collapsed else "none"),
-        ),
-    ]
-    q = post.get("posterior_std_quantiles_all") or {}
-    sd_text = f"median {fmt(q.get('0.5'))}, 1% {fmt(q.get('0.01'))}, 99% {fmt(q.get('0.99'))}"
-    lvmin = floats(post.get("logvar_min"))
-    at_min = floats(post.get("share_at_min"))
-    if lvmin.size and np.isfinite(lvmin).any():
-        j = int(np.nanargmin(lvmin))
-        share = pct(at_min[j], 2) if j < at_min.size else "-"
-        sd_text += f"; smallest logvar {fmt(lvmin[j])} (dim {j}, {share} of rows at that minimum)"
-    rows.append(("Posterior std", sd_text))
-    if post.get("mutual_information") is not None:
-        est = post.get("estimator") or {}
-        rows.append(
-            (
-                "ELBO surgery",
-                f"rate = I(x;z) {fmt(post['mutual_information'])} "
-                f"(±{fmt(post.get('mutual_information_se'), 2)}) + KL(q(z) ‖ p(z)) "
-                f"{fmt(post.get('kl_aggregate'))} nats; KL(q(z) ‖ p(z)) = total correlation "
-                f"{fmt(post.get('total_correlation'))} + dimension-wise KL "
-                f"{fmt(post.get('dimwise_kl'))}. Mixture estimate over "
-                f"{est.get('n_mixture')} inputs: I(x;z) ≤ ln {est.get('n_mixture')} = "
-                f"{fmt(est.get('bias_bound_nats'))}",
-            )
-        )
-        regime = post.get("mutual_information_regime")
-        if regime in ("biased", "saturated"):  # issue 15, item 11
-            b = post.get("mixture_bounds") or {}
-            mi_lo, mi_hi = b.get("mutual_information") or (None, None)
-            tc_lo, tc_hi = b.get("total_correlation") or (None, None)
-            rows.append(
-                (
-                    "ELBO surgery bias",
-                    f"{regime}: the mixture estimate is biased low near ln n, so I(x;z) lies "
-                    f"between {fmt(mi_lo)} and {fmt(mi_hi) if mi_hi is not None else '∞'} "
-                    f"and total correlation between {fmt(tc_lo)} and "
-                    f"{fmt(tc_hi) if tc_hi is not None else '∞'} (leave-one-out bounds); "
-                    "the ± above is Monte-Carlo error only",
-                )
-            )
-    out = [_p(f"From μ and {spread}; {post.get('n_samples', '?')} rows."), _kv(rows)]
-    cols = ("kl_per_dim", "kl_mean_part", "kl_variance_part", "rate_share", "mu_var", "snr")
-    arrays = {c: floats(post.get(c)) for c in (*cols, "mean_posterior_std")}
-    d = report.dims.index.size
-    if all(a.size == d for a in arrays.values()):
-        trows = [
-            [
-                str(int(report.dims.index[j])),
-                fmt(arrays["kl_per_dim"][j]),
-                fmt(arrays["kl_mean_part"][j]),
-                fmt(arrays["kl_variance_part"][j]),
-                pct(arrays["rate_share"][j], 2),
-                fmt(arrays["mu_var"][j]),
-                fmt(arrays["snr"][j]),
-                fmt(arrays["mean_posterior_std"][j]),
-            ]
-            for j in order
-        ]
-        out.append(
-            _table(
-                ["dim", "rate", "mean part", "var part", "share", "Var μ", "SNR", "mean σ"],
-                trows,
-            )
-        )
-        out.append(
-            _p(
-                "rate = mean part + var part (nats): what the KL term pays per dimension, for "
-                "moving means (μ²/2) and for shrinking variances; share: of the total rate; "
-                "Var μ = Var_x E[z_j|x]; SNR = Var μ / E[σ²]; mean σ: mean posterior std.",
-                "caption",
-            )
-        )
-    return _section("posterior", "Posterior", out)
-
-
-def _spatial(report: Report, order: NDArray[np.intp], dpi: int) -> str:
-    """Return the conv-latent block: channel table, separated tests, mean and std maps."""
-    sp = report.spatial or {}
-    shape = "×".join(str(s) for s in sp.get("spatial_shape", []))
-    out = [_p(f"Conv latents: {sp.get('n_items')} samples of {shape} positions.")]
-    headers, rows = spatial_table(report)
-    out.append(_table(headers, rows))
-    sentence = separated_summary(report)
-    if sentence:
-        out.append(_p(f"Separated positions: {sentence}."))
-    out.append(_p(SPATIAL_LEGEND, "caption"))
-    out.append(maps(sp, "mean_map", order, dpi))
-    out.append(maps(sp, "std_map", order, dpi))
-    return _section("spatial", "Spatial (conv latents)", out)
+    out.append(para(legend, "caption"))
+    return section("dims", "Per dimension", out)
 
 
 def _notes(report: Report) -> str:
@@ -602,8 +344,8 @@ def _notes(report: Report) -> str:
     notes = list(inp.notes) + [w for w in report.warnings if w not in inp.notes]
     if not notes:
         return ""
-    items = "\n".join(f"<li>{_e(n)}</li>" for n in notes)
-    return _section("notes", "Notes and warnings", [f"<ul>\n{items}\n</ul>"])
+    items = "\n".join(f"<li>{esc(n)}</li>" for n in notes)
+    return section("notes", "Notes and warnings", [f"<ul>\n{items}\n</ul>"])
 
 
 def _settings(report: Report) -> str:
@@ -623,7 +365,7 @@ def _settings(report: Report) -> str:
         ("Quantile levels", ", ".join(level_key(q) for q in st.quantile_levels)),
         ("Negentropy estimator", st.entropy_estimator),
     ]
-    return _section("settings", "Settings", [_kv(rows)])
+    return section("settings", "Settings", [kv_table(rows)])
 
 
 def _foot(report: Report) -> str:
@@ -631,15 +373,43 @@ def _foot(report: Report) -> str:
     tool = report.tool
     return (
         "<footer>\n"
-        + _p(
+        + para(
             "Units: KL and negentropy in nats; rates are fractions of values shown as %; std "
             "in the data's units; σ = one standard deviation of the dimension. Definitions: "
             "README, section 'What the figures mean'."
         )
         + "\n"
-        + _p(
+        + para(
             f"{tool.get('name', 'latentcheck')} {tool.get('version', '')}, schema "
             f"{report.schema_version}, created {report.created_at}"
         )
         + "\n</footer>"
     )
+
+
+def render_notebook(report: Report) -> str:
+    """Return the verdict as a small HTML block for notebooks (no plots, no matplotlib)."""
+    inp = report.input
+    icon = {"ok": "&#9989;", "note": "&#8505;&#65039;", "warn": "&#9888;&#65039;"}
+    items = "".join(
+        f"<li>{icon.get(f.status, '')} {html.escape(f.text)}"
+        + (f" <code>{html.escape(f.code)}</code>" if f.code else "")
+        + "</li>"
+        for f in report.summary.findings
+    )
+    return (
+        f"<div><b>latentcheck report</b>: <code>{html.escape(', '.join(inp.sources))}</code>"
+        f" ({inp.n_samples} rows &times; {inp.n_dims} dims)<ul>{items}</ul></div>"
+    )
+
+
+@register("report", "html")
+def _render_html(report: Report, options: RenderOptions) -> str:
+    """Return (as the registered renderer) the self-contained HTML page."""
+    return render_report(report, max_dims=options.max_dims)
+
+
+@register("report", "notebook")
+def _render_notebook(report: Report, options: RenderOptions) -> str:
+    """Return (as the registered renderer) the notebook block (``Report._repr_html_``)."""
+    return render_notebook(report)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import math
 import re
 
-import numpy as np
-
 from ..report import Report, level_key
-from .textreport import SPATIAL_LEGEND, elbo_surgery_text, fmt, pct, pval, spatial_table
+from .registry import RenderOptions, register
+from .textreport import (
+    SPATIAL_LEGEND,
+    elbo_surgery_text,
+    fmt,
+    pct,
+    posterior_rows,
+    pval,
+    spatial_table,
+)
 
 __all__ = ["md_code", "md_table", "render_report"]
 
@@ -73,14 +79,12 @@ def render_report(report: Report, *, max_dims: int = 64) -> str:
         )
     out.append("")
     d = dm.index.shape[0]
-    order = np.arange(d)
+    order = report.top_dims(max_dims)
     if d > max_dims:
-        key = np.where(np.isfinite(dm.kl_marginal), dm.kl_marginal, -np.inf)
-        order = np.sort(np.argsort(-key, kind="stable")[:max_dims])
         out.append(f"{max_dims} of {d} dimensions shown (largest kl_marginal).")
         out.append("")
-    k4 = 1 if len(st.sigma_levels) > 1 else 0
-    expected = math.erfc(st.sigma_levels[k4] / math.sqrt(2.0))
+    k4 = st.headline_level
+    ratio = report.outlier_ratio(k4)
     klab = level_key(st.sigma_levels[k4])
     sw = dm.tests.get("shapiro")
     rows = [
@@ -92,7 +96,7 @@ def render_report(report: Report, *, max_dims: int = 64) -> str:
             fmt(dm.kl_gauss[j]),
             fmt(dm.negentropy[j]),
             fmt(dm.kl_marginal[j]),
-            fmt(dm.outlier_rate[k4, j] / expected, 2),
+            fmt(ratio[j], 2),
             pval(sw.pvalue_holm[j]) if sw is not None else "-",
         ]
         for j in order
@@ -120,37 +124,26 @@ def render_report(report: Report, *, max_dims: int = 64) -> str:
 def _posterior_section(report: Report, max_dims: int) -> list[str]:
     """Return the posterior figures (rate, active and collapsed units, ELBO surgery)."""
     post = report.posterior
-    if not post:
+    if post is None:
         return []
-    out = [f"#### Posterior (from mu and {post.get('spread_input', 'logvar')})", ""]
-    collapsed = post.get("collapsed_dims") or []
+    out = [f"#### Posterior (from mu and {post.spread_input})", ""]
+    collapsed = post.collapsed_dims
     rows = [
-        ["rate (nats per row)", fmt(post.get("rate_nats"))],
-        ["  mean part, variance part", f"{fmt(post.get('rate_mean_part_nats'))}, "
-         f"{fmt(post.get('rate_variance_part_nats'))}"],
-        ["active units", f"{post.get('active_units')} of {report.input.n_dims}"],
+        ["rate (nats per row)", fmt(post.rate_nats)],
+        ["  mean part, variance part", f"{fmt(post.rate_mean_part_nats)}, "
+         f"{fmt(post.rate_variance_part_nats)}"],
+        ["active units", f"{post.active_units} of {report.input.n_dims}"],
         ["collapsed dims", ", ".join(map(str, collapsed)) or "none"],
     ]  # fmt: skip
     out += md_table(["figure", "value"], rows)
-    if post.get("mutual_information") is not None:
+    if post.has_mutual_information:
         out += ["", "ELBO surgery: " + elbo_surgery_text(post) + "."]
     d = report.input.n_dims
-    if d <= max_dims and post.get("kl_per_dim") is not None:
+    if d <= max_dims and post.kl_per_dim is not None:
         out.append("")
         out += md_table(
             ["dim", "rate", "mean part", "var part", "share", "Var mu", "SNR"],
-            [
-                [
-                    str(j),
-                    fmt(post["kl_per_dim"][j]),
-                    fmt(post["kl_mean_part"][j]),
-                    fmt(post["kl_variance_part"][j]),
-                    pct(post["rate_share"][j], 2),
-                    fmt(post["mu_var"][j]),
-                    fmt(post["snr"][j]),
-                ]
-                for j in range(d)
-            ],
+            [row[:-1] for row in posterior_rows(post, range(d))],
         )
     out.append("")
     return out
@@ -167,3 +160,9 @@ def _spatial_section(report: Report) -> list[str]:
     out += md_table(headers, rows)
     out += ["", SPATIAL_LEGEND, ""]
     return out
+
+
+@register("report", "markdown")
+def _render_markdown(report: Report, options: RenderOptions) -> str:
+    """Return (as the registered renderer) the Markdown report."""
+    return render_report(report, max_dims=options.max_dims)

@@ -13,77 +13,25 @@ from typing import Any
 
 import numpy as np
 
-from ..report import Report, level_key, mi_ceiling
+from ..model.posterior import PosteriorBlock
+from ..report import Report, level_key
+from .formatting import fmt as fmt
+from .formatting import pct as pct
+from .formatting import pval as pval
+from .formatting import table as table
+from .formatting import wrap as wrap
+from .registry import RenderOptions, register
 
-__all__ = ["fmt", "render_report", "render_verdict", "table", "verdict_lines"]
+__all__ = [
+    "fmt",
+    "render_report",
+    "render_summary",
+    "render_verdict",
+    "table",
+    "verdict_lines",
+]
 
 MARK = {"ok": "ok  ", "note": "note", "warn": "WARN"}
-
-
-def fmt(x: Any, precision: int = 3) -> str:
-    """Return a number with `precision` significant digits ('-' for NaN, None)."""
-    if x is None:
-        return "-"
-    x = float(x)
-    if math.isnan(x):
-        return "-"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    if x == 0:
-        return "0"
-    if 10**precision <= abs(x) < 1e6:
-        return f"{x:.0f}"  # 1234 rather than 1.23e+03
-    text = f"{x:#.{precision}g}"
-    if "e" in text:
-        mant, exp = text.split("e")
-        text = mant.rstrip(".") + "e" + exp
-    return text.rstrip(".")
-
-
-def pct(x: Any, precision: int = 3) -> str:
-    """Return a fraction as a percentage string."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return fmt(100.0 * float(x), precision) + "%"
-
-
-def pval(p: Any) -> str:
-    """Return a p-value compactly (<1e-300 for underflow)."""
-    if p is None or (isinstance(p, float) and math.isnan(p)):
-        return "-"
-    p = float(p)
-    if p == 0:
-        return "<1e-300"
-    if p < 1e-3:
-        return f"{p:.0e}"
-    return f"{p:.3f}"
-
-
-def wrap(text: str, width: int, indent: str = "", first: str = "") -> list[str]:
-    """Return `text` wrapped to `width` columns, `first` before line 1, `indent` after."""
-    import textwrap
-
-    return textwrap.wrap(
-        text, width=width, initial_indent=first, subsequent_indent=indent, break_on_hyphens=False
-    ) or [first.rstrip()]
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> list[str]:
-    """Return a plain-text table; numbers right-aligned, first column left-aligned."""
-    widths = [len(h) for h in headers]
-    for r in rows:
-        for i, c in enumerate(r):
-            widths[i] = max(widths[i], len(c))
-    align = align or ("l" + "r" * (len(headers) - 1))
-
-    def line(cells: Sequence[str]) -> str:
-        parts = [
-            c.ljust(widths[i]) if align[i] == "l" else c.rjust(widths[i])
-            for i, c in enumerate(cells)
-        ]
-        return "  ".join(parts).rstrip()
-
-    return [line(headers), *(line(r) for r in rows)]
 
 
 def _kv(label: str, value: str, width: int, label_width: int = 24) -> list[str]:
@@ -106,6 +54,14 @@ def render_verdict(report: Report, *, width: int = 100) -> str:
     return "\n".join(verdict_lines(report, width)) + "\n"
 
 
+def render_summary(report: Report) -> str:
+    """Return a short summary: what was read, and the verdict (``print(report)``)."""
+    inp = report.input
+    head = f"latentcheck report: {', '.join(inp.sources)} ({inp.n_samples} rows x "
+    head += f"{inp.n_dims} dims)\n"
+    return head + render_verdict(report) + "Full report: report.to_text(); JSON: to_json().\n"
+
+
 def render_report(
     report: Report, *, width: int = 100, max_dims: int = 64, precision: int = 3
 ) -> str:
@@ -123,7 +79,7 @@ def render_report(
         Significant digits of numbers.
     """
     p = precision
-    inp, st, sm, dm, jt = report.input, report.settings, report.summary, report.dims, report.joint
+    inp, st = report.input, report.settings
     out: list[str] = []
     title = f"latentcheck {report.tool.get('version', '')}: {', '.join(inp.sources)}"
     out.extend(wrap(title, width))
@@ -138,6 +94,37 @@ def render_report(
     out.extend(verdict_lines(report, width))
     out.append("")
 
+    out.extend(_summary_lines(report, width, p))
+    out.append("")
+
+    out.extend(_dims_table(report, width, max_dims, p))
+    if report.spatial:
+        out.append("")
+        out.extend(_spatial_block(report, width, p))
+    if report.posterior:
+        out.append("")
+        out.extend(_posterior_block(report, width, p, max_dims))
+    notes = list(inp.notes) + [w for w in report.warnings if w not in inp.notes]
+    if notes:
+        out.append("")
+        out.append("NOTES")
+        for n in notes:
+            out.extend(wrap(n, width, indent="    ", first="  - "))
+    out.append("")
+    out.extend(
+        wrap(
+            "Units: KL and negentropy in nats; rates are fractions of values shown as %; "
+            "std in the data's units. Definitions: README, section 'What the figures mean'.",
+            width,
+        )
+    )
+    return "\n".join(line.rstrip() for line in out) + "\n"
+
+
+def _summary_lines(report: Report, width: int, p: int) -> list[str]:
+    """Return the SUMMARY block: KL, the joint fit, outliers, normalisation, tests."""
+    inp, st, sm, dm, jt = report.input, report.settings, report.summary, report.dims, report.joint
+    out: list[str] = []
     out.append("SUMMARY")
     out.extend(
         _kv(
@@ -203,7 +190,19 @@ def render_report(
             width,
         )
     )
-    check = sm.normalization_check
+    out.extend(_claim_lines(report, width, p))
+    if jt.skipped is None and jt.top_pairs:
+        pairs = ", ".join(f"({i},{j}) r={r:+.2f}" for i, j, r in jt.top_pairs[:5])
+        out.extend(_kv("Most correlated", pairs, width))
+    for line in _joint_tests(report, width, p):
+        out.append(line)
+    return out
+
+
+def _claim_lines(report: Report, width: int, p: int) -> list[str]:
+    """Return the lines on a claimed normalisation (``assume_scale``/``assume_shift``)."""
+    out: list[str] = []
+    check = report.summary.claimed_normalization
     if check:
         mistakes = ", ".join(check.get("mistakes") or []) or "none"
         out.extend(
@@ -219,35 +218,7 @@ def render_report(
         )
         for message in check.get("messages") or []:
             out.extend(wrap(message, width, indent=" " * 26, first=" " * 24 + "- "))
-    if jt.skipped is None and jt.top_pairs:
-        pairs = ", ".join(f"({i},{j}) r={r:+.2f}" for i, j, r in jt.top_pairs[:5])
-        out.extend(_kv("Most correlated", pairs, width))
-    for line in _joint_tests(report, width, p):
-        out.append(line)
-    out.append("")
-
-    out.extend(_dims_table(report, width, max_dims, p))
-    if report.spatial:
-        out.append("")
-        out.extend(_spatial_block(report, width, p))
-    if report.posterior:
-        out.append("")
-        out.extend(_posterior_block(report, width, p, max_dims))
-    notes = list(inp.notes) + [w for w in report.warnings if w not in inp.notes]
-    if notes:
-        out.append("")
-        out.append("NOTES")
-        for n in notes:
-            out.extend(wrap(n, width, indent="    ", first="  - "))
-    out.append("")
-    out.extend(
-        wrap(
-            "Units: KL and negentropy in nats; rates are fractions of values shown as %; "
-            "std in the data's units. Definitions: README, section 'What the figures mean'.",
-            width,
-        )
-    )
-    return "\n".join(line.rstrip() for line in out) + "\n"
+    return out
 
 
 def _joint_tests(report: Report, width: int, p: int) -> list[str]:
@@ -263,24 +234,23 @@ def _joint_tests(report: Report, width: int, p: int) -> list[str]:
                 parts.append(f"{name} {fmt(t.statistic, p)} (p {pval(t.pvalue)})")
         out.extend(_kv("Joint tests", "; ".join(parts), width))
     if jt.mahalanobis:
-        m = jt.mahalanobis
-        rates = m.get("outlier_rate", {})
-        exp = m.get("expected_rate", {})
+        maha = jt.mahalanobis
         txt = ", ".join(
-            f"beyond chi2 {k} quantile {pct(rates[k], 2)} (expected {pct(exp.get(k), 2)})"
-            for k in rates
+            f"beyond chi2 {k} quantile {pct(rate, 2)} (expected "
+            f"{pct(maha.expected_rate.get(k), 2)})"
+            for k, rate in maha.outlier_rate.items()
         )
         out.extend(_kv("Mahalanobis", txt, width))
     if jt.mcd:
-        m = jt.mcd
-        if m.get("reason"):
-            out.extend(_kv("Robust (MCD)", f"skipped: {m['reason']}", width))
+        mcd = jt.mcd
+        if mcd.reason:
+            out.extend(_kv("Robust (MCD)", f"skipped: {mcd.reason}", width))
         else:
             out.extend(
                 _kv(
                     "Robust (MCD)",
-                    f"{pct(m.get('outlier_rate'), 2)} of the sample beyond the chi2 0.975 "
-                    f"quantile (expected {pct(m.get('expected_rate'), 2)} for Gaussian rows "
+                    f"{pct(mcd.outlier_rate, 2)} of the sample beyond the chi2 0.975 "
+                    f"quantile (expected {pct(mcd.expected_rate, 2)} for Gaussian rows "
                     "at this size)",
                     width,
                 )
@@ -292,19 +262,16 @@ def _dims_table(report: Report, width: int, max_dims: int, p: int) -> list[str]:
     """Return the per-dimension table (all dims, or the top ones by kl_marginal)."""
     dm, st = report.dims, report.settings
     d = dm.index.shape[0]
-    order = np.arange(d)
+    order = report.top_dims(max_dims)
     note = f"PER DIMENSION (all {d})"
     if d > max_dims:
-        key = np.where(np.isfinite(dm.kl_marginal), dm.kl_marginal, -np.inf)
-        order = np.sort(np.argsort(-key, kind="stable")[:max_dims])
         note = (
             f"PER DIMENSION ({max_dims} of {d} with the largest kl_marginal; all in --format json)"
         )
-    k4 = 1 if len(st.sigma_levels) > 1 else 0
+    k4 = st.headline_level
     klab = level_key(st.sigma_levels[k4])
-    expected = math.erfc(st.sigma_levels[k4] / math.sqrt(2.0))
-    post = report.posterior or {}
-    rate = post.get("kl_per_dim")
+    ratio = report.outlier_ratio(k4)
+    rate = report.posterior.kl_per_dim if report.posterior is not None else None
     headers = ["dim", "mean", "std", "skew", "exkurt", "kl_gauss", "negent", "kl_marg"]
     if rate is not None:
         headers.append("rate")
@@ -325,7 +292,7 @@ def _dims_table(report: Report, width: int, max_dims: int, p: int) -> list[str]:
         if rate is not None:
             r.append(fmt(rate[j], p))
         r += [
-            fmt(dm.outlier_rate[k4, j] / expected, 2),
+            fmt(ratio[j], 2),
             pval(sw.pvalue_holm[j]) if sw is not None else "-",
         ]
         rows.append(r)
@@ -428,34 +395,33 @@ def _spatial_block(report: Report, width: int, p: int) -> list[str]:
     return out
 
 
-def elbo_surgery_text(post: dict[str, Any], p: int = 3) -> str:
+def bound_text(bounds: Any, p: int = 3, infinite: str = "inf") -> tuple[str, str]:
+    """Return a (lower, upper) bound pair as text; a missing upper bound is unbounded."""
+    lo, hi = bounds or (None, None)
+    hi_text = fmt(hi, p) if hi is not None and math.isfinite(float(hi)) else infinite
+    return fmt(lo if lo is None or math.isfinite(float(lo)) else None, p), hi_text
+
+
+def elbo_surgery_text(post: PosteriorBlock, p: int = 3) -> str:
     """Return the ELBO-surgery sentence of a report's posterior block.
 
     I(x;z) at the ln n ceiling is a bound (no standard error then), and estimates below 0
     of non-negative quantities are read as 0 with a note.
     """
-    est = post.get("estimator") or {}
+    est = post.estimator
     n_mix = est.get("n_mixture")
-    ceiling = mi_ceiling(post)
-    if ceiling is not None:
-        mi = (
-            f"I(x;z) >= {fmt(post['mutual_information'], p)} (at the ln n ceiling: more rows "
-            "needed)"
-        )
-        agg = f"KL(q(z)||p(z)) <= {fmt(post.get('kl_aggregate'), p)}"
+    if post.mi_ceiling() is not None:
+        mi = f"I(x;z) >= {fmt(post.mutual_information, p)} (at the ln n ceiling: more rows needed)"
+        agg = f"KL(q(z)||p(z)) <= {fmt(post.kl_aggregate, p)}"
     else:
-        mi = (
-            f"I(x;z) {fmt(post['mutual_information'], p)} "
-            f"(+-{fmt(post.get('mutual_information_se'), 2)})"
-        )
-        agg = f"KL(q(z)||p(z)) {fmt(post.get('kl_aggregate'), p)}"
+        mi = f"I(x;z) {fmt(post.mutual_information, p)} (+-{fmt(post.mutual_information_se, 2)})"
+        agg = f"KL(q(z)||p(z)) {fmt(post.kl_aggregate, p)}"
     parts = []
-    for key, name in (
-        ("total_correlation", "total correlation"),
-        ("dimwise_kl", "dimension-wise KL"),
+    for x, name in (
+        (post.total_correlation, "total correlation"),
+        (post.dimwise_kl, "dimension-wise KL"),
     ):
-        x = post.get(key)
-        if x is not None and float(x) < 0:
+        if x < 0:
             parts.append(f"{name} 0 (estimate {fmt(x, 2)} < 0: noise, read as 0)")
         else:
             parts.append(f"{name} {fmt(x, p)}")
@@ -465,88 +431,80 @@ def elbo_surgery_text(post: dict[str, Any], p: int = 3) -> str:
     )
 
 
+def posterior_rows(post: PosteriorBlock, order: Sequence[int], p: int = 3) -> list[list[str]]:
+    """Return the per-dimension posterior table rows (text, Markdown and HTML share them).
+
+    Columns: dim, rate, mean part, var part, share, Var mu, SNR, mean sd.
+    """
+    return [
+        [
+            str(j),
+            fmt(post.kl_per_dim[j], p) if post.kl_per_dim is not None else "-",
+            fmt(post.kl_mean_part[j], p),
+            fmt(post.kl_variance_part[j], p),
+            pct(post.rate_share[j], 2),
+            fmt(post.mu_var[j], p),
+            fmt(post.snr[j], p),
+            fmt(post.mean_posterior_std[j], p),
+        ]
+        for j in order
+    ]
+
+
 def _posterior_block(report: Report, width: int, p: int, max_dims: int = 64) -> list[str]:
     """Return the block of posterior-parameter figures and its per-dimension table."""
-    post = report.posterior or {}
-    spread = post.get("spread_input", "logvar")
-    out = [f"POSTERIOR (from mu and {spread}; {post.get('n_samples', '?')} rows)"]
+    post = report.posterior
+    if post is None:
+        return []
+    out = [f"POSTERIOR (from mu and {post.spread_input}; {post.n_samples} rows)"]
     per_sample = ""
-    if int(post.get("rows_per_sample") or 1) > 1:
+    if post.rows_per_sample > 1:
         per_sample = (
-            f" (one position; {fmt(post.get('rate_per_sample_nats'), p)} nats per sample of "
-            f"{post.get('rows_per_sample')} positions)"
+            f" (one position; {fmt(post.rate_per_sample_nats, p)} nats per sample of "
+            f"{post.rows_per_sample} positions)"
         )
     out.extend(
         _kv(
             "Rate",
-            f"{fmt(post.get('rate_nats'), p)} nats = {fmt(post.get('rate_bits'), p)} bits per "
+            f"{fmt(post.rate_nats, p)} nats = {fmt(post.rate_bits, p)} bits per "
             f"row{per_sample} (mean over inputs of KL(q(z|x) || N(0,I))); mean part (mu^2/2) "
-            f"{fmt(post.get('rate_mean_part_nats'), p)}, variance part "
-            f"{fmt(post.get('rate_variance_part_nats'), p)} nats",
+            f"{fmt(post.rate_mean_part_nats, p)}, variance part "
+            f"{fmt(post.rate_variance_part_nats, p)} nats",
             width,
         )
     )
-    collapsed = post.get("collapsed_dims") or []
+    collapsed = post.collapsed_dims
     out.extend(
         _kv(
             "Active units",
-            f"{post.get('active_units')} of {report.input.n_dims} (Var_x mu_j > "
-            f"{post.get('active_threshold', 0.01):g}, Burda et al.); collapsed (rate < "
-            f"{post.get('collapse_threshold', 0.01):g} nats): "
+            f"{post.active_units} of {report.input.n_dims} (Var_x mu_j > "
+            f"{post.active_threshold:g}, Burda et al.); collapsed (rate < "
+            f"{post.collapse_threshold:g} nats): "
             + (", ".join(str(i) for i in collapsed) if collapsed else "none"),
             width,
         )
     )
-    q = post.get("posterior_std_quantiles_all") or {}
-    lvmin = post.get("logvar_min") or []
-    at_min = post.get("share_at_min") or []
-    sd_text = (
-        f"median {fmt(q.get('0.5'), p)}, 1% {fmt(q.get('0.01'), p)}, 99% {fmt(q.get('0.99'), p)}"
-    )
-    finite_min = [x for x in lvmin if x is not None]
-    if finite_min:
-        j = int(np.argmin([x if x is not None else np.inf for x in lvmin]))
-        sd_text += (
-            f"; smallest logvar {fmt(finite_min and min(finite_min), p)} (dim {j}, "
-            f"{pct(at_min[j], 2)} of rows at that minimum)"
-        )
-    out.extend(_kv("Posterior std", sd_text, width))
-    if post.get("mutual_information") is not None:
+    out.extend(_kv("Posterior std", posterior_std_text(post, p), width))
+    if post.has_mutual_information:
         out.extend(_kv("ELBO surgery", elbo_surgery_text(post, p), width))
-        regime = post.get("mutual_information_regime")
+        regime = post.mutual_information_regime
         if regime in ("biased", "saturated"):
-            b = post.get("mixture_bounds") or {}
-            mi_lo, mi_hi = b.get("mutual_information") or (None, None)
-            tc_lo, tc_hi = b.get("total_correlation") or (None, None)
+            mi_lo, mi_hi = bound_text(post.mixture_bounds.get("mutual_information"), p)
+            tc_lo, tc_hi = bound_text(post.mixture_bounds.get("total_correlation"), p)
             out.extend(
                 _kv(
                     "ELBO surgery bias",
                     f"{regime}: the mixture estimate is biased low near ln n, so I(x;z) lies "
-                    f"between {fmt(mi_lo, p)} and {fmt(mi_hi, p) if mi_hi is not None else 'inf'}"
-                    f" and total correlation between {fmt(tc_lo, p)} and "
-                    f"{fmt(tc_hi, p) if tc_hi is not None else 'inf'} (leave-one-out bounds); "
+                    f"between {mi_lo} and {mi_hi} and total correlation between {tc_lo} and "
+                    f"{tc_hi} (leave-one-out bounds); "
                     "a standard error above is Monte-Carlo error only",
                     width,
                 )
             )
     d = report.input.n_dims
-    if d <= max_dims and post.get("kl_per_dim") is not None:
+    if d <= max_dims and post.kl_per_dim is not None:
         headers = ["dim", "rate", "mean part", "var part", "share", "Var mu", "SNR", "mean sd"]
-        rows = []
-        for j in range(d):
-            rows.append(
-                [
-                    str(j),
-                    fmt(post["kl_per_dim"][j], p),
-                    fmt(post["kl_mean_part"][j], p),
-                    fmt(post["kl_variance_part"][j], p),
-                    pct(post["rate_share"][j], 2),
-                    fmt(post["mu_var"][j], p),
-                    fmt(post["snr"][j], p),
-                    fmt(post["mean_posterior_std"][j], p),
-                ]
-            )
-        out.extend("  " + line for line in table(headers, rows))
+        out.extend("  " + line for line in table(headers, posterior_rows(post, range(d), p)))
         out.extend(
             wrap(
                 "rate = mean part + var part (nats): what the KL term pays per dimension, "
@@ -558,3 +516,37 @@ def _posterior_block(report: Report, width: int, p: int, max_dims: int = 64) -> 
             )
         )
     return out
+
+
+def posterior_std_text(post: PosteriorBlock, p: int = 3, logvar: str = "logvar") -> str:
+    """Return the posterior-std sentence: quantiles over all dims, the smallest logvar."""
+    q = post.posterior_std_quantiles_all
+    text = f"median {fmt(q.get('0.5'), p)}, 1% {fmt(q.get('0.01'), p)}, 99% {fmt(q.get('0.99'), p)}"
+    j = post.lowest_logvar_dim()
+    if j is not None:
+        text += (
+            f"; smallest {logvar} {fmt(post.logvar_min[j], p)} (dim {j}, "
+            f"{pct(post.share_at_min[j] if j < post.share_at_min.size else None, 2)} of rows "
+            "at that minimum)"
+        )
+    return text
+
+
+@register("report", "text")
+def _render_text(report: Report, options: RenderOptions) -> str:
+    """Return (as the registered renderer) the full text report."""
+    return render_report(
+        report, width=options.width, max_dims=options.max_dims, precision=options.precision
+    )
+
+
+@register("report", "verdict")
+def _render_verdict(report: Report, options: RenderOptions) -> str:
+    """Return (as the registered renderer) the verdict alone (``latentcheck report -q``)."""
+    return render_verdict(report, width=options.width)
+
+
+@register("report", "summary")
+def _render_summary(report: Report, options: RenderOptions) -> str:
+    """Return (as the registered renderer) what was read and the verdict (``str(report)``)."""
+    return render_summary(report)

@@ -17,7 +17,7 @@ import numpy.typing as npt
 from numpy.typing import NDArray
 
 from latentcheck.errors import DegenerateDimensionWarning, InputError, SmallSampleWarning
-from latentcheck.report import TestResult
+from latentcheck.model.base import TestResult
 from latentcheck.stats.whitening import Whitening
 
 FloatArray = NDArray[np.float64]

@@ -20,7 +20,7 @@ import numpy.typing as npt
 from numpy.typing import NDArray
 
 from latentcheck.errors import InputError
-from latentcheck.report import TestResult
+from latentcheck.model.base import TestResult
 from latentcheck.stats._joint_common import (
     _check_sample,
     _normal_sf,

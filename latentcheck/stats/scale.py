@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from ..report import Normalization
+from ..model.base import Normalization
 
 __all__ = [
     "JointGaussian",

@@ -695,7 +695,7 @@ class SpatialStats:
 
     def to_jsonable(self) -> dict[str, Any]:
         """Return the fields as JSON-ready values (arrays as nested lists, NaN as None)."""
-        from ..report import to_jsonable
+        from ..model.base import to_jsonable
 
         out: dict[str, Any] = to_jsonable(self)
         return out

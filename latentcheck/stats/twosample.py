@@ -18,7 +18,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from .. import _validation as v
 from ..errors import InputError, SmallSampleWarning
-from ..report import Normalization, TestResult
+from ..model.base import Normalization, TestResult
 
 __all__ = [
     "adjust_pvalues",
