@@ -339,7 +339,7 @@ class PosteriorJob:
         progress: Callable[[int], None] | None = None,
     ) -> dict[str, Any]:
         """Stream the posterior parameters and return the report's ``posterior`` block."""
-        from ._passes import run_pass
+        from .engine.scheduler import run_pass
         from .loading import plan_blocks
         from .report import to_jsonable
         from .stats.mixture import mixture_decomposition

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .accumulate import Scratch
+from .engine.kernels import Scratch
 from .report import TestResult
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """Finish a :class:`~latentcheck.stream.Stream` through ``analyze``'s own finishing code.
 
 The stream's pass-1 state stands in for ``analyze``'s first pass; its "second pass" is the
-seeded sample pushed through a :class:`~latentcheck._passes.SecondPass` about the final mean
+seeded sample pushed through a :class:`~latentcheck.engine.plan.SecondPass` about the final mean
 and std (so the k-sigma rates about the mean and the Mahalanobis rates are estimates from
 the sample), whose prior exceedance counts and extremes are then replaced by the exact ones
 the stream counted over every row. Everything else is ``analysis._sample_and_finish``.
@@ -59,7 +59,8 @@ def finish(
         JointOptions,
         JointPass,
     )
-    from ._passes import SecondPassFactory, default_chunk_rows
+    from .engine.plan import SecondPassFactory
+    from .engine.scheduler import default_chunk_rows
     from .loading import LatentSource, _Member
 
     alpha = v.check_fraction(alpha, "alpha")

@@ -33,18 +33,6 @@ from ._joint import (
     JointPass,
     joint_results,
 )
-from ._passes import (
-    FirstPass,
-    SecondPass,
-    SecondPassFactory,
-    WorkerPool,
-    default_chunk_rows,
-    default_threads,
-    run_pass,
-    segment_cap,
-    single_threaded_blas,
-    start_pass,
-)
 from ._spatial import (
     all_positions_block,
     check_claim,
@@ -55,7 +43,18 @@ from ._spatial import (
     spatial_shape,
     widen_normalization,
 )
-from .accumulate import Reservoir, Scratch, key_threshold
+from .accumulate import Reservoir, key_threshold
+from .engine.kernels import Scratch
+from .engine.plan import FirstPass, SecondPass, SecondPassFactory
+from .engine.scheduler import (
+    default_chunk_rows,
+    default_threads,
+    run_pass,
+    segment_cap,
+    single_threaded_blas,
+    start_pass,
+)
+from .engine.workers import WorkerPool
 from .errors import (
     DegenerateDimensionWarning,
     InputError,
@@ -546,7 +545,7 @@ def analyze_source(
     threshold: int | None = key_threshold(source.n_rows, sample_size)
     bar = _Progress(progress, 2 * source.n_items, "latentcheck")
     # forked now, while this process holds little that it could later copy-on-write
-    # room for the sample a worker sends back (see _passes._Arena): the rows whose key
+    # room for the sample a worker sends back (see engine.workers.Arena): the rows whose key
     # passes the prefilter (about sample_size + 8 sqrt(sample_size)), with their keys and
     # row ids, should the worker stream every segment
     room = min(source.n_rows, int(1.02 * (sample_size + 8 * math.sqrt(sample_size))) + 1024)
@@ -1029,7 +1028,7 @@ def _histograms(
     The sample is sorted, so the counts come from one searchsorted per dimension. Bins are
     left-closed; index 0 counts values below -5 std and the last index values at or above 5.
     """
-    from .accumulate import exact_threshold
+    from .engine.kernels import exact_threshold
     from .report import HISTOGRAM_EDGES
 
     edges = np.asarray(HISTOGRAM_EDGES)

@@ -173,8 +173,8 @@ class Stream:
 
     def _start(self, layout: tuple[tuple[int, ...], int | None, int, int, np.dtype[Any]]) -> None:
         """Create the accumulators once the first batch fixes the width and dtype."""
-        from ._passes import FirstPass
         from .accumulate import Exceedance, Extremes, Reservoir
+        from .engine.plan import FirstPass
 
         self._layout = layout
         d, dtype = layout[2], layout[4]
@@ -197,14 +197,14 @@ class Stream:
             A batch with 0 rows, a shape that differs from earlier batches, NaN or inf
             with ``nan="error"``, or that cannot be read as a float array.
         """
-        from ._passes import _finite_rows
         from .accumulate import NonFinite
+        from .engine.plan import finite_rows
 
         block, items = self._rows(batch, "latents")
         n = block.shape[0]
         if self.nan == "error":
             probe = NonFinite(block.shape[1])
-            finite, _ = _finite_rows(block, 0, probe)
+            finite, _ = finite_rows(block, 0, probe)
             if finite.shape[0] != n:
                 raise InputError(
                     f"batch {self.n_batches} holds {int(probe.per_dim.sum())} non-finite "
@@ -213,7 +213,7 @@ class Stream:
                 )
         start = self.n_rows
         self._first.push(block, start)
-        finite, ids = _finite_rows(block, start, None)
+        finite, ids = finite_rows(block, start, None)
         if ids is None:
             ids = np.arange(start, start + n, dtype=np.int64)
         if finite.shape[0]:
@@ -355,8 +355,8 @@ class Stream:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Stream:
         """Rebuild a stream from :meth:`state` (e.g. another rank's, or an ``np.load``)."""
-        from ._passes import FirstPass
         from .accumulate import Comoments, Exceedance, Extremes, Moments, NonFinite, Reservoir
+        from .engine.plan import FirstPass
 
         try:
             axis = int(state["config.channel_axis"])

@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .._validation import check_fraction, check_int, check_levels
-from ..accumulate import exact_threshold
+from ..engine.kernels import exact_threshold
 from ..errors import DegenerateDimensionWarning, InputError, SmallSampleWarning
 from .scale import degenerate_dims
 
