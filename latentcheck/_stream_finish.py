@@ -139,10 +139,8 @@ def finish(
         second = SecondPassFactory(
             stream.levels, mean, safe_std, dtype, joint=make_joint, finite=True
         )()
-        second.push(np.ascontiguousarray(sample), 0)
-        if "joint" in second.extras:  # the sample's rows under their own global ids
-            second.extras["joint"] = make_joint() if make_joint is not None else None
-            second.extras["joint"].push(np.ascontiguousarray(sample), sample_ids)
+        # the sample's rows under their own global ids (the joint top rows name them)
+        second.push(np.ascontiguousarray(sample), sample_ids)
         second.finish()
         second.prior = stream._prior.merge(stream._prior.__class__.from_state(_empty(stream)))
         second.extremes = stream._extremes.merge(stream._extremes.__class__(d))

@@ -1,10 +1,12 @@
-"""Mergeable streaming accumulators.
+"""Mergeable streaming accumulators: moments, co-moments, extremes, exceedances, the sample.
 
-Every statistic that scales with the number of rows comes from these objects. Each one has
-``push(chunk)`` for a block of shape (n_rows, n_dims), ``merge(other)`` returning a new
-object (``+`` is an alias), ``state()`` returning a dict of arrays, and ``from_state``. An
-empty accumulator is the identity of ``merge``, so one data set, many shards and many
-threads are the same computation.
+Every statistic that scales with the number of rows comes from these objects. Each one
+follows the contract of :class:`latentcheck.engine.protocol.Accumulator`: ``push(block,
+row_ids)`` for a block of shape (n_rows, n_dims) and its global row ids (ignored where
+they do not matter), ``merge(other)`` returning a new object (``+`` is an alias),
+``finish()``, ``state()`` returning a flat dict of arrays, and ``from_state``. An empty
+accumulator is the identity of ``merge``, so one data set, many shards and many threads
+are the same computation.
 
 Everything accumulates in float64 whatever the input dtype. Central moments are merged
 pairwise (Pébay 2008), never formed from raw power sums; within a chunk, sums are taken
@@ -80,8 +82,8 @@ class Moments:
         """Return the number of dimensions."""
         return int(self.mean.shape[0])
 
-    def push(self, chunk: NDArray[Any]) -> None:
-        """Add the rows of `chunk`, shape (n_rows, n_dims)."""
+    def push(self, chunk: NDArray[Any], row_ids: NDArray[np.int64] | None = None) -> None:
+        """Add the rows of `chunk`, shape (n_rows, n_dims) (`row_ids` are not needed)."""
         chunk = np.asarray(chunk)
         n = chunk.shape[0]
         if n == 0:
@@ -174,6 +176,10 @@ class Moments:
 
     __add__ = merge
 
+    def finish(self) -> Moments:
+        """Return self: nothing waits (see the Accumulator contract)."""
+        return self
+
     def state(self) -> State:
         """Return the state as a dict of arrays."""
         return {
@@ -241,8 +247,8 @@ class Comoments:
         self.mean: F64 = np.zeros(n_dims)
         self.comoment: F64 = np.zeros((n_dims, n_dims))
 
-    def push(self, chunk: NDArray[Any]) -> None:
-        """Add the rows of `chunk`, shape (n_rows, n_dims)."""
+    def push(self, chunk: NDArray[Any], row_ids: NDArray[np.int64] | None = None) -> None:
+        """Add the rows of `chunk`, shape (n_rows, n_dims) (`row_ids` are not needed)."""
         chunk = np.asarray(chunk)
         n = chunk.shape[0]
         if n == 0:
@@ -298,6 +304,10 @@ class Comoments:
 
     __add__ = merge
 
+    def finish(self) -> Comoments:
+        """Return self: nothing waits (see the Accumulator contract)."""
+        return self
+
     def state(self) -> State:
         """Return the state as a dict of arrays."""
         return {
@@ -337,8 +347,8 @@ class Extremes:
         self.max: F64 = np.full(n_dims, -np.inf)
         self._scratch = Scratch() if scratch is None else scratch
 
-    def push(self, chunk: NDArray[Any]) -> None:
-        """Add the rows of `chunk`."""
+    def push(self, chunk: NDArray[Any], row_ids: NDArray[np.int64] | None = None) -> None:
+        """Add the rows of `chunk` (`row_ids` are not needed)."""
         n = chunk.shape[0]
         if n == 0:
             return
@@ -385,6 +395,10 @@ class Extremes:
         return out
 
     __add__ = merge
+
+    def finish(self) -> Extremes:
+        """Return self: nothing waits (see the Accumulator contract)."""
+        return self
 
     def state(self) -> State:
         """Return the state as a dict of arrays."""
@@ -463,8 +477,8 @@ class Exceedance:
         out: NDArray[Any] = self._hi[0] if upper else self._lo[0]
         return out
 
-    def push(self, chunk: NDArray[Any]) -> None:
-        """Add the rows of `chunk` (in the dtype given at construction)."""
+    def push(self, chunk: NDArray[Any], row_ids: NDArray[np.int64] | None = None) -> None:
+        """Add the rows of `chunk`, in the dtype given at construction (`row_ids` unused)."""
         n, d = chunk.shape
         if n == 0:
             return
@@ -525,6 +539,11 @@ class Exceedance:
 
     __add__ = merge
 
+    def finish(self) -> Exceedance:
+        """Count the waiting values (see :meth:`count_waiting`) and return self."""
+        self.count_waiting()
+        return self
+
     def state(self) -> State:
         """Return the state as a dict of arrays."""
         return {
@@ -564,14 +583,18 @@ class NonFinite:
         self.first_row = -1
         self.first_dim = -1
 
-    def push_mask(self, finite: NDArray[np.bool_], row_start: int) -> None:
+    def push(self, chunk: NDArray[Any], row_ids: NDArray[np.int64]) -> None:
+        """Count the non-finite values of `chunk`, whose global row ids are `row_ids`."""
+        self.push_mask(np.isfinite(chunk), row_ids)
+
+    def push_mask(self, finite: NDArray[np.bool_], row_ids: NDArray[np.int64]) -> None:
         """Record a block's elementwise finiteness mask (False = NaN or ±inf)."""
         bad = ~finite
         self.per_dim += bad.sum(axis=0)
         bad_rows = np.flatnonzero(bad.any(axis=1))
         if bad_rows.size:
             self.rows += int(bad_rows.size)
-            first = row_start + int(bad_rows[0])
+            first = int(row_ids[bad_rows[0]])
             if self.first_row < 0 or first < self.first_row:
                 self.first_row = first
                 self.first_dim = int(np.flatnonzero(bad[bad_rows[0]])[0])
@@ -590,6 +613,10 @@ class NonFinite:
         return out
 
     __add__ = merge
+
+    def finish(self) -> NonFinite:
+        """Return self: nothing waits (see the Accumulator contract)."""
+        return self
 
     def state(self) -> State:
         """Return the state as a dict of arrays."""
@@ -843,6 +870,10 @@ class Reservoir:
         return a
 
     __add__ = merge
+
+    def finish(self) -> Reservoir:
+        """Flush the buffer (see :meth:`finalize`) and return self."""
+        return self.finalize()
 
     def state(self) -> State:
         """Return the state as a dict of arrays (flushing the buffer first)."""

@@ -214,8 +214,8 @@ def test_nonfinite_counts_rows_and_first(rng):
     x[9, 0] = np.inf
     x[9, 2] = -np.inf
     a, b = NonFinite(3), NonFinite(3)
-    a.push_mask(np.isfinite(x[10:]), 10)
-    b.push_mask(np.isfinite(x[:10]), 0)
+    a.push_mask(np.isfinite(x[10:]), np.arange(10, x.shape[0]))
+    b.push_mask(np.isfinite(x[:10]), np.arange(10))
     m = a + b
     assert m.rows == 2 and m.first_row == 5 and m.first_dim == 1
     np.testing.assert_array_equal(m.per_dim, [1, 1, 1])

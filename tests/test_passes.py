@@ -20,6 +20,11 @@ needs_fork = pytest.mark.skipif(
 )
 
 
+def _ids(start: int, n: int) -> np.ndarray:
+    """Return the global row ids of `n` rows from `start` (what the scheduler pushes)."""
+    return np.arange(start, start + n, dtype=np.int64)
+
+
 @pytest.fixture
 def pools(monkeypatch):
     """Let small data sets use worker processes; record the pools made."""
@@ -376,8 +381,11 @@ class _BigAcc:
             "text": "kept",
         }
 
-    def push(self, block, row_start) -> None:
+    def push(self, block, row_ids) -> None:
         pass
+
+    def finish(self) -> _BigAcc:
+        return self
 
 
 @needs_fork
@@ -589,7 +597,7 @@ def test_first_pass_adds_waiting_chunk_sums_whenever_its_moments_are_read() -> N
         fp = plan.FirstPass(6, dtype=np.dtype(np.float32), seed=0, sample_size=50, covariance=True)
         fp.BATCH_CHUNKS = batch
         for start in range(0, 1000, 70):
-            fp.push(x[start : start + 70], start)
+            fp.push(x[start : start + 70], _ids(start, x[start : start + 70].shape[0]))
             if peek:
                 assert fp.moments.n == min(start + 70, 1000)
         return fp
@@ -624,7 +632,7 @@ def test_second_pass_skips_the_finiteness_check_only_when_told_the_data_are_fini
 
     def counts(block: np.ndarray, finite: bool) -> np.ndarray:
         sp = plan.SecondPass((1.0, 2.0), mean, std, np.dtype(np.float32), finite=finite)
-        sp.push(block, 0)
+        sp.push(block, _ids(0, block.shape[0]))
         return np.stack([sp.centered.upper, sp.centered.lower, sp.prior.upper])
 
     np.testing.assert_array_equal(counts(x, True), counts(x, False))
@@ -641,7 +649,7 @@ def test_second_pass_extremes_are_exact_with_and_without_values_beyond() -> None
     parts = []
     for s in range(0, 3000, 700):
         sp = plan.SecondPass((3.0, 4.0), mean, std, np.dtype(np.float32), finite=True)
-        sp.push(x[s : s + 700], s)
+        sp.push(x[s : s + 700], _ids(s, x[s : s + 700].shape[0]))
         parts.append(sp)
     merged = parts[0]
     for p in parts[1:]:
@@ -660,7 +668,7 @@ def test_chunk_shift_keeps_moments_exact_far_from_zero() -> None:
     rng = np.random.default_rng(12)
     x = (rng.standard_normal((20000, 3)) + 3e6).astype(np.float32)
     fp = plan.FirstPass(3, dtype=np.dtype(np.float32), seed=0, sample_size=10, covariance=False)
-    fp.push(x, 0)
+    fp.push(x, _ids(0, x.shape[0]))
     # the reference about 3e6, exactly (the float32 values lie on a grid of 0.25): scipy
     # on the raw values loses nine digits of the mean to the offset itself
     ref = x.astype(np.float64) - 3e6
@@ -684,7 +692,7 @@ def test_covariance_keeps_its_small_eigenvalues_to_twelve_digits() -> None:
     x = (z + 0.5 * z.std(axis=0)).astype(np.float32)
     fp = plan.FirstPass(d, dtype=np.dtype(np.float32), seed=0, sample_size=10, covariance=True)
     for s in range(0, n, 4096):
-        fp.push(x[s : s + 4096], s)
+        fp.push(x[s : s + 4096], _ids(s, x[s : s + 4096].shape[0]))
     ref = x.astype(np.longdouble)
     c = ref - ref.mean(axis=0)
     cov = (c.T @ c / n).astype(np.float64)

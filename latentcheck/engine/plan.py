@@ -16,6 +16,7 @@ Where the segments run is the scheduler's business (:mod:`latentcheck.engine.sch
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +42,7 @@ from .kernels import (
     sparse_flatnonzero,
     widen,
 )
-from .protocol import Accumulator
+from .protocol import Accumulator, State, from_state, state_of, sub_state
 
 F64 = NDArray[np.float64]
 
@@ -49,30 +50,33 @@ __all__ = ["FirstPass", "SecondPass", "SecondPassFactory", "drop_nonfinite", "fi
 
 
 def finite_rows(
-    block: NDArray[Any], row_start: int, nonfinite: NonFinite | None
-) -> tuple[NDArray[Any], NDArray[np.int64] | None]:
-    """Return (block without non-finite rows, their row ids or None if all kept).
+    block: NDArray[Any], row_ids: NDArray[np.int64], nonfinite: NonFinite | None
+) -> tuple[NDArray[Any], NDArray[np.int64]]:
+    """Return the block without its non-finite rows, and the global ids of those kept.
 
     The column sums are a cheap finiteness check (sklearn's _assert_all_finite does the
     same with a sum): only a non-finite sum triggers the exact elementwise scan.
     """
     if np.isfinite(column_sums(block)).all():
-        return block, None
-    return drop_nonfinite(block, row_start, nonfinite)
+        return block, row_ids
+    return drop_nonfinite(block, row_ids, nonfinite)
 
 
 def drop_nonfinite(
-    block: NDArray[Any], row_start: int, nonfinite: NonFinite | None
-) -> tuple[NDArray[Any], NDArray[np.int64] | None]:
-    """Return what :func:`finite_rows` does, for a block whose column sums are not finite."""
+    block: NDArray[Any], row_ids: NDArray[np.int64], nonfinite: NonFinite | None
+) -> tuple[NDArray[Any], NDArray[np.int64]]:
+    """Return what :func:`finite_rows` does, for a block whose column sums are not finite.
+
+    `nonfinite`, if given, counts the non-finite values left out.
+    """
     finite = np.isfinite(block)
     rows_ok = finite.all(axis=1)
     if rows_ok.all():  # finite values whose sum overflowed the input dtype
-        return block, None
+        return block, row_ids
     if nonfinite is not None:
-        nonfinite.push_mask(finite, row_start)
+        nonfinite.push_mask(finite, row_ids)
     keep = np.flatnonzero(rows_ok)
-    return block[keep], row_start + keep.astype(np.int64)
+    return block[keep], row_ids[keep]
 
 
 class FirstPass:
@@ -118,23 +122,20 @@ class FirstPass:
         self._add_waiting()
         return self._comoments
 
-    def push(self, block: NDArray[Any], row_start: int) -> None:
-        """Add one block of rows whose first global row index is `row_start`."""
+    def push(self, block: NDArray[Any], row_ids: NDArray[np.int64]) -> None:
+        """Add one block of rows whose global row indices are `row_ids`."""
         n, d = block.shape
         if n == 0:
             return
         dev, sq = self._scratch.get(2, n, d)
         rows, sums = widen(block, dev)
-        row_ids = None
         if not np.isfinite(sums).all():  # leave out the rows holding NaN or inf
-            block, row_ids = drop_nonfinite(block, row_start, self.nonfinite)
+            block, row_ids = drop_nonfinite(block, row_ids, self.nonfinite)
             n = block.shape[0]
             if n == 0:
                 return
             dev, sq = self._scratch.get(2, n, d)
             rows, sums = widen(block, dev)
-        if row_ids is None:
-            row_ids = np.arange(row_start, row_start + n, dtype=np.int64)
         # the shift is the chunk mean to float64 summation error, so that the sums of
         # powers about it do not cancel; s1 = Σ (x − shift) then makes the mean good to
         # eps·std (s1 = Σ x − n·shift would leave it at eps·|mean|·sqrt(n), which cost
@@ -171,20 +172,54 @@ class FirstPass:
             self._comoments.push_many(ns, shift, s1, self._gram)
         self._gram = None
 
-    def finish(self) -> None:
+    def finish(self) -> FirstPass:
         """Add the waiting sums; compact the segment's sample into one sorted block."""
         self._add_waiting()
         self.reservoir.finalize()
+        return self
 
     def merge(self, other: FirstPass) -> FirstPass:
-        """Merge `other` into self (in place) and return self."""
-        self._moments = self.moments.merge(other.moments)
+        """Return a new first pass holding the rows of both (neither changes)."""
+        out = copy.copy(self)
+        out._waiting, out._gram = [], None  # the lists of both were added by the reads
+        out._moments = self.moments.merge(other.moments)
         mine, theirs = self.comoments, other.comoments
         if mine is not None and theirs is not None:
-            self._comoments = mine.merge(theirs)
-        self.nonfinite = self.nonfinite.merge(other.nonfinite)
-        self.reservoir = self.reservoir.merge(other.reservoir)
-        return self
+            out._comoments = mine.merge(theirs)
+        out.nonfinite = self.nonfinite.merge(other.nonfinite)
+        out.reservoir = self.reservoir.merge(other.reservoir)
+        return out
+
+    __add__ = merge
+
+    def state(self) -> State:
+        """Return the state as a flat dict (see the Accumulator contract)."""
+        out: State = {"covariance": int(self.comoments is not None)}
+        parts: dict[str, Any] = {
+            "moments": self.moments,
+            "comoments": self.comoments,
+            "nonfinite": self.nonfinite,
+            "reservoir": self.reservoir,
+        }
+        for name, acc in parts.items():
+            if acc is not None:
+                out.update({f"{name}.{k}": v for k, v in acc.state().items()})
+        return out
+
+    @classmethod
+    def from_state(cls, state: State) -> FirstPass:
+        """Rebuild a first pass from :meth:`state`."""
+        out = cls.__new__(cls)
+        out._scratch = Scratch()
+        out._moments = Moments.from_state(sub_state(state, "moments."))
+        covariance = bool(int(state["covariance"]))
+        out._comoments = (
+            Comoments.from_state(sub_state(state, "comoments.")) if covariance else None
+        )
+        out.nonfinite = NonFinite.from_state(sub_state(state, "nonfinite."))
+        out.reservoir = Reservoir.from_state(sub_state(state, "reservoir."))
+        out._waiting, out._gram = [], None
+        return out
 
 
 class SecondPass:
@@ -223,11 +258,10 @@ class SecondPass:
         # a factory shares one cache between the accumulators of its segments
         self._tiles = TileCache() if tiles is None else tiles
 
-    def push(self, block: NDArray[Any], row_start: int) -> None:
-        """Add one block of rows whose first global row index is `row_start`."""
-        row_ids = None
+    def push(self, block: NDArray[Any], row_ids: NDArray[np.int64]) -> None:
+        """Add one block of rows whose global row indices are `row_ids`."""
         if not self.finite:
-            block, row_ids = finite_rows(block, row_start, None)
+            block, row_ids = finite_rows(block, row_ids, None)
         n, d = block.shape
         if n == 0:
             return
@@ -238,25 +272,57 @@ class SecondPass:
         self.centered.push_beyond(n, above, below)
         self.prior.push_beyond(n, above, below)
         self.extremes.push_beyond(block, above, below)
-        if self.extras:
-            if row_ids is None:
-                row_ids = np.arange(row_start, row_start + block.shape[0], dtype=np.int64)
-            for acc in self.extras.values():
-                acc.push(block, row_ids)
+        for acc in self.extras.values():
+            acc.push(block, row_ids)
 
-    def finish(self) -> None:
+    def finish(self) -> SecondPass:
         """Count the exceedances still waiting (before the segment's state is sent)."""
         self.centered.count_waiting()
         self.prior.count_waiting()
+        for acc in self.extras.values():
+            acc.finish()
+        return self
 
     def merge(self, other: SecondPass) -> SecondPass:
-        """Merge `other` into self (in place) and return self."""
-        self.centered = self.centered.merge(other.centered)
-        self.prior = self.prior.merge(other.prior)
-        self.extremes = self.extremes.merge(other.extremes)
-        for name, acc in other.extras.items():
-            self.extras[name] = self.extras[name].merge(acc)
-        return self
+        """Return a new second pass holding the rows of both (neither changes)."""
+        out = copy.copy(self)
+        out.centered = self.centered.merge(other.centered)
+        out.prior = self.prior.merge(other.prior)
+        out.extremes = self.extremes.merge(other.extremes)
+        out.extras = {name: acc.merge(other.extras[name]) for name, acc in self.extras.items()}
+        return out
+
+    __add__ = merge
+
+    def state(self) -> State:
+        """Return the state as a flat dict; the extras record their registered kind."""
+        out: State = {
+            "finite": int(self.finite),
+            "extras": ",".join(self.extras),
+        }
+        for name in ("centered", "prior", "extremes"):
+            out.update({f"{name}.{k}": v for k, v in getattr(self, name).state().items()})
+        for name, acc in self.extras.items():
+            out.update(state_of(acc, f"extras.{name}."))
+        return out
+
+    @classmethod
+    def from_state(cls, state: State) -> SecondPass:
+        """Rebuild a second pass from :meth:`state`."""
+        centered = Exceedance.from_state(sub_state(state, "centered."))
+        names = [n for n in str(state["extras"]).split(",") if n]
+        out = cls(
+            centered.levels.tolist(),
+            centered.center,
+            centered.scale,
+            np.dtype(str(state["centered.dtype"])),
+            extras={n: from_state(state, f"extras.{n}.") for n in names},
+            finite=bool(int(state["finite"])),
+        )
+        out.centered = centered
+        out.prior = Exceedance.from_state(sub_state(state, "prior."))
+        out.extremes = Extremes.from_state(sub_state(state, "extremes."))
+        return out
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,11 @@ Statistics are read through each class's own accessors (``Moments.var``,
 ``MahalanobisAccumulator.result``, ...): what a finished accumulator yields differs by
 topic and is typed there.
 
+Components that take something other than a block of rows are not accumulators in this
+sense and are reached through one that is: ``PosteriorAccumulator.push(mu, logvar)``
+through ``PosteriorPass`` (whose block is ``[mu | logvar]``), the tiled thresholds and
+scratch blocks of :mod:`latentcheck.engine.kernels` through the passes that own them.
+
 Every accumulator class is listed in :data:`REGISTRY` under a stable name, which
 :func:`state_of` writes under ``"kind"`` and :func:`from_state` reads back;
 ``tests/test_engine_protocol.py`` runs each registered class through this contract.
@@ -53,7 +58,8 @@ Every accumulator class is listed in :data:`REGISTRY` under a stable name, which
 from __future__ import annotations
 
 import importlib
-from typing import Any, Protocol, TypeVar
+from collections.abc import Mapping
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -77,6 +83,7 @@ State = dict[str, StateValue]
 A = TypeVar("A", bound="Accumulator")
 
 
+@runtime_checkable
 class Accumulator(Protocol):
     """A mergeable streaming summary of rows (see the module docstring for the contract)."""
 
@@ -85,6 +92,16 @@ class Accumulator(Protocol):
 
     def merge(self: A, other: A) -> A:
         """Return a new accumulator holding the rows of both (neither operand changes)."""
+
+    def finish(self: A) -> A:
+        """Fold what is buffered into the state and return self (no statistic changes)."""
+
+    def state(self) -> dict[str, Any]:
+        """Return the complete state as a flat dict of arrays and scalars."""
+
+    @classmethod
+    def from_state(cls: type[A], state: dict[str, Any]) -> A:
+        """Rebuild an accumulator whose :meth:`state` equals `state`."""
 
 
 #: Accumulator classes by stable name: "module:Class" paths, imported on first use so
@@ -103,7 +120,6 @@ REGISTRY: dict[str, str] = {
     "joint_pass": "latentcheck._joint:JointPass",
     "spatial": "latentcheck.stats.spatial:SpatialAccumulator",
     "item_means": "latentcheck.stats.design_effect:ItemMeansAccumulator",
-    "posterior": "latentcheck.stats.posterior:PosteriorAccumulator",
     "posterior_pass": "latentcheck._inputs:PosteriorPass",
 }
 
@@ -136,13 +152,13 @@ def state_of(acc: Any, prefix: str = "") -> State:
     return out
 
 
-def sub_state(state: State, prefix: str) -> State:
+def sub_state(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     """Return the entries of `state` under `prefix`, with the prefix removed."""
     n = len(prefix)
     return {k[n:]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def from_state(state: State, prefix: str = "") -> Any:
+def from_state(state: Mapping[str, Any], prefix: str = "") -> Any:
     """Rebuild the accumulator that :func:`state_of` wrote under `prefix`."""
     part = sub_state(state, prefix)
     kind = str(part.pop("kind"))

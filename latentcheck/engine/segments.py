@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+import numpy as np
+
 from ..loading import LatentSource
 
 __all__ = ["ThreadTokens", "Tokens", "merge_in_order", "participate", "run_segment"]
@@ -69,18 +71,17 @@ def run_segment(
     """Return a fresh accumulator from `make()` fed the chunks of `segment`, finished.
 
     `segment` holds (start, stop) item ranges of `source`; each chunk is pushed with the
-    global ids of its rows. The result depends on its arguments alone.
+    global ids of its rows, and the accumulator is finished where the data was read.
+    The result depends on its arguments alone.
     """
     acc = make()
     rows = source.rows_per_item
     for start, stop in segment:
-        acc.push(source.read_items(start, stop), start * rows)
+        ids = np.arange(start * rows, stop * rows, dtype=np.int64)
+        acc.push(source.read_items(start, stop), ids)
         if progress is not None:
             progress(stop - start)
-    finish = getattr(acc, "finish", None)
-    if finish is not None:  # on the worker that streamed the segment
-        finish()
-    return acc
+    return acc.finish()  # on the worker that streamed the segment
 
 
 def participate(

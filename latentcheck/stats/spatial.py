@@ -377,6 +377,10 @@ class SpatialAccumulator:
 
     __add__ = merge
 
+    def finish(self) -> SpatialAccumulator:
+        """Return self: nothing waits (see :mod:`latentcheck.engine.protocol`)."""
+        return self
+
     def state(self) -> State:
         """Return the state as a dict of arrays."""
         out: State = {
