@@ -266,7 +266,7 @@ def test_reservoir_breaks_key_ties_by_row_index(monkeypatch, capacity):
     # the `capacity` smallest (key, row) pairs, in that order, however the rows arrive
     keys = {10: 5, 11: 1, 12: 5, 13: 5, 14: 2, 15: 1}
     monkeypatch.setattr(
-        "latentcheck.accumulate.hash_rows",
+        "latentcheck.engine.sample.hash_rows",
         lambda ids, seed: np.array([keys[int(i)] for i in ids], dtype=np.uint64),
     )
     expected = sorted(keys, key=lambda i: (keys[i], i))[:capacity]
@@ -308,7 +308,7 @@ def test_reservoir_split_is_the_sample_as_columns_and_its_first_rows(rng, cap, h
 def test_reservoir_split_breaks_key_ties_as_finalize(monkeypatch):
     keys = {10: 5, 11: 1, 12: 5, 13: 5, 14: 2, 15: 1}
     monkeypatch.setattr(
-        "latentcheck.accumulate.hash_rows",
+        "latentcheck.engine.sample.hash_rows",
         lambda ids, seed: np.array([keys[int(i)] for i in ids], dtype=np.uint64),
     )
     r = Reservoir(4, 1, 0)

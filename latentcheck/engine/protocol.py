@@ -109,10 +109,10 @@ class Accumulator(Protocol):
 REGISTRY: dict[str, str] = {
     "moments": "latentcheck.accumulate:Moments",
     "comoments": "latentcheck.accumulate:Comoments",
-    "extremes": "latentcheck.accumulate:Extremes",
-    "exceedance": "latentcheck.accumulate:Exceedance",
+    "extremes": "latentcheck.engine.tails:Extremes",
+    "exceedance": "latentcheck.engine.tails:Exceedance",
     "nonfinite": "latentcheck.accumulate:NonFinite",
-    "reservoir": "latentcheck.accumulate:Reservoir",
+    "reservoir": "latentcheck.engine.sample:Reservoir",
     "first_pass": "latentcheck.engine.plan:FirstPass",
     "second_pass": "latentcheck.engine.plan:SecondPass",
     "mardia": "latentcheck.stats.mardia:MardiaAccumulator",
