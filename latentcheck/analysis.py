@@ -44,6 +44,7 @@ from ._spatial import (
     widen_normalization,
 )
 from .accumulate import Reservoir, key_threshold
+from .engine.executor import engine_name, use_executor
 from .engine.kernels import Scratch
 from .engine.plan import FirstPass, SecondPass, SecondPassFactory
 from .engine.scheduler import (
@@ -232,6 +233,7 @@ def analyze(
     threads: int | None = None,
     progress: bool | None = False,
     allow_few_rows: bool = False,
+    executor: Any = None,
 ) -> Report:
     """Describe a data set of latents: per-dimension, joint and practical statistics.
 
@@ -314,6 +316,14 @@ def analyze(
     allow_few_rows : bool, default=False
         Describe data with fewer rows than dimensions, or fewer than 20 rows; refused
         otherwise (usually a transposed array, see ``_validation.check_rows_vs_dims``).
+    executor : concurrent.futures.Executor or None, default=None
+        Run the passes as tasks on this executor (a ``ProcessPoolExecutor``, or
+        ``Client(...).get_executor()`` of ``dask.distributed``): one task per segment of
+        chunks, whose pickle-free accumulator states are merged here in a fixed order, so
+        the report equals the local one to rounding (the sample is identical). The data
+        must be readable where the tasks run (files by path; arrays travel with each
+        task). ``settings.engine`` names it. None runs them here (threads or forked
+        worker processes).
 
     Returns
     -------
@@ -346,7 +356,11 @@ def analyze(
     """
     options = dict(locals())
     del options["latents"]
-    return analyze_with_sample(latents, **options).report
+    executor = options.pop("executor")
+    with use_executor(executor):
+        report = analyze_with_sample(latents, **options).report
+    settings = dataclasses.replace(report.settings, engine=engine_name(executor))
+    return dataclasses.replace(report, settings=settings)
 
 
 class Analysis:

@@ -172,6 +172,9 @@ class Settings:
     mode : str
         "two-pass" (``analyze``: rates about the final mean and std over all rows) or
         "single-pass" (``Stream``: those rates come from the seeded sample).
+    engine : str
+        Where the passes ran: "local" (this process and its workers), "dask" or
+        "executor:<class>" for another ``concurrent.futures.Executor`` (issue 19).
     """
 
     seed: int
@@ -188,6 +191,7 @@ class Settings:
     max_joint_dims: int
     entropy_estimator: str
     mode: str = "two-pass"
+    engine: str = "local"
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..loading import LatentSource
+from .executor import ExecutorPass, current_executor
 from .segments import ThreadTokens, Tokens, merge_in_order, participate
 from .workers import WorkerPool
 
@@ -162,13 +163,15 @@ def start_pass(
     defer: bool = False,
     shared_results: bool = False,
     max_segments: int = MAX_SEGMENTS,
-) -> PassHandle:
+) -> PassHandle | ExecutorPass:
     """Start streaming `source` over `ranges` into accumulators from `make()`.
 
     The ranges are cut into segments (:func:`segments_of`) that the workers take from a
     shared queue; :meth:`PassHandle.result` merges the segments' accumulators in order,
     so the result does not depend on scheduling or on the number of workers.
 
+    Inside :func:`~latentcheck.engine.executor.use_executor`, each segment is a task on
+    that executor instead (see :class:`~latentcheck.engine.executor.ExecutorPass`).
     With a `pool`, its processes are the workers (and `make` must pickle); otherwise
     `threads` worker threads. With `in_caller` the caller takes segments too: before
     returning or, with `defer`, when it first asks for :meth:`PassHandle.result` (so that
@@ -177,6 +180,9 @@ def start_pass(
     `max_segments` bounds the accumulators held until the merge (see :func:`segment_cap`).
     """
     segments = segments_of(ranges, max_segments)
+    on = current_executor()
+    if on is not None:  # one task per segment (issue 19)
+        return ExecutorPass(on, source, make, segments, progress)
     tokens: Tokens = pool.tokens if pool is not None else ThreadTokens()
     tokens.fill(len(segments))
 

@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..loading import LatentSource
+from .executor import current_executor
 from .segments import Tokens, participate
 
 __all__ = [
@@ -114,6 +115,7 @@ class WorkerPool:
 
         if (
             threads < 2
+            or current_executor() is not None  # the executor's workers run the passes
             or not processes_available()
             or other_threads()
             or multiprocessing.current_process().daemon  # may not have children
