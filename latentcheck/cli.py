@@ -449,6 +449,13 @@ def cli() -> None:
     is_flag=True,
     help="Print the fitted scaling_factor, shift_factor, latents_mean, latents_std (JSON).",
 )
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="local:N|ADDRESS",
+    help="Run the passes on Dask: a LocalCluster of N processes, or a scheduler address "
+    "(needs latentcheck[dask]).",
+)
 @input_options
 @analysis_options
 @output_options
@@ -462,6 +469,7 @@ def report(
     var: tuple[str, ...],
     vae_config: str | None,
     emit_config: bool,
+    scheduler: str | None,
     fmt: str | None,
     output: str | None,
     width: int | None,
@@ -499,18 +507,22 @@ def report(
     from . import vaeconfig
 
     cfg = vaeconfig.load_vae_config(vae_config) if vae_config else None  # before the work
-    rep = analyze(
-        list(inputs) or None,
-        mu=list(mu) or None,
-        logvar=list(logvar) or None,
-        std=list(std) or None,
-        var=list(var) or None,
-        key=key,
-        channel_axis=channel_axis,
-        flatten=flatten,
-        per_sample=per_sample,
-        **analysis,
-    )
+    from .engine.cluster import scheduler_executor
+
+    with scheduler_executor(scheduler) as executor:
+        rep = analyze(
+            list(inputs) or None,
+            mu=list(mu) or None,
+            logvar=list(logvar) or None,
+            std=list(std) or None,
+            var=list(var) or None,
+            key=key,
+            channel_axis=channel_axis,
+            flatten=flatten,
+            per_sample=per_sample,
+            executor=executor,
+            **analysis,
+        )
     if cfg is not None:
         rep = vaeconfig.check_vae_config(rep, cfg)
     if emit_config:

@@ -8,7 +8,9 @@ top Mahalanobis rows) is identical.
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
@@ -102,3 +104,30 @@ def test_issue_19_dask_local_cluster_matches_local(conv_file):
         got = lc.analyze(conv_file, chunk_rows=1000, seed=4, executor=client.get_executor())
     assert got.settings.engine == "dask"
     _assert_same_report(got, want)
+
+
+def test_issue_19_cli_scheduler_refuses_bad_specs(runner, conv_file, monkeypatch):
+    from latentcheck.cli import cli
+
+    res = runner.invoke(cli, ["report", str(conv_file), "--scheduler", "local:0"])
+    assert res.exit_code == 2
+    assert "positive number of worker processes" in res.stderr
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if not installed
+    res = runner.invoke(cli, ["report", str(conv_file), "--scheduler", "local:2"])
+    assert res.exit_code == 2
+    assert "pip install 'latentcheck[dask]'" in res.stderr
+
+
+@pytest.mark.slow
+def test_issue_19_cli_scheduler_local_matches_local(runner, tmp_path):
+    pytest.importorskip("distributed")
+    from latentcheck.cli import cli
+
+    path = tmp_path / "z.npy"
+    np.save(path, np.random.default_rng(5).standard_normal((4000, 3)).astype(np.float32))
+    args = ["report", str(path), "--format", "json", "--seed", "1", "--chunk-rows", "500"]
+    res = runner.invoke(cli, [*args, "--scheduler", "local:2"])
+    assert res.exit_code == 0, res.stderr
+    got = lc.Report.from_dict(json.loads(res.stdout))
+    assert got.settings.engine == "dask"
+    _assert_same_report(got, lc.analyze(str(path), seed=1, chunk_rows=500))
