@@ -44,7 +44,7 @@ from ._spatial import (
     widen_normalization,
 )
 from .accumulate import Reservoir, key_threshold
-from .engine.executor import engine_name, use_executor
+from .engine.executor import current_executor, engine_name, use_executor
 from .engine.kernels import Scratch
 from .engine.plan import FirstPass, SecondPass, SecondPassFactory
 from .engine.scheduler import (
@@ -356,11 +356,8 @@ def analyze(
     """
     options = dict(locals())
     del options["latents"]
-    executor = options.pop("executor")
-    with use_executor(executor):
-        report = analyze_with_sample(latents, **options).report
-    settings = dataclasses.replace(report.settings, engine=engine_name(executor))
-    return dataclasses.replace(report, settings=settings)
+    with use_executor(options.pop("executor")):
+        return analyze_with_sample(latents, **options).report
 
 
 class Analysis:
@@ -992,6 +989,7 @@ def _sample_and_finish(
         quantile_levels=v.QUANTILE_LEVELS,
         max_joint_dims=max_joint_dims,
         entropy_estimator=str(divergence.ENTROPY_ESTIMATOR),
+        engine=engine_name(current_executor()),
     )
     if not quantiles_exact:
         source.notes.append(

@@ -217,6 +217,8 @@ def compare(
         figures).
     key, channel_axis, flatten, **analysis_options
         Passed to :func:`~latentcheck.analysis.analyze_with_sample` for latent inputs.
+        ``executor=`` (a ``concurrent.futures.Executor``) runs their passes as tasks on
+        it, as in :func:`~latentcheck.analyze`.
 
     Returns
     -------
@@ -286,11 +288,15 @@ def compare(
         raise InputError(f"`relation` must be one of {', '.join(RELATIONS)}, got {relation!r}")
     options = dict(analysis_options, key=key, channel_axis=channel_axis, flatten=flatten)
     options.update(seed=seed_used, alpha=alpha)
+    executor = options.pop("executor", None)
     objs = [_as_posterior(o) for o in inputs]
     for obj in objs:  # mismatched posterior parameters are refused before any analysis
         if isinstance(obj, Posterior):
             _check_posterior(obj, options)
-    loaded = [_read_input(obj, options) for obj in objs]
+    from .engine.executor import use_executor
+
+    with use_executor(executor):  # the inputs' passes run on it (settings.engine says so)
+        loaded = [_read_input(obj, options) for obj in objs]
     base_rep = loaded[0][1]
     k4 = 1 if len(base_rep.settings.sigma_levels) > 1 else 0
     level = level_key(base_rep.settings.sigma_levels[k4])

@@ -131,3 +131,24 @@ def test_issue_19_cli_scheduler_local_matches_local(runner, tmp_path):
     got = lc.Report.from_dict(json.loads(res.stdout))
     assert got.settings.engine == "dask"
     _assert_same_report(got, lc.analyze(str(path), seed=1, chunk_rows=500))
+
+
+class _Counting(ThreadPoolExecutor):
+    """A thread pool that counts the tasks submitted to it."""
+
+    submitted = 0
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        type(self).submitted += 1
+        return super().submit(*args, **kwargs)
+
+
+@pytest.mark.slow
+def test_issue_19_compare_runs_its_analyses_on_the_executor():
+    rng = np.random.default_rng(8)
+    a, b = rng.standard_normal((1500, 3)), 1.1 * rng.standard_normal((1500, 3))
+    want = lc.compare(a, b, chunk_rows=200, n_permutations=0)
+    with _Counting(2) as ex:
+        got = lc.compare(a, b, chunk_rows=200, n_permutations=0, executor=ex)
+    assert _Counting.submitted > 4  # pass 1 and pass 2 of both inputs, by segment
+    assert got.to_dict()["comparisons"] == want.to_dict()["comparisons"]
