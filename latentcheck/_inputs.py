@@ -9,12 +9,13 @@ for the rate, active units and the mixture estimate of the ELBO-surgery split.
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -168,24 +169,54 @@ class PosteriorPass:
         self.acc = PosteriorAccumulator()
         self.sample = Reservoir(capacity, 2 * d, seed, np.float64, threshold=threshold)
 
-    def push(self, block: NDArray[Any], row_start: int) -> None:
-        """Add [mu | spread] rows whose first global row index is `row_start`."""
+    def push(self, block: NDArray[Any], row_ids: NDArray[np.int64]) -> None:
+        """Add [mu | spread] rows whose global row indices are `row_ids` (consecutive)."""
         from .stats.posterior_params import as_logvar, check_mu
 
         d = self.d
+        row_start = int(row_ids[0]) if row_ids.size else 0
         mu = check_mu(block[:, :d], name=self.labels.get("mu", "mu"), row_offset=row_start)
         lv = as_logvar(
             block[:, d:], self.kind, name=self.labels.get("spread"), row_offset=row_start
         )
         self.acc.push(mu, lv, row_offset=row_start)
-        ids = np.arange(row_start, row_start + mu.shape[0], dtype=np.int64)
-        self.sample.push(np.concatenate([mu, lv], axis=1), ids)
+        self.sample.push(np.concatenate([mu, lv], axis=1), row_ids)
+
+    def finish(self) -> PosteriorPass:
+        """Compact the sample; return self."""
+        self.sample.finish()
+        return self
 
     def merge(self, other: PosteriorPass) -> PosteriorPass:
-        """Merge `other` into self and return self."""
-        self.acc = self.acc.merge(other.acc)
-        self.sample = self.sample.merge(other.sample)
-        return self
+        """Return a new pass holding the rows of both (neither changes)."""
+        out = copy.copy(self)
+        out.acc = self.acc.merge(other.acc)
+        out.sample = self.sample.merge(other.sample)
+        return out
+
+    __add__ = merge
+
+    def state(self) -> dict[str, Any]:
+        """Return the state as a flat dict (see the Accumulator contract)."""
+        out: dict[str, Any] = {"d": self.d, "spread_kind": str(self.kind)}
+        out.update({f"labels.{k}": v for k, v in self.labels.items()})
+        out.update({f"acc.{k}": v for k, v in self.acc.state().items()})
+        out.update({f"sample.{k}": v for k, v in self.sample.state().items()})
+        return out
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> PosteriorPass:
+        """Rebuild a pass from :meth:`state`."""
+        from .engine.protocol import sub_state
+        from .stats.posterior import PosteriorAccumulator
+
+        out = cls.__new__(cls)
+        out.d = int(state["d"])
+        out.kind = cast(SpreadKind, str(state["spread_kind"]))
+        out.labels = {k: str(v) for k, v in sub_state(state, "labels.").items()}
+        out.acc = PosteriorAccumulator.from_state(sub_state(state, "acc."))
+        out.sample = Reservoir.from_state(sub_state(state, "sample."))
+        return out
 
 
 def _keyed_paths(latents: Any) -> list[str] | None:
@@ -339,7 +370,7 @@ class PosteriorJob:
         progress: Callable[[int], None] | None = None,
     ) -> PosteriorBlock:
         """Stream the posterior parameters and return the report's ``posterior`` block."""
-        from ._passes import run_pass
+        from .engine.scheduler import run_pass
         from .loading import plan_blocks
         from .stats.mixture import mixture_decomposition
         from .stats.posterior import finalize_posterior

@@ -9,6 +9,7 @@ distances on the seeded sample. The statistics themselves live in ``stats.multiv
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .accumulate import Scratch
+from .engine.kernels import Scratch
 from .model.joint import MahalanobisBlock, McdBlock, TopRow
 from .report import TestResult
 
@@ -126,11 +127,40 @@ class JointPass:
         (y,) = self._scratch.get(1, n, d, slot="y")
         self.maha.push(block, row_ids, mardia=self.mardia, out=(rows, y))
 
-    def merge(self, other: JointPass) -> JointPass:
-        """Merge `other` into self and return self."""
-        self.maha = self.maha.merge(other.maha)
-        self.mardia = self.mardia.merge(other.mardia)
+    def finish(self) -> JointPass:
+        """Return self: nothing waits."""
         return self
+
+    def merge(self, other: JointPass) -> JointPass:
+        """Return a new accumulator holding the rows of both (neither changes)."""
+        out = copy.copy(self)
+        out.maha = self.maha.merge(other.maha)
+        out.mardia = self.mardia.merge(other.mardia)
+        return out
+
+    __add__ = merge
+
+    def state(self) -> dict[str, Any]:
+        """Return the state as a flat dict (see the Accumulator contract)."""
+        out: dict[str, Any] = {"used": self.used.copy(), "all_dims": int(self.all_dims)}
+        out.update({f"maha.{k}": v for k, v in self.maha.state().items()})
+        out.update({f"mardia.{k}": v for k, v in self.mardia.state().items()})
+        return out
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> JointPass:
+        """Rebuild an accumulator from :meth:`state`."""
+        from .engine.protocol import sub_state
+        from .stats.mardia import MardiaAccumulator
+        from .stats.outliers import MahalanobisAccumulator
+
+        out = cls.__new__(cls)
+        out.used = np.asarray(state["used"], dtype=np.intp)
+        out.all_dims = bool(int(state["all_dims"]))
+        out.maha = MahalanobisAccumulator.from_state(sub_state(state, "maha."))
+        out.mardia = MardiaAccumulator.from_state(sub_state(state, "mardia."))
+        out._scratch = Scratch()
+        return out
 
 
 def _top_rows(

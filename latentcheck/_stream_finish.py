@@ -1,7 +1,7 @@
 """Finish a :class:`~latentcheck.stream.Stream` through ``analyze``'s own finishing code.
 
 The stream's pass-1 state stands in for ``analyze``'s first pass; its "second pass" is the
-seeded sample pushed through a :class:`~latentcheck._passes.SecondPass` about the final mean
+seeded sample pushed through a :class:`~latentcheck.engine.plan.SecondPass` about the final mean
 and std (so the k-sigma rates about the mean and the Mahalanobis rates are estimates from
 the sample), whose prior exceedance counts and extremes are then replaced by the exact ones
 the stream counted over every row. Everything else is ``analysis_finish.finish_analysis``.
@@ -81,9 +81,9 @@ def stream_options(stream: Stream, **finishing: Any) -> AnalysisOptions:
 
 def finish(stream: Stream, **finishing: Any) -> Report:
     """Return the report of everything pushed into `stream` (see :meth:`Stream.report`)."""
-    from ._passes import default_chunk_rows
     from .analysis_common import AnalysisRun, Collector, analysis_runtime, summarize_first
     from .analysis_finish import finish_analysis
+    from .engine.scheduler import default_chunk_rows
 
     options = stream_options(stream, **finishing)
     assert stream._layout is not None
@@ -135,7 +135,7 @@ def _stand_ins(stream: Stream, s: FirstSummary, run: AnalysisRun) -> tuple[Any, 
     prior exceedance counts and extremes the stream counted over every row.
     """
     from ._joint import JointPass
-    from ._passes import SecondPassFactory
+    from .engine.plan import SecondPassFactory
     from .io.member import Member
     from .loading import LatentSource
 
@@ -160,10 +160,8 @@ def _stand_ins(stream: Stream, s: FirstSummary, run: AnalysisRun) -> tuple[Any, 
     second = SecondPassFactory(
         stream.levels, s.mean, safe_std, dtype, joint=make_joint, finite=True
     )()
-    second.push(np.ascontiguousarray(sample), 0)
-    if "joint" in second.extras:  # the sample's rows under their own global ids
-        second.extras["joint"] = make_joint() if make_joint is not None else None
-        second.extras["joint"].push(np.ascontiguousarray(sample), sample_ids)
+    # the sample's rows under their own global ids (the joint top rows name them)
+    second.push(np.ascontiguousarray(sample), sample_ids)
     second.finish()
     second.prior = stream._prior.merge(stream._prior.__class__.from_state(_empty(stream)))
     second.extremes = stream._extremes.merge(stream._extremes.__class__(d))

@@ -1,10 +1,15 @@
-"""Mergeable streaming accumulators.
+"""Mergeable streaming accumulators: moments, co-moments and non-finite counts, and the rest.
 
-Every statistic that scales with the number of rows comes from these objects. Each one has
-``push(chunk)`` for a block of shape (n_rows, n_dims), ``merge(other)`` returning a new
-object (``+`` is an alias), ``state()`` returning a dict of arrays, and ``from_state``. An
-empty accumulator is the identity of ``merge``, so one data set, many shards and many
-threads are the same computation.
+Every statistic that scales with the number of rows comes from these objects. This module
+defines the moment accumulators and re-exports the others, which live beside the engine
+(:mod:`latentcheck.engine.tails`: extremes and exceedances; :mod:`latentcheck.engine.sample`:
+the seeded sample) with the kernels they share (:mod:`latentcheck.engine.kernels`). Each one
+follows the contract of :class:`latentcheck.engine.protocol.Accumulator`: ``push(block,
+row_ids)`` for a block of shape (n_rows, n_dims) and its global row ids (ignored where
+they do not matter), ``merge(other)`` returning a new object (``+`` is an alias),
+``finish()``, ``state()`` returning a flat dict of arrays, and ``from_state``. An empty
+accumulator is the identity of ``merge``, so one data set, many shards and many threads
+are the same computation.
 
 Everything accumulates in float64 whatever the input dtype. Central moments are merged
 pairwise (Pébay 2008), never formed from raw power sums; within a chunk, sums are taken
@@ -13,15 +18,22 @@ about a shift close to the chunk mean so that nothing cancels.
 
 from __future__ import annotations
 
-import functools
-import math
-import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from .engine.kernels import (
+    Beyond,
+    Scratch,
+    TileCache,
+    column_sums,
+    exact_threshold,
+    fold,
+    sparse_flatnonzero,
+)
+from .engine.sample import Reservoir, hash_rows, key_threshold
+from .engine.tails import Exceedance, Extremes
 
 __all__ = [
     "Beyond",
@@ -31,6 +43,11 @@ __all__ = [
     "Moments",
     "NonFinite",
     "Reservoir",
+    "Scratch",
+    "TileCache",
+    "column_sums",
+    "exact_threshold",
+    "fold",
     "hash_rows",
     "key_threshold",
     "sparse_flatnonzero",
@@ -38,112 +55,6 @@ __all__ = [
 
 F64 = NDArray[np.float64]
 State = dict[str, NDArray[Any]]
-
-
-def _ones(n: int, dtype: np.dtype[Any]) -> NDArray[Any]:
-    """Return a vector of n ones in `dtype` (cached per size and dtype)."""
-    key = (n, dtype.str)
-    vec = _ONES.get(key)
-    if vec is None:
-        vec = np.ones(n, dtype=dtype)
-        if len(_ONES) < 64:
-            _ONES[key] = vec
-    return vec
-
-
-_ONES: dict[tuple[int, str], NDArray[Any]] = {}
-
-
-def column_sums(chunk: NDArray[Any]) -> NDArray[Any]:
-    """Return the column sums of a 2-D block, through BLAS (a matrix-vector product)."""
-    if chunk.dtype.kind != "f" or not chunk.flags.c_contiguous:
-        return np.asarray(chunk.sum(axis=0))
-    sums: NDArray[Any] = _ones(chunk.shape[0], chunk.dtype) @ chunk
-    return sums
-
-
-class Scratch:
-    """Scratch blocks reused from chunk to chunk, one set per thread.
-
-    Megabyte-sized temporaries can go back to the kernel when freed and be faulted in and
-    zeroed again for the next chunk: in an isolated loop that made a pass-1 chunk take
-    2.9 ms instead of 0.8 ms. A factory hands one Scratch to all the accumulators it
-    makes (a pass makes one per segment), so the blocks also outlive each segment. Each
-    thread gets its own blocks, and each use its own `slot`; a block is only valid
-    during the call that asked for it.
-    """
-
-    __slots__ = ("_local",)
-
-    def __init__(self) -> None:
-        # per thread: a worker thread's blocks go with it when it ends
-        self._local = threading.local()
-
-    def get(
-        self, count: int, n: int, d: int, dtype: Any = np.float64, slot: str = ""
-    ) -> tuple[NDArray[Any], ...]:
-        """Return `count` C-contiguous (n, d) blocks of `dtype` (views of one buffer)."""
-        bufs: dict[str, NDArray[Any]] | None = getattr(self._local, "bufs", None)
-        if bufs is None:
-            bufs = self._local.bufs = {}
-        buf = bufs.get(slot)
-        if (
-            buf is None
-            or buf.dtype != dtype
-            or buf.shape[0] < count
-            or buf.shape[1] < n
-            or buf.shape[2] != d
-        ):
-            buf = bufs[slot] = np.empty((count, n, d), dtype)
-        return tuple(buf[k, :n] for k in range(count))
-
-    def __reduce__(self) -> tuple[type[Scratch], tuple[()]]:
-        # a cache: it travels to worker processes and back empty
-        return (Scratch, ())
-
-
-class TileCache:
-    """Row vectors tiled to whole chunks (long inner loops in numpy), for up to four sizes.
-
-    Four covers the full chunk, the last one, and chunks short of their non-finite rows.
-    Each owner asks for the same vectors every time, so tiles are looked up by row count
-    alone. Like :class:`Scratch`, a cache: it pickles empty (worker processes send their
-    accumulators back without it).
-    """
-
-    __slots__ = ("_tiles",)
-
-    def __init__(self) -> None:
-        self._tiles: dict[int, tuple[NDArray[Any], ...]] = {}
-
-    def __reduce__(self) -> tuple[type[TileCache], tuple[()]]:
-        return (TileCache, ())
-
-    def get(self, n: int, *rows: NDArray[Any]) -> tuple[NDArray[Any], ...]:
-        """Return each of `rows` (vectors of shape (d,)) tiled to n rows."""
-        t = self._tiles.get(n)
-        if t is None:
-            t = tuple(np.tile(r, (n, 1)) for r in rows)
-            if len(self._tiles) < 4:
-                self._tiles[n] = t
-        return t
-
-
-def fold(chunk: NDArray[Any], op: np.ufunc, work: NDArray[Any] | None = None) -> NDArray[Any]:
-    """Return op.reduce(chunk, axis=0) by halving, which keeps numpy's inner loops long.
-
-    `work`, if given, is a C-contiguous buffer of at least ``(len(chunk) // 2, n_dims)``
-    in the chunk's dtype; the halves are folded into it instead of into new arrays (fresh
-    megabyte-sized temporaries for every chunk cost more in page faults than the fold).
-    """
-    a = chunk
-    while a.shape[0] > 1:
-        h = a.shape[0] // 2
-        r = op(a[:h], a[h : 2 * h], out=None if work is None else work[:h])
-        if a.shape[0] % 2:
-            r[0] = op(r[0], a[-1])
-        a = r
-    return np.array(a[0], copy=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -178,8 +89,8 @@ class Moments:
         """Return the number of dimensions."""
         return int(self.mean.shape[0])
 
-    def push(self, chunk: NDArray[Any]) -> None:
-        """Add the rows of `chunk`, shape (n_rows, n_dims)."""
+    def push(self, chunk: NDArray[Any], row_ids: NDArray[np.int64] | None = None) -> None:
+        """Add the rows of `chunk`, shape (n_rows, n_dims) (`row_ids` are not needed)."""
         chunk = np.asarray(chunk)
         n = chunk.shape[0]
         if n == 0:
@@ -272,6 +183,10 @@ class Moments:
 
     __add__ = merge
 
+    def finish(self) -> Moments:
+        """Return self: nothing waits (see the Accumulator contract)."""
+        return self
+
     def state(self) -> State:
         """Return the state as a dict of arrays."""
         return {
@@ -339,8 +254,8 @@ class Comoments:
         self.mean: F64 = np.zeros(n_dims)
         self.comoment: F64 = np.zeros((n_dims, n_dims))
 
-    def push(self, chunk: NDArray[Any]) -> None:
-        """Add the rows of `chunk`, shape (n_rows, n_dims)."""
+    def push(self, chunk: NDArray[Any], row_ids: NDArray[np.int64] | None = None) -> None:
+        """Add the rows of `chunk`, shape (n_rows, n_dims) (`row_ids` are not needed)."""
         chunk = np.asarray(chunk)
         n = chunk.shape[0]
         if n == 0:
@@ -396,6 +311,10 @@ class Comoments:
 
     __add__ = merge
 
+    def finish(self) -> Comoments:
+        """Return self: nothing waits (see the Accumulator contract)."""
+        return self
+
     def state(self) -> State:
         """Return the state as a dict of arrays."""
         return {
@@ -420,308 +339,6 @@ class Comoments:
         return cov
 
 
-# ---------------------------------------------------------------------------------------
-# Extremes and exceedances
-# ---------------------------------------------------------------------------------------
-
-
-class Extremes:
-    """Per-dimension minimum and maximum."""
-
-    __slots__ = ("_scratch", "max", "min")
-
-    def __init__(self, n_dims: int, scratch: Scratch | None = None) -> None:
-        self.min: F64 = np.full(n_dims, np.inf)
-        self.max: F64 = np.full(n_dims, -np.inf)
-        self._scratch = Scratch() if scratch is None else scratch
-
-    def push(self, chunk: NDArray[Any]) -> None:
-        """Add the rows of `chunk`."""
-        n = chunk.shape[0]
-        if n == 0:
-            return
-        self._fold(chunk, self.min, np.minimum)
-        self._fold(chunk, self.max, np.maximum)
-
-    def _fold(self, chunk: NDArray[Any], ext: F64, op: np.ufunc) -> None:
-        """Fold a whole chunk into one side's extremes (`op` np.minimum or np.maximum)."""
-        n, d = chunk.shape
-        (work,) = self._scratch.get(1, max(n // 2, 1), d, chunk.dtype, "fold")
-        op(ext, fold(chunk, op, work), out=ext)
-
-    def push_beyond(self, chunk: NDArray[Any], above: Beyond, below: Beyond) -> None:
-        """Add the rows of `chunk`, given its values beyond per-column thresholds.
-
-        `above` must hold every value of the chunk above its column's upper threshold, and
-        `below` every one under its column's lower threshold (see :class:`Beyond`). A
-        column with such a value has its maximum (minimum) among them; only the other
-        columns are reduced. Second-pass thresholds at 3 sigma leave a Gaussian column
-        of 4096 rows without a value beyond them in 0.4% of chunks, so the chunk is
-        rarely read again (a fold of both sides costs 0.09 ms per 4096 x 64 chunk).
-        """
-        n, d = chunk.shape
-        if n == 0:
-            return
-        for ext, side, op in ((self.max, above, np.maximum), (self.min, below, np.minimum)):
-            if side.cols.size:
-                op.at(ext, side.cols, side.vals.astype(np.float64))
-            seen = np.zeros(d, dtype=bool)
-            seen[side.cols] = True
-            if seen.all():
-                continue
-            if not seen.any():
-                self._fold(chunk, ext, op)
-                continue
-            missing = np.flatnonzero(~seen)
-            ext[missing] = op(ext[missing], op.reduce(chunk[:, missing], axis=0))
-
-    def merge(self, other: Extremes) -> Extremes:
-        """Return the extremes of the union."""
-        out = Extremes(self.min.shape[0])
-        out.min = np.minimum(self.min, other.min)
-        out.max = np.maximum(self.max, other.max)
-        return out
-
-    __add__ = merge
-
-    def state(self) -> State:
-        """Return the state as a dict of arrays."""
-        return {"min": self.min.copy(), "max": self.max.copy()}
-
-    @classmethod
-    def from_state(cls, state: State) -> Extremes:
-        """Rebuild an accumulator from :meth:`state`."""
-        out = cls(int(np.asarray(state["min"]).shape[0]))
-        out.min = np.array(state["min"], dtype=np.float64)
-        out.max = np.array(state["max"], dtype=np.float64)
-        return out
-
-
-def exact_threshold(value: F64, dtype: np.dtype[Any], *, upper: bool) -> NDArray[Any]:
-    """Return thresholds t in `dtype` with ``x > value ⇔ x > t`` (upper) for every x in dtype.
-
-    For the lower side (``upper=False``) the equivalence is ``x < value ⇔ x < t``. Comparing
-    float32 data against float32 thresholds chosen this way gives exactly the counts a
-    float64 comparison would, at half the memory traffic.
-    """
-    value = np.asarray(value, dtype=np.float64)
-    with np.errstate(over="ignore"):
-        # beyond the dtype's range the cast gives ±inf, stepped back to ±max below: no
-        # finite x of the dtype lies beyond either, exactly as in float64 (issue 20)
-        t = value.astype(dtype)
-    wide = t.astype(np.float64)
-    if upper:
-        # a rounded-up threshold would miss values in (value, t]: step down one ulp
-        return np.where(wide > value, np.nextafter(t, dtype.type(-np.inf)), t)
-    return np.where(wide < value, np.nextafter(t, dtype.type(np.inf)), t)
-
-
-def sparse_flatnonzero(mask: NDArray[np.bool_]) -> NDArray[np.intp]:
-    """Return ``np.flatnonzero(mask)`` for a C-contiguous mask with few True values.
-
-    numpy scans a boolean array byte by byte when it collects the positions (0.040 ms
-    for a 4096 x 64 mask). Viewed as 8-byte words, the nonzero words are found first
-    (0.005 ms), and only their bytes are scanned: 0.023 ms in all for the 0.1-1% of
-    values that pass pass 2's thresholds. A mask that is dense anyway takes numpy's
-    route.
-    """
-    flat = mask.reshape(-1)
-    w = flat.size // 8
-    if w == 0:
-        return np.flatnonzero(flat)
-    words = flat[: w * 8]
-    hit = np.flatnonzero(words.view(np.uint64) != 0)
-    if hit.size > w // 4:
-        return np.flatnonzero(flat)
-    p = np.flatnonzero(words.reshape(w, 8)[hit])
-    out: NDArray[np.intp] = hit[p >> 3] * 8 + (p & 7)
-    if flat.size > w * 8:
-        out = np.concatenate([out, w * 8 + np.flatnonzero(flat[w * 8 :])])
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class Beyond:
-    """Values of a chunk beyond per-column thresholds on one side, with their columns.
-
-    Attributes
-    ----------
-    cols : ndarray of intp
-        Column of each value.
-    vals : ndarray
-        The values, in the chunk's dtype and C order.
-    """
-
-    cols: NDArray[np.intp]
-    vals: NDArray[Any]
-
-    @classmethod
-    def gather(cls, flat: NDArray[Any], d: int, idx: NDArray[np.intp]) -> Beyond:
-        """Return the values of `flat` (a C-order chunk of `d` columns) at positions `idx`."""
-        return cls(idx % d, flat[idx])
-
-
-def _joined(parts: list[Beyond]) -> Beyond:
-    """Return the values of several chunks as one :class:`Beyond`."""
-    if len(parts) == 1:
-        return parts[0]
-    return Beyond(np.concatenate([p.cols for p in parts]), np.concatenate([p.vals for p in parts]))
-
-
-class Exceedance:
-    """Counts of values beyond ``center ± k·scale`` per dimension, for several k.
-
-    ``upper[i, j]`` counts rows with ``x_j > center_j + k_i · scale_j`` and ``lower[i, j]``
-    those with ``x_j < center_j − k_i · scale_j``; ``n`` counts the rows seen.
-
-    The values beyond the lowest levels wait in a list and are counted a batch at a time
-    (at most :attr:`BATCH_VALUES` of them, or when the counts are read): counting each
-    chunk's few hundred on its own took some thirty small numpy calls, 0.03 ms per chunk.
-    """
-
-    __slots__ = (
-        "_hi",
-        "_lo",
-        "_lower",
-        "_tiles",
-        "_upper",
-        "_waiting",
-        "_waiting_values",
-        "center",
-        "levels",
-        "n",
-        "scale",
-    )
-
-    #: values that wait at most before they are counted
-    BATCH_VALUES = 1 << 16
-
-    def __init__(
-        self, levels: Sequence[float], center: F64, scale: F64, dtype: Any = np.float64
-    ) -> None:
-        self.levels = np.asarray(sorted(levels), dtype=np.float64)
-        self.center = np.asarray(center, dtype=np.float64)
-        self.scale = np.asarray(scale, dtype=np.float64)
-        d = self.center.shape[0]
-        self.n = 0
-        self._upper = np.zeros((self.levels.size, d), dtype=np.int64)
-        self._lower = np.zeros((self.levels.size, d), dtype=np.int64)
-        self._waiting: list[tuple[Beyond, Beyond]] = []
-        self._waiting_values = 0
-        dt = np.dtype(dtype)
-        hi = self.center + self.levels[:, None] * self.scale
-        lo = self.center - self.levels[:, None] * self.scale
-        self._hi = exact_threshold(hi, dt, upper=True)
-        self._lo = exact_threshold(lo, dt, upper=False)
-        self._tiles = TileCache()
-
-    @property
-    def upper(self) -> NDArray[np.int64]:
-        """Counts above ``center + k·scale``, shape (n_levels, n_dims)."""
-        self.count_waiting()
-        return self._upper
-
-    @property
-    def lower(self) -> NDArray[np.int64]:
-        """Counts below ``center − k·scale``, shape (n_levels, n_dims)."""
-        self.count_waiting()
-        return self._lower
-
-    def thresholds(self, *, upper: bool) -> NDArray[Any]:
-        """Return the lowest level's thresholds (upper or lower side), in the data dtype."""
-        out: NDArray[Any] = self._hi[0] if upper else self._lo[0]
-        return out
-
-    def push(self, chunk: NDArray[Any]) -> None:
-        """Add the rows of `chunk` (in the dtype given at construction)."""
-        n, d = chunk.shape
-        if n == 0:
-            return
-        hi, lo = self._tiles.get(n, self._hi[0], self._lo[0])
-        flat = np.ascontiguousarray(chunk).reshape(-1)
-        self.push_beyond(
-            n,
-            Beyond.gather(flat, d, sparse_flatnonzero(chunk > hi)),
-            Beyond.gather(flat, d, sparse_flatnonzero(chunk < lo)),
-        )
-
-    def push_beyond(self, n_rows: int, above: Beyond, below: Beyond) -> None:
-        """Add a chunk of `n_rows` rows given as its values beyond the lowest levels.
-
-        `above` must hold every value over the lowest upper threshold, and `below` every
-        one under the highest lower threshold; they may hold more, which are counted out.
-        """
-        self.n += n_rows
-        self._waiting.append((above, below))
-        self._waiting_values += above.cols.size + below.cols.size
-        if self._waiting_values >= self.BATCH_VALUES:
-            self.count_waiting()
-
-    def count_waiting(self) -> None:
-        """Count the waiting values into the tables (reading them does this too)."""
-        if not self._waiting:
-            return
-        sides = [_joined([w[k] for w in self._waiting]) for k in (0, 1)]
-        self._waiting = []
-        self._waiting_values = 0
-        d = self._upper.shape[1]
-        for table, cmp, counts, side in (
-            (self._hi, np.greater, self._upper, sides[0]),
-            (self._lo, np.less, self._lower, sides[1]),
-        ):
-            cols, vals = side.cols, side.vals
-            if cols.size == 0:
-                continue
-            for i in range(self.levels.size):
-                sel = cmp(vals, table[i][cols])
-                if not sel.any():
-                    break
-                counts[i] += np.bincount(cols[sel], minlength=d)
-                vals, cols = vals[sel], cols[sel]
-
-    def merge(self, other: Exceedance) -> Exceedance:
-        """Return the counts of the union (same levels and thresholds)."""
-        out = Exceedance.__new__(Exceedance)
-        for name in ("levels", "center", "scale", "_hi", "_lo"):
-            setattr(out, name, getattr(self, name))
-        out._tiles = TileCache()
-        out.n = self.n + other.n
-        out._upper = self.upper + other.upper
-        out._lower = self.lower + other.lower
-        out._waiting = []
-        out._waiting_values = 0
-        return out
-
-    __add__ = merge
-
-    def state(self) -> State:
-        """Return the state as a dict of arrays."""
-        return {
-            "levels": self.levels.copy(),
-            "center": self.center.copy(),
-            "scale": self.scale.copy(),
-            "n": np.array(self.n, dtype=np.int64),
-            "upper": self.upper.copy(),
-            "lower": self.lower.copy(),
-            "dtype": np.array(self._hi.dtype.str),
-        }
-
-    @classmethod
-    def from_state(cls, state: State) -> Exceedance:
-        """Rebuild an accumulator from :meth:`state`."""
-        out = cls(state["levels"].tolist(), state["center"], state["scale"], str(state["dtype"]))
-        out.n = int(state["n"])
-        out._upper = np.array(state["upper"], dtype=np.int64)
-        out._lower = np.array(state["lower"], dtype=np.int64)
-        return out
-
-    def rates(self) -> F64:
-        """Return the fraction of rows beyond ±k·scale, shape (n_levels, n_dims)."""
-        if self.n == 0:
-            return np.full(self.upper.shape, np.nan)
-        return (self.upper + self.lower) / self.n
-
-
 class NonFinite:
     """Counts of non-finite values per dimension and of rows holding any."""
 
@@ -733,14 +350,18 @@ class NonFinite:
         self.first_row = -1
         self.first_dim = -1
 
-    def push_mask(self, finite: NDArray[np.bool_], row_start: int) -> None:
+    def push(self, chunk: NDArray[Any], row_ids: NDArray[np.int64]) -> None:
+        """Count the non-finite values of `chunk`, whose global row ids are `row_ids`."""
+        self.push_mask(np.isfinite(chunk), row_ids)
+
+    def push_mask(self, finite: NDArray[np.bool_], row_ids: NDArray[np.int64]) -> None:
         """Record a block's elementwise finiteness mask (False = NaN or ±inf)."""
         bad = ~finite
         self.per_dim += bad.sum(axis=0)
         bad_rows = np.flatnonzero(bad.any(axis=1))
         if bad_rows.size:
             self.rows += int(bad_rows.size)
-            first = row_start + int(bad_rows[0])
+            first = int(row_ids[bad_rows[0]])
             if self.first_row < 0 or first < self.first_row:
                 self.first_row = first
                 self.first_dim = int(np.flatnonzero(bad[bad_rows[0]])[0])
@@ -760,6 +381,10 @@ class NonFinite:
 
     __add__ = merge
 
+    def finish(self) -> NonFinite:
+        """Return self: nothing waits (see the Accumulator contract)."""
+        return self
+
     def state(self) -> State:
         """Return the state as a dict of arrays."""
         return {
@@ -777,265 +402,4 @@ class NonFinite:
         out.rows = int(state["rows"])
         out.first_row = int(state["first_row"])
         out.first_dim = int(state["first_dim"])
-        return out
-
-
-# ---------------------------------------------------------------------------------------
-# Seeded uniform sample of rows
-# ---------------------------------------------------------------------------------------
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_U64_MAX = np.uint64(np.iinfo(np.uint64).max)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-
-
-def _splitmix64(z: NDArray[np.uint64]) -> NDArray[np.uint64]:
-    """Return the SplitMix64 finaliser of `z` (Steele, Lea & Flood 2014), elementwise."""
-    z = (z ^ (z >> np.uint64(30))) * _MIX1
-    z = (z ^ (z >> np.uint64(27))) * _MIX2
-    out: NDArray[np.uint64] = z ^ (z >> np.uint64(31))
-    return out
-
-
-def hash_rows(row_ids: NDArray[np.integer[Any]], seed: int) -> NDArray[np.uint64]:
-    """Return a pseudo-random 64-bit key for each global row index, fixed by `seed`."""
-    salt = _salt(seed)
-    with np.errstate(over="ignore"):
-        z = np.asarray(row_ids, dtype=np.uint64) * _GOLDEN + salt
-        return _splitmix64(z)
-
-
-@functools.lru_cache(maxsize=16)
-def _salt(seed: int) -> np.uint64:
-    """Return the key offset of a seed (computed once per seed, not per chunk)."""
-    salt: np.uint64 = _splitmix64(np.array([seed], dtype=np.uint64) + _GOLDEN)[0]
-    return salt
-
-
-def key_threshold(n_rows: int, capacity: int) -> int:
-    """Return a prefilter threshold for a Reservoir of `capacity` out of `n_rows` rows.
-
-    Keys are uniform on [0, 2^64), so about ``n_rows * t / 2^64`` rows fall below t. The
-    threshold leaves room for ``capacity + 8·sqrt(capacity) + 64`` rows, eight standard
-    deviations more than needed, so the `capacity` smallest keys all lie below it except
-    with probability below 1e-15; :meth:`Reservoir.complete` detects that case and the
-    caller then runs again without a prefilter. Rows above it are skipped without being
-    buffered, which spares most copying and compaction.
-    """
-    room = capacity + 8.0 * math.sqrt(capacity) + 64.0
-    if n_rows <= room:
-        return int(np.iinfo(np.uint64).max)
-    return int(min(room / n_rows, 1.0) * float(2**64 - 2**12))
-
-
-class Reservoir:
-    """A seeded uniform sample of at most `capacity` rows, mergeable and chunk-invariant.
-
-    Each row gets a key that is a hash of its global index and the seed; the sample is the
-    `capacity` rows with the smallest keys ("bottom-k" sampling, Cohen & Kaplan 2007). Since
-    a row's key does not depend on how the data was chunked, sharded or threaded, the sample
-    does not either, and two samples merge by keeping the smallest keys of the union. Sorted
-    by key, the first m rows of the sample are themselves a uniform sample of size m.
-    Rows are stored in the input dtype, so the sample holds the exact input values.
-
-    References
-    ----------
-    .. [1] E. Cohen and H. Kaplan, "Summarizing data using bottom-k sketches", PODC 2007.
-       https://doi.org/10.1145/1281100.1281133
-    .. [2] G. L. Steele, D. Lea and C. H. Flood, "Fast splittable pseudorandom number
-       generators", OOPSLA 2014. https://doi.org/10.1145/2660193.2660195
-    """
-
-    __slots__ = (
-        "_buf",
-        "_buffered",
-        "capacity",
-        "dtype",
-        "keys",
-        "n_dims",
-        "prefilter",
-        "prefiltered",
-        "row_ids",
-        "rows",
-        "seed",
-        "threshold",
-    )
-
-    def __init__(
-        self,
-        capacity: int,
-        n_dims: int,
-        seed: int,
-        dtype: Any = np.float64,
-        *,
-        threshold: int | None = None,
-    ) -> None:
-        self.capacity = int(capacity)
-        self.n_dims = int(n_dims)
-        self.seed = int(seed)
-        self.dtype = np.dtype(dtype)
-        self.keys = np.empty(0, dtype=np.uint64)
-        self.row_ids = np.empty(0, dtype=np.int64)
-        self.rows = np.empty((0, self.n_dims), dtype=self.dtype)
-        # a prefilter (see `key_threshold`) skips rows that almost surely cannot enter the
-        # sample; `prefiltered` counts them so that `complete` can tell when it was too low
-        self.prefilter = np.uint64(np.iinfo(np.uint64).max if threshold is None else threshold)
-        self.prefiltered = 0
-        self.threshold = self.prefilter
-        self._buf: list[tuple[NDArray[np.uint64], NDArray[np.int64], NDArray[Any]]] = []
-        self._buffered = 0
-
-    def push(self, chunk: NDArray[Any], row_ids: NDArray[np.int64]) -> None:
-        """Offer the rows of `chunk`, whose global indices are `row_ids`."""
-        if chunk.shape[0] == 0 or self.capacity == 0:
-            return
-        keys = hash_rows(row_ids, self.seed)
-        sel = np.flatnonzero(keys <= self.threshold)
-        if self.prefilter == self.threshold:  # until the sample is full: one comparison
-            self.prefiltered += keys.size - sel.size
-        elif self.prefilter != _U64_MAX:
-            self.prefiltered += int(np.count_nonzero(keys > self.prefilter))
-        if sel.size == 0:
-            return
-        self._buf.append((keys[sel], np.asarray(row_ids)[sel], np.array(chunk[sel], self.dtype)))
-        self._buffered += sel.size
-        if self.keys.size + self._buffered >= 2 * self.capacity:
-            self._compact()
-
-    def _select(
-        self,
-    ) -> tuple[list[NDArray[Any]], NDArray[np.int64], NDArray[np.intp], NDArray[np.uint64]]:
-        """Return the parts' rows, all row ids, and the kept rows' indices and keys.
-
-        The parts are the sample's rows and the buffer's blocks; the row ids are those of
-        every part, concatenated; the indices (into that concatenation) are those of the
-        `capacity` smallest keys, in key order.
-        """
-        keys = np.concatenate([self.keys, *(b[0] for b in self._buf)])
-        ids = np.concatenate([self.row_ids, *(b[1] for b in self._buf)])
-        parts = [self.rows, *(b[2] for b in self._buf)]
-        idx = np.arange(keys.size)
-        boundary_tie = False
-        if keys.size > self.capacity:
-            part = np.argpartition(keys, self.capacity)
-            idx = part[: self.capacity]
-            boundary_tie = bool(keys[part[self.capacity]] == keys[idx].max())
-        order = idx[np.argsort(keys[idx], kind="stable")]
-        sorted_keys = keys[order]
-        if boundary_tie or np.any(sorted_keys[1:] == sorted_keys[:-1]):
-            # ties in 64-bit keys (rare) are broken by row index, so the result is unique
-            order = np.lexsort((ids, keys))[: self.capacity]
-            sorted_keys = keys[order]
-        return parts, ids, order, sorted_keys
-
-    def _compact(self) -> None:
-        """Keep the `capacity` smallest keys of the sample and the buffer."""
-        if not self._buf:
-            return
-        parts, ids, order, sorted_keys = self._select()
-        rows = np.concatenate(parts)
-        self._buf = []
-        self._buffered = 0
-        if sorted_keys.size == self.capacity:
-            self.threshold = min(self.threshold, sorted_keys[-1])
-        # one gather of the rows, in key order (the rows are the bulk of the sample)
-        self.keys, self.row_ids, self.rows = sorted_keys, ids[order], rows[order]
-
-    @property
-    def size(self) -> int:
-        """Rows in the sample: a compaction keeps min(capacity, kept and buffered rows)."""
-        return min(self.capacity, int(self.keys.size) + self._buffered)
-
-    def complete(self) -> bool:
-        """Return True unless the prefilter may have skipped a row of the true sample."""
-        return self.size == self.capacity or self.prefiltered == 0
-
-    def split(self, head: int) -> tuple[NDArray[Any], NDArray[Any], NDArray[np.int64]]:
-        """Return the sample as columns, and its first `head` rows in key order.
-
-        Returns ``(columns, rows, row_ids)``: `columns` of shape (n_dims, m) holds every
-        row of the sample, C-contiguous, in no particular order (for what depends only on
-        each column's values, such as its sorted values); `rows` (at most `head`, key
-        order) and their global `row_ids` are a uniform sample of their own. The columns
-        come straight from the buffered parts, so the whole sample is never gathered in
-        key order: for 100 000 x 64 float32, one 25 MB copy instead of three (the
-        concatenation, the gather and the transposed copy). Leaves the reservoir as it is.
-        """
-        parts, ids, order, _ = self._select()
-        bounds = np.cumsum([0, *(p.shape[0] for p in parts)])
-        keep = np.zeros(int(bounds[-1]), dtype=bool)
-        keep[order] = True
-        columns = np.empty((self.n_dims, order.size), dtype=self.dtype)
-        at = 0
-        for rows, a, b in zip(parts, bounds[:-1], bounds[1:], strict=True):
-            sel = keep[a:b]
-            m = int(np.count_nonzero(sel))
-            if m:
-                columns[:, at : at + m] = (rows if m == rows.shape[0] else rows[sel]).T
-                at += m
-        first = order[:head]
-        which = np.searchsorted(bounds, first, side="right") - 1
-        out = np.empty((first.size, self.n_dims), dtype=self.dtype)
-        for k, rows in enumerate(parts):
-            mine = np.flatnonzero(which == k)
-            if mine.size:
-                out[mine] = rows[first[mine] - bounds[k]]
-        return columns, out, ids[first]
-
-    def finalize(self) -> Reservoir:
-        """Flush the buffer; return self with rows sorted by key."""
-        self._compact()
-        return self
-
-    def merge(self, other: Reservoir) -> Reservoir:
-        """Return the sample of the union of the rows offered to self and `other`.
-
-        Lazy: the other's rows join the buffer (no copy of the sample) and are compacted
-        with it when it fills up, or at :meth:`finalize`. Merging the 64 segments of a
-        pass one by one thus costs one compaction, not 64 copies of the growing sample.
-        """
-        a = Reservoir(self.capacity, self.n_dims, self.seed, self.dtype)
-        # the arrays are shared, not copied: `_compact` replaces them and never writes into them
-        a.keys, a.row_ids, a.rows = self.keys, self.row_ids, self.rows
-        a.prefilter = self.prefilter
-        a.threshold = min(self.threshold, other.threshold)
-        a.prefiltered = self.prefiltered + other.prefiltered
-        a._buf = list(self._buf)
-        a._buffered = self._buffered
-        for keys, ids, rows in ((other.keys, other.row_ids, other.rows), *other._buf):
-            if keys.size:
-                a._buf.append((keys, ids, rows.astype(a.dtype, copy=False)))
-                a._buffered += keys.size
-        if a.keys.size + a._buffered >= 2 * a.capacity:
-            a._compact()
-        return a
-
-    __add__ = merge
-
-    def state(self) -> State:
-        """Return the state as a dict of arrays (flushing the buffer first)."""
-        self._compact()
-        return {
-            "capacity": np.array(self.capacity),
-            "seed": np.array(self.seed),
-            "keys": self.keys.copy(),
-            "row_ids": self.row_ids.copy(),
-            "rows": self.rows.copy(),
-            "threshold": np.array(self.threshold, dtype=np.uint64),
-            "prefilter": np.array(self.prefilter, dtype=np.uint64),
-            "prefiltered": np.array(self.prefiltered, dtype=np.int64),
-        }
-
-    @classmethod
-    def from_state(cls, state: State) -> Reservoir:
-        """Rebuild an accumulator from :meth:`state`."""
-        rows = np.asarray(state["rows"])
-        out = cls(int(state["capacity"]), rows.shape[1], int(state["seed"]), rows.dtype)
-        out.keys = np.array(state["keys"], dtype=np.uint64)
-        out.row_ids = np.array(state["row_ids"], dtype=np.int64)
-        out.rows = np.array(rows)
-        out.threshold = np.uint64(state["threshold"])
-        out.prefilter = np.uint64(state.get("prefilter", out.threshold))
-        out.prefiltered = int(state.get("prefiltered", 0))
         return out

@@ -17,6 +17,7 @@ from .analysis_common import Analysis as Analysis
 from .analysis_common import check_dimensions as check_dimensions
 from .analysis_finish import sorted_quantiles as sorted_quantiles
 from .analysis_run import analyze_source, resolve_run
+from .engine.executor import use_executor
 from .errors import InputError
 from .io.remote import with_storage_options
 from .loading import open_latents
@@ -68,6 +69,7 @@ def analyze(
     progress: bool | None = DEFAULTS.progress,
     allow_few_rows: bool = DEFAULTS.allow_few_rows,
     storage_options: Mapping[str, Any] | None = None,
+    executor: Any = None,
     options: AnalysisOptions | None = None,
 ) -> Report:
     """Describe a data set of latents: per-dimension, joint and practical statistics.
@@ -89,6 +91,14 @@ def analyze(
     storage_options : dict or None, default=None
         fsspec options (credentials, endpoint…) for paths with a protocol (``s3://``,
         ``memory://``…; see :func:`~latentcheck.loading.open_latents`); never reported.
+    executor : concurrent.futures.Executor or None, default=None
+        Run the passes as tasks on this executor (a ``ProcessPoolExecutor``, or
+        ``Client(...).get_executor()`` of ``dask.distributed``): one task per segment of
+        chunks, whose pickle-free accumulator states are merged here in a fixed order, so
+        the report equals the local one to rounding (the sample is identical). The data
+        must be readable where the tasks run (files by path; arrays travel with each
+        task). ``settings.engine`` names it. None runs them here (threads or forked
+        worker processes).
     options : AnalysisOptions or None, default=None
         All the options above at once (validated when it was made); keyword options
         given with a value other than their default replace its fields.
@@ -124,15 +134,16 @@ def analyze(
     """
     given = {name: value for name, value in locals().items() if name in ANALYSIS_OPTIONS}
     opts = AnalysisOptions.merged(options, given)
-    return analyze_with_sample(
-        latents,
-        mu=mu,
-        logvar=logvar,
-        std=std,
-        var=var,
-        options=opts,
-        storage_options=storage_options,
-    ).report
+    with use_executor(executor):
+        return analyze_with_sample(
+            latents,
+            mu=mu,
+            logvar=logvar,
+            std=std,
+            var=var,
+            options=opts,
+            storage_options=storage_options,
+        ).report
 
 
 @with_storage_options

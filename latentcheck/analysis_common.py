@@ -22,14 +22,14 @@ from numpy.typing import NDArray
 
 from . import _validation as v
 from ._joint import JointOptions
-from ._passes import single_threaded_blas
+from .engine.scheduler import single_threaded_blas
 from .errors import DegenerateDimensionWarning, InputError, LatentcheckWarning
 from .options import AnalysisOptions
 
 if TYPE_CHECKING:
     from ._inputs import PosteriorJob
-    from ._passes import FirstPass
     from .accumulate import Reservoir
+    from .engine.plan import FirstPass
     from .report import Report
 
 __all__ = [

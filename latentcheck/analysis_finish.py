@@ -32,6 +32,7 @@ from ._spatial import (
     widen_normalization,
 )
 from .analysis_common import Analysis, AnalysisRun, Collector, FirstSummary
+from .engine.executor import current_executor, engine_name
 from .errors import SampleQualityWarning
 from .loading import LatentSource
 from .model.posterior import PosteriorBlock
@@ -108,7 +109,7 @@ def finish_analysis(
 ) -> Analysis:
     """Compute the sample-based statistics (while pass 2 runs), then assemble the report.
 
-    `pass2` has ``result()`` (the merged :class:`~latentcheck._passes.SecondPass`, waited
+    `pass2` has ``result()`` (the merged :class:`~latentcheck.engine.plan.SecondPass`, waited
     for when first needed).
     """
     figs = _sample_figures(source, run, s, collector)
@@ -399,6 +400,7 @@ def _settings(run: AnalysisRun, figs: SampleFigures, n: int) -> Settings:
         quantile_levels=v.QUANTILE_LEVELS,
         max_joint_dims=o.max_joint_dims,
         entropy_estimator=str(divergence.ENTROPY_ESTIMATOR),
+        engine=engine_name(current_executor()),
     )
 
 
@@ -487,7 +489,7 @@ def histograms(
     The sample is sorted, so the counts come from one searchsorted per dimension. Bins are
     left-closed; index 0 counts values below -5 std and the last index values at or above 5.
     """
-    from .accumulate import exact_threshold
+    from .engine.kernels import exact_threshold
     from .report import HISTOGRAM_EDGES
 
     edges = np.asarray(HISTOGRAM_EDGES)

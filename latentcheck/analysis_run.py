@@ -20,18 +20,8 @@ import numpy as np
 from . import _validation as v
 from ._inputs import PosteriorJob
 from ._joint import JointPass
-from ._passes import (
-    FirstPass,
-    SecondPassFactory,
-    WorkerPool,
-    default_chunk_rows,
-    default_threads,
-    run_pass,
-    segment_cap,
-    start_pass,
-)
 from ._spatial import spatial_factory, spatial_shape
-from .accumulate import Scratch, key_threshold
+from .accumulate import key_threshold
 from .analysis_common import (
     Analysis,
     AnalysisRun,
@@ -41,6 +31,16 @@ from .analysis_common import (
     summarize_first,
 )
 from .analysis_finish import finish_analysis
+from .engine.kernels import Scratch
+from .engine.plan import FirstPass, SecondPassFactory
+from .engine.scheduler import (
+    default_chunk_rows,
+    default_threads,
+    run_pass,
+    segment_cap,
+    start_pass,
+)
+from .engine.workers import WorkerPool
 from .errors import InputError
 from .loading import LatentSource, plan_blocks
 from .options import AnalysisOptions, default_sample_size
@@ -147,7 +147,7 @@ def analyze_source(source: LatentSource, run: AnalysisRun) -> Analysis:
     ranges = plan_blocks([source], run.chunk_rows)
     bar = Progress(run.options.progress, 2 * source.n_items, "latentcheck")
     # forked now, while this process holds little that it could later copy-on-write
-    # room for the sample a worker sends back (see _passes._Arena): the rows whose key
+    # room for the sample a worker sends back (see engine.workers.Arena): the rows whose key
     # passes the prefilter (about sample_size + 8 sqrt(sample_size)), with their keys and
     # row ids, should the worker stream every segment
     room = int(1.02 * (run.sample_size + 8 * math.sqrt(run.sample_size))) + 1024

@@ -367,6 +367,13 @@ def cli() -> None:
     is_flag=True,
     help="Print the fitted scaling_factor, shift_factor, latents_mean, latents_std (JSON).",
 )
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="local:N|ADDRESS",
+    help="Run the passes on Dask: a LocalCluster of N processes, or a scheduler address "
+    "(needs latentcheck[dask]).",
+)
 @input_options
 @analysis_options
 @output_options
@@ -380,6 +387,7 @@ def report(
     var: tuple[str, ...],
     vae_config: str | None,
     emit_config: bool,
+    scheduler: str | None,
     fmt: str | None,
     output: str | None,
     width: int | None,
@@ -421,15 +429,19 @@ def report(
     options = AnalysisOptions(
         key=key, channel_axis=channel_axis, flatten=flatten, per_sample=per_sample, **analysis
     )
-    rep = analyze(
-        list(inputs) or None,
-        mu=list(mu) or None,
-        logvar=list(logvar) or None,
-        std=list(std) or None,
-        var=list(var) or None,
-        options=options,
-        storage_options=storage_options,
-    )
+    from .engine.cluster import scheduler_executor
+
+    with scheduler_executor(scheduler) as executor:
+        rep = analyze(
+            list(inputs) or None,
+            mu=list(mu) or None,
+            logvar=list(logvar) or None,
+            std=list(std) or None,
+            var=list(var) or None,
+            options=options,
+            storage_options=storage_options,
+            executor=executor,
+        )
     if cfg is not None:
         rep = vaeconfig.check_vae_config(rep, cfg)
     if emit_config:

@@ -152,7 +152,9 @@ def compare(
     **analysis_options
         The other options of :func:`~latentcheck.analyze` (all but ``test_samples``),
         for the analysis of each latent input; see :class:`CompareOptions`.
-        ``storage_options=`` (fsspec options for remote paths) applies to every input.
+        ``storage_options=`` (fsspec options for remote paths) applies to every input;
+        ``executor=`` (a ``concurrent.futures.Executor``) runs their passes as tasks on
+        it, as in :func:`~latentcheck.analyze`.
 
     Returns
     -------
@@ -206,6 +208,7 @@ def compare(
     given = {name: value for name, value in locals().items() if name in COMPARE_KEYWORDS}
     if test_samples is not None:
         given["dim_test_samples"] = _deprecated_test_samples(test_samples, dim_test_samples)
+    executor = analysis_options.pop("executor", None)
     opts = CompareOptions.merged(options, {**given, **analysis_options})
     seed_used = v.draw_seed() if opts.seed is None else opts.seed
     analysis = opts.analysis(seed_used)
@@ -213,7 +216,10 @@ def compare(
     for obj in objs:  # mismatched posterior parameters are refused before any analysis
         if isinstance(obj, Posterior):
             _check_posterior(obj, analysis)
-    loaded = [_read_input(obj, analysis) for obj in objs]
+    from .engine.executor import use_executor
+
+    with use_executor(executor):  # the inputs' passes run on it (settings.engine says so)
+        loaded = [_read_input(obj, analysis) for obj in objs]
     base_rep = loaded[0][1]
     k4 = 1 if len(base_rep.settings.sigma_levels) > 1 else 0
     level = level_key(base_rep.settings.sigma_levels[k4])

@@ -143,6 +143,9 @@ class Settings:
     mode : str
         "two-pass" (``analyze``: rates about the final mean and std over all rows) or
         "single-pass" (``Stream``: those rates come from the seeded sample).
+    engine : str
+        Where the passes ran: "local" (this process and its workers), "dask" or
+        "executor:<class>" for another ``concurrent.futures.Executor`` (issue 19).
     """
 
     seed: int
@@ -159,6 +162,7 @@ class Settings:
     max_joint_dims: int
     entropy_estimator: str
     mode: str = "two-pass"
+    engine: str = "local"
 
     @property
     def expected_outlier_rates(self) -> F64:

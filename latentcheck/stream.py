@@ -21,6 +21,7 @@ and :func:`gather` does the ``torch.distributed`` exchange with them.
 
 from __future__ import annotations
 
+import copy
 import io
 from collections.abc import Sequence
 from typing import Any
@@ -176,8 +177,8 @@ class Stream:
 
     def _start(self, layout: tuple[tuple[int, ...], int | None, int, int, np.dtype[Any]]) -> None:
         """Create the accumulators once the first batch fixes the width and dtype."""
-        from ._passes import FirstPass
         from .accumulate import Exceedance, Extremes, Reservoir
+        from .engine.plan import FirstPass
 
         self._layout = layout
         d, dtype = layout[2], layout[4]
@@ -200,14 +201,14 @@ class Stream:
             A batch with 0 rows, a shape that differs from earlier batches, NaN or inf
             with ``nan="error"``, or that cannot be read as a float array.
         """
-        from ._passes import _finite_rows
         from .accumulate import NonFinite
+        from .engine.plan import finite_rows
 
         block, items = self._rows(batch, "latents")
         n = block.shape[0]
         if self.nan == "error":
             probe = NonFinite(block.shape[1])
-            finite, _ = _finite_rows(block, 0, probe)
+            finite, _ = finite_rows(block, np.arange(n, dtype=np.int64), probe)
             if finite.shape[0] != n:
                 raise InputError(
                     f"batch {self.n_batches} holds {int(probe.per_dim.sum())} non-finite "
@@ -215,10 +216,9 @@ class Stream:
                     f"dimension {probe.first_dim}); use nan='omit' to leave those rows out"
                 )
         start = self.n_rows
-        self._first.push(block, start)
-        finite, ids = _finite_rows(block, start, None)
-        if ids is None:
-            ids = np.arange(start, start + n, dtype=np.int64)
+        ids = np.arange(start, start + n, dtype=np.int64)
+        self._first.push(block, ids)
+        finite, ids = finite_rows(block, ids, None)
         if finite.shape[0]:
             self._reservoir.push(finite, self._global_ids(ids))
             self._prior.push(finite)
@@ -261,13 +261,26 @@ class Stream:
 
     # -- merging and state --------------------------------------------------------------
     def merge(self, other: Stream) -> Stream:
-        """Merge `other` (another rank's or worker's stream) into self; return self.
+        """Return a new stream holding the batches of self and `other` (neither changes).
 
-        Every exact figure is the same whatever the order and grouping of merges; so is
-        the sample, since its keys hash global row ids (see `rank`).
+        `other` is another rank's or worker's stream. Every exact figure is the same
+        whatever the order and grouping of merges; so is the sample, since its keys hash
+        global row ids (see `rank`). Pure, like every accumulator's merge
+        (:mod:`latentcheck.engine.protocol`): keep the result, ``a = a.merge(b)``.
         """
         if not isinstance(other, Stream):
             raise InputError(f"Can only merge a Stream, got a {type(other).__name__}")
+        if other._layout is None and self._layout is not None:
+            out = Stream.from_state(self.state())  # shares no accumulator with self
+            out.rank = self.rank
+            return out
+        # a shallow copy: `_merge_into` replaces its accumulators, never writes into them
+        out = copy.copy(self)
+        out.notes = list(self.notes)
+        return out._merge_into(other)
+
+    def _merge_into(self, other: Stream) -> Stream:
+        """Merge `other` into this fresh copy (see :meth:`merge`) and return it."""
         if other._layout is None:
             return self
         if self._layout is None:
@@ -358,8 +371,8 @@ class Stream:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Stream:
         """Rebuild a stream from :meth:`state` (e.g. another rank's, or an ``np.load``)."""
-        from ._passes import FirstPass
         from .accumulate import Comoments, Exceedance, Extremes, Moments, NonFinite, Reservoir
+        from .engine.plan import FirstPass
 
         try:
             axis = int(state["config.channel_axis"])

@@ -214,8 +214,8 @@ def test_nonfinite_counts_rows_and_first(rng):
     x[9, 0] = np.inf
     x[9, 2] = -np.inf
     a, b = NonFinite(3), NonFinite(3)
-    a.push_mask(np.isfinite(x[10:]), 10)
-    b.push_mask(np.isfinite(x[:10]), 0)
+    a.push_mask(np.isfinite(x[10:]), np.arange(10, x.shape[0]))
+    b.push_mask(np.isfinite(x[:10]), np.arange(10))
     m = a + b
     assert m.rows == 2 and m.first_row == 5 and m.first_dim == 1
     np.testing.assert_array_equal(m.per_dim, [1, 1, 1])
@@ -266,7 +266,7 @@ def test_reservoir_breaks_key_ties_by_row_index(monkeypatch, capacity):
     # the `capacity` smallest (key, row) pairs, in that order, however the rows arrive
     keys = {10: 5, 11: 1, 12: 5, 13: 5, 14: 2, 15: 1}
     monkeypatch.setattr(
-        "latentcheck.accumulate.hash_rows",
+        "latentcheck.engine.sample.hash_rows",
         lambda ids, seed: np.array([keys[int(i)] for i in ids], dtype=np.uint64),
     )
     expected = sorted(keys, key=lambda i: (keys[i], i))[:capacity]
@@ -308,7 +308,7 @@ def test_reservoir_split_is_the_sample_as_columns_and_its_first_rows(rng, cap, h
 def test_reservoir_split_breaks_key_ties_as_finalize(monkeypatch):
     keys = {10: 5, 11: 1, 12: 5, 13: 5, 14: 2, 15: 1}
     monkeypatch.setattr(
-        "latentcheck.accumulate.hash_rows",
+        "latentcheck.engine.sample.hash_rows",
         lambda ids, seed: np.array([keys[int(i)] for i in ids], dtype=np.uint64),
     )
     r = Reservoir(4, 1, 0)

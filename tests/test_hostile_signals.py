@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import latentcheck as lc
-from latentcheck._passes import PROCESS_MIN_VALUES, processes_available
+from latentcheck.engine.workers import PROCESS_MIN_VALUES, processes_available
 
 pytestmark = pytest.mark.skipif(
     not processes_available() or not os.path.exists("/proc/self/task"),
@@ -23,10 +23,10 @@ pytestmark = pytest.mark.skipif(
 # the run's streaming passes never finish: every worker (and the caller) sleeps in its job
 _SCRIPT = """
 import sys, time
-import latentcheck._passes as p
+import latentcheck.engine.segments as p
 def busy(*args, **kwargs):
     time.sleep(120)
-p._participate = busy
+p.run_segment = busy
 sys.argv = ["latentcheck", "report", sys.argv[1], "--threads", "3", "--no-progress",
             "-o", sys.argv[2]]
 from latentcheck.__main__ import main

@@ -161,7 +161,7 @@ def test_issue_15_conv_shift_interval_covers_at_20_items():
         acc.push(rows[: 7 * p], np.arange(7 * p))
         other = ItemMeansAccumulator(c, p, rows.mean(axis=0))
         other.push(rows[7 * p :], np.arange(7 * p, rows.shape[0]))
-        acc.merge(other)
+        acc = acc.merge(other)
         res = item_mean_intervals(acc)
         assert res is not None
         half, half_g = res

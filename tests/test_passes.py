@@ -11,34 +11,39 @@ import pytest
 from test_analyze import _assert_same_report, _leaves, _mixed
 
 import latentcheck as lc
-from latentcheck import _passes
+from latentcheck.engine import kernels, plan, scheduler, workers
 from latentcheck.errors import InputError
 from latentcheck.loading import open_latents, plan_blocks
 
 needs_fork = pytest.mark.skipif(
-    not _passes.processes_available(), reason="worker processes are forked on Linux only"
+    not workers.processes_available(), reason="worker processes are forked on Linux only"
 )
+
+
+def _ids(start: int, n: int) -> np.ndarray:
+    """Return the global row ids of `n` rows from `start` (what the scheduler pushes)."""
+    return np.arange(start, start + n, dtype=np.int64)
 
 
 @pytest.fixture
 def pools(monkeypatch):
     """Let small data sets use worker processes; record the pools made."""
-    monkeypatch.setattr(_passes, "PROCESS_MIN_VALUES", 0)
+    monkeypatch.setattr(workers, "PROCESS_MIN_VALUES", 0)
     made = []
-    real = _passes.WorkerPool.__init__
+    real = workers.WorkerPool.__init__
 
     def spy(self, *args, **kwargs):
         made.append(args)
         real(self, *args, **kwargs)
 
-    monkeypatch.setattr(_passes.WorkerPool, "__init__", spy)
+    monkeypatch.setattr(workers.WorkerPool, "__init__", spy)
     return made
 
 
 @pytest.fixture
 def forking(pools, monkeypatch):
     """As `pools`, also when an earlier test left threads running (zarr's I/O threads)."""
-    monkeypatch.setattr(_passes, "_other_threads", lambda: False)
+    monkeypatch.setattr(workers, "other_threads", lambda: False)
     return pools
 
 
@@ -130,11 +135,11 @@ def test_a_failing_run_raises_in_the_caller_and_stops_the_workers(bad):
     ranges = plan_blocks([src], 20)
     from functools import partial
 
-    make = partial(_passes.FirstPass, 2, dtype=src.dtype, seed=0, sample_size=50, covariance=True)
-    pool = _passes.WorkerPool(failing, 1)
+    make = partial(plan.FirstPass, 2, dtype=src.dtype, seed=0, sample_size=50, covariance=True)
+    pool = workers.WorkerPool(failing, 1)
     try:
         with pytest.raises(InputError, match=f"Rows from {bad} could not be read"):
-            _passes.run_pass(failing, ranges, make, threads=2, pool=pool)
+            scheduler.run_pass(failing, ranges, make, threads=2, pool=pool)
     finally:
         pool.close()
     assert multiprocessing.active_children() == []
@@ -147,10 +152,10 @@ def test_worker_pool_runs_successive_passes():
     x = np.random.default_rng(5).standard_normal((500, 3))
     src = open_latents(x)
     ranges = plan_blocks([src], 64)
-    make = partial(_passes.FirstPass, 3, dtype=src.dtype, seed=0, sample_size=50, covariance=True)
-    with _passes.WorkerPool(src, 1) as pool:
-        a = _passes.run_pass(src, ranges, make, threads=2, pool=pool)
-        b = _passes.start_pass(src, ranges, make, threads=1, pool=pool).result()
+    make = partial(plan.FirstPass, 3, dtype=src.dtype, seed=0, sample_size=50, covariance=True)
+    with workers.WorkerPool(src, 1) as pool:
+        a = scheduler.run_pass(src, ranges, make, threads=2, pool=pool)
+        b = scheduler.start_pass(src, ranges, make, threads=1, pool=pool).result()
         assert pool.workers[0]._proc.is_alive()
     np.testing.assert_allclose(a.moments.mean, x.mean(0), rtol=1e-12)
     np.testing.assert_allclose(a.moments.mean, b.moments.mean, rtol=1e-12)
@@ -159,7 +164,7 @@ def test_worker_pool_runs_successive_passes():
 
 
 def test_processes_only_on_linux():
-    assert _passes.processes_available() == sys.platform.startswith("linux")
+    assert workers.processes_available() == sys.platform.startswith("linux")
 
 
 @needs_fork
@@ -199,7 +204,7 @@ def test_a_failure_in_the_sample_work_stops_pass_2(forking, monkeypatch):
     from latentcheck.stats import normality
 
     calls = []
-    real = _passes._participate
+    real = scheduler.participate
 
     def counting(source, make, segments, tokens, progress, **kwargs):
         calls.append(type(make).__name__)
@@ -208,7 +213,7 @@ def test_a_failure_in_the_sample_work_stops_pass_2(forking, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(_passes, "_participate", counting)
+    monkeypatch.setattr(scheduler, "participate", counting)
     monkeypatch.setattr(normality, "univariate_tests", boom)
     with pytest.raises(RuntimeError, match="boom"):
         lc.analyze(np.random.default_rng(2).standard_normal((3000, 3)), threads=2, chunk_rows=100)
@@ -230,7 +235,7 @@ def test_a_worker_that_dies_is_reported(code, message):
 
     src = open_latents(np.zeros((10, 2)))
     make = partial(_kill_self, -code) if code < 0 else partial(_die, code)
-    with _passes.WorkerPool(src, 1) as pool:
+    with workers.WorkerPool(src, 1) as pool:
         pool.tokens.fill(1)
         worker = pool.workers[0].submit(make, [[(0, 10)]])
         with pytest.raises(RuntimeError, match=message):
@@ -264,7 +269,7 @@ def test_a_refused_fork_falls_back_to_threads(forking, monkeypatch):
     def refuse(*args, **kwargs):
         raise OSError(12, "Cannot allocate memory")
 
-    monkeypatch.setattr(_passes, "_Worker", refuse)
+    monkeypatch.setattr(workers, "Worker", refuse)
     x = np.random.default_rng(9).standard_normal((2000, 3))
     rep = lc.analyze(x, threads=2, chunk_rows=100)
     assert len(forking) == 1  # tried, refused, then threads
@@ -303,7 +308,7 @@ def test_any_worker_layout_gives_the_same_bits(forking, monkeypatch):
     _same_bits(ref, lc.analyze(data, seed=2, chunk_rows=7, threads=2).to_dict())
     assert len(forking) == 2
 
-    monkeypatch.setattr(_passes, "processes_available", lambda: False)
+    monkeypatch.setattr(workers, "processes_available", lambda: False)
     for threads in (2, 5):  # worker threads
         _same_bits(ref, lc.analyze(data, seed=2, chunk_rows=7, threads=threads).to_dict())
     assert len(forking) == 2
@@ -312,18 +317,18 @@ def test_any_worker_layout_gives_the_same_bits(forking, monkeypatch):
 def test_segments_depend_on_the_number_of_chunks_only():
     for n in (0, 1, 3, 4, 5, 63, 64, 255, 256, 257, 977, 10_000):
         ranges = [(10 * i, 10 * i + 10) for i in range(n)]
-        segs = _passes.segments_of(ranges)
+        segs = scheduler.segments_of(ranges)
         assert [r for seg in segs for r in seg] == ranges  # all chunks, in order
         assert n == 0 or all(segs)  # no empty segment (repeated cuts are dropped)
-        assert len(segs) <= max(1, _passes.MAX_SEGMENTS)
-        assert len(segs) <= max(1, n // _passes.MIN_SEGMENT_CHUNKS)
+        assert len(segs) <= max(1, scheduler.MAX_SEGMENTS)
+        assert len(segs) <= max(1, n // scheduler.MIN_SEGMENT_CHUNKS)
         lengths = [len(seg) for seg in segs]
         assert all(a >= b - 1 for a, b in itertools.pairwise(lengths))  # longest first
         if len(segs) > 3:
             assert lengths[0] >= 3 * lengths[-1]  # short ones at the end
-        same_n = _passes.segments_of([(0, 1)] * n)
+        same_n = scheduler.segments_of([(0, 1)] * n)
         assert [len(seg) for seg in segs] == [len(seg) for seg in same_n]
-    assert _passes.segments_of([]) == [[]]
+    assert scheduler.segments_of([]) == [[]]
 
 
 def _take_all(tokens, conn) -> None:
@@ -339,9 +344,9 @@ def _take_all(tokens, conn) -> None:
 @needs_fork
 def test_each_segment_is_taken_exactly_once_across_processes():
     ctx = multiprocessing.get_context("fork")
-    tokens = _passes._PipeTokens()
+    tokens = workers.PipeTokens()
     try:
-        tokens.fill(_passes.MAX_SEGMENTS)
+        tokens.fill(scheduler.MAX_SEGMENTS)
         pipes = [ctx.Pipe() for _ in range(3)]
         procs = [ctx.Process(target=_take_all, args=(tokens, w)) for _, w in pipes]
         for p in procs:
@@ -353,7 +358,7 @@ def test_each_segment_is_taken_exactly_once_across_processes():
         for p in procs:
             p.join()
         every = sorted(mine + [i for got in taken for i in got])
-        assert every == list(range(_passes.MAX_SEGMENTS))
+        assert every == list(range(scheduler.MAX_SEGMENTS))
         assert tokens.take() is None
         tokens.fill(3)
         tokens.drain()  # a cancelled pass leaves nothing for the next one
@@ -378,15 +383,18 @@ class _BigAcc:
             "text": "kept",
         }
 
-    def push(self, block, row_start) -> None:
+    def push(self, block, row_ids) -> None:
         pass
+
+    def finish(self) -> _BigAcc:
+        return self
 
 
 @needs_fork
 @pytest.mark.parametrize("arena_bytes", [0, 1 << 22])  # too small: pickled as usual
 def test_large_results_come_back_through_the_arena(arena_bytes):
     src = open_latents(np.zeros((10, 2)))
-    with _passes.WorkerPool(src, 1, arena_bytes=arena_bytes) as pool:
+    with workers.WorkerPool(src, 1, arena_bytes=arena_bytes) as pool:
         pool.tokens.fill(1)
         ((index, acc),) = pool.workers[0].submit(_BigAcc, [[(0, 10)]], shared=True).result()
     want = _BigAcc().data
@@ -411,7 +419,7 @@ def _in_map(a) -> bool:
 @needs_fork
 def test_shared_memory_is_given_back_only_when_unused():
     src = open_latents(np.zeros((10, 2)))
-    with _passes.WorkerPool(src, 1, arena_bytes=1 << 22) as pool:
+    with workers.WorkerPool(src, 1, arena_bytes=1 << 22) as pool:
         worker = pool.workers[0]
         pool.tokens.fill(1)
         ((_, acc),) = worker.submit(_BigAcc, [[(0, 10)]], shared=True).result()
@@ -432,24 +440,24 @@ def test_shared_memory_is_given_back_only_when_unused():
 
 
 def test_segment_count_is_capped_by_the_state_they_hold(monkeypatch):
-    assert _passes.segment_cap(1) == _passes.MAX_SEGMENTS
-    assert _passes.segment_cap(8 * 2048**2) == 2  # a covariance at d = 2048: 32 MiB each
-    assert _passes.segment_cap(8 * 512**2) == _passes.SEGMENT_STATE_BUDGET // (8 * 512**2)
+    assert scheduler.segment_cap(1) == scheduler.MAX_SEGMENTS
+    assert scheduler.segment_cap(8 * 2048**2) == 2  # a covariance at d = 2048: 32 MiB each
+    assert scheduler.segment_cap(8 * 512**2) == scheduler.SEGMENT_STATE_BUDGET // (8 * 512**2)
     ranges = [(i, i + 1) for i in range(1000)]
-    assert len(_passes.segments_of(ranges, 5)) == 5
-    assert len(_passes.segments_of(ranges, 500)) == 1000 // _passes.MIN_SEGMENT_CHUNKS
+    assert len(scheduler.segments_of(ranges, 5)) == 5
+    assert len(scheduler.segments_of(ranges, 500)) == 1000 // scheduler.MIN_SEGMENT_CHUNKS
 
     # the analysis sizes its passes' segments by their accumulators
     made = []
-    real = _passes.segments_of
+    real = scheduler.segments_of
 
-    def spy(ranges, max_segments=_passes.MAX_SEGMENTS):
+    def spy(ranges, max_segments=scheduler.MAX_SEGMENTS):
         made.append(max_segments)
         return real(ranges, max_segments)
 
-    monkeypatch.setattr(_passes, "segments_of", spy)
+    monkeypatch.setattr(scheduler, "segments_of", spy)
     d = 6
-    monkeypatch.setattr(_passes, "SEGMENT_STATE_BUDGET", 3 * 8 * d * d)
+    monkeypatch.setattr(scheduler, "SEGMENT_STATE_BUDGET", 3 * 8 * d * d)
     x = np.random.default_rng(1).standard_normal((2000, d))
     rep = lc.analyze(x, chunk_rows=10, threads=2)
     assert made[0] == 3  # pass 1: covariance, 8 d² bytes per segment
@@ -474,7 +482,7 @@ def test_an_interrupted_wait_terminates_the_busy_worker(monkeypatch):
     import threading
 
     src = open_latents(np.zeros((10, 2)))
-    pool = _passes.WorkerPool(src, 1)
+    pool = workers.WorkerPool(src, 1)
     worker = pool.workers[0]
     try:
         pool.tokens.fill(1)
@@ -558,8 +566,8 @@ def test_passes_inside_an_analysis_leave_its_blas_limit_alone(monkeypatch):
     src = open_latents(x)
     from functools import partial
 
-    make = partial(_passes.FirstPass, 2, dtype=src.dtype, seed=0, sample_size=50, covariance=True)
-    _passes.run_pass(src, plan_blocks([src], 20), make, threads=2)  # on its own: limits
+    make = partial(plan.FirstPass, 2, dtype=src.dtype, seed=0, sample_size=50, covariance=True)
+    scheduler.run_pass(src, plan_blocks([src], 20), make, threads=2)  # on its own: limits
     assert len(calls) == 2
 
 
@@ -571,11 +579,11 @@ def test_centring_matches_one_float64_subtraction_bit_for_bit(n: int, dtype: typ
     rng = np.random.default_rng(n)
     block = (rng.standard_normal((n, 24)) * 5.0 + 3.0).astype(dtype)
     out = np.full((n, 24), np.nan)
-    rows, sums = _passes._widen(block, out)
+    rows, sums = kernels.widen(block, out)
     assert (rows is block) == (dtype is np.float64)
     np.testing.assert_allclose(sums, block.sum(axis=0, dtype=np.float64), rtol=1e-14)
     shift = sums / n
-    _passes._centre(rows, shift, out)
+    kernels.centre(rows, shift, out)
     np.testing.assert_array_equal(out, np.subtract(block, shift, dtype=np.float64))
     if dtype is np.float64:
         np.testing.assert_array_equal(rows, block.astype(np.float64))  # left unchanged
@@ -587,13 +595,11 @@ def test_first_pass_adds_waiting_chunk_sums_whenever_its_moments_are_read() -> N
     rng = np.random.default_rng(3)
     x = (rng.standard_normal((1000, 6)) * [1, 2, 3, 4, 5, 6] + 50.0).astype(np.float32)
 
-    def first(batch: int, peek: bool) -> _passes.FirstPass:
-        fp = _passes.FirstPass(
-            6, dtype=np.dtype(np.float32), seed=0, sample_size=50, covariance=True
-        )
+    def first(batch: int, peek: bool) -> plan.FirstPass:
+        fp = plan.FirstPass(6, dtype=np.dtype(np.float32), seed=0, sample_size=50, covariance=True)
         fp.BATCH_CHUNKS = batch
         for start in range(0, 1000, 70):
-            fp.push(x[start : start + 70], start)
+            fp.push(x[start : start + 70], _ids(start, x[start : start + 70].shape[0]))
             if peek:
                 assert fp.moments.n == min(start + 70, 1000)
         return fp
@@ -617,7 +623,7 @@ def test_column_dots_match_numpy(n: int) -> None:
     rng = np.random.default_rng(n)
     a, b = rng.standard_normal((n, 24)), rng.standard_normal((n, 24)) + 3.0
     ref = (a * b).sum(axis=0)
-    got = _passes._column_dots(a, b)
+    got = kernels.column_dots(a, b)
     np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-13 * np.abs(a * b).sum(axis=0).max())
 
 
@@ -627,8 +633,8 @@ def test_second_pass_skips_the_finiteness_check_only_when_told_the_data_are_fini
     mean, std = x.mean(0).astype(np.float64), x.std(0).astype(np.float64)
 
     def counts(block: np.ndarray, finite: bool) -> np.ndarray:
-        sp = _passes.SecondPass((1.0, 2.0), mean, std, np.dtype(np.float32), finite=finite)
-        sp.push(block, 0)
+        sp = plan.SecondPass((1.0, 2.0), mean, std, np.dtype(np.float32), finite=finite)
+        sp.push(block, _ids(0, block.shape[0]))
         return np.stack([sp.centered.upper, sp.centered.lower, sp.prior.upper])
 
     np.testing.assert_array_equal(counts(x, True), counts(x, False))
@@ -644,8 +650,8 @@ def test_second_pass_extremes_are_exact_with_and_without_values_beyond() -> None
     mean, std = x.mean(0).astype(np.float64), x.std(0).astype(np.float64)
     parts = []
     for s in range(0, 3000, 700):
-        sp = _passes.SecondPass((3.0, 4.0), mean, std, np.dtype(np.float32), finite=True)
-        sp.push(x[s : s + 700], s)
+        sp = plan.SecondPass((3.0, 4.0), mean, std, np.dtype(np.float32), finite=True)
+        sp.push(x[s : s + 700], _ids(s, x[s : s + 700].shape[0]))
         parts.append(sp)
     merged = parts[0]
     for p in parts[1:]:
@@ -663,8 +669,8 @@ def test_chunk_shift_keeps_moments_exact_far_from_zero() -> None:
 
     rng = np.random.default_rng(12)
     x = (rng.standard_normal((20000, 3)) + 3e6).astype(np.float32)
-    fp = _passes.FirstPass(3, dtype=np.dtype(np.float32), seed=0, sample_size=10, covariance=False)
-    fp.push(x, 0)
+    fp = plan.FirstPass(3, dtype=np.dtype(np.float32), seed=0, sample_size=10, covariance=False)
+    fp.push(x, _ids(0, x.shape[0]))
     # the reference about 3e6, exactly (the float32 values lie on a grid of 0.25): scipy
     # on the raw values loses nine digits of the mean to the offset itself
     ref = x.astype(np.float64) - 3e6
@@ -686,9 +692,9 @@ def test_covariance_keeps_its_small_eigenvalues_to_twelve_digits() -> None:
     q, _ = np.linalg.qr(rng.standard_normal((d, d)))
     z = rng.standard_normal((n, d)) @ (q * np.sqrt(np.logspace(0, -4, d))).T
     x = (z + 0.5 * z.std(axis=0)).astype(np.float32)
-    fp = _passes.FirstPass(d, dtype=np.dtype(np.float32), seed=0, sample_size=10, covariance=True)
+    fp = plan.FirstPass(d, dtype=np.dtype(np.float32), seed=0, sample_size=10, covariance=True)
     for s in range(0, n, 4096):
-        fp.push(x[s : s + 4096], s)
+        fp.push(x[s : s + 4096], _ids(s, x[s : s + 4096].shape[0]))
     ref = x.astype(np.longdouble)
     c = ref - ref.mean(axis=0)
     cov = (c.T @ c / n).astype(np.float64)

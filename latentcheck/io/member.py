@@ -124,6 +124,26 @@ class Member:
             raise FormatError(f"{self.label}: short read at item {start}; did the file change?")
         return np.frombuffer(buf[:n], dtype=self.dtype).reshape((stop - start, *self.shape[1:]))
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Return what travels to another process (an executor's worker, issue 19).
+
+        Files read with ``pread`` travel as their path and offset (never their data), in
+        memory arrays as their data; the lock and the per-thread buffers are made anew.
+        Data read through a library (HDF5, zarr) holds handles that cannot travel.
+        """
+        if self.closer is not None:
+            raise TypeError(f"{self.label} is read through a library and cannot be shipped")
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_io", "_lock")}
+        if self.path is not None and HAVE_PREADV:
+            state["array"] = None  # read with pread: the map is not needed
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Rebuild a member shipped by :meth:`__getstate__`."""
+        self.__dict__.update(state)
+        self._io = {}
+        self._lock = threading.Lock()
+
     def _thread_buffer(self, nbytes: int) -> memoryview:
         """Return this thread's buffer for this member, of at least `nbytes` bytes."""
         key = threading.get_ident()

@@ -23,6 +23,7 @@ References
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -131,8 +132,9 @@ class ItemMeansAccumulator:
         self.n = n
 
     def merge(self, other: ItemMeansAccumulator) -> ItemMeansAccumulator:
-        """Merge `other` into self and return self."""
-        self._merge_in(
+        """Return a new accumulator holding the samples of both (neither changes)."""
+        out = copy.copy(self)  # _merge_in replaces arrays, never writes into them
+        out._merge_in(
             other.n,
             other.mean_m,
             other.m2_m,
@@ -143,10 +145,35 @@ class ItemMeansAccumulator:
             other.mean_h,
             other.m2_h,
         )
-        self.dropped += other.dropped
-        return self
+        out.dropped = self.dropped + other.dropped
+        return out
 
     __add__ = merge
+
+    def finish(self) -> ItemMeansAccumulator:
+        """Return self: nothing waits."""
+        return self
+
+    _SCALARS = ("p", "n", "dropped", "mean_g", "m2_g", "mean_h", "m2_h")
+    _ARRAYS = ("center", "mean_m", "m2_m", "mean_v", "m2_v")
+
+    def state(self) -> dict[str, Any]:
+        """Return the state as a flat dict of arrays and scalars."""
+        out: dict[str, Any] = {k: getattr(self, k) for k in self._SCALARS}
+        out.update({k: np.array(getattr(self, k), dtype=np.float64) for k in self._ARRAYS})
+        return out
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> ItemMeansAccumulator:
+        """Rebuild an accumulator from :meth:`state`."""
+        center = np.asarray(state["center"], dtype=np.float64)
+        out = cls(center.shape[0], int(state["p"]), center)
+        for k in cls._ARRAYS[1:]:
+            setattr(out, k, np.array(state[k], dtype=np.float64))
+        out.p, out.n, out.dropped = int(state["p"]), int(state["n"]), int(state["dropped"])
+        for k in cls._SCALARS[3:]:
+            setattr(out, k, float(state[k]))
+        return out
 
 
 def item_mean_intervals(acc: ItemMeansAccumulator, level: float = 0.95) -> tuple[F64, float] | None:

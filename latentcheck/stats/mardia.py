@@ -103,8 +103,8 @@ class MardiaAccumulator:
         """Rows pushed so far."""
         return self._n_rows
 
-    def push(self, chunk: npt.ArrayLike) -> None:
-        """Add a chunk of rows of shape (n_rows, n_dims), float32 or float64."""
+    def push(self, chunk: npt.ArrayLike, row_ids: npt.ArrayLike | None = None) -> None:
+        """Add a chunk of rows of shape (n_rows, n_dims), float32 or float64 (ids unused)."""
         if self._whitening.reason is not None:
             self._n_rows += _n_chunk_rows(chunk, self._whitening.n_dims)
             return
@@ -133,6 +133,10 @@ class MardiaAccumulator:
         return out
 
     __add__ = merge
+
+    def finish(self) -> MardiaAccumulator:
+        """Return self: nothing waits (see :mod:`latentcheck.engine.protocol`)."""
+        return self
 
     def state(self) -> dict[str, NDArray[np.generic]]:
         """Return the state as a dict of arrays (see :meth:`from_state`)."""

@@ -296,6 +296,10 @@ class MahalanobisAccumulator:
 
     __add__ = merge
 
+    def finish(self) -> MahalanobisAccumulator:
+        """Return self: nothing waits (see :mod:`latentcheck.engine.protocol`)."""
+        return self
+
     def state(self) -> dict[str, NDArray[np.generic]]:
         """Return the state as a dict of arrays (see :meth:`from_state`)."""
         return {

@@ -304,6 +304,10 @@ class PosteriorAccumulator:
 
     __add__ = merge
 
+    def finish(self) -> PosteriorAccumulator:
+        """Return self: nothing waits (see :mod:`latentcheck.engine.protocol`)."""
+        return self
+
     def state(self) -> dict[str, NDArray[Any]]:
         """Return the full state as a dict of numpy arrays (see :meth:`from_state`)."""
         head = {

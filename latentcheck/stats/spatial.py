@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .._validation import check_fraction, check_int, check_levels
-from ..accumulate import exact_threshold
+from ..engine.kernels import exact_threshold
 from ..errors import DegenerateDimensionWarning, InputError, SmallSampleWarning
 from .scale import degenerate_dims
 
@@ -376,6 +376,10 @@ class SpatialAccumulator:
         return out
 
     __add__ = merge
+
+    def finish(self) -> SpatialAccumulator:
+        """Return self: nothing waits (see :mod:`latentcheck.engine.protocol`)."""
+        return self
 
     def state(self) -> State:
         """Return the state as a dict of arrays."""

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from numpy.typing import NDArray
 
-from latentcheck.accumulate import TileCache
+from latentcheck.engine.kernels import TileCache
 from latentcheck.errors import InputError
 
 __all__ = ["Whitening", "row_norms_squared"]
