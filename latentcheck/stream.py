@@ -197,10 +197,18 @@ class Stream:
             A batch with 0 rows, a shape that differs from earlier batches, NaN or inf
             with ``nan="error"``, or that cannot be read as a float array.
         """
+        block, items = self._rows(batch, "latents")
+        self.push_rows(block, items)
+
+    def push_rows(self, block: NDArray[Any], items: int) -> None:
+        """Add `items` samples already laid out as a 2-D block of rows of this stream's width.
+
+        What :meth:`update` does after reading a batch; the first call needs the layout set
+        (by a first :meth:`update`).
+        """
         from ._passes import _finite_rows
         from .accumulate import NonFinite
 
-        block, items = self._rows(batch, "latents")
         n = block.shape[0]
         if self.nan == "error":
             probe = NonFinite(block.shape[1])
