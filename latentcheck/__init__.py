@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from .comparison import compare as compare
     from .loading import LatentSource as LatentSource
     from .loading import open_latents as open_latents
+    from .profiles import Profile as Profile
+    from .profiles import profile as profile
     from .report import SCHEMA_VERSION as SCHEMA_VERSION
     from .report import Report as Report
     from .report import TestResult as TestResult
@@ -63,6 +65,8 @@ _LAZY = {
     "Report": "report",
     "TestResult": "report",
     "Stream": "stream",
+    "Profile": "profiles",
+    "profile": "profiles",
 }
 
 
@@ -97,6 +101,7 @@ __all__ = [
     "LatentcheckError",
     "LatentcheckWarning",
     "Posterior",
+    "Profile",
     "Report",
     "SchemaError",
     "SmallSampleWarning",
@@ -106,4 +111,5 @@ __all__ = [
     "analyze",
     "compare",
     "open_latents",
+    "profile",
 ]

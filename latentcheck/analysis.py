@@ -347,6 +347,11 @@ def analyze(
     """
     options = dict(locals())
     del options["latents"]
+    from .profiles import is_profile_input, report_profiles
+
+    if is_profile_input(latents):  # saved profiles (issue 19): merged, then finished
+        rep: Report = report_profiles(latents, **options)
+        return rep
     return analyze_with_sample(latents, **options).report
 
 

@@ -172,6 +172,10 @@ class Settings:
     mode : str
         "two-pass" (``analyze``: rates about the final mean and std over all rows) or
         "single-pass" (``Stream``: those rates come from the seeded sample).
+    profile : dict or None
+        For a report merged from saved profiles (``latentcheck profile``): how many, their
+        row ranges, the KLL sketch size and rank error, and which figures are sketch
+        estimates (see :mod:`latentcheck.profiles`); None otherwise.
     """
 
     seed: int
@@ -188,6 +192,7 @@ class Settings:
     max_joint_dims: int
     entropy_estimator: str
     mode: str = "two-pass"
+    profile: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,6 +79,10 @@ class Stream:
         The seeded sample hashes global row ids, so merging the ranks' streams gives, in
         any order or grouping, the sample ``analyze`` draws from the rows in that
         interleaved order.
+    row_offset : int, default 0
+        Global row id of this stream's first row (for shards of one data set read by
+        separate streams, as ``latentcheck profile --row-offset`` does); only with
+        ``world_size=1``.
 
     Examples
     --------
@@ -105,6 +109,7 @@ class Stream:
         max_joint_dims: int = 2048,
         rank: int = 0,
         world_size: int = 1,
+        row_offset: int = 0,
     ) -> None:
         self.channel_axis = int(channel_axis)
         self.flatten = bool(flatten)
@@ -118,6 +123,9 @@ class Stream:
         self.rank = v.check_int(rank, "rank", minimum=0)
         if self.rank >= self.world_size:
             raise InputError(f"`rank` must be below world_size={world_size}, got {rank}")
+        self.row_offset = v.check_int(row_offset, "row_offset", minimum=0)
+        if self.row_offset and self.world_size > 1:
+            raise InputError("`row_offset` needs world_size=1 (ranks interleave their rows)")
         self.ranks: frozenset[int] = frozenset({self.rank})
         self.n_items = 0  # samples along axis 0 over all batches
         self.n_rows = 0  # rows of the 2-D view over all batches (this rank's, unmerged)
@@ -187,6 +195,21 @@ class Stream:
         self._prior = Exceedance(self.levels, np.zeros(d), np.ones(d), dtype)
         self._extremes = Extremes(d)
 
+    def start_source(self, source: Any) -> None:
+        """Fix the layout from a :class:`~latentcheck.loading.LatentSource` (before pushing)."""
+        if self._layout is not None:
+            raise InputError("The stream already holds rows; start_source comes first")
+        self._start(
+            (
+                source.item_shape,
+                source.channel_axis,
+                source.n_dims,
+                source.rows_per_item,
+                source.dtype,
+            )
+        )
+        self.notes.extend(n for n in source.notes if n not in self.notes)
+
     # -- pushing ------------------------------------------------------------------------
     def update(self, batch: Any) -> None:
         """Add a batch of latents (same layouts as :func:`latentcheck.analyze`).
@@ -204,7 +227,7 @@ class Stream:
         """Add `items` samples already laid out as a 2-D block of rows of this stream's width.
 
         What :meth:`update` does after reading a batch; the first call needs the layout set
-        (by a first :meth:`update`).
+        (by a first :meth:`update` or by :meth:`start_source`).
         """
         from ._passes import _finite_rows
         from .accumulate import NonFinite
@@ -219,7 +242,7 @@ class Stream:
                     f"values in {probe.rows} rows (first at its row {probe.first_row}, "
                     f"dimension {probe.first_dim}); use nan='omit' to leave those rows out"
                 )
-        start = self.n_rows
+        start = self.row_offset + self.n_rows
         self._first.push(block, start)
         finite, ids = _finite_rows(block, start, None)
         if ids is None:
@@ -265,11 +288,13 @@ class Stream:
         self.update(z.astype(np.result_type(m.dtype, np.float32), copy=False))
 
     # -- merging and state --------------------------------------------------------------
-    def merge(self, other: Stream) -> Stream:
+    def merge(self, other: Stream, *, rows_disjoint: bool = False) -> Stream:
         """Merge `other` (another rank's or worker's stream) into self; return self.
 
         Every exact figure is the same whatever the order and grouping of merges; so is
-        the sample, since its keys hash global row ids (see `rank`).
+        the sample, since its keys hash global row ids (see `rank`). `rows_disjoint=True`
+        says the caller checked that the two hold different global rows (streams of one
+        rank over separate row ranges, see `row_offset`), so equal ranks are no error.
         """
         if not isinstance(other, Stream):
             raise InputError(f"Can only merge a Stream, got a {type(other).__name__}")
@@ -292,7 +317,7 @@ class Stream:
             )
         if self._layout is not None and theirs[4] != self._layout[4]:
             raise InputError(f"Cannot merge streams of {self._layout[4]} and {theirs[4]} latents")
-        if self.ranks & other.ranks and self._layout is not None:
+        if self.ranks & other.ranks and self._layout is not None and not rows_disjoint:
             raise InputError(
                 f"Both streams hold rows of rank(s) {sorted(self.ranks & other.ranks)}: "
                 "give each rank's Stream its own `rank` (and the same world_size)"

@@ -1,0 +1,565 @@
+"""Saved, mergeable profiles: ``latentcheck profile`` and ``.lcprof`` files (issue 19).
+
+A :class:`Profile` is a :class:`~latentcheck.stream.Stream`'s pass-1 state (moments,
+co-moments, non-finite counts, the seeded bottom-k sample keyed by a hash of the *global*
+row id, exact prior exceedance counts and extremes) plus one KLL quantile sketch per
+dimension (Apache DataSketches' ``kll_doubles_sketch``, [1]_). Profiles of shards of one
+data set merge, in any order and grouping, into the profile of the whole: every figure of
+the pass-1 state and every test on the seeded sample is then exactly what
+:func:`latentcheck.analyze` reports on the concatenated shards (the shards must carry their
+global row offsets). Figures that need the *final* mean and std over all rows — the k-σ
+outlier rates about the mean — are read off the merged sketches' CDF at mean ± k·std,
+within the sketch's rank error.
+
+Rank error. KLL with parameter ``k`` answers a rank (CDF) query within an additive
+normalised rank error ε(k) with 99 % confidence, and a two-sided (PMF) query, such as the
+mass outside [mean − k·std, mean + k·std], within ε_pmf(k) [1]_, [2]_. The default
+``k = 2000`` gives ε = 0.142 % and ε_pmf = 0.188 % (``kll_doubles_sketch.
+get_normalized_rank_error``); a sketch that has seen fewer rows than it can hold is exact.
+KLL compaction flips unseeded coins, so the sketch figures vary between runs within that
+bound; every other figure is reproducible.
+
+File format (``format_version`` 1): an uncompressed zip written by ``np.savez`` (read
+with ``allow_pickle=False``) of
+
+- ``header``: UTF-8 JSON as uint8: ``format`` ("latentcheck-profile"),
+  ``format_version``, ``latentcheck_version``, ``sketch`` (``library``, ``type``, ``k``),
+  ``rows`` (the global row ranges ``[start, stop)`` the profile holds), ``sources``;
+- ``stream.<name>``: the arrays of :meth:`Stream.state`;
+- ``sketch.bytes`` (uint8) and ``sketch.offsets`` (int64, n_dims + 1): the
+  ``serialize()`` bytes of each dimension's sketch, concatenated.
+
+References
+----------
+.. [1] Karnin, Lang and Liberty, "Optimal quantile approximation in streams", FOCS 2016,
+       doi:10.1109/FOCS.2016.17.
+.. [2] Apache DataSketches, "KLL sketch", https://datasketches.apache.org/docs/KLL/KLLSketch.html
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import itertools
+import json
+import os
+import zipfile
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from . import _validation as v
+from .errors import FormatError, InputError, LatentcheckError
+
+__all__ = [
+    "DEFAULT_SKETCH_K",
+    "FORMAT_VERSION",
+    "PROFILE_SUFFIX",
+    "Profile",
+    "is_profile_input",
+    "profile",
+    "rank_error",
+]
+
+#: Version of the ``.lcprof`` layout; readers refuse others.
+FORMAT_VERSION = 1
+FORMAT_NAME = "latentcheck-profile"
+PROFILE_SUFFIX = ".lcprof"
+#: KLL parameter: ε = 0.142 % (rank), 0.188 % (two-sided mass), 99 % confidence.
+DEFAULT_SKETCH_K = 2000
+_MISSING = (
+    "Profiles need the datasketches package (KLL quantile sketches); "
+    "install it with: pip install 'latentcheck[profile]'"
+)
+
+
+def _kll() -> Any:
+    """Return datasketches' ``kll_doubles_sketch`` class, or raise a one-line error."""
+    try:
+        from datasketches import kll_doubles_sketch  # type: ignore[import-untyped]
+    except ImportError:
+        raise InputError(_MISSING) from None
+    return kll_doubles_sketch
+
+
+def rank_error(k: int, *, two_sided: bool = True) -> float:
+    """Return the KLL normalised rank error ε(k), 99 % confidence (DataSketches' bound)."""
+    return float(_kll().get_normalized_rank_error(int(k), bool(two_sided)))
+
+
+class Profile:
+    """A saved, mergeable pass-1 state of a data set (or shard) with quantile sketches.
+
+    Build one with :func:`profile`, read one with :meth:`load`; :meth:`merge` profiles of
+    shards of one data set and :meth:`report` the whole.
+
+    Attributes
+    ----------
+    stream : Stream
+        The pass-1 state (see :class:`~latentcheck.stream.Stream`).
+    sketches : list
+        One ``datasketches.kll_doubles_sketch`` per dimension, over the finite rows.
+    rows : list of (int, int)
+        The global row ranges ``[start, stop)`` held.
+    sources : list of str
+        Names of the profiled inputs.
+    """
+
+    def __init__(
+        self,
+        stream: Any,
+        sketches: list[Any],
+        rows: list[tuple[int, int]],
+        sources: list[str],
+    ) -> None:
+        self.stream = stream
+        self.sketches = sketches
+        self.rows = sorted(rows)
+        self.sources = sources
+
+    def __repr__(self) -> str:
+        return (
+            f"<Profile: {self.stream.n_rows} rows x {self.stream.n_dims} dims in "
+            f"{len(self.rows)} range(s), KLL k={self.sketch_k}>"
+        )
+
+    @property
+    def sketch_k(self) -> int:
+        """The KLL parameter k of the sketches."""
+        return int(self.sketches[0].k)
+
+    # -- merging ------------------------------------------------------------------------
+    def merge(self, *others: Profile) -> Profile:
+        """Return the merge of this profile and `others` (none of them is changed).
+
+        ``Profile.merge(a, b, c)`` and ``a.merge(b, c)`` are the same. Inputs are merged in
+        the order of their first global row, so a flat list gives the same sketches
+        whatever its order.
+
+        Raises
+        ------
+        InputError
+            Profiles whose row ranges overlap (shards profiled without their
+            ``row_offset``), or of different widths, dtypes or settings.
+        """
+        from .stream import Stream
+
+        parts = sorted([self, *others], key=lambda p: p.rows[0])
+        for p in parts:
+            if not isinstance(p, Profile):
+                raise InputError(f"Can only merge Profiles, got a {type(p).__name__}")
+        _check_disjoint(parts)
+        ks = {p.sketch_k for p in parts}
+        if len(ks) > 1:
+            raise InputError(f"Cannot merge profiles with different sketch sizes k: {sorted(ks)}")
+        kll = _kll()
+        stream = Stream.from_state(parts[0].stream.state())
+        sketches = [kll.deserialize(s.serialize()) for s in parts[0].sketches]
+        for p in parts[1:]:
+            stream.merge(p.stream, rows_disjoint=True)
+            for mine, theirs in zip(sketches, p.sketches, strict=True):
+                mine.merge(theirs)
+        rows = [r for p in parts for r in p.rows]
+        sources = [s for p in parts for s in p.sources]
+        return Profile(stream, sketches, rows, sources)
+
+    # -- figures ------------------------------------------------------------------------
+    def quantiles(self, levels: Sequence[float]) -> NDArray[np.float64]:
+        """Return sketch quantiles of shape (len(levels), n_dims) over all finite rows."""
+        q = [np.asarray(s.get_quantiles(list(map(float, levels))), float) for s in self.sketches]
+        return np.stack(q, axis=1)
+
+    def outside_rates(
+        self, mean: NDArray[np.float64], std: NDArray[np.float64], levels: Sequence[float]
+    ) -> NDArray[np.float64]:
+        """Return the sketch estimate of P(|z − mean| > k·std), shape (len(levels), n_dims).
+
+        One minus the sketch's mass in [mean − k·std, mean + k·std]: the lower end's rank
+        exclusive, the upper end's inclusive, so values on the bounds count as inside.
+        """
+        out = np.full((len(levels), len(self.sketches)), np.nan)
+        ks = np.asarray(levels, dtype=np.float64)
+        for j, s in enumerate(self.sketches):
+            if s.is_empty() or not std[j] > 0:
+                continue
+            out[:, j] = (
+                _cdf(s, mean[j] - ks * std[j], False) + 1.0 - _cdf(s, mean[j] + ks * std[j], True)
+            )
+        return out
+
+    def report(self, **options: Any) -> Any:
+        """Return the :class:`~latentcheck.report.Report` of the profiled rows.
+
+        `options` are those of :meth:`Stream.report`. Exact as :func:`latentcheck.analyze`
+        on the concatenated shards: moments, covariance, KL, prior outlier rates,
+        extremes, normalisation constants, the seeded sample and every test and quantile
+        on it. Sketch estimates over all rows (within :func:`rank_error`): the k-σ outlier
+        rates about the mean (``dims[*].outlier_rate``, ``summary.outlier_rate``,
+        ``summary.outlier_ratio``). From the seeded sample, as a Stream: Mahalanobis rates,
+        Mardia's kurtosis and the verdict's outlier finding; no spatial statistics.
+        ``settings.profile`` says all this.
+        """
+        rep = self.stream.report(**options)
+        dims = rep.dims
+        levels = list(rep.settings.sigma_levels)
+        rates = self.outside_rates(dims.mean, dims.std, levels)
+        ok = ~np.asarray(dims.degenerate, dtype=bool)
+        rates[:, ~ok] = np.asarray(dims.outlier_rate)[:, ~ok]
+        pooled = (
+            rates[:, ok].sum(axis=1) / int(ok.sum()) if ok.any() else np.full(len(levels), np.nan)
+        )
+        sm = rep.summary
+        keys = list(sm.outlier_rate)
+        expected = np.array([sm.expected_outlier_rate[k] for k in keys])
+        summary = dataclasses.replace(
+            sm,
+            outlier_rate=dict(zip(keys, pooled.tolist(), strict=True)),
+            outlier_ratio=dict(zip(keys, (pooled / expected).tolist(), strict=True)),
+        )
+        info = {
+            "format_version": FORMAT_VERSION,
+            "profiles": len(self.rows),
+            "rows": [list(r) for r in self.rows],
+            "sketch": "KLL (Apache DataSketches kll_doubles_sketch)",
+            "sketch_k": self.sketch_k,
+            "rank_error": rank_error(self.sketch_k, two_sided=False),
+            "two_sided_rank_error": rank_error(self.sketch_k),
+            "exact_in_sketch": not any(s.is_estimation_mode() for s in self.sketches),
+            "sketch_estimates": [
+                "dims.outlier_rate",
+                "summary.outlier_rate",
+                "summary.outlier_ratio",
+            ],
+            "note": (
+                "merged from saved profiles: the k-sigma outlier rates about the mean are "
+                "KLL sketch estimates over all rows (additive error at most "
+                "two_sided_rank_error at 99% confidence); the verdict's outlier finding, "
+                "Mahalanobis rates and Mardia's kurtosis come from the seeded sample"
+            ),
+        }
+        settings = dataclasses.replace(rep.settings, profile=info)
+        return dataclasses.replace(
+            rep,
+            dims=dataclasses.replace(dims, outlier_rate=rates),
+            summary=summary,
+            settings=settings,
+        )
+
+    # -- files --------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """Return the ``.lcprof`` bytes (see the module docstring for the format)."""
+        from ._version import __version__
+
+        header = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "latentcheck_version": __version__,
+            "sketch": {"library": "datasketches", "type": "kll_doubles_sketch", "k": self.sketch_k},
+            "rows": [list(r) for r in self.rows],
+            "sources": self.sources,
+        }
+        blobs = [bytes(s.serialize()) for s in self.sketches]
+        offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
+        np.cumsum([len(b) for b in blobs], out=offsets[1:])
+        arrays: dict[str, NDArray[Any]] = {
+            "header": np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8),
+            "sketch.bytes": np.frombuffer(b"".join(blobs), dtype=np.uint8),
+            "sketch.offsets": offsets,
+        }
+        for key, value in self.stream.state().items():
+            arrays[f"stream.{key}"] = np.asarray(value)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)  # type: ignore[arg-type]
+        return buf.getvalue()
+
+    def save(self, path: str) -> None:
+        """Write the profile to `path` atomically (``'-'`` for stdout)."""
+        from ._output import write_bytes
+
+        write_bytes(self.to_bytes(), path)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, name: str = "profile") -> Profile:
+        """Read a profile from ``.lcprof`` bytes; FormatError names what is wrong."""
+        _kll()  # a missing library is said as such, not as a bad file
+        try:
+            arrays = _read_zip(data, name)
+            return _build(arrays, name)
+        except LatentcheckError as exc:
+            if isinstance(exc, FormatError):
+                raise
+            raise FormatError(f"{name} is not a valid latentcheck profile: {exc}") from None
+
+    @classmethod
+    def load(cls, path: Any) -> Profile:
+        """Read a ``.lcprof`` file (never unpickles)."""
+        shown = str(path)
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise FormatError(f"Cannot read {shown}: {exc.strerror or exc}") from None
+        return cls.from_bytes(data, shown)
+
+
+def _cdf(sketch: Any, points: NDArray[np.float64], inclusive: bool) -> NDArray[np.float64]:
+    """Return the sketch's CDF at `points` (any order; the library wants them increasing)."""
+    uniq, back = np.unique(points, return_inverse=True)
+    cdf = np.asarray(sketch.get_cdf(uniq.tolist(), inclusive), dtype=np.float64)[:-1]
+    out: NDArray[np.float64] = cdf[back]
+    return out
+
+
+def _check_disjoint(parts: Sequence[Profile]) -> None:
+    """Raise InputError if two profiles hold a global row in common."""
+    ranges = sorted(r for p in parts for r in p.rows)
+    for (a0, a1), (b0, b1) in itertools.pairwise(ranges):
+        if b0 < a1:
+            raise InputError(
+                f"Profiles hold overlapping rows [{a0}, {a1}) and [{b0}, {b1}): profile each "
+                "shard with its global row offset (--row-offset N, N = rows before it), or "
+                "profile the files together in one call"
+            )
+
+
+def _read_zip(data: bytes, name: str) -> dict[str, NDArray[Any]]:
+    """Return the arrays of a ``.lcprof`` zip, refusing compressed or inflated members."""
+    if not data.startswith(b"PK"):
+        raise FormatError(f"{name} is not a latentcheck profile (not a zip archive)")
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            for info in zf.infolist():
+                if info.compress_type != zipfile.ZIP_STORED or info.file_size > len(data):
+                    raise FormatError(
+                        f"{name}: member {info.filename!r} is compressed or larger than the "
+                        "file; profiles are written uncompressed"
+                    )
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FormatError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+        raise FormatError(f"{name} is corrupt or truncated ({type(exc).__name__}: {exc})") from None
+
+
+def _build(arrays: dict[str, NDArray[Any]], name: str) -> Profile:
+    """Return the profile of the arrays of a ``.lcprof`` file, checking them."""
+    from .stream import Stream
+
+    if "header" not in arrays or arrays["header"].dtype != np.uint8:
+        raise FormatError(f"{name} has no profile header; is it a latentcheck profile?")
+    try:
+        header = json.loads(arrays["header"].tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{name} has an unreadable profile header ({exc})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+        raise FormatError(
+            f"{name} is not a latentcheck profile (header format is not {FORMAT_NAME})"
+        )
+    version = header.get("format_version")
+    if version != FORMAT_VERSION:
+        raise FormatError(
+            f"{name} has profile format_version {version!r}; this latentcheck reads "
+            f"{FORMAT_VERSION} (re-run latentcheck profile, or use the version that wrote it)"
+        )
+    stream = Stream.from_state(
+        {k[len("stream.") :]: a for k, a in arrays.items() if k.startswith("stream.")}
+    )
+    d = stream.n_dims or 0
+    try:
+        blob = arrays["sketch.bytes"]
+        offsets = arrays["sketch.offsets"]
+        rows = [(int(a), int(b)) for a, b in header["rows"]]
+        sources = [str(s) for s in header.get("sources", [])]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FormatError(
+            f"{name} misses part of a profile ({type(exc).__name__}: {exc})"
+        ) from None
+    if (
+        blob.dtype != np.uint8
+        or offsets.dtype != np.int64
+        or offsets.shape != (d + 1,)
+        or offsets[0] != 0
+        or np.any(np.diff(offsets) <= 0)
+        or offsets[-1] != blob.size
+    ):
+        raise FormatError(f"{name} holds sketches that do not match its {d} dimensions")
+    kll = _kll()
+    raw = blob.tobytes()
+    sketches = []
+    for j in range(d):
+        try:
+            sketches.append(kll.deserialize(raw[offsets[j] : offsets[j + 1]]))
+        except (ValueError, RuntimeError) as exc:
+            raise FormatError(f"{name}: the sketch of dimension {j} is corrupt ({exc})") from None
+    n = stream._first.moments.n
+    counts = {int(s.n) for s in sketches}
+    if counts != {int(n)} or sum(b - a for a, b in rows) != stream.n_rows or not rows:
+        raise FormatError(
+            f"{name} is inconsistent: {n} finite rows in its moments, sketches of "
+            f"{sorted(counts)} values, row ranges {rows} for {stream.n_rows} rows"
+        )
+    if any(s.k != sketches[0].k for s in sketches):
+        raise FormatError(f"{name} holds sketches of different sizes k")
+    return Profile(stream, sketches, rows, sources)
+
+
+def is_profile_input(latents: Any) -> bool:
+    """Return True if `latents` is a Profile, an ``.lcprof`` path, or a list of them."""
+    items = list(latents) if isinstance(latents, (list, tuple)) else [latents]
+    return bool(items) and all(
+        isinstance(x, Profile)
+        or (isinstance(x, (str, os.PathLike)) and os.fspath(x).endswith(PROFILE_SUFFIX))
+        for x in items
+    )
+
+
+def load_profiles(latents: Any) -> Profile:
+    """Return the merge of the profiles (objects or ``.lcprof`` paths) in `latents`."""
+    items = list(latents) if isinstance(latents, (list, tuple)) else [latents]
+    parts = [x if isinstance(x, Profile) else Profile.load(x) for x in items]
+    return parts[0].merge(*parts[1:])
+
+
+#: analyze's options that finish a report (the rest are fixed when profiling)
+_FINISH = (
+    "alpha",
+    "top_pairs",
+    "joint_samples",
+    "energy_samples",
+    "energy_resamples",
+    "mcd_samples",
+    "top_rows",
+    "assume_scale",
+    "assume_shift",
+)
+#: analyze's options a profile fixes, with the Stream attribute that holds them
+_FIXED = {
+    "seed": "seed",
+    "test_samples": "test_samples",
+    "nan": "nan",
+    "max_joint_dims": "max_joint_dims",
+    "channel_axis": "channel_axis",
+    "flatten": "flatten",
+}
+
+
+def report_profiles(latents: Any, **options: Any) -> Any:
+    """Return ``analyze``'s report of profiles: merged, then finished with `options`.
+
+    Options a profile fixed when it was made (seed, test_samples, ...) may be left at
+    their defaults or repeat the profile's value; posterior inputs are refused.
+    """
+    import inspect
+
+    from .analysis import analyze
+
+    merged = load_profiles(latents)
+    defaults = {name: p.default for name, p in inspect.signature(analyze).parameters.items()}
+    for name in ("mu", "logvar", "std", "var"):
+        if options.get(name) is not None:
+            raise InputError(f"Profiles hold latents only; `{name}` cannot be given with them")
+    stream = merged.stream
+    for name, attr in _FIXED.items():
+        value = options.get(name, defaults.get(name))
+        if value != defaults.get(name) and value != getattr(stream, attr):
+            raise InputError(
+                f"The profiles were made with {name}={getattr(stream, attr)!r}, not {value!r}; "
+                f"profile again with {name}={value!r}, or leave it out"
+            )
+    return merged.report(**{k: options[k] for k in _FINISH if k in options})
+
+
+def profile(
+    latents: Any,
+    *,
+    key: str | None = None,
+    channel_axis: int = 1,
+    flatten: bool = False,
+    seed: int | None = 0,
+    test_samples: int = 5000,
+    sample_size: int | None = None,
+    nan: str = "omit",
+    sigma_levels: Sequence[float] | None = None,
+    max_joint_dims: int = 2048,
+    row_offset: int = 0,
+    sketch_k: int = DEFAULT_SKETCH_K,
+    chunk_rows: int | None = None,
+) -> Profile:
+    """Profile latents (an array, a file, or files read as one data set) into a Profile.
+
+    Parameters
+    ----------
+    latents : ndarray, str, Path, or a sequence of them
+        As for :func:`latentcheck.analyze` (files given together are one data set, their
+        row offsets counted automatically).
+    key, channel_axis, flatten, seed, test_samples, sample_size, nan, sigma_levels, max_joint_dims :
+        As for :func:`latentcheck.analyze`; profiles merge only with equal settings.
+    row_offset : int, default=0
+        Global row id of the first row (of the 2-D view): the rows of all shards before
+        this one, so that the merged sample equals ``analyze``'s of the concatenation.
+    sketch_k : int, default=2000
+        KLL parameter: larger is more accurate (see :func:`rank_error`) and bigger
+        (about 22 bytes × k per dimension).
+    chunk_rows : int or None
+        Rows per streamed block (default as ``analyze``).
+
+    Returns
+    -------
+    Profile
+
+    Raises
+    ------
+    InputError
+        datasketches missing, bad parameters, unreadable latents.
+
+    Examples
+    --------
+    >>> import numpy as np, latentcheck as lc
+    >>> z = np.random.default_rng(0).standard_normal((3000, 4))
+    >>> a = lc.profile(z[:1000], seed=0)
+    >>> b = lc.profile(z[1000:], seed=0, row_offset=1000)
+    >>> rep = lc.Profile.merge(b, a).report()
+    >>> ref = lc.analyze(z, seed=0)
+    >>> bool(np.allclose(rep.dims.kl_gauss, ref.dims.kl_gauss, rtol=1e-12))
+    True
+    """
+    from ._passes import default_chunk_rows
+    from .loading import iter_blocks, open_latents
+    from .stream import Stream
+
+    kll = _kll()
+    k = v.check_int(sketch_k, "sketch_k", minimum=8)
+    if k > 65535:
+        raise InputError(f"`sketch_k` must be at most 65535 (a KLL limit), got {k}")
+    offset = v.check_int(row_offset, "row_offset", minimum=0)
+    src = open_latents(latents, key=key, channel_axis=channel_axis, flatten=flatten)
+    try:
+        stream = Stream(
+            channel_axis=channel_axis,
+            flatten=flatten,
+            seed=seed,
+            test_samples=test_samples,
+            sample_size=sample_size,
+            nan=nan,
+            sigma_levels=sigma_levels,
+            max_joint_dims=max_joint_dims,
+            row_offset=offset,
+        )
+        stream.start_source(src)
+        d = src.n_dims
+        sketches = [kll(k) for _ in range(d)]
+        rows = chunk_rows if chunk_rows is not None else default_chunk_rows(d)
+        per_item = src.rows_per_item
+        for _, block in iter_blocks(src, v.check_int(rows, "chunk_rows", minimum=1)):
+            stream.push_rows(block, block.shape[0] // per_item)
+            finite = block if np.isfinite(block).all() else block[np.isfinite(block).all(axis=1)]
+            cols = np.asarray(finite, dtype=np.float64)
+            for j in range(d):
+                sketches[j].update(np.ascontiguousarray(cols[:, j]))
+        labels = list(src.labels)
+    finally:
+        src.close()
+    return Profile(stream, sketches, [(offset, offset + stream.n_rows)], labels)
