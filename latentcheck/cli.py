@@ -480,7 +480,8 @@ def report(
 
     INPUTS are .npy/.npz files or globs, read as one data set (samples on axis 0). An
     .npz holding mu and logvar (or std, var) by name is read as a posterior; so are
-    --mu with --logvar (or --std, --var), with INPUTS then taken as z.
+    --mu with --logvar (or --std, --var), with INPUTS then taken as z. Saved profiles
+    (.lcprof, from `latentcheck profile`) are merged and reported.
 
     \b
     latentcheck report latents.npy
@@ -489,6 +490,7 @@ def report(
     latentcheck report --mu mu.npy --logvar logvar.npy
     latentcheck report latents.npy --fail-on "summary.outlier_rate.4 > 0.001"
     latentcheck report latents.npy --fail-on-warn -q
+    latentcheck report shard0.lcprof shard1.lcprof
     """
     from .analysis import analyze
 
@@ -635,6 +637,51 @@ def compare(
         click.echo(line, err=True)
     if held:
         sys.exit(1)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option(
+    "-o", "--output", required=True, callback=_check_output, help="The .lcprof file to write."
+)
+@click.option(
+    "--row-offset",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Global row id of the first row: the rows of the shards before these inputs.",
+)
+@click.option(
+    "--sketch-k",
+    type=click.IntRange(8, 65535),
+    default=2000,
+    show_default=True,
+    help="KLL sketch size (k=2000: rank error 0.14%, 99% confidence).",
+)
+@click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=0, show_default=True)
+@click.option("--test-samples", type=int, default=5000, show_default=True)
+@click.option("--sample-size", type=int, default=None, help="As for report.")
+@click.option("--nan", type=click.Choice(["omit", "error"]), default="omit", show_default=True)
+@click.option("--max-joint-dims", type=int, default=2048, show_default=True)
+@click.option("--chunk-rows", type=int, default=None, help="Rows per chunk.")
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@input_options
+@handle_errors
+def profile(inputs: tuple[str, ...], output: str, debug: bool, **options: Any) -> None:
+    """Save a mergeable profile of latents (.lcprof) to report later with others.
+
+    INPUTS are read as `report` reads them (one data set). Profile each shard of a data
+    set with --row-offset N (N = rows of the 2-D view before it) so that the merged
+    report's seeded sample equals `report`'s on all shards; files given together need none.
+
+    \b
+    latentcheck profile shard0.npy -o shard0.lcprof
+    latentcheck profile shard1.npy --row-offset 100000 -o shard1.lcprof
+    latentcheck report shard0.lcprof shard1.lcprof
+    """
+    from .profiles import profile as make_profile
+
+    make_profile(list(inputs), **options).save(output)
 
 
 def posterior_inputs(

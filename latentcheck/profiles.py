@@ -51,6 +51,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import _validation as v
+from ._stream_finish import MODE_NOTE
 from .errors import FormatError, InputError, LatentcheckError
 
 __all__ = [
@@ -69,6 +70,13 @@ FORMAT_NAME = "latentcheck-profile"
 PROFILE_SUFFIX = ".lcprof"
 #: KLL parameter: ε = 0.142 % (rank), 0.188 % (two-sided mass), 99 % confidence.
 DEFAULT_SKETCH_K = 2000
+PROFILE_NOTE = (
+    "merged from {p} saved profile(s): moments, covariance, KL, prior outlier rates and "
+    "extremes are exact, the seeded sample (quantiles, tests) is analyze's; outlier rates about "
+    "the mean are KLL sketch estimates over all rows (k={k}, within {e:.3g}% at 99% "
+    "confidence); Mahalanobis rates and Mardia's kurtosis come from the seeded sample; no "
+    "spatial statistics"
+)
 _MISSING = (
     "Profiles need the datasketches package (KLL quantile sketches); "
     "install it with: pip install 'latentcheck[profile]'"
@@ -218,6 +226,7 @@ class Profile:
             outlier_rate=dict(zip(keys, pooled.tolist(), strict=True)),
             outlier_ratio=dict(zip(keys, (pooled / expected).tolist(), strict=True)),
         )
+        eps = rank_error(self.sketch_k)
         info = {
             "format_version": FORMAT_VERSION,
             "profiles": len(self.rows),
@@ -240,8 +249,16 @@ class Profile:
             ),
         }
         settings = dataclasses.replace(rep.settings, profile=info)
+        single = MODE_NOTE.split("{", 1)[0]
+        notes = tuple(n for n in rep.input.notes if not n.startswith(single))
+        inp = dataclasses.replace(
+            rep.input,
+            sources=tuple(self.sources),
+            notes=(*notes, PROFILE_NOTE.format(p=len(self.rows), k=self.sketch_k, e=100 * eps)),
+        )
         return dataclasses.replace(
             rep,
+            input=inp,
             dims=dataclasses.replace(dims, outlier_rate=rates),
             summary=summary,
             settings=settings,
@@ -409,6 +426,16 @@ def _build(arrays: dict[str, NDArray[Any]], name: str) -> Profile:
 def is_profile_input(latents: Any) -> bool:
     """Return True if `latents` is a Profile, an ``.lcprof`` path, or a list of them."""
     items = list(latents) if isinstance(latents, (list, tuple)) else [latents]
+    flags = [
+        isinstance(x, Profile)
+        or (isinstance(x, (str, os.PathLike)) and os.fspath(x).endswith(PROFILE_SUFFIX))
+        for x in items
+    ]
+    if any(flags) and not all(flags):
+        raise InputError(
+            "Profiles (.lcprof) and latent files cannot be mixed in one input; profile the "
+            "latent files too (latentcheck profile) and merge the profiles"
+        )
     return bool(items) and all(
         isinstance(x, Profile)
         or (isinstance(x, (str, os.PathLike)) and os.fspath(x).endswith(PROFILE_SUFFIX))
@@ -418,8 +445,12 @@ def is_profile_input(latents: Any) -> bool:
 
 def load_profiles(latents: Any) -> Profile:
     """Return the merge of the profiles (objects or ``.lcprof`` paths) in `latents`."""
+    from .loading import expand_paths
+
     items = list(latents) if isinstance(latents, (list, tuple)) else [latents]
-    parts = [x if isinstance(x, Profile) else Profile.load(x) for x in items]
+    parts: list[Profile] = []
+    for x in items:  # paths may be globs ("shards/*.lcprof"), as for report
+        parts.extend([x] if isinstance(x, Profile) else map(Profile.load, expand_paths([x])))
     return parts[0].merge(*parts[1:])
 
 
@@ -472,12 +503,27 @@ def report_profiles(latents: Any, **options: Any) -> Any:
     return merged.report(**{k: options[k] for k in _FINISH if k in options})
 
 
+def analysis_of_profiles(latents: Any, **options: Any) -> Any:
+    """Return an :class:`~latentcheck.analysis.Analysis` of profiles (for ``compare``).
+
+    The report of :meth:`Profile.report` with the profiles' seeded sample, on which
+    ``compare`` runs its two-sample tests. Only finishing `options` apply: the others
+    (seed, test_samples, ...) were fixed when the profiles were made.
+    """
+    from .analysis import Analysis
+
+    merged = load_profiles(latents)
+    rep = merged.report(**{k: options[k] for k in _FINISH if k in options})
+    return Analysis(rep, merged.stream.sample_reservoir())
+
+
 def profile(
     latents: Any,
     *,
     key: str | None = None,
     channel_axis: int = 1,
     flatten: bool = False,
+    per_sample: bool | None = None,
     seed: int | None = 0,
     test_samples: int = 5000,
     sample_size: int | None = None,
@@ -495,7 +541,8 @@ def profile(
     latents : ndarray, str, Path, or a sequence of them
         As for :func:`latentcheck.analyze` (files given together are one data set, their
         row offsets counted automatically).
-    key, channel_axis, flatten, seed, test_samples, sample_size, nan, sigma_levels, max_joint_dims :
+    key, channel_axis, flatten, per_sample, seed, test_samples, sample_size, nan, sigma_levels, \
+    max_joint_dims :
         As for :func:`latentcheck.analyze`; profiles merge only with equal settings.
     row_offset : int, default=0
         Global row id of the first row (of the 2-D view): the rows of all shards before
@@ -535,7 +582,9 @@ def profile(
     if k > 65535:
         raise InputError(f"`sketch_k` must be at most 65535 (a KLL limit), got {k}")
     offset = v.check_int(row_offset, "row_offset", minimum=0)
-    src = open_latents(latents, key=key, channel_axis=channel_axis, flatten=flatten)
+    src = open_latents(
+        latents, key=key, channel_axis=channel_axis, flatten=flatten, per_sample=per_sample
+    )
     try:
         stream = Stream(
             channel_axis=channel_axis,

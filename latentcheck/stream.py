@@ -287,6 +287,13 @@ class Stream:
         z = m64 + np.exp(0.5 * lv64) * rng.standard_normal(m64.shape)
         self.update(z.astype(np.result_type(m.dtype, np.float32), copy=False))
 
+    def sample_reservoir(self) -> Any:
+        """Return a copy of the seeded sample's reservoir (what ``Analysis`` holds)."""
+        if self._layout is None:
+            raise InputError("The stream is empty: update it with a batch first")
+        empty = type(self._reservoir)(self.sample_size, self._layout[2], self.seed, self._layout[4])
+        return self._reservoir.merge(empty)
+
     # -- merging and state --------------------------------------------------------------
     def merge(self, other: Stream, *, rows_disjoint: bool = False) -> Stream:
         """Merge `other` (another rank's or worker's stream) into self; return self.
