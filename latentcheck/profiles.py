@@ -313,6 +313,7 @@ class Profile:
     def load(cls, path: Any) -> Profile:
         """Read a ``.lcprof`` file (never unpickles)."""
         shown = str(path)
+        v.check_regular_file(path)  # a FIFO or device would block or never end
         try:
             with open(path, "rb") as fh:
                 data = fh.read()
@@ -381,9 +382,9 @@ def _build(arrays: dict[str, NDArray[Any]], name: str) -> Profile:
             f"{name} has profile format_version {version!r}; this latentcheck reads "
             f"{FORMAT_VERSION} (re-run latentcheck profile, or use the version that wrote it)"
         )
-    stream = Stream.from_state(
-        {k[len("stream.") :]: a for k, a in arrays.items() if k.startswith("stream.")}
-    )
+    state = {k[len("stream.") :]: a for k, a in arrays.items() if k.startswith("stream.")}
+    _check_shapes(state, name)
+    stream = Stream.from_state(state)
     d = stream.n_dims or 0
     try:
         blob = arrays["sketch.bytes"]
@@ -421,6 +422,46 @@ def _build(arrays: dict[str, NDArray[Any]], name: str) -> Profile:
     if any(s.k != sketches[0].k for s in sketches):
         raise FormatError(f"{name} holds sketches of different sizes k")
     return Profile(stream, sketches, rows, sources)
+
+
+def _check_shapes(state: dict[str, NDArray[Any]], name: str) -> None:
+    """Raise FormatError unless the stream arrays agree on the width and the sample size."""
+    try:
+        d = int(state["moments.mean"].shape[0])
+        n_levels = int(state["config.levels"].shape[0])
+        m = int(state["reservoir.keys"].shape[0])
+        per_item = int(np.prod(state["config.item_shape"]))
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise FormatError(
+            f"{name} misses part of a profile ({type(exc).__name__}: {exc})"
+        ) from None
+    want = {
+        "reservoir.row_ids": (m,),
+        "reservoir.rows": (m, d),
+        "prior.upper": (n_levels, d),
+        "prior.lower": (n_levels, d),
+        "comoments.comoment": (d, d),
+        **{
+            k: (d,)
+            for k in (
+                "moments.m2",
+                "moments.m3",
+                "moments.m4",
+                "nonfinite.per_dim",
+                "prior.center",
+                "prior.scale",
+                "extremes.min",
+                "extremes.max",
+                "comoments.mean",
+            )
+        },
+    }
+    bad = [k for k, shape in want.items() if k in state and state[k].shape != shape]
+    if bad or d < 1 or per_item < d or per_item % d:
+        raise FormatError(
+            f"{name} holds arrays of inconsistent shapes ({', '.join(bad) or 'item_shape'}) "
+            f"for {d} dimensions; the file is damaged"
+        )
 
 
 def is_profile_input(latents: Any) -> bool:

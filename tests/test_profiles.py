@@ -11,6 +11,7 @@ import copy
 import io
 import itertools
 import json
+import os
 import sys
 import zipfile
 from pathlib import Path
@@ -333,3 +334,36 @@ def test_issue_19_missing_datasketches_is_one_clear_line(
     out = tmp_path / "z.lcprof"
     res = runner.invoke(cli, ["profile", str(tmp_path / "z.npy"), "-o", str(out)])
     assert res.exit_code == 2 and "datasketches" in res.stderr and not out.exists()
+
+
+def test_issue_19_inconsistent_shapes_are_refused(good: Profile, tmp_path: Path) -> None:
+    arrays = _arrays(good)
+    arrays["stream.reservoir.rows"] = arrays["stream.reservoir.rows"][:, :2]
+    bad = _write_npz(tmp_path / "bad.lcprof", arrays)
+    with pytest.raises(FormatError, match=r"inconsistent shapes \(reservoir.rows\)"):
+        Profile.load(bad)
+
+
+def test_issue_19_flipped_bytes_are_a_format_error_or_harmless(good: Profile) -> None:
+    data = good.to_bytes()
+    rng = np.random.default_rng(19)
+    outcomes = {"refused": 0, "read": 0}
+    for pos in rng.choice(len(data), size=60, replace=False):
+        damaged = bytearray(data)
+        damaged[pos] ^= 0xFF
+        try:
+            Profile.from_bytes(bytes(damaged), "flipped")
+        except FormatError as exc:
+            assert "\n" not in str(exc)
+            outcomes["refused"] += 1
+        else:  # only bytes no reader looks at (zip timestamps, padding) may change
+            outcomes["read"] += 1
+    # the zip's CRC-32 covers every member's bytes, so most flips are caught
+    assert outcomes["refused"] >= 50, outcomes
+
+
+def test_issue_19_fifo_is_refused(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.lcprof"
+    os.mkfifo(fifo)
+    with pytest.raises(FormatError):
+        Profile.load(fifo)
