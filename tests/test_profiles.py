@@ -243,7 +243,7 @@ def good() -> Profile:
             lambda p, d: _write_npz(
                 d, {k: v for k, v in _arrays(p).items() if k != "stream.moments.mean"}
             ),
-            "not a valid latentcheck profile",
+            "misses part of a profile",
         ),
         (lambda p, d: _write_npz(d, _header(_arrays(p), rows=[[0, 5]])), "inconsistent"),
     ],
