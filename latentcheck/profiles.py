@@ -19,15 +19,7 @@ get_normalized_rank_error``); a sketch that has seen fewer rows than it can hold
 KLL compaction flips unseeded coins, so the sketch figures vary between runs within that
 bound; every other figure is reproducible.
 
-File format (``format_version`` 1): an uncompressed zip written by ``np.savez`` (read
-with ``allow_pickle=False``) of
-
-- ``header``: UTF-8 JSON as uint8: ``format`` ("latentcheck-profile"),
-  ``format_version``, ``latentcheck_version``, ``sketch`` (``library``, ``type``, ``k``),
-  ``rows`` (the global row ranges ``[start, stop)`` the profile holds), ``sources``;
-- ``stream.<name>``: the arrays of :meth:`Stream.state`;
-- ``sketch.bytes`` (uint8) and ``sketch.offsets`` (int64, n_dims + 1): the
-  ``serialize()`` bytes of each dimension's sketch, concatenated.
+File format: see :mod:`latentcheck.profile_format`.
 
 References
 ----------
@@ -39,11 +31,8 @@ References
 from __future__ import annotations
 
 import dataclasses
-import io
 import itertools
-import json
 import os
-import zipfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,7 +41,8 @@ from numpy.typing import NDArray
 
 from . import _validation as v
 from ._stream_finish import MODE_NOTE
-from .errors import FormatError, InputError, LatentcheckError
+from .errors import FormatError, InputError
+from .profile_format import FORMAT_VERSION, decode, encode, kll, rank_error
 
 __all__ = [
     "DEFAULT_SKETCH_K",
@@ -64,9 +54,6 @@ __all__ = [
     "rank_error",
 ]
 
-#: Version of the ``.lcprof`` layout; readers refuse others.
-FORMAT_VERSION = 1
-FORMAT_NAME = "latentcheck-profile"
 PROFILE_SUFFIX = ".lcprof"
 #: KLL parameter: ε = 0.142 % (rank), 0.188 % (two-sided mass), 99 % confidence.
 DEFAULT_SKETCH_K = 2000
@@ -77,24 +64,6 @@ PROFILE_NOTE = (
     "confidence); Mahalanobis rates and Mardia's kurtosis come from the seeded sample; no "
     "spatial statistics"
 )
-_MISSING = (
-    "Profiles need the datasketches package (KLL quantile sketches); "
-    "install it with: pip install 'latentcheck[profile]'"
-)
-
-
-def _kll() -> Any:
-    """Return datasketches' ``kll_doubles_sketch`` class, or raise a one-line error."""
-    try:
-        from datasketches import kll_doubles_sketch  # type: ignore[import-untyped]
-    except ImportError:
-        raise InputError(_MISSING) from None
-    return kll_doubles_sketch
-
-
-def rank_error(k: int, *, two_sided: bool = True) -> float:
-    """Return the KLL normalised rank error ε(k), 99 % confidence (DataSketches' bound)."""
-    return float(_kll().get_normalized_rank_error(int(k), bool(two_sided)))
 
 
 class Profile:
@@ -162,9 +131,9 @@ class Profile:
         ks = {p.sketch_k for p in parts}
         if len(ks) > 1:
             raise InputError(f"Cannot merge profiles with different sketch sizes k: {sorted(ks)}")
-        kll = _kll()
+        sketch_cls = kll()
         stream = Stream.from_state(parts[0].stream.state())
-        sketches = [kll.deserialize(s.serialize()) for s in parts[0].sketches]
+        sketches = [sketch_cls.deserialize(s.serialize()) for s in parts[0].sketches]
         for p in parts[1:]:
             stream.merge(p.stream, rows_disjoint=True)
             for mine, theirs in zip(sketches, p.sketches, strict=True):
@@ -266,30 +235,8 @@ class Profile:
 
     # -- files --------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        """Return the ``.lcprof`` bytes (see the module docstring for the format)."""
-        from ._version import __version__
-
-        header = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "latentcheck_version": __version__,
-            "sketch": {"library": "datasketches", "type": "kll_doubles_sketch", "k": self.sketch_k},
-            "rows": [list(r) for r in self.rows],
-            "sources": self.sources,
-        }
-        blobs = [bytes(s.serialize()) for s in self.sketches]
-        offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
-        np.cumsum([len(b) for b in blobs], out=offsets[1:])
-        arrays: dict[str, NDArray[Any]] = {
-            "header": np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8),
-            "sketch.bytes": np.frombuffer(b"".join(blobs), dtype=np.uint8),
-            "sketch.offsets": offsets,
-        }
-        for key, value in self.stream.state().items():
-            arrays[f"stream.{key}"] = np.asarray(value)
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)  # type: ignore[arg-type]
-        return buf.getvalue()
+        """Return the ``.lcprof`` bytes (see :mod:`latentcheck.profile_format`)."""
+        return encode(self.stream.state(), self.sketches, self.rows, self.sources)
 
     def save(self, path: str) -> None:
         """Write the profile to `path` atomically (``'-'`` for stdout)."""
@@ -300,14 +247,8 @@ class Profile:
     @classmethod
     def from_bytes(cls, data: bytes, name: str = "profile") -> Profile:
         """Read a profile from ``.lcprof`` bytes; FormatError names what is wrong."""
-        _kll()  # a missing library is said as such, not as a bad file
-        try:
-            arrays = _read_zip(data, name)
-            return _build(arrays, name)
-        except LatentcheckError as exc:
-            if isinstance(exc, FormatError):
-                raise
-            raise FormatError(f"{name} is not a valid latentcheck profile: {exc}") from None
+        parts = decode(data, name)
+        return cls(parts.stream, parts.sketches, parts.rows, parts.sources)
 
     @classmethod
     def load(cls, path: Any) -> Profile:
@@ -340,128 +281,6 @@ def _check_disjoint(parts: Sequence[Profile]) -> None:
                 "shard with its global row offset (--row-offset N, N = rows before it), or "
                 "profile the files together in one call"
             )
-
-
-def _read_zip(data: bytes, name: str) -> dict[str, NDArray[Any]]:
-    """Return the arrays of a ``.lcprof`` zip, refusing compressed or inflated members."""
-    if not data.startswith(b"PK"):
-        raise FormatError(f"{name} is not a latentcheck profile (not a zip archive)")
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            for info in zf.infolist():
-                if info.compress_type != zipfile.ZIP_STORED or info.file_size > len(data):
-                    raise FormatError(
-                        f"{name}: member {info.filename!r} is compressed or larger than the "
-                        "file; profiles are written uncompressed"
-                    )
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except FormatError:
-        raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
-        raise FormatError(f"{name} is corrupt or truncated ({type(exc).__name__}: {exc})") from None
-
-
-def _build(arrays: dict[str, NDArray[Any]], name: str) -> Profile:
-    """Return the profile of the arrays of a ``.lcprof`` file, checking them."""
-    from .stream import Stream
-
-    if "header" not in arrays or arrays["header"].dtype != np.uint8:
-        raise FormatError(f"{name} has no profile header; is it a latentcheck profile?")
-    try:
-        header = json.loads(arrays["header"].tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FormatError(f"{name} has an unreadable profile header ({exc})") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
-        raise FormatError(
-            f"{name} is not a latentcheck profile (header format is not {FORMAT_NAME})"
-        )
-    version = header.get("format_version")
-    if version != FORMAT_VERSION:
-        raise FormatError(
-            f"{name} has profile format_version {version!r}; this latentcheck reads "
-            f"{FORMAT_VERSION} (re-run latentcheck profile, or use the version that wrote it)"
-        )
-    state = {k[len("stream.") :]: a for k, a in arrays.items() if k.startswith("stream.")}
-    _check_shapes(state, name)
-    stream = Stream.from_state(state)
-    d = stream.n_dims or 0
-    try:
-        blob = arrays["sketch.bytes"]
-        offsets = arrays["sketch.offsets"]
-        rows = [(int(a), int(b)) for a, b in header["rows"]]
-        sources = [str(s) for s in header.get("sources", [])]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise FormatError(
-            f"{name} misses part of a profile ({type(exc).__name__}: {exc})"
-        ) from None
-    if (
-        blob.dtype != np.uint8
-        or offsets.dtype != np.int64
-        or offsets.shape != (d + 1,)
-        or offsets[0] != 0
-        or np.any(np.diff(offsets) <= 0)
-        or offsets[-1] != blob.size
-    ):
-        raise FormatError(f"{name} holds sketches that do not match its {d} dimensions")
-    kll = _kll()
-    raw = blob.tobytes()
-    sketches = []
-    for j in range(d):
-        try:
-            sketches.append(kll.deserialize(raw[offsets[j] : offsets[j + 1]]))
-        except (ValueError, RuntimeError) as exc:
-            raise FormatError(f"{name}: the sketch of dimension {j} is corrupt ({exc})") from None
-    n = stream._first.moments.n
-    counts = {int(s.n) for s in sketches}
-    if counts != {int(n)} or sum(b - a for a, b in rows) != stream.n_rows or not rows:
-        raise FormatError(
-            f"{name} is inconsistent: {n} finite rows in its moments, sketches of "
-            f"{sorted(counts)} values, row ranges {rows} for {stream.n_rows} rows"
-        )
-    if any(s.k != sketches[0].k for s in sketches):
-        raise FormatError(f"{name} holds sketches of different sizes k")
-    return Profile(stream, sketches, rows, sources)
-
-
-def _check_shapes(state: dict[str, NDArray[Any]], name: str) -> None:
-    """Raise FormatError unless the stream arrays agree on the width and the sample size."""
-    try:
-        d = int(state["moments.mean"].shape[0])
-        n_levels = int(state["config.levels"].shape[0])
-        m = int(state["reservoir.keys"].shape[0])
-        per_item = int(np.prod(state["config.item_shape"]))
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
-        raise FormatError(
-            f"{name} misses part of a profile ({type(exc).__name__}: {exc})"
-        ) from None
-    want = {
-        "reservoir.row_ids": (m,),
-        "reservoir.rows": (m, d),
-        "prior.upper": (n_levels, d),
-        "prior.lower": (n_levels, d),
-        "comoments.comoment": (d, d),
-        **{
-            k: (d,)
-            for k in (
-                "moments.m2",
-                "moments.m3",
-                "moments.m4",
-                "nonfinite.per_dim",
-                "prior.center",
-                "prior.scale",
-                "extremes.min",
-                "extremes.max",
-                "comoments.mean",
-            )
-        },
-    }
-    bad = [k for k, shape in want.items() if k in state and state[k].shape != shape]
-    if bad or d < 1 or per_item < d or per_item % d:
-        raise FormatError(
-            f"{name} holds arrays of inconsistent shapes ({', '.join(bad) or 'item_shape'}) "
-            f"for {d} dimensions; the file is damaged"
-        )
 
 
 def is_profile_input(latents: Any) -> bool:
@@ -618,7 +437,7 @@ def profile(
     from .loading import iter_blocks, open_latents
     from .stream import Stream
 
-    kll = _kll()
+    sketch_cls = kll()
     k = v.check_int(sketch_k, "sketch_k", minimum=8)
     if k > 65535:
         raise InputError(f"`sketch_k` must be at most 65535 (a KLL limit), got {k}")
@@ -640,7 +459,7 @@ def profile(
         )
         stream.start_source(src)
         d = src.n_dims
-        sketches = [kll(k) for _ in range(d)]
+        sketches = [sketch_cls(k) for _ in range(d)]
         rows = chunk_rows if chunk_rows is not None else default_chunk_rows(d)
         per_item = src.rows_per_item
         for _, block in iter_blocks(src, v.check_int(rows, "chunk_rows", minimum=1)):
