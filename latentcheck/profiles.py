@@ -59,7 +59,8 @@ PROFILE_SUFFIX = ".lcprof"
 DEFAULT_SKETCH_K = 2000
 PROFILE_NOTE = (
     "merged from {p} saved profile(s): moments, covariance, KL, prior outlier rates and "
-    "extremes are exact, the seeded sample (quantiles, tests) is analyze's; outlier rates about "
+    "extremes are exact, the seeded sample (quantiles; tests for 2-D latents) is analyze's; "
+    "outlier rates about "
     "the mean are KLL sketch estimates over all rows (k={k}, within {e:.3g}% at 99% "
     "confidence); Mahalanobis rates and Mardia's kurtosis come from the seeded sample; no "
     "spatial statistics"

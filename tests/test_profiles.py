@@ -367,3 +367,27 @@ def test_issue_19_fifo_is_refused(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     with pytest.raises(FormatError):
         Profile.load(fifo)
+
+
+@pytest.mark.slow
+def test_issue_19_calibration_on_spatially_correlated_conv_latents() -> None:
+    """Exactly N(0, 1) conv latents with lag-1 correlation about 0.8: reject about alpha."""
+    from conv_fields import smoothed_fields
+    from scipy.stats import binom
+
+    rng = np.random.default_rng(1919)
+    reps, channels, alpha = 24, 4, 0.05
+    rejected: dict[str, int] = {}
+    for r in range(reps):
+        z = smoothed_fields(rng, 240, channels, (8, 8), 1.5)
+        half = 120 * 64  # rows of the first shard's 2-D view
+        parts = [
+            lc.profile(z[:120], seed=r, sketch_k=32),
+            lc.profile(z[120:], seed=r, row_offset=half, sketch_k=32),
+        ]
+        rep = Profile.merge(*parts).report()
+        for name, t in rep.dims.tests.items():
+            rejected[name] = rejected.get(name, 0) + int(np.sum(t.pvalue < alpha))
+    trials = reps * channels
+    upper = binom.ppf(0.999, trials, alpha)  # one-sided 99.9% band: over-rejection fails
+    assert all(count <= upper for count in rejected.values()), (rejected, upper, trials)
