@@ -10,7 +10,10 @@ holding
 - ``stream.<name>``: the arrays of :meth:`latentcheck.stream.Stream.state`;
 - ``sketch.bytes`` (uint8) and ``sketch.offsets`` (int64, n_dims + 1): the
   ``serialize()`` bytes of each dimension's DataSketches ``kll_doubles_sketch``,
-  concatenated.
+  concatenated;
+- ``tail.low.*`` and ``tail.high.*``, laid out the same: each dimension's two
+  ``req_floats_sketch`` (REQ, relative-error quantiles), accurate at low ranks and at high
+  ranks, for the outlier rates in the two tails.
 
 Readers refuse other versions, compressed members, members larger than the file, arrays
 that disagree on the width, and sketches that do not count the moments' rows: one
@@ -39,6 +42,7 @@ __all__ = [
     "encode",
     "kll",
     "rank_error",
+    "req",
 ]
 
 #: Version of the ``.lcprof`` layout; readers refuse others.
@@ -64,14 +68,58 @@ def rank_error(k: int, *, two_sided: bool = True) -> float:
     return float(kll().get_normalized_rank_error(int(k), bool(two_sided)))
 
 
+def req() -> Any:
+    """Return datasketches' ``req_floats_sketch`` class, or raise a one-line error."""
+    kll()
+    from datasketches import req_floats_sketch
+
+    return req_floats_sketch
+
+
 @dataclass(frozen=True)
 class ProfileParts:
-    """What a ``.lcprof`` file holds: the stream, the sketches, the row ranges, the sources."""
+    """What a ``.lcprof`` file holds: stream, KLL and REQ sketches, row ranges, sources."""
 
     stream: Any
     sketches: list[Any]
     rows: list[tuple[int, int]]
     sources: list[str]
+    low: list[Any]
+    high: list[Any]
+
+
+def _pack(sketches: list[Any]) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
+    """Return the concatenated ``serialize()`` bytes of `sketches` and their offsets."""
+    blobs = [bytes(s.serialize()) for s in sketches]
+    offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
+    np.cumsum([len(b) for b in blobs], out=offsets[1:])
+    return np.frombuffer(b"".join(blobs), dtype=np.uint8), offsets
+
+
+def _unpack(arrays: dict[str, NDArray[Any]], prefix: str, cls: Any, d: int, name: str) -> list[Any]:
+    """Return the `d` sketches stored under `prefix`, checked."""
+    try:
+        blob = arrays[f"{prefix}.bytes"]
+        offsets = arrays[f"{prefix}.offsets"]
+    except KeyError as exc:
+        raise FormatError(f"{name} misses part of a profile (KeyError: {exc})") from None
+    if (
+        blob.dtype != np.uint8
+        or offsets.dtype != np.int64
+        or offsets.shape != (d + 1,)
+        or offsets[0] != 0
+        or np.any(np.diff(offsets) <= 0)
+        or offsets[-1] != blob.size
+    ):
+        raise FormatError(f"{name} holds sketches that do not match its {d} dimensions")
+    raw = blob.tobytes()
+    out = []
+    for j in range(d):
+        try:
+            out.append(cls.deserialize(raw[offsets[j] : offsets[j + 1]]))
+        except (ValueError, RuntimeError) as exc:
+            raise FormatError(f"{name}: the sketch of dimension {j} is corrupt ({exc})") from None
+    return out
 
 
 def encode(
@@ -79,6 +127,8 @@ def encode(
     sketches: list[Any],
     rows: list[tuple[int, int]],
     sources: list[str],
+    low: list[Any],
+    high: list[Any],
 ) -> bytes:
     """Return the ``.lcprof`` bytes of a stream `state` with its per-dimension `sketches`."""
     from ._version import __version__
@@ -89,17 +139,15 @@ def encode(
         "format_version": FORMAT_VERSION,
         "latentcheck_version": __version__,
         "sketch": {"library": "datasketches", "type": "kll_doubles_sketch", "k": k},
+        "tail_sketch": {"type": "req_floats_sketch", "k": int(low[0].k)},
         "rows": [list(r) for r in rows],
         "sources": sources,
     }
-    blobs = [bytes(s.serialize()) for s in sketches]
-    offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
-    np.cumsum([len(b) for b in blobs], out=offsets[1:])
     arrays: dict[str, NDArray[Any]] = {
-        "header": np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8),
-        "sketch.bytes": np.frombuffer(b"".join(blobs), dtype=np.uint8),
-        "sketch.offsets": offsets,
+        "header": np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
     }
+    for prefix, family in (("sketch", sketches), ("tail.low", low), ("tail.high", high)):
+        arrays[f"{prefix}.bytes"], arrays[f"{prefix}.offsets"] = _pack(family)
     for key, value in state.items():
         arrays[f"stream.{key}"] = np.asarray(value)
     buf = io.BytesIO()
@@ -164,41 +212,27 @@ def _build(arrays: dict[str, NDArray[Any]], name: str) -> ProfileParts:
     stream = Stream.from_state(state)
     d = stream.n_dims or 0
     try:
-        blob = arrays["sketch.bytes"]
-        offsets = arrays["sketch.offsets"]
         rows = [(int(a), int(b)) for a, b in header["rows"]]
         sources = [str(s) for s in header.get("sources", [])]
     except (KeyError, TypeError, ValueError) as exc:
         raise FormatError(
             f"{name} misses part of a profile ({type(exc).__name__}: {exc})"
         ) from None
-    if (
-        blob.dtype != np.uint8
-        or offsets.dtype != np.int64
-        or offsets.shape != (d + 1,)
-        or offsets[0] != 0
-        or np.any(np.diff(offsets) <= 0)
-        or offsets[-1] != blob.size
-    ):
-        raise FormatError(f"{name} holds sketches that do not match its {d} dimensions")
-    sketch_cls = kll()
-    raw = blob.tobytes()
-    sketches = []
-    for j in range(d):
-        try:
-            sketches.append(sketch_cls.deserialize(raw[offsets[j] : offsets[j + 1]]))
-        except (ValueError, RuntimeError) as exc:
-            raise FormatError(f"{name}: the sketch of dimension {j} is corrupt ({exc})") from None
-    counts = {int(s.n) for s in sketches}
+    sketches = _unpack(arrays, "sketch", kll(), d, name)
+    low = _unpack(arrays, "tail.low", req(), d, name)
+    high = _unpack(arrays, "tail.high", req(), d, name)
+    if any(s.is_hra() for s in low) or not all(s.is_hra() for s in high):
+        raise FormatError(f"{name} holds tail sketches of the wrong kind")
+    counts = {int(s.n) for s in [*sketches, *low, *high]}
     spans = [b - a for a, b in rows]
     if counts != {n} or sum(spans) != stream.n_rows or not rows or min(spans) <= 0:
         raise FormatError(
             f"{name} is inconsistent: {n} finite rows in its moments, sketches of "
             f"{sorted(counts)} values, row ranges {rows} for {stream.n_rows} rows"
         )
-    if any(s.k != sketches[0].k for s in sketches):
+    if any(s.k != sketches[0].k for s in sketches) or len({s.k for s in low + high}) != 1:
         raise FormatError(f"{name} holds sketches of different sizes k")
-    return ProfileParts(stream, sketches, rows, sources)
+    return ProfileParts(stream, sketches, rows, sources, low, high)
 
 
 def _check_shapes(state: dict[str, NDArray[Any]], name: str) -> None:

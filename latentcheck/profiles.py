@@ -2,22 +2,28 @@
 
 A :class:`Profile` is a :class:`~latentcheck.stream.Stream`'s pass-1 state (moments,
 co-moments, non-finite counts, the seeded bottom-k sample keyed by a hash of the *global*
-row id, exact prior exceedance counts and extremes) plus one KLL quantile sketch per
-dimension (Apache DataSketches' ``kll_doubles_sketch``, [1]_). Profiles of shards of one
+row id, exact prior exceedance counts and extremes) plus, per dimension, one KLL quantile
+sketch (Apache DataSketches' ``kll_doubles_sketch``, [1]_) and two REQ relative-error
+sketches for the tails (``req_floats_sketch``, [3]_). Profiles of shards of one
 data set merge, in any order and grouping, into the profile of the whole: every figure of
 the pass-1 state and every test on the seeded sample is then exactly what
 :func:`latentcheck.analyze` reports on the concatenated shards (the shards must carry their
 global row offsets). Figures that need the *final* mean and std over all rows — the k-σ
 outlier rates about the mean — are read off the merged sketches' CDF at mean ± k·std,
-within the sketch's rank error.
+within the sketches' stated error.
 
 Rank error. KLL with parameter ``k`` answers a rank (CDF) query within an additive
 normalised rank error ε(k) with 99 % confidence, and a two-sided (PMF) query, such as the
 mass outside [mean − k·std, mean + k·std], within ε_pmf(k) [1]_, [2]_. The default
 ``k = 2000`` gives ε = 0.142 % and ε_pmf = 0.188 % (``kll_doubles_sketch.
 get_normalized_rank_error``); a sketch that has seen fewer rows than it can hold is exact.
-KLL compaction flips unseeded coins, so the sketch figures vary between runs within that
-bound; every other figure is reproducible.
+That additive error is as large as a 3σ tail (0.27 %) and dwarfs a 4σ one (0.0063 %), so
+the tails also go into REQ sketches, whose rank error is relative to the tail mass (at
+high ranks in one, low ranks in the other): each outlier rate comes from whichever sketch
+states the smaller error, REQ's own 3-standard-deviation rank bounds or KLL's ε_pmf, and
+the report gives the bound (``settings.profile.outlier_rate_error``). REQ holds float32
+values. Both sketches compact with unseeded coins, so the sketch figures vary between runs
+within those bounds; every other figure is reproducible.
 
 File format: see :mod:`latentcheck.profile_format`.
 
@@ -26,6 +32,8 @@ References
 .. [1] Karnin, Lang and Liberty, "Optimal quantile approximation in streams", FOCS 2016,
        doi:10.1109/FOCS.2016.17.
 .. [2] Apache DataSketches, "KLL sketch", https://datasketches.apache.org/docs/KLL/KLLSketch.html
+.. [3] Cormode, Karnin, Liberty, Thaler and Veselý, "Relative error streaming quantiles",
+       PODS 2021, doi:10.1145/3452021.3458323.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ from numpy.typing import NDArray
 from . import _validation as v
 from ._stream_finish import MODE_NOTE
 from .errors import FormatError, InputError
-from .profile_format import FORMAT_VERSION, decode, encode, kll, rank_error
+from .profile_format import FORMAT_VERSION, decode, encode, kll, rank_error, req
 
 __all__ = [
     "DEFAULT_SKETCH_K",
@@ -57,12 +65,14 @@ __all__ = [
 PROFILE_SUFFIX = ".lcprof"
 #: KLL parameter: ε = 0.142 % (rank), 0.188 % (two-sided mass), 99 % confidence.
 DEFAULT_SKETCH_K = 2000
+#: REQ parameter of the tail sketches (DataSketches' default).
+REQ_K = 12
 PROFILE_NOTE = (
     "merged from {p} saved profile(s): moments, covariance, KL, prior outlier rates and "
     "extremes are exact, the seeded sample (quantiles; tests for 2-D latents) is analyze's; "
-    "outlier rates about "
-    "the mean are KLL sketch estimates over all rows (k={k}, within {e:.3g}% at 99% "
-    "confidence); Mahalanobis rates and Mardia's kurtosis come from the seeded sample; no "
+    "outlier rates about the mean are sketch estimates over all rows (KLL k={k} or REQ "
+    "tail sketches, within settings.profile.outlier_rate_error, at most {e:.3g}%); "
+    "Mahalanobis rates and Mardia's kurtosis come from the seeded sample; no "
     "spatial statistics"
 )
 
@@ -91,11 +101,15 @@ class Profile:
         sketches: list[Any],
         rows: list[tuple[int, int]],
         sources: list[str],
+        low: list[Any],
+        high: list[Any],
     ) -> None:
         self.stream = stream
         self.sketches = sketches
         self.rows = sorted(rows)
         self.sources = sources
+        self.low = low
+        self.high = high
 
     def __repr__(self) -> str:
         return (
@@ -132,16 +146,20 @@ class Profile:
         ks = {p.sketch_k for p in parts}
         if len(ks) > 1:
             raise InputError(f"Cannot merge profiles with different sketch sizes k: {sorted(ks)}")
-        sketch_cls = kll()
         stream = Stream.from_state(parts[0].stream.state())
-        sketches = [sketch_cls.deserialize(s.serialize()) for s in parts[0].sketches]
+        first = parts[0]
+        families = [
+            [cls.deserialize(s.serialize()) for s in fam]
+            for cls, fam in ((kll(), first.sketches), (req(), first.low), (req(), first.high))
+        ]
         for p in parts[1:]:
             stream.merge(p.stream, rows_disjoint=True)
-            for mine, theirs in zip(sketches, p.sketches, strict=True):
-                mine.merge(theirs)
+            for mine, theirs in zip(families, (p.sketches, p.low, p.high), strict=True):
+                for a, b in zip(mine, theirs, strict=True):
+                    a.merge(b)
         rows = [r for p in parts for r in p.rows]
         sources = [s for p in parts for s in p.sources]
-        return Profile(stream, sketches, rows, sources)
+        return Profile(stream, families[0], rows, sources, families[1], families[2])
 
     # -- figures ------------------------------------------------------------------------
     def quantiles(self, levels: Sequence[float]) -> NDArray[np.float64]:
@@ -151,21 +169,32 @@ class Profile:
 
     def outside_rates(
         self, mean: NDArray[np.float64], std: NDArray[np.float64], levels: Sequence[float]
-    ) -> NDArray[np.float64]:
-        """Return the sketch estimate of P(|z − mean| > k·std), shape (len(levels), n_dims).
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Return sketch estimates of P(|z − mean| > k·std) and their error bounds.
 
-        One minus the sketch's mass in [mean − k·std, mean + k·std]: the lower end's rank
-        exclusive, the upper end's inclusive, so values on the bounds count as inside.
+        Both of shape (len(levels), n_dims). Each estimate comes from the sketch with the
+        smaller stated error: the REQ tail sketches (lower tail from the low-rank-accurate
+        one, upper from the high-rank-accurate one; bound: the sum of the two ranks' 3
+        standard-deviation bounds that REQ itself gives, relative to the tail mass [3]_) or
+        the KLL sketch (one minus its mass in [mean − k·std, mean + k·std]; bound: the
+        two-sided rank error at 99 % confidence). Values on the bounds count as inside.
         """
-        out = np.full((len(levels), len(self.sketches)), np.nan)
+        shape = (len(levels), len(self.sketches))
+        rates, errors = np.full(shape, np.nan), np.full(shape, np.nan)
         ks = np.asarray(levels, dtype=np.float64)
+        eps = rank_error(self.sketch_k)
         for j, s in enumerate(self.sketches):
             if s.is_empty() or not std[j] > 0:
                 continue
-            out[:, j] = (
-                _cdf(s, mean[j] - ks * std[j], False) + 1.0 - _cdf(s, mean[j] + ks * std[j], True)
-            )
-        return out
+            lo, hi = mean[j] - ks * std[j], mean[j] + ks * std[j]
+            by_kll = _cdf(s, lo, False) + 1.0 - _cdf(s, hi, True)
+            r_lo = _cdf(self.low[j], lo.astype(np.float32), False)
+            r_hi = _cdf(self.high[j], hi.astype(np.float32), True)
+            err = _req_error(self.low[j], r_lo) + _req_error(self.high[j], r_hi)
+            use_req = err <= eps
+            rates[:, j] = np.where(use_req, r_lo + 1.0 - r_hi, by_kll)
+            errors[:, j] = np.where(use_req, err, eps)
+        return rates, errors
 
     def report(self, **options: Any) -> Any:
         """Return the :class:`~latentcheck.report.Report` of the profiled rows.
@@ -182,7 +211,7 @@ class Profile:
         rep = self.stream.report(**options)
         dims = rep.dims
         levels = list(rep.settings.sigma_levels)
-        rates = self.outside_rates(dims.mean, dims.std, levels)
+        rates, errors = self.outside_rates(dims.mean, dims.std, levels)
         ok = ~np.asarray(dims.degenerate, dtype=bool)
         rates[:, ~ok] = np.asarray(dims.outlier_rate)[:, ~ok]
         pooled = (
@@ -205,7 +234,14 @@ class Profile:
             "sketch_k": self.sketch_k,
             "rank_error": rank_error(self.sketch_k, two_sided=False),
             "two_sided_rank_error": rank_error(self.sketch_k),
-            "exact_in_sketch": not any(s.is_estimation_mode() for s in self.sketches),
+            "tail_sketch": "REQ (Apache DataSketches req_floats_sketch, low and high ranks)",
+            "tail_sketch_k": int(self.low[0].k),
+            "outlier_rate_error": dict(
+                zip(keys, np.nanmax(errors, axis=1, initial=0.0).tolist(), strict=True)
+            ),
+            "exact_in_sketch": not any(
+                s.is_estimation_mode() for s in [*self.sketches, *self.low, *self.high]
+            ),
             "sketch_estimates": [
                 "dims.outlier_rate",
                 "summary.outlier_rate",
@@ -213,8 +249,8 @@ class Profile:
             ],
             "note": (
                 "merged from saved profiles: the k-sigma outlier rates about the mean are "
-                "KLL sketch estimates over all rows (additive error at most "
-                "two_sided_rank_error at 99% confidence); the verdict's outlier finding, "
+                "sketch estimates over all rows (KLL or REQ, whichever states the smaller "
+                "error; at most outlier_rate_error per k); the verdict's outlier finding, "
                 "Mahalanobis rates and Mardia's kurtosis come from the seeded sample"
             ),
         }
@@ -237,7 +273,9 @@ class Profile:
     # -- files --------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         """Return the ``.lcprof`` bytes (see :mod:`latentcheck.profile_format`)."""
-        return encode(self.stream.state(), self.sketches, self.rows, self.sources)
+        return encode(
+            self.stream.state(), self.sketches, self.rows, self.sources, self.low, self.high
+        )
 
     def save(self, path: str) -> None:
         """Write the profile to `path` atomically (``'-'`` for stdout)."""
@@ -249,7 +287,7 @@ class Profile:
     def from_bytes(cls, data: bytes, name: str = "profile") -> Profile:
         """Read a profile from ``.lcprof`` bytes; FormatError names what is wrong."""
         parts = decode(data, name)
-        return cls(parts.stream, parts.sketches, parts.rows, parts.sources)
+        return cls(parts.stream, parts.sketches, parts.rows, parts.sources, parts.low, parts.high)
 
     @classmethod
     def load(cls, path: Any) -> Profile:
@@ -270,6 +308,15 @@ def _cdf(sketch: Any, points: NDArray[np.float64], inclusive: bool) -> NDArray[n
     cdf = np.asarray(sketch.get_cdf(uniq.tolist(), inclusive), dtype=np.float64)[:-1]
     out: NDArray[np.float64] = cdf[back]
     return out
+
+
+def _req_error(sketch: Any, ranks: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Return REQ's own 3-standard-deviation bound on each of `ranks` (0 where exact)."""
+    out = [
+        max(r - sketch.get_rank_lower_bound(r, 3), sketch.get_rank_upper_bound(r, 3) - r, 0.0)
+        for r in ranks.tolist()
+    ]
+    return np.asarray(out, dtype=np.float64)
 
 
 def _check_disjoint(parts: Sequence[Profile]) -> None:
@@ -461,6 +508,8 @@ def profile(
         stream.start_source(src)
         d = src.n_dims
         sketches = [sketch_cls(k) for _ in range(d)]
+        low = [req()(REQ_K, False) for _ in range(d)]
+        high = [req()(REQ_K, True) for _ in range(d)]
         rows = chunk_rows if chunk_rows is not None else default_chunk_rows(d)
         per_item = src.rows_per_item
         for _, block in iter_blocks(src, v.check_int(rows, "chunk_rows", minimum=1)):
@@ -469,7 +518,10 @@ def profile(
             cols = np.asarray(finite, dtype=np.float64)
             for j in range(d):
                 sketches[j].update(np.ascontiguousarray(cols[:, j]))
+                col32 = np.ascontiguousarray(cols[:, j], dtype=np.float32)
+                low[j].update(col32)
+                high[j].update(col32)
         labels = list(src.labels)
     finally:
         src.close()
-    return Profile(stream, sketches, [(offset, offset + stream.n_rows)], labels)
+    return Profile(stream, sketches, [(offset, offset + stream.n_rows)], labels, low, high)
