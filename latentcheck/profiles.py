@@ -382,6 +382,8 @@ _FIXED = {
     "max_joint_dims": "max_joint_dims",
     "channel_axis": "channel_axis",
     "flatten": "flatten",
+    "sample_size": "sample_size",
+    "sigma_levels": "levels",
 }
 
 
@@ -403,6 +405,8 @@ def report_profiles(latents: Any, **options: Any) -> Any:
     stream = merged.stream
     for name, attr in _FIXED.items():
         value = options.get(name, defaults.get(name))
+        if name == "sigma_levels" and value is not None:
+            value = tuple(float(x) for x in value)
         if value != defaults.get(name) and value != getattr(stream, attr):
             raise InputError(
                 f"The profiles were made with {name}={getattr(stream, attr)!r}, not {value!r}; "

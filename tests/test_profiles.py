@@ -213,6 +213,9 @@ def test_issue_19_overlapping_rows_and_mixed_inputs_are_refused() -> None:
         lc.analyze([a, z])
     with pytest.raises(InputError, match="made with seed=0, not 4"):
         lc.analyze([a], seed=4)
+    with pytest.raises(InputError, match="made with sigma_levels"):
+        lc.analyze([a], sigma_levels=[2, 3])
+    assert lc.analyze([a], sigma_levels=[3, 4, 5, 6], seed=0).input.n_samples == 200
 
 
 def _write_npz(path: Path, arrays: dict[str, Any], compressed: bool = False) -> Path:
