@@ -93,6 +93,9 @@ class Profile:
         The global row ranges ``[start, stop)`` held.
     sources : list of str
         Names of the profiled inputs.
+    low, high : list
+        Per dimension, the ``datasketches.req_floats_sketch`` accurate at low ranks (the
+        lower tail) and the one accurate at high ranks (the upper tail).
     """
 
     def __init__(
@@ -344,11 +347,7 @@ def is_profile_input(latents: Any) -> bool:
             "Profiles (.lcprof) and latent files cannot be mixed in one input; profile the "
             "latent files too (latentcheck profile) and merge the profiles"
         )
-    return bool(items) and all(
-        isinstance(x, Profile)
-        or (isinstance(x, (str, os.PathLike)) and os.fspath(x).endswith(PROFILE_SUFFIX))
-        for x in items
-    )
+    return bool(items) and all(flags)
 
 
 def load_profiles(latents: Any) -> Profile:
