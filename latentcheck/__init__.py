@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from .loading import open_latents as open_latents
     from .options import AnalysisOptions as AnalysisOptions
     from .options import CompareOptions as CompareOptions
+    from .profiles import Profile as Profile
+    from .profiles import profile as profile
     from .report import SCHEMA_VERSION as SCHEMA_VERSION
     from .report import Report as Report
     from .report import TestResult as TestResult
@@ -67,6 +69,8 @@ _LAZY = {
     "Report": "report",
     "TestResult": "report",
     "Stream": "stream",
+    "Profile": "profiles",
+    "profile": "profiles",
 }
 
 
@@ -103,6 +107,7 @@ __all__ = [
     "LatentcheckError",
     "LatentcheckWarning",
     "Posterior",
+    "Profile",
     "Report",
     "SchemaError",
     "SmallSampleWarning",
@@ -112,4 +117,5 @@ __all__ = [
     "analyze",
     "compare",
     "open_latents",
+    "profile",
 ]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .errors import OutputError
 
-__all__ = ["TEMP_PREFIX", "check_target", "printable", "write_output"]
+__all__ = ["TEMP_PREFIX", "check_target", "printable", "write_bytes", "write_output"]
 
 #: Prefix of the temporary files of the atomic write.
 TEMP_PREFIX = ".latentcheck-"
@@ -78,7 +78,11 @@ def write_output(text: str, output: str | None) -> None:
         An empty name, a directory, or any OS error while writing (the message names the
         target and the reason; nothing half-written is left behind).
     """
-    data = printable(text).encode("utf-8")
+    write_bytes(printable(text).encode("utf-8"), output)
+
+
+def write_bytes(data: bytes, output: str | None) -> None:
+    """Write `data` as :func:`write_output` writes text (atomically to a path)."""
     if output is None or output == "-":
         _write_stdout(data)
         return

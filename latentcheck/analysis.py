@@ -134,6 +134,12 @@ def analyze(
     """
     given = {name: value for name, value in locals().items() if name in ANALYSIS_OPTIONS}
     opts = AnalysisOptions.merged(options, given)
+    from .profiles import is_profile_input, report_profiles
+
+    if is_profile_input(latents):  # saved profiles (issue 19): merged, then finished
+        post = {"mu": mu, "logvar": logvar, "std": std, "var": var}
+        rep: Report = report_profiles(latents, **post, **opts.as_dict())
+        return rep
     with use_executor(executor):
         return analyze_with_sample(
             latents,

@@ -12,20 +12,27 @@ import functools
 import os
 import sys
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
 import click
 
 from ._output import check_target, printable, write_output
+from .cli_flags import (
+    COMPARE_ANALYSIS_FLAGS,
+    COMPARE_FLAGS,
+    PROFILE_FLAGS,
+    analysis_options,
+    click_option,
+    input_options,
+    options_of,
+)
 from .errors import LatentcheckError, LatentcheckWarning
 from .options import (
     ANALYSIS_OPTIONS,
     COMPARE_OPTIONS,
-    COMPARE_OWN,
     AnalysisOptions,
     CompareOptions,
-    Option,
 )
 
 __all__ = ["cli", "main"]
@@ -257,85 +264,6 @@ def gate(report_dict: dict[str, Any], expressions: Sequence[str], fail_on_warn: 
     return lines
 
 
-def click_option(opt: Option) -> Callable[[F], F]:
-    """Return the click option of `opt`: its flag, default, help, type and choices."""
-    kw: dict[str, Any] = {"help": opt.help, "default": opt.command_default}
-    if opt.kind == "flag":
-        if "/" not in str(opt.flag):
-            kw["is_flag"] = True
-    elif opt.kind == "choice":
-        kw["type"] = click.Choice(list(opt.choices))
-    elif opt.kind == "seed":
-        kw["type"] = click.IntRange(0, 2**64 - 1)
-    elif opt.kind == "int" or (opt.kind == "any" and isinstance(opt.default, int)):
-        kw["type"] = int
-    elif opt.kind in ("fraction", "nonneg", "scale", "real"):
-        kw["type"] = float
-    if opt.command_default is not None and opt.kind != "flag":
-        kw["show_default"] = True
-    return click.option(str(opt.flag), opt.name, **kw)
-
-
-def options_of(names: Sequence[str], options: Mapping[str, Option]) -> Callable[[F], F]:
-    """Return a decorator adding the click options of `names`, in that order."""
-
-    def decorate(fn: F) -> F:
-        for name in reversed(names):
-            fn = click_option(options[name])(fn)
-        return fn
-
-    return decorate
-
-
-#: how to read and view the input arrays
-INPUT_OPTIONS = ("key", "channel_axis", "flatten", "per_sample")
-#: options of the analysis itself, as ``report`` offers them
-ANALYSIS_FLAGS = tuple(
-    name
-    for name, opt in ANALYSIS_OPTIONS.items()
-    if opt.flag and name not in INPUT_OPTIONS and name != "allow_few_rows"
-)
-#: compare's own flags (--seed and --alpha are shared with the analysis options)
-COMPARE_FLAGS = tuple(name for name in COMPARE_OWN if name not in ("seed", "alpha"))
-#: the flags of the analysis of each input in compare: all of report's but --test-samples
-#: (the univariate tests' rows, which compare leaves at analyze's default)
-COMPARE_ANALYSIS_FLAGS = tuple(name for name in ANALYSIS_FLAGS if name != "test_samples")
-_input_flags = options_of(INPUT_OPTIONS, ANALYSIS_OPTIONS)
-
-
-def storage_options(pairs: Sequence[str]) -> dict[str, Any] | None:
-    """Return the --storage-option KEY=VALUE pairs as a dict (None if none were given)."""
-    import json
-
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        name, sep, text = pair.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}")
-        try:
-            out[name] = json.loads(text)
-        except ValueError:
-            out[name] = text
-    return out or None
-
-
-def input_options(fn: F) -> F:
-    """How to read and view the input arrays, and fsspec's options for remote paths."""
-    fn = click.option(
-        "--storage-option",
-        "storage_options",
-        multiple=True,
-        metavar="KEY=VALUE",
-        callback=lambda _c, _p, v: storage_options(v),
-        help="fsspec option for s3://, gs://, hf://, https://… inputs (repeatable; "
-        "VALUE read as JSON if it parses, e.g. anon=true).",
-    )(fn)
-    return _input_flags(fn)
-
-
-analysis_options = options_of(ANALYSIS_FLAGS, ANALYSIS_OPTIONS)
-
-
 @click.group(cls=_Group, context_settings=CONTEXT_SETTINGS)
 @click.version_option(package_name="latentcheck")
 def cli() -> None:
@@ -407,7 +335,8 @@ def report(
 
     INPUTS are .npy/.npz files or globs, read as one data set (samples on axis 0). An
     .npz holding mu and logvar (or std, var) by name is read as a posterior; so are
-    --mu with --logvar (or --std, --var), with INPUTS then taken as z.
+    --mu with --logvar (or --std, --var), with INPUTS then taken as z. Saved profiles
+    (.lcprof, from `latentcheck profile`) are merged and reported.
 
     \b
     latentcheck report latents.npy
@@ -416,6 +345,7 @@ def report(
     latentcheck report --mu mu.npy --logvar logvar.npy
     latentcheck report latents.npy --fail-on "summary.outlier_rate.4 > 0.001"
     latentcheck report latents.npy --fail-on-warn -q
+    latentcheck report shard0.lcprof shard1.lcprof
     """
     from .analysis import analyze
 
@@ -549,6 +479,46 @@ def compare(
         click.echo(line, err=True)
     if held:
         sys.exit(1)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option(
+    "-o", "--output", required=True, callback=_check_output, help="The .lcprof file to write."
+)
+@click.option(
+    "--row-offset",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Global row id of the first row: the rows of the shards before these inputs.",
+)
+@click.option(
+    "--sketch-k",
+    type=click.IntRange(8, 65535),
+    default=2000,
+    show_default=True,
+    help="KLL sketch size (k=2000: rank error 0.14%, 99% confidence).",
+)
+@options_of(PROFILE_FLAGS, ANALYSIS_OPTIONS)
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@input_options
+@handle_errors
+def profile(inputs: tuple[str, ...], output: str, debug: bool, **options: Any) -> None:
+    """Save a mergeable profile of latents (.lcprof) to report later with others.
+
+    INPUTS are read as `report` reads them (one data set). Profile each shard of a data
+    set with --row-offset N (N = rows of the 2-D view before it) so that the merged
+    report's seeded sample equals `report`'s on all shards; files given together need none.
+
+    \b
+    latentcheck profile shard0.npy -o shard0.lcprof
+    latentcheck profile shard1.npy --row-offset 100000 -o shard1.lcprof
+    latentcheck report shard0.lcprof shard1.lcprof
+    """
+    from .profiles import profile as make_profile
+
+    make_profile(list(inputs), **options).save(output)
 
 
 def posterior_inputs(

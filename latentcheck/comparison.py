@@ -377,6 +377,10 @@ def _read_input(obj: Any, options: AnalysisOptions) -> Loaded:
     if isinstance(obj, (str, os.PathLike)) and os.fspath(obj).lower().endswith(".json"):
         path = os.fspath(obj)
         return "saved report", _from_dict(_load_saved(path), path), None, None
+    from .profiles import analysis_of_profiles, is_profile_input
+
+    if is_profile_input(obj):  # saved profiles (issue 19): their report and sample
+        return _loaded("profile", analysis_of_profiles(obj, **options.as_dict()))
     return _loaded("latents", analyze_with_sample(obj, options=options))
 
 

@@ -146,6 +146,10 @@ class Settings:
     engine : str
         Where the passes ran: "local" (this process and its workers), "dask" or
         "executor:<class>" for another ``concurrent.futures.Executor`` (issue 19).
+    profile : dict or None
+        For a report merged from saved profiles (``latentcheck profile``): how many, their
+        row ranges, the KLL sketch size and rank error, and which figures are sketch
+        estimates (see :mod:`latentcheck.profiles`); None otherwise.
     """
 
     seed: int
@@ -163,6 +167,7 @@ class Settings:
     entropy_estimator: str
     mode: str = "two-pass"
     engine: str = "local"
+    profile: dict[str, Any] | None = None
 
     @property
     def expected_outlier_rates(self) -> F64:

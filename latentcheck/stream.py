@@ -81,6 +81,10 @@ class Stream:
         The seeded sample hashes global row ids, so merging the ranks' streams gives, in
         any order or grouping, the sample ``analyze`` draws from the rows in that
         interleaved order.
+    row_offset : int, default 0
+        Global row id of this stream's first row (for shards of one data set read by
+        separate streams, as ``latentcheck profile --row-offset`` does); only with
+        ``world_size=1``.
 
     Examples
     --------
@@ -107,6 +111,7 @@ class Stream:
         max_joint_dims: int = OPTIONS["max_joint_dims"].default,
         rank: int = 0,
         world_size: int = 1,
+        row_offset: int = 0,
     ) -> None:
         # defaults and checks are analyze's (latentcheck.options); a stream draws its seed
         # now, as its sample's keys depend on it from the first batch
@@ -122,6 +127,9 @@ class Stream:
         self.rank = v.check_int(rank, "rank", minimum=0)
         if self.rank >= self.world_size:
             raise InputError(f"`rank` must be below world_size={world_size}, got {rank}")
+        self.row_offset = v.check_int(row_offset, "row_offset", minimum=0)
+        if self.row_offset and self.world_size > 1:
+            raise InputError("`row_offset` needs world_size=1 (ranks interleave their rows)")
         self.ranks: frozenset[int] = frozenset({self.rank})
         self.n_items = 0  # samples along axis 0 over all batches
         self.n_rows = 0  # rows of the 2-D view over all batches (this rank's, unmerged)
@@ -191,6 +199,21 @@ class Stream:
         self._prior = Exceedance(self.levels, np.zeros(d), np.ones(d), dtype)
         self._extremes = Extremes(d)
 
+    def start_source(self, source: Any) -> None:
+        """Fix the layout from a :class:`~latentcheck.loading.LatentSource` (before pushing)."""
+        if self._layout is not None:
+            raise InputError("The stream already holds rows; start_source comes first")
+        self._start(
+            (
+                source.item_shape,
+                source.channel_axis,
+                source.n_dims,
+                source.rows_per_item,
+                source.dtype,
+            )
+        )
+        self.notes.extend(n for n in source.notes if n not in self.notes)
+
     # -- pushing ------------------------------------------------------------------------
     def update(self, batch: Any) -> None:
         """Add a batch of latents (same layouts as :func:`latentcheck.analyze`).
@@ -201,10 +224,18 @@ class Stream:
             A batch with 0 rows, a shape that differs from earlier batches, NaN or inf
             with ``nan="error"``, or that cannot be read as a float array.
         """
+        block, items = self._rows(batch, "latents")
+        self.push_rows(block, items)
+
+    def push_rows(self, block: NDArray[Any], items: int) -> None:
+        """Add `items` samples already laid out as a 2-D block of rows of this stream's width.
+
+        What :meth:`update` does after reading a batch; the first call needs the layout set
+        (by a first :meth:`update` or by :meth:`start_source`).
+        """
         from .accumulate import NonFinite
         from .engine.plan import finite_rows
 
-        block, items = self._rows(batch, "latents")
         n = block.shape[0]
         if self.nan == "error":
             probe = NonFinite(block.shape[1])
@@ -215,7 +246,7 @@ class Stream:
                     f"values in {probe.rows} rows (first at its row {probe.first_row}, "
                     f"dimension {probe.first_dim}); use nan='omit' to leave those rows out"
                 )
-        start = self.n_rows
+        start = self.row_offset + self.n_rows
         ids = np.arange(start, start + n, dtype=np.int64)
         self._first.push(block, ids)
         finite, ids = finite_rows(block, ids, None)
@@ -259,14 +290,24 @@ class Stream:
         z = m64 + np.exp(0.5 * lv64) * rng.standard_normal(m64.shape)
         self.update(z.astype(np.result_type(m.dtype, np.float32), copy=False))
 
+    def sample_reservoir(self) -> Any:
+        """Return a copy of the seeded sample's reservoir (what ``Analysis`` holds)."""
+        if self._layout is None:
+            raise InputError("The stream is empty: update it with a batch first")
+        empty = type(self._reservoir)(self.sample_size, self._layout[2], self.seed, self._layout[4])
+        return self._reservoir.merge(empty)
+
     # -- merging and state --------------------------------------------------------------
-    def merge(self, other: Stream) -> Stream:
+    def merge(self, other: Stream, *, rows_disjoint: bool = False) -> Stream:
         """Return a new stream holding the batches of self and `other` (neither changes).
 
         `other` is another rank's or worker's stream. Every exact figure is the same
         whatever the order and grouping of merges; so is the sample, since its keys hash
         global row ids (see `rank`). Pure, like every accumulator's merge
         (:mod:`latentcheck.engine.protocol`): keep the result, ``a = a.merge(b)``.
+        `rows_disjoint=True` says the caller checked that the two hold different global
+        rows (streams of one rank over separate row ranges, see `row_offset`), so equal
+        ranks are no error.
         """
         if not isinstance(other, Stream):
             raise InputError(f"Can only merge a Stream, got a {type(other).__name__}")
@@ -277,9 +318,9 @@ class Stream:
         # a shallow copy: `_merge_into` replaces its accumulators, never writes into them
         out = copy.copy(self)
         out.notes = list(self.notes)
-        return out._merge_into(other)
+        return out._merge_into(other, rows_disjoint)
 
-    def _merge_into(self, other: Stream) -> Stream:
+    def _merge_into(self, other: Stream, rows_disjoint: bool) -> Stream:
         """Merge `other` into this fresh copy (see :meth:`merge`) and return it."""
         if other._layout is None:
             return self
@@ -300,7 +341,7 @@ class Stream:
             )
         if self._layout is not None and theirs[4] != self._layout[4]:
             raise InputError(f"Cannot merge streams of {self._layout[4]} and {theirs[4]} latents")
-        if self.ranks & other.ranks and self._layout is not None:
+        if self.ranks & other.ranks and self._layout is not None and not rows_disjoint:
             raise InputError(
                 f"Both streams hold rows of rank(s) {sorted(self.ranks & other.ranks)}: "
                 "give each rank's Stream its own `rank` (and the same world_size)"

@@ -21,13 +21,13 @@ def _commands() -> dict[str, click.Command]:
 
 
 def test_every_command_has_help_and_is_in_the_readme():
-    assert set(_commands()) == {"report", "compare"}
+    assert set(_commands()) == {"report", "compare", "profile"}
     for name, cmd in _commands().items():
         assert cmd.help and len(cmd.help.strip()) > 40, name
         assert f"latentcheck {name}" in README, name
 
 
-@pytest.mark.parametrize("command", ["report", "compare"])
+@pytest.mark.parametrize("command", ["report", "compare", "profile"])
 def test_every_documented_option_exists(command):
     params = {
         opt

@@ -46,7 +46,7 @@ class InputSummary:
         "A" for the baseline, then "B", "C", ... in the order given.
     origin : str
         "latents" (analysed now), "analysis" (an Analysis object), "report" (a Report or a
-        dict) or "saved report" (a ``.json`` file).
+        dict), "saved report" (a ``.json`` file) or "profile" (saved ``.lcprof`` profiles).
     sources : tuple of str
         The files (or "array") the latents came from.
     kind, layout, dtype : str
