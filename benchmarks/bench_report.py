@@ -202,7 +202,7 @@ def run(
 
 def bench_henze_zirkler(n: int = 5000, d: int = 64, repeat: int = 5) -> float:
     """Return the best time of Henze-Zirkler on an (n, d) sample (pairwise sums in blocks)."""
-    from latentcheck.stats.multivariate import henze_zirkler
+    from latentcheck.stats.joint.multivariate import henze_zirkler
 
     x = np.random.default_rng(0).standard_normal((n, d))
     henze_zirkler(x[:256])  # warm-up: lazy imports, BLAS threads

@@ -39,35 +39,35 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .analysis import analyze as analyze
-    from .comparison import Comparison as Comparison
-    from .comparison import Posterior as Posterior
-    from .comparison import compare as compare
-    from .loading import LatentSource as LatentSource
-    from .loading import open_latents as open_latents
+    from .analysis.api import analyze as analyze
+    from .comparison.api import Comparison as Comparison
+    from .comparison.api import Posterior as Posterior
+    from .comparison.api import compare as compare
+    from .io.latents import LatentSource as LatentSource
+    from .io.latents import open_latents as open_latents
+    from .model.report import SCHEMA_VERSION as SCHEMA_VERSION
+    from .model.report import Report as Report
+    from .model.report import TestResult as TestResult
     from .options import AnalysisOptions as AnalysisOptions
     from .options import CompareOptions as CompareOptions
     from .profiles import Profile as Profile
     from .profiles import profile as profile
-    from .report import SCHEMA_VERSION as SCHEMA_VERSION
-    from .report import Report as Report
-    from .report import TestResult as TestResult
     from .stream import Stream as Stream
 
 # The rest is imported on first use (PEP 562): importing the package does not import numpy,
 # so the command line tool can set up BLAS first (see __main__.py).
 _LAZY = {
-    "analyze": "analysis",
-    "Comparison": "comparison",
-    "compare": "comparison",
-    "Posterior": "comparison",
-    "LatentSource": "loading",
-    "open_latents": "loading",
+    "analyze": "analysis.api",
+    "Comparison": "comparison.api",
+    "compare": "comparison.api",
+    "Posterior": "comparison.api",
+    "LatentSource": "io.latents",
+    "open_latents": "io.latents",
     "AnalysisOptions": "options",
     "CompareOptions": "options",
-    "SCHEMA_VERSION": "report",
-    "Report": "report",
-    "TestResult": "report",
+    "SCHEMA_VERSION": "model.report",
+    "Report": "model.report",
+    "TestResult": "model.report",
     "Stream": "stream",
     "Profile": "profiles",
     "profile": "profiles",

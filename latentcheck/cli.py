@@ -17,7 +17,6 @@ from typing import Any, TypeVar, cast
 
 import click
 
-from ._output import check_target, printable, write_output
 from .cli_flags import (
     COMPARE_ANALYSIS_FLAGS,
     COMPARE_FLAGS,
@@ -28,6 +27,7 @@ from .cli_flags import (
     options_of,
 )
 from .errors import LatentcheckError, LatentcheckWarning
+from .io.output import check_target, printable, write_output
 from .options import (
     ANALYSIS_OPTIONS,
     COMPARE_OPTIONS,
@@ -347,7 +347,7 @@ def report(
     latentcheck report latents.npy --fail-on-warn -q
     latentcheck report shard0.lcprof shard1.lcprof
     """
-    from .analysis import analyze
+    from .analysis.api import analyze
 
     if not inputs and not (mu or logvar or std or var):
         raise click.UsageError("Give at least one input file (e.g. latents.npy) or --mu")
@@ -449,7 +449,7 @@ def compare(
     latentcheck compare a.npy b.npy --fail-on "count(comparisons.0.moved_dims.*) > 0"
     latentcheck compare --mu mu_a.npy --logvar lv_a.npy --mu mu_b.npy --logvar lv_b.npy
     """
-    from .comparison import compare as compare_inputs
+    from .comparison.api import compare as compare_inputs
 
     posteriors = posterior_inputs(mu, logvar, std, var)
     if len(inputs) + len(posteriors) < 2:
@@ -529,7 +529,7 @@ def posterior_inputs(
     One spread option for every --mu, as many of it as of --mu (click cannot keep the
     order across different options, so mixing --logvar and --std would pair by guess).
     """
-    from .comparison import Posterior
+    from .comparison.api import Posterior
 
     spreads = {k: v for k, v in (("logvar", logvar), ("std", std), ("var", var)) if v}
     if not mu and not spreads:

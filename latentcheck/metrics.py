@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .model.comparison import Comparison
-    from .report import Report
+    from .model.report import Report
 
 __all__ = ["REPORT_METRICS", "comparison_metrics", "report_metrics"]
 

@@ -111,7 +111,7 @@ class Option:
         """Return `value` normalised, or raise InputError naming the option."""
         if value is None and self.optional:
             return None
-        from . import _validation as v  # numpy: not imported by `latentcheck --help`
+        from . import validation as v  # numpy: not imported by `latentcheck --help`
 
         name, kind = self.name, self.kind
         if kind == "int":
@@ -177,7 +177,7 @@ PER_SAMPLE = _o(
     Several files, each one sample (e.g. (C, H, W) files): True reads each file as
     one sample (mixed spatial sizes pooled per channel), False as batches along axis
     0; None refuses 3-D files of one shape that look like single samples (see
-    :func:`~latentcheck.loading.open_latents`).
+    :func:`~latentcheck.io.latents.open_latents`).
     """,
     "bool or None", flag="--per-sample/--batch", optional=True,
 )  # fmt: skip
@@ -458,7 +458,7 @@ class _Validated:
         sample_size = getattr(self, "sample_size", None)
         if sample_size is not None:
             # the joint tests take what the sample holds: only the univariate tests set a floor
-            from ._validation import check_int
+            from .validation import check_int
 
             check_int(sample_size, "sample_size", minimum=self.univariate_rows())
 

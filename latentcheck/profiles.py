@@ -25,7 +25,7 @@ the report gives the bound (``settings.profile.outlier_rate_error``). REQ holds 
 values. Both sketches compact with unseeded coins, so the sketch figures vary between runs
 within those bounds; every other figure is reproducible.
 
-File format: see :mod:`latentcheck.profile_format`.
+File format: see :mod:`latentcheck.io.profile_format`.
 
 References
 ----------
@@ -47,12 +47,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from . import _validation as v
-from ._stream_finish import MODE_NOTE
+from . import validation as v
+from .analysis.stream_finish import MODE_NOTE
 from .errors import FormatError, InputError
+from .io.profile_format import FORMAT_VERSION, decode, encode, kll, rank_error, req
 from .io.remote import with_storage_options
 from .options import ANALYSIS_OPTIONS as OPTIONS
-from .profile_format import FORMAT_VERSION, decode, encode, kll, rank_error, req
 
 __all__ = [
     "DEFAULT_SKETCH_K",
@@ -202,7 +202,7 @@ class Profile:
         return rates, errors
 
     def report(self, **options: Any) -> Any:
-        """Return the :class:`~latentcheck.report.Report` of the profiled rows.
+        """Return the :class:`~latentcheck.model.report.Report` of the profiled rows.
 
         `options` are those of :meth:`Stream.report`. Exact as :func:`latentcheck.analyze`
         on the concatenated shards: moments, covariance, KL, prior outlier rates,
@@ -277,14 +277,14 @@ class Profile:
 
     # -- files --------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        """Return the ``.lcprof`` bytes (see :mod:`latentcheck.profile_format`)."""
+        """Return the ``.lcprof`` bytes (see :mod:`latentcheck.io.profile_format`)."""
         return encode(
             self.stream.state(), self.sketches, self.rows, self.sources, self.low, self.high
         )
 
     def save(self, path: str) -> None:
         """Write the profile to `path` atomically (``'-'`` for stdout)."""
-        from ._output import write_bytes
+        from .io.output import write_bytes
 
         write_bytes(self.to_bytes(), path)
 
@@ -354,7 +354,7 @@ def is_profile_input(latents: Any) -> bool:
 
 def load_profiles(latents: Any) -> Profile:
     """Return the merge of the profiles (objects or ``.lcprof`` paths) in `latents`."""
-    from .loading import expand_paths
+    from .io.latents import expand_paths
 
     items = list(latents) if isinstance(latents, (list, tuple)) else [latents]
     parts: list[Profile] = []
@@ -415,13 +415,13 @@ def report_profiles(latents: Any, **options: Any) -> Any:
 
 
 def analysis_of_profiles(latents: Any, **options: Any) -> Any:
-    """Return an :class:`~latentcheck.analysis.Analysis` of profiles (for ``compare``).
+    """Return an :class:`~latentcheck.analysis.api.Analysis` of profiles (for ``compare``).
 
     The report of :meth:`Profile.report` with the profiles' seeded sample, on which
     ``compare`` runs its two-sample tests. Only finishing `options` apply: the others
     (seed, test_samples, ...) were fixed when the profiles were made.
     """
-    from .analysis_common import Analysis
+    from .analysis.common import Analysis
 
     merged = load_profiles(latents)
     rep = merged.report(**{k: options[k] for k in _FINISH if k in options})
@@ -486,7 +486,7 @@ def profile(
     True
     """
     from .engine.scheduler import default_chunk_rows
-    from .loading import iter_blocks, open_latents
+    from .io.latents import iter_blocks, open_latents
     from .stream import Stream
 
     sketch_cls = kll()

@@ -4,7 +4,7 @@ A :class:`Stream` takes batches of latents one at a time (numpy arrays, or torch
 any device, moved to the CPU without importing torch here), keeps only bounded state — the
 first-pass accumulators of :func:`latentcheck.analyze` (moments, co-moments, non-finite
 counts, the seeded bottom-k sample of rows) plus the exact prior exceedance counts and
-extremes — and finishes into the usual :class:`~latentcheck.report.Report` through the same
+extremes — and finishes into the usual :class:`~latentcheck.model.report.Report` through the same
 code as ``analyze``.
 
 Single pass by nature: figures that need only pass 1 (moments, covariance, KL to N(0, 1),
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from . import _validation as v
+from . import validation as v
 from .errors import InputError
 from .options import ANALYSIS_OPTIONS as OPTIONS
 
@@ -159,7 +159,7 @@ class Stream:
 
     def _rows(self, batch: Any, what: str) -> tuple[NDArray[Any], int]:
         """Return `batch` as a 2-D block of rows, checking it against earlier batches."""
-        from .loading import open_latents
+        from .io.latents import open_latents
 
         arr = to_numpy(batch)
         where = f"batch {self.n_batches} ({what})"
@@ -185,7 +185,7 @@ class Stream:
 
     def _start(self, layout: tuple[tuple[int, ...], int | None, int, int, np.dtype[Any]]) -> None:
         """Create the accumulators once the first batch fixes the width and dtype."""
-        from .accumulate import Exceedance, Extremes, Reservoir
+        from .engine.accumulators import Exceedance, Extremes, Reservoir
         from .engine.plan import FirstPass
 
         self._layout = layout
@@ -200,7 +200,7 @@ class Stream:
         self._extremes = Extremes(d)
 
     def start_source(self, source: Any) -> None:
-        """Fix the layout from a :class:`~latentcheck.loading.LatentSource` (before pushing)."""
+        """Fix the layout from a :class:`~latentcheck.io.latents.LatentSource` (before pushing)."""
         if self._layout is not None:
             raise InputError("The stream already holds rows; start_source comes first")
         self._start(
@@ -233,7 +233,7 @@ class Stream:
         What :meth:`update` does after reading a batch; the first call needs the layout set
         (by a first :meth:`update` or by :meth:`start_source`).
         """
-        from .accumulate import NonFinite
+        from .engine.accumulators import NonFinite
         from .engine.plan import finite_rows
 
         n = block.shape[0]
@@ -412,7 +412,14 @@ class Stream:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Stream:
         """Rebuild a stream from :meth:`state` (e.g. another rank's, or an ``np.load``)."""
-        from .accumulate import Comoments, Exceedance, Extremes, Moments, NonFinite, Reservoir
+        from .engine.accumulators import (
+            Comoments,
+            Exceedance,
+            Extremes,
+            Moments,
+            NonFinite,
+            Reservoir,
+        )
         from .engine.plan import FirstPass
 
         try:
@@ -481,13 +488,13 @@ class Stream:
 
     # -- finishing ----------------------------------------------------------------------
     def report(self, **options: Any) -> Any:
-        """Finish into a :class:`~latentcheck.report.Report` (the stream can go on after).
+        """Finish into a :class:`~latentcheck.model.report.Report` (the stream can go on after).
 
         `options` are the finishing options of :func:`latentcheck.analyze`: ``alpha``,
         ``top_pairs``, ``joint_samples``, ``energy_samples``, ``energy_resamples``,
         ``mcd_samples``, ``top_rows``, ``assume_scale``, ``assume_shift``.
         """
-        from ._stream_finish import finish
+        from .analysis.stream_finish import finish
 
         if self._layout is None:
             raise InputError("The stream is empty: update it with at least 2 rows first")

@@ -7,7 +7,7 @@ report:
 
 - global constants only (Stable Diffusion, SD3, FLUX): ``(z − shift_factor) ·
   scaling_factor``, with exactly the check of ``--assume-scale/--assume-shift``
-  (:func:`latentcheck.stats.normcheck.check_normalization`);
+  (:func:`latentcheck.stats.normalization.check_normalization`);
 - per-channel constants (SDXL-style pipelines and video VAEs such as Wan): diffusers applies
   ``(z − latents_mean) · scaling_factor / latents_std`` (``scaling_factor`` 1 when absent);
   every channel's normalised mean m'_j = (m_j − μ_j)·s/σ_j and std s'_j = std_j·s/σ_j are
@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 from .errors import InputError
 
 if TYPE_CHECKING:
-    from .report import Report
+    from .model.report import Report
 
 __all__ = [
     "KEYS",
@@ -153,7 +153,7 @@ def load_vae_config(path: str | os.PathLike[str]) -> VaeConfig:
 
 def _per_channel(report: Report, cfg: VaeConfig) -> dict[str, Any]:
     """Return the per-channel check of ``(z − latents_mean) · s / latents_std``."""
-    from .stats.normcheck import MEAN_TOL, STD_TOL
+    from .stats.normalization import MEAN_TOL, STD_TOL
 
     assert cfg.latents_mean is not None and cfg.latents_std is not None
     d = report.input.n_dims
@@ -211,8 +211,8 @@ def check_vae_config(report: Report, config: VaeConfig | Mapping[str, Any] | str
     ``summary.normalization_check`` with a ``vae_config`` block (source, constants, whether
     they fit, the fitted values) and one finding (aspect "scale") in the verdict.
     """
-    from .report import Finding
-    from .stats.normcheck import check_normalization
+    from .model.report import Finding
+    from .stats.normalization import check_normalization
 
     if isinstance(config, (str, os.PathLike)):
         cfg = load_vae_config(config)
@@ -236,7 +236,7 @@ def check_vae_config(report: Report, config: VaeConfig | Mapping[str, Any] | str
         text = per["text"]
     else:
         assert cfg.scaling_factor is not None
-        from .report import to_jsonable
+        from .model.report import to_jsonable
 
         ok = ~np.asarray(report.dims.degenerate, dtype=bool)
         with np.errstate(divide="ignore"):
@@ -309,6 +309,6 @@ def fitted_config(report: Report) -> dict[str, Any]:
 
 def emit_config(report: Report) -> str:
     """Return :func:`fitted_config` as JSON text (degenerate channels' values as null)."""
-    from .report import to_jsonable
+    from .model.report import to_jsonable
 
     return json.dumps(to_jsonable(fitted_config(report)), indent=2, allow_nan=False) + "\n"

@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .model.posterior import PosteriorBlock
-from .report import Finding, Report
+from .model.report import Finding, Report
 
 __all__ = ["build_findings", "judge", "name_dims", "rate_finding", "rate_findings"]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.stats as st
 
-from latentcheck.accumulate import (
+from latentcheck.engine.accumulators import (
     Comoments,
     Exceedance,
     Extremes,
@@ -363,7 +363,7 @@ def test_scratch_blocks_are_per_thread_and_per_slot_and_go_with_their_thread():
     import threading
     import weakref
 
-    from latentcheck.accumulate import Scratch
+    from latentcheck.engine.accumulators import Scratch
 
     s = Scratch()
     a, b = s.get(2, 100, 3)

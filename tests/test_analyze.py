@@ -13,7 +13,7 @@ from statsmodels.stats.diagnostic import lilliefors, normal_ad
 from statsmodels.stats.multitest import multipletests
 
 import latentcheck as lc
-from latentcheck.analysis import sorted_quantiles
+from latentcheck.analysis.api import sorted_quantiles
 from latentcheck.errors import DegenerateDimensionWarning, InputError, SampleQualityWarning
 
 LEVELS = [0.001, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 0.999]
@@ -142,7 +142,7 @@ def test_one_dimension_tests_a_uniform_sample_not_the_smallest_values(shape):
     # with one dimension the transposed sample was a view of it, and sorting the columns
     # for the quantiles sorted the sample's rows: the univariate tests then ran on the
     # test_samples smallest values. They must run on the rows with the smallest keys.
-    from latentcheck.accumulate import hash_rows
+    from latentcheck.engine.accumulators import hash_rows
 
     x = np.random.default_rng(3).standard_normal(shape)
     rows = np.moveaxis(x, 1, -1).reshape(-1) if x.ndim > 2 else x[:, 0]
@@ -392,7 +392,7 @@ def test_holm_matches_statsmodels_and_skips_nan(rng):
 
 
 def test_histogram_of_standardised_sample_matches_numpy(data, report):
-    from latentcheck.report import HISTOGRAM_EDGES
+    from latentcheck.model.report import HISTOGRAM_EDGES
 
     edges = np.concatenate([[-np.inf], HISTOGRAM_EDGES, [np.inf]])
     for j in range(data.shape[1]):
@@ -404,8 +404,8 @@ def test_histogram_of_standardised_sample_matches_numpy(data, report):
 def test_histogram_of_a_float32_sample_counts_as_float64_would(rng):
     # the cuts are moved into float32 exactly: values equal to a cut, and values between
     # the float64 cut and its float32 rounding, land in the bins a float64 count gives
-    from latentcheck.analysis_finish import histograms  # tests the internals
-    from latentcheck.report import HISTOGRAM_EDGES
+    from latentcheck.analysis.finish import histograms  # tests the internals
+    from latentcheck.model.report import HISTOGRAM_EDGES
 
     edges = np.asarray(HISTOGRAM_EDGES)
     mean, std = np.array([0.1, -0.3]), np.array([1.0 / 3.0, 2.0])
@@ -449,8 +449,8 @@ def test_analysis_restores_gc_and_blas_threads(rng):
 
 
 def test_analysis_gathers_its_sample_in_key_order_on_first_use():
-    from latentcheck.accumulate import hash_rows
-    from latentcheck.analysis import analyze_with_sample
+    from latentcheck.analysis.api import analyze_with_sample
+    from latentcheck.engine.accumulators import hash_rows
 
     x = np.random.default_rng(5).standard_normal((3000, 3))
     a = analyze_with_sample(x, sample_size=500, test_samples=200)

@@ -295,8 +295,8 @@ def test_issue_16_format_from_the_output_suffix(runner, npy, tmp_path):
 
 
 def test_issue_16_mistakes_fail_before_the_analysis(runner, npy, tmp_path, monkeypatch):
-    import latentcheck.analysis as analysis
     import latentcheck.cli as cli_module
+    from latentcheck.analysis import api as analysis
 
     def boom(*a, **k):
         raise AssertionError("the analysis ran")

@@ -14,9 +14,9 @@ from scipy.spatial.distance import cdist
 from statsmodels.stats.multitest import multipletests
 
 import latentcheck as lc
-from latentcheck.analysis import analyze_with_sample
+from latentcheck.analysis.api import analyze_with_sample
 from latentcheck.cli import cli
-from latentcheck.comparison import COMPARE_SCHEMA_VERSION
+from latentcheck.comparison.api import COMPARE_SCHEMA_VERSION
 from latentcheck.errors import InputError, LatentcheckWarning, SchemaError
 from latentcheck.stats.twosample import (
     adjust_pvalues,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import latentcheck as lc
-import latentcheck.comparison
+import latentcheck.comparison.api
 from latentcheck.cli import cli
 from latentcheck.errors import InputError
 
@@ -63,7 +63,7 @@ def test_issue_16_posterior_dict_with_unknown_keys_is_refused(monkeypatch):
     mu, lv = posterior(0, 0.0)
     calls = []
     monkeypatch.setattr(
-        latentcheck.comparison, "analyze_with_sample", lambda *a, **k: calls.append(a)
+        latentcheck.comparison.api, "analyze_with_sample", lambda *a, **k: calls.append(a)
     )
     # a bad posterior anywhere is refused before any input is analysed
     with pytest.raises(InputError, match="has shape"):

@@ -89,7 +89,9 @@ def test_changelog_has_unreleased_on_top():
 def test_issue_16_readme_verdict_rules_quote_the_code_constants():
     """Every `NAME` = value in the README's "Verdict rules" table is the code's constant,
     and every finding code the verdict can emit is in the table."""
-    from latentcheck import _validation, report, verdict
+    from latentcheck import validation as _validation
+    from latentcheck import verdict
+    from latentcheck.model import report
 
     section = README.split("### Verdict rules", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
     quoted = re.findall(r"`([A-Z_]+)` = ([0-9.]+)", section)

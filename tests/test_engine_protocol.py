@@ -23,17 +23,24 @@ from typing import Any
 import numpy as np
 import pytest
 
-from latentcheck._inputs import PosteriorPass
-from latentcheck._joint import JointPass
-from latentcheck._spatial import spatial_factory
-from latentcheck.accumulate import Comoments, Exceedance, Extremes, Moments, NonFinite, Reservoir
+from latentcheck.analysis.joint import JointPass
+from latentcheck.analysis.spatial import spatial_factory
 from latentcheck.engine import protocol
+from latentcheck.engine.accumulators import (
+    Comoments,
+    Exceedance,
+    Extremes,
+    Moments,
+    NonFinite,
+    Reservoir,
+)
 from latentcheck.engine.plan import FirstPass, SecondPassFactory
-from latentcheck.loading import open_latents
-from latentcheck.stats.design_effect import ItemMeansAccumulator
-from latentcheck.stats.mardia import MardiaAccumulator
-from latentcheck.stats.outliers import MahalanobisAccumulator
-from latentcheck.stats.spatial import SpatialAccumulator
+from latentcheck.io.latents import open_latents
+from latentcheck.io.posterior import PosteriorPass
+from latentcheck.stats.joint.mardia import MardiaAccumulator
+from latentcheck.stats.joint.outliers import MahalanobisAccumulator
+from latentcheck.stats.spatial.correlation import SpatialAccumulator
+from latentcheck.stats.spatial.design_effect import ItemMeansAccumulator
 
 C, SHAPE = 3, (2, 4)
 P = 8  # positions per item: every cut falls between items (the spatial accumulators need it)

@@ -20,11 +20,11 @@ import pytest
 from helpers import assert_json_close
 
 import latentcheck as lc
-from latentcheck import loading
 from latentcheck.cli import cli
 from latentcheck.errors import FormatError, InputError
+from latentcheck.io import latents as loading
+from latentcheck.io.latents import file_keys, iter_blocks, open_latents, resolve_key
 from latentcheck.io.member import SlicedArray
-from latentcheck.loading import file_keys, iter_blocks, open_latents, resolve_key
 
 FORMATS = ["safetensors", "hdf5", "zarr", "torch"]
 MODULES = {"safetensors": "safetensors", "hdf5": "h5py", "zarr": "zarr", "torch": "torch"}

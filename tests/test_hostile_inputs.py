@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import latentcheck as lc
-from latentcheck import loading
 from latentcheck.cli import cli
+from latentcheck.io import latents as loading
 from latentcheck.io.readers.npz import check_inflated_size
 
 
@@ -160,7 +160,7 @@ def test_issue_20_compare_refuses_hostile_saved_reports(runner, tmp_path, saved,
     assert "dims lists 2" in _compare_error(runner, tmp_path, json.dumps(short))
     wrong = dict(saved, dims="oops")
     assert "malformed" in _compare_error(runner, tmp_path, json.dumps(wrong))
-    from latentcheck import comparison
+    from latentcheck.comparison import api as comparison
 
     monkeypatch.setattr(comparison, "MAX_REPORT_BYTES", 1000)
     assert "more than a saved report" in _compare_error(runner, tmp_path, json.dumps(saved))

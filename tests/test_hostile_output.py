@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latentcheck import _output
 from latentcheck.cli import cli
+from latentcheck.io import output as _output
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import latentcheck as lc
-from latentcheck.loading import iter_blocks
+from latentcheck.io.latents import iter_blocks
 
 linux_fds = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
 

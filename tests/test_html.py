@@ -15,9 +15,9 @@ import pytest
 import latentcheck as lc
 from latentcheck.cli import cli
 from latentcheck.errors import InputError
+from latentcheck.model.report import HISTOGRAM_EDGES
 from latentcheck.render import FORMATS, _htmlplots, htmlreport, render
 from latentcheck.render.textreport import fmt, pct, pval
-from latentcheck.report import HISTOGRAM_EDGES
 
 pytest.importorskip("matplotlib")
 

@@ -23,8 +23,8 @@ from conv_fields import lag1_correlation, sigma_for_rho, smoothed_fields
 from scipy import stats
 
 import latentcheck as lc
-from latentcheck.analysis import analyze_with_sample
-from latentcheck.stats.design_effect import ItemMeansAccumulator, item_mean_intervals
+from latentcheck.analysis.api import analyze_with_sample
+from latentcheck.stats.spatial.design_effect import ItemMeansAccumulator, item_mean_intervals
 
 ALPHA = 0.05
 
@@ -218,7 +218,7 @@ def test_issue_15_too_few_items_leave_the_conv_tests_unrun(n_items):
 
 
 def test_issue_15_independent_sample_picks_the_separated_positions():
-    from latentcheck._spatial import independent_sample
+    from latentcheck.analysis.spatial import independent_sample
 
     rng = np.random.default_rng(2)
     x = smoothed_fields(rng, 30, 3, (12, 12), sigma_for_rho(0.6))

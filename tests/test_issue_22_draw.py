@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latentcheck._inputs import DrawSource, resolve_inputs, standard_normal
-from latentcheck.accumulate import hash_rows
+from latentcheck.engine.accumulators import hash_rows
+from latentcheck.io.posterior import DrawSource, resolve_inputs, standard_normal
 
 
 def _closed_form(index: np.ndarray, seed: int) -> np.ndarray:

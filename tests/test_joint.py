@@ -12,7 +12,7 @@ import scipy.stats as st
 import latentcheck as lc
 from latentcheck.errors import SampleQualityWarning
 from latentcheck.gates import resolve
-from latentcheck.stats import multivariate as mv
+from latentcheck.stats.joint import multivariate as mv
 
 DATA = Path(__file__).parent / "data"
 JOINT_TESTS = [

@@ -9,8 +9,8 @@ import pytest
 
 import latentcheck as lc
 from latentcheck.errors import FormatError, InputError
+from latentcheck.io.latents import iter_blocks, npz_keys, open_latents, plan_blocks
 from latentcheck.io.member import LazyMap
-from latentcheck.loading import iter_blocks, npz_keys, open_latents, plan_blocks
 
 
 def test_npy_is_memory_mapped_not_loaded(latents_file, rng):

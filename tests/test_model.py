@@ -14,7 +14,7 @@ from scipy import stats
 
 import latentcheck as lc
 from latentcheck.errors import InputError
-from latentcheck.model.base import Block, from_jsonable, to_jsonable
+from latentcheck.model.base import Block, from_jsonable, level_key, to_jsonable
 from latentcheck.model.posterior import PosteriorBlock
 from latentcheck.render import available_formats, register, render
 from latentcheck.render.registry import RenderOptions, unregister
@@ -86,7 +86,7 @@ def test_issue_17_report_round_trips_through_json(post_report):
 
 
 def test_issue_17_low_level_types_round_trip():
-    from latentcheck.report import Finding, Normalization, TestResult
+    from latentcheck.model.report import Finding, Normalization, TestResult
 
     for obj in (
         TestResult(statistic=1.5, pvalue=math.nan, df=2.0, method="exact"),
@@ -114,7 +114,7 @@ def test_issue_17_expected_outlier_rates_match_scipy(wide_report):
     np.testing.assert_allclose(st.expected_outlier_rates, ref, rtol=1e-13)
     # the summary's stored figure is the same number
     exp = [
-        wide_report.summary.expected_outlier_rate[lc.report.level_key(k)] for k in st.sigma_levels
+        wide_report.summary.expected_outlier_rate[level_key(k)] for k in st.sigma_levels
     ]
     np.testing.assert_array_equal(st.expected_outlier_rates, exp)
     assert st.headline_level == 1
@@ -123,7 +123,7 @@ def test_issue_17_expected_outlier_rates_match_scipy(wide_report):
 def test_issue_17_outlier_ratio_is_the_json_figure(wide_report):
     records = wide_report.to_dict()["dims"]
     for i, k in enumerate(wide_report.settings.sigma_levels):
-        key = lc.report.level_key(k)
+        key = level_key(k)
         ratio = wide_report.outlier_ratio(i)
         np.testing.assert_array_equal(ratio, [r["outlier_ratio"][key] for r in records])
         # independently: the share of |z - mean| > k std over the normal tail, by counting

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 import latentcheck as lc
-from latentcheck import _validation as v
-from latentcheck.analysis import analyze_with_sample
+from latentcheck import validation as v
+from latentcheck.analysis.api import analyze_with_sample
 from latentcheck.cli import cli
 from latentcheck.errors import InputError
 from latentcheck.options import (
@@ -106,7 +106,7 @@ def test_stream_takes_analyze_defaults():
 def test_the_options_module_and_validation_agree_on_choices_and_levels():
     assert ANALYSIS_OPTIONS["nan"].choices == v.NAN_POLICIES
     assert AnalysisOptions().sigma_levels == tuple(float(k) for k in v.SIGMA_LEVELS)
-    from latentcheck.comparison import RELATIONS
+    from latentcheck.comparison.api import RELATIONS
 
     assert COMPARE_OPTIONS["relation"].choices == tuple(RELATIONS)
     for name in set(ANALYSIS_OPTIONS) & set(COMPARE_OPTIONS):
@@ -214,7 +214,7 @@ def test_the_seed_is_checked_and_drawn_once_on_the_posterior_path(monkeypatch):
 
     def check(seed):
         caller = Path(sys._getframe(1).f_code.co_filename).name
-        if caller != "_validation.py":  # not stats.mixture's own check_seed (a public function)
+        if caller != "validation.py":  # not stats.mixture's own check_seed (a public function)
             checked.append((caller, seed))
         return real_check(seed)
 
@@ -309,13 +309,13 @@ def test_stream_report_takes_the_finishing_options_only():
 # ---------------------------------------------------------------------------------------
 
 MODULES = [
-    "analysis.py",
-    "analysis_common.py",
-    "analysis_finish.py",
-    "analysis_run.py",
+    "analysis/api.py",
+    "analysis/common.py",
+    "analysis/finish.py",
+    "analysis/run.py",
     "options.py",
     "cli.py",
-    "_stream_finish.py",
+    "analysis/stream_finish.py",
 ]
 
 

@@ -13,7 +13,7 @@ from test_analyze import _assert_same_report, _leaves, _mixed
 import latentcheck as lc
 from latentcheck.engine import kernels, plan, scheduler, workers
 from latentcheck.errors import InputError
-from latentcheck.loading import open_latents, plan_blocks
+from latentcheck.io.latents import open_latents, plan_blocks
 
 needs_fork = pytest.mark.skipif(
     not workers.processes_available(), reason="worker processes are forked on Linux only"
@@ -289,7 +289,7 @@ def _same_bits(a: dict, b: dict) -> None:
 def test_any_worker_layout_gives_the_same_bits(forking, monkeypatch):
     # segments are fixed by the number of chunks and merged in segment order, so who
     # streamed which segment, and how many workers there were, cannot show in the result
-    from latentcheck import analysis_run
+    from latentcheck.analysis import run as analysis_run
 
     data = _mixed(np.random.default_rng(8), n=2500)
     data[[3, 1200], 2] = np.nan
@@ -507,8 +507,8 @@ def test_an_interrupted_wait_terminates_the_busy_worker(monkeypatch):
 def test_second_pass_accumulators_need_no_scipy(monkeypatch):
     # a worker process forked before the imports would otherwise import scipy (0.1 s) to
     # compute the chi2 thresholds once per segment: the factory carries them
-    from latentcheck._joint import JointPass
-    from latentcheck.stats import outliers
+    from latentcheck.analysis.joint import JointPass
+    from latentcheck.stats.joint import outliers
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((500, 4))
@@ -530,7 +530,7 @@ def test_second_pass_accumulators_need_no_scipy(monkeypatch):
 def test_a_too_tight_prefilter_gives_the_same_report(forking, monkeypatch):
     # p < 1e-15 in practice: the sample is then collected again without a prefilter, while
     # pass 2 runs on the worker, and the report does not show it
-    from latentcheck import analysis_run
+    from latentcheck.analysis import run as analysis_run
 
     x = np.random.default_rng(5).standard_normal((3000, 3))
     ref = lc.analyze(x, seed=3, sample_size=500, test_samples=200, chunk_rows=50, threads=2)

@@ -9,10 +9,10 @@ import pytest
 import scipy.stats as st
 
 import latentcheck as lc
-from latentcheck._inputs import DrawSource, resolve_inputs, standard_normal
 from latentcheck.cli import cli
 from latentcheck.gates import resolve
-from latentcheck.loading import iter_blocks
+from latentcheck.io.latents import iter_blocks
+from latentcheck.io.posterior import DrawSource, resolve_inputs, standard_normal
 
 CONTRACT = [
     "kl_per_dim",

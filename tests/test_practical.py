@@ -181,7 +181,7 @@ def test_outlier_verdict_without_rates_is_a_note():
 
 
 def test_item_means_accumulator_merges_and_skips_incomplete_samples():
-    from latentcheck.stats.design_effect import ItemMeansAccumulator, design_effects
+    from latentcheck.stats.spatial.design_effect import ItemMeansAccumulator, design_effects
 
     rng = np.random.default_rng(2)
     rows = rng.standard_normal((40, 3))  # 10 samples of 4 positions

@@ -22,7 +22,7 @@ import pytest
 from helpers import assert_json_close
 
 import latentcheck as lc
-from latentcheck.analysis import analyze_with_sample
+from latentcheck.analysis.api import analyze_with_sample
 from latentcheck.errors import FormatError, InputError
 from latentcheck.profiles import Profile, analysis_of_profiles, rank_error
 

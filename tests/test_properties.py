@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from latentcheck.accumulate import (
+from latentcheck.engine.accumulators import (
     Beyond,
     Comoments,
     Exceedance,

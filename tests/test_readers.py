@@ -19,7 +19,7 @@ from latentcheck.io import (
     unregister_reader,
 )
 from latentcheck.io.keys import Chooser
-from latentcheck.loading import file_keys, open_latents
+from latentcheck.io.latents import SUPPORTED, file_keys, open_latents
 
 
 class TextReader(Reader):
@@ -75,7 +75,7 @@ def _write(path: Path, z: np.ndarray) -> Path:
 def test_builtin_readers_are_registered_in_message_order():
     names = [r.name for r in registered_readers()][:6]
     assert names == ["npy", "npz", "safetensors", "hdf5", "zarr", "torch"]
-    assert lc.loading.SUPPORTED == (
+    assert SUPPORTED == (
         ".npy, .npz, .safetensors, .h5/.hdf5, .zarr (directory store), .pt/.pth"
     )
 

@@ -18,7 +18,7 @@ import pytest
 
 import latentcheck as lc
 from latentcheck.cli import cli
-from latentcheck.loading import file_keys, open_latents
+from latentcheck.io.latents import file_keys, open_latents
 
 fsspec = pytest.importorskip("fsspec")
 from fsspec.implementations.memory import MemoryFileSystem  # noqa: E402

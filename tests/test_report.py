@@ -13,7 +13,7 @@ import pytest
 import latentcheck as lc
 from latentcheck.errors import SchemaError
 from latentcheck.gates import evaluate, resolve
-from latentcheck.report import Report
+from latentcheck.model.report import Report
 
 CONTRACT = [
     "schema_version",

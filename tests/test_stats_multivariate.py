@@ -13,9 +13,9 @@ import pytest
 from scipy import integrate, linalg, spatial, stats
 
 from latentcheck.errors import DegenerateDimensionWarning, InputError, SmallSampleWarning
-from latentcheck.report import TestResult
-from latentcheck.stats import multivariate as mv
-from latentcheck.stats.mardia import MardiaAccumulator, _mardia_kurtosis
+from latentcheck.model.report import TestResult
+from latentcheck.stats.joint import multivariate as mv
+from latentcheck.stats.joint.mardia import MardiaAccumulator, _mardia_kurtosis
 
 DATA = Path(__file__).parent / "data"
 

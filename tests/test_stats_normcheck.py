@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from latentcheck.errors import DegenerateDimensionWarning, InputError, SmallSampleWarning
-from latentcheck.stats.normcheck import (
+from latentcheck.stats.normalization import (
     KNOWN_CONSTANTS,
     MISTAKES,
     check_normalization,

@@ -11,9 +11,9 @@ from scipy import spatial, stats
 from sklearn.covariance import MinCovDet
 
 from latentcheck.errors import DegenerateDimensionWarning, InputError, SmallSampleWarning
-from latentcheck.stats import multivariate as mv
-from latentcheck.stats import outliers as ol
-from latentcheck.stats.whitening import row_norms_squared
+from latentcheck.stats.joint import multivariate as mv
+from latentcheck.stats.joint import outliers as ol
+from latentcheck.stats.joint.whitening import row_norms_squared
 
 # -- gaussian_tail ----------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from latentcheck.errors import DegenerateDimensionWarning, InputError, SmallSampleWarning
-from latentcheck.stats.posterior import (
+from latentcheck.stats.posterior.rate import (
     PosteriorAccumulator,
     as_logvar,
     check_mu,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from latentcheck.report import Normalization
+from latentcheck.model.report import Normalization
 from latentcheck.stats.scale import normalization, pooled_sq_var_from_sample
 from latentcheck.stats.twosample import global_tests
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from latentcheck.errors import DegenerateDimensionWarning, InputError, SmallSampleWarning
-from latentcheck.stats.spatial import (
+from latentcheck.stats.spatial.correlation import (
     SpatialAccumulator,
     effective_sample_size,
     separated_rows,

@@ -108,7 +108,7 @@ def test_issue_18_stream_conv_batches_equal_analyze() -> None:
     # not on the correlated rows at every position
     from scipy import stats
 
-    from latentcheck.analysis import analyze_with_sample  # tests the internals
+    from latentcheck.analysis.api import analyze_with_sample  # tests the internals
 
     a = analyze_with_sample(x, **OPTS)
     items = a.row_ids // 30

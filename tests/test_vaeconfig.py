@@ -11,7 +11,7 @@ import pytest
 import latentcheck as lc
 from latentcheck.cli import cli
 from latentcheck.errors import InputError
-from latentcheck.stats.normcheck import check_normalization
+from latentcheck.stats.normalization import check_normalization
 from latentcheck.vaeconfig import check_vae_config, load_vae_config
 
 MEAN = np.array([0.5, -1.0, 0.0, 2.0])

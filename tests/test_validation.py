@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import latentcheck as lc
-from latentcheck import _validation as v
+from latentcheck import validation as v
 from latentcheck.errors import FormatError, InputError
 
 

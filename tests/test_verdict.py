@@ -21,7 +21,7 @@ from scipy import integrate, stats
 import latentcheck as lc
 from latentcheck import verdict as V
 from latentcheck.cli import cli
-from latentcheck.report import MI_CEILING_TOL
+from latentcheck.model.report import MI_CEILING_TOL
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_latents"
 
@@ -375,7 +375,7 @@ def test_issue_15_item_9_verdict_reads_no_far_tail_liberal_test() -> None:
     # every test but Shapiro-Wilk, change no finding
     import dataclasses
 
-    from latentcheck.report import UnivariateTest
+    from latentcheck.model.report import UnivariateTest
 
     z = np.random.default_rng(9).standard_normal((3000, 6))
     z[:, 2] = stats.t(5).rvs(size=3000, random_state=np.random.default_rng(10)) / math.sqrt(5 / 3)

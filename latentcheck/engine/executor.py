@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
-from ..loading import LatentSource
+from ..io.latents import LatentSource
 from .protocol import from_state, state_of
 from .segments import merge_in_order, run_segment
 

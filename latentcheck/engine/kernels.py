@@ -4,7 +4,7 @@ Everything here works on one block of rows at a time and holds no statistical st
 column sums through BLAS, centring and column dot products viewed k rows at a time (long
 numpy inner loops), halving folds, sparse scans of threshold masks, thresholds exact in
 the data's dtype, and the per-thread scratch blocks and tiled rows that spare the
-allocator. The accumulators (:mod:`latentcheck.accumulate`, :mod:`latentcheck.engine.plan`)
+allocator. The accumulators (:mod:`latentcheck.engine.accumulators`, :mod:`latentcheck.engine.plan`)
 combine them; what each kernel saves is measured in the changelog, not here.
 """
 

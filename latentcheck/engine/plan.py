@@ -24,14 +24,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..accumulate import (
-    Comoments,
-    Exceedance,
-    Extremes,
-    Moments,
-    NonFinite,
-    Reservoir,
-)
+from .accumulators import Comoments, Exceedance, Extremes, Moments, NonFinite, Reservoir
 from .kernels import (
     Beyond,
     Scratch,

@@ -107,20 +107,20 @@ class Accumulator(Protocol):
 #: Accumulator classes by stable name: "module:Class" paths, imported on first use so
 #: that reading a state never imports more than the classes it names.
 REGISTRY: dict[str, str] = {
-    "moments": "latentcheck.accumulate:Moments",
-    "comoments": "latentcheck.accumulate:Comoments",
+    "moments": "latentcheck.engine.accumulators:Moments",
+    "comoments": "latentcheck.engine.accumulators:Comoments",
     "extremes": "latentcheck.engine.tails:Extremes",
     "exceedance": "latentcheck.engine.tails:Exceedance",
-    "nonfinite": "latentcheck.accumulate:NonFinite",
+    "nonfinite": "latentcheck.engine.accumulators:NonFinite",
     "reservoir": "latentcheck.engine.sample:Reservoir",
     "first_pass": "latentcheck.engine.plan:FirstPass",
     "second_pass": "latentcheck.engine.plan:SecondPass",
-    "mardia": "latentcheck.stats.mardia:MardiaAccumulator",
-    "mahalanobis": "latentcheck.stats.outliers:MahalanobisAccumulator",
-    "joint_pass": "latentcheck._joint:JointPass",
-    "spatial": "latentcheck.stats.spatial:SpatialAccumulator",
-    "item_means": "latentcheck.stats.design_effect:ItemMeansAccumulator",
-    "posterior_pass": "latentcheck._inputs:PosteriorPass",
+    "mardia": "latentcheck.stats.joint.mardia:MardiaAccumulator",
+    "mahalanobis": "latentcheck.stats.joint.outliers:MahalanobisAccumulator",
+    "joint_pass": "latentcheck.analysis.joint:JointPass",
+    "spatial": "latentcheck.stats.spatial.correlation:SpatialAccumulator",
+    "item_means": "latentcheck.stats.spatial.design_effect:ItemMeansAccumulator",
+    "posterior_pass": "latentcheck.io.posterior:PosteriorPass",
 }
 
 

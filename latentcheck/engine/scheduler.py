@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..loading import LatentSource
+from ..io.latents import LatentSource
 from .executor import ExecutorPass, current_executor
 from .segments import ThreadTokens, Tokens, merge_in_order, participate
 from .workers import WorkerPool

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..loading import LatentSource
+from ..io.latents import LatentSource
 
 __all__ = ["ThreadTokens", "Tokens", "merge_in_order", "participate", "run_segment"]
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..loading import LatentSource
+from ..io.latents import LatentSource
 from .executor import current_executor
 from .segments import Tokens, participate
 

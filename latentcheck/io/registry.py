@@ -5,7 +5,7 @@ arrays by name, which optional library (and extra) it needs, how it lists the ar
 file and how it opens one as a :class:`~latentcheck.io.member.Member`. Registering an
 instance with :func:`register_reader` is all it takes for :func:`~latentcheck.open_latents`,
 ``analyze``, ``compare`` and the CLI to read it. Files that each hold one sample are
-handled above the readers, for every format alike (:mod:`latentcheck._persample`).
+handled above the readers, for every format alike (:mod:`latentcheck.io.persample`).
 """
 
 from __future__ import annotations

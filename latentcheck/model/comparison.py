@@ -15,8 +15,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..render.registry import render
-from ..report import Report
 from .base import Finding, TestResult, to_jsonable
+from .report import Report
 
 # COMPARE_SCHEMA_VERSION history (one line per bump):
 # 1: first release: settings, baseline, comparisons (summary_deltas, dims, joint, profiles).

@@ -1,6 +1,6 @@
 """Plots of the HTML report, drawn with matplotlib and embedded as inline PNG.
 
-Each function draws one figure from a :class:`~latentcheck.report.Report` and returns it as
+Each function draws one figure from a :class:`~latentcheck.model.report.Report` and returns it as
 an HTML ``<figure>`` element with a ``data:`` PNG image and a caption: per-dimension
 histograms of standardised values against the N(0, 1) density, a Q-Q plot, per-dimension
 KL bars (and the posterior rate), the covariance eigen-spectrum, and per-channel maps of
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from ..report import HISTOGRAM_EDGES, Report, level_key
+from ..model.report import HISTOGRAM_EDGES, Report, level_key
 from .textreport import fmt
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""Text and Markdown rendering of a :class:`~latentcheck.comparison.Comparison`.
+"""Text and Markdown rendering of a :class:`~latentcheck.comparison.api.Comparison`.
 
 Verdict first, then the side-by-side summary (one column per input, delta columns against
 the baseline), the per-dimension table of each comparison (moved dimensions, or all when

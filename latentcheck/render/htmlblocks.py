@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..model.joint import MahalanobisBlock, McdBlock, TopRow
-from ..report import Report
+from ..model.report import Report
 from ._htmlplots import maps, spectrum
 from .htmlparts import html_table, kv_table, para, section
 from .textreport import (

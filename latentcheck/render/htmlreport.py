@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import InputError
-from ..report import Finding, Report, level_key
+from ..model.report import Finding, Report, level_key
 from ._htmlplots import floats, histograms, kl_bars, plot_style, qq
 from .htmlblocks import joint_section, posterior_section, spatial_section
 from .htmlparts import esc, html_table, kv_table, para, section

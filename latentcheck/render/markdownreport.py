@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from ..report import Report, level_key
+from ..model.report import Report, level_key
 from .registry import RenderOptions, register
 from .textreport import (
     SPATIAL_LEGEND,

@@ -1,4 +1,4 @@
-"""Text rendering of a :class:`~latentcheck.report.Report` for a terminal.
+"""Text rendering of a :class:`~latentcheck.model.report.Report` for a terminal.
 
 Verdict first, then the headline figures, then the per-dimension table. Every line fits the
 requested width (100 columns by default); every number carries its unit or its definition
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..model.posterior import PosteriorBlock
-from ..report import Report, level_key
+from ..model.report import Report, level_key
 from .formatting import fmt as fmt
 from .formatting import pct as pct
 from .formatting import pval as pval

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .. import _validation as v
+from .. import validation as v
 from ..errors import InputError, SmallSampleWarning
 from ..model.base import Normalization, TestResult
 

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..._validation import check_shape
 from ...errors import FormatError
+from ...validation import check_shape
 from ..keys import Chooser, label_of
 from ..member import Member, SlicedArray
 from ..registry import Reader

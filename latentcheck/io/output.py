@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .errors import OutputError
+from ..errors import OutputError
 
 __all__ = ["TEMP_PREFIX", "check_target", "printable", "write_bytes", "write_output"]
 

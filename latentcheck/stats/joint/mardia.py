@@ -2,7 +2,7 @@
 
 :func:`mardia` tests a sample (normally the seeded one). :class:`MardiaAccumulator` gives
 the same statistics over all rows in the second pass: fed with chunks whitened once by the
-shared :class:`~latentcheck.stats.whitening.Whitening`, it sums ``|y|^4`` and, when
+shared :class:`~latentcheck.stats.joint.whitening.Whitening`, it sums ``|y|^4`` and, when
 :func:`mardia_third_order_affordable` says that their ``n d^2 (d + 1)`` flops fit the
 budget, the third-order sums behind the skewness; both merge by addition.
 """
@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from latentcheck.errors import InputError
 from latentcheck.model.base import TestResult
-from latentcheck.stats._joint_common import (
+from latentcheck.stats.joint.common import (
     _check_sample,
     _normal_sf,
     _prepare,
@@ -25,7 +25,7 @@ from latentcheck.stats._joint_common import (
     _skip,
     _symmetric_pair_sum,
 )
-from latentcheck.stats.whitening import Whitening, _same_whitening, small_product_rows
+from latentcheck.stats.joint.whitening import Whitening, _same_whitening, small_product_rows
 
 __all__ = [
     "THIRD_ORDER_FLOP_BUDGET",
@@ -289,7 +289,7 @@ def _third_order_sums(y: FloatArray) -> FloatArray:
     For each s, the products y_is y_it (t >= s) are contiguous slices, so one BLAS product
     per s and row block covers them, with no gathered copies. Row blocks small enough for
     OpenBLAS's small-matrix kernels where that leaves at least 64 rows (25% less time at
-    d = 64, 15% at d = 100; see :func:`~latentcheck.stats.whitening.small_product_rows`).
+    d = 64, 15% at d = 100; see :func:`~latentcheck.stats.joint.whitening.small_product_rows`).
     """
     m, d = y.shape
     out = np.zeros((d, d * (d + 1) // 2))

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .options import AnalysisOptions
+from ..options import AnalysisOptions
 
 if TYPE_CHECKING:
-    from .analysis_common import AnalysisRun, FirstSummary
-    from .report import Report
-    from .stream import Stream
+    from ..model.report import Report
+    from ..stream import Stream
+    from .common import AnalysisRun, FirstSummary
 
 __all__ = ["CONV_NOTE", "FINISH_OPTIONS", "MODE_NOTE", "finish", "stream_options"]
 
@@ -81,9 +81,9 @@ def stream_options(stream: Stream, **finishing: Any) -> AnalysisOptions:
 
 def finish(stream: Stream, **finishing: Any) -> Report:
     """Return the report of everything pushed into `stream` (see :meth:`Stream.report`)."""
-    from .analysis_common import AnalysisRun, Collector, analysis_runtime, summarize_first
-    from .analysis_finish import finish_analysis
-    from .engine.scheduler import default_chunk_rows
+    from ..engine.scheduler import default_chunk_rows
+    from .common import AnalysisRun, Collector, analysis_runtime, summarize_first
+    from .finish import finish_analysis
 
     options = stream_options(stream, **finishing)
     assert stream._layout is not None
@@ -134,10 +134,10 @@ def _stand_ins(stream: Stream, s: FirstSummary, run: AnalysisRun) -> tuple[Any, 
     is that sample pushed through a SecondPass about the final mean and std, with the
     prior exceedance counts and extremes the stream counted over every row.
     """
-    from ._joint import JointPass
-    from .engine.plan import SecondPassFactory
-    from .io.member import Member
-    from .loading import LatentSource
+    from ..engine.plan import SecondPassFactory
+    from ..io.latents import LatentSource
+    from ..io.member import Member
+    from .joint import JointPass
 
     assert stream._layout is not None
     item_shape, axis, d, rows_per_item, dtype = stream._layout
@@ -204,7 +204,7 @@ def _outliers_on_sample(report: Report, n_values: int, alpha: float) -> Any:
     all rows: counted over all rows, their Poisson test would take n/m times too many
     values and call sampling noise heavy tails.
     """
-    from .verdict import outlier_finding
+    from ..verdict import outlier_finding
 
     sm = report.summary
     rates = np.array(list(sm.outlier_rate.values()), dtype=np.float64)

@@ -5,9 +5,9 @@ Sample-based tests (Mardia, Henze–Zirkler, Royston, Doornik–Hansen, energy) 
 memory stays O(block_size * n_samples). :func:`mean_zero` and :func:`cov_identity` test the
 prior from full-data moments. Degenerate input (too few rows, ``n_dims >= n_samples``,
 constant columns, singular covariance) gives a warning and a skipped
-:class:`~latentcheck.report.TestResult`. Mardia's tests, including the mergeable
-:class:`MardiaAccumulator` over all rows, live in :mod:`latentcheck.stats.mardia`, and the
-shared :class:`Whitening` in :mod:`latentcheck.stats.whitening`; both are importable from
+:class:`~latentcheck.model.report.TestResult`. Mardia's tests, including the mergeable
+:class:`MardiaAccumulator` over all rows, live in :mod:`latentcheck.stats.joint.mardia`, and the
+shared :class:`Whitening` in :mod:`latentcheck.stats.joint.whitening`; both are importable from
 here too.
 """
 
@@ -21,14 +21,14 @@ from numpy.typing import NDArray
 
 from latentcheck.errors import InputError
 from latentcheck.model.base import TestResult
-from latentcheck.stats._joint_common import (
+from latentcheck.stats.joint.common import (
     _check_sample,
     _normal_sf,
     _prepare,
     _skip,
     _symmetric_pair_sum,
 )
-from latentcheck.stats.mardia import (
+from latentcheck.stats.joint.mardia import (
     THIRD_ORDER_FLOP_BUDGET,
     MardiaAccumulator,
     mardia,
@@ -36,10 +36,10 @@ from latentcheck.stats.mardia import (
 )
 
 # private kernels that the tests check directly, kept importable from here
-from latentcheck.stats.mardia import _b1p_from_third as _b1p_from_third
-from latentcheck.stats.mardia import _cube as _cube
-from latentcheck.stats.mardia import _third_order_sums as _third_order_sums
-from latentcheck.stats.whitening import (
+from latentcheck.stats.joint.mardia import _b1p_from_third as _b1p_from_third
+from latentcheck.stats.joint.mardia import _cube as _cube
+from latentcheck.stats.joint.mardia import _third_order_sums as _third_order_sums
+from latentcheck.stats.joint.whitening import (
     Whitening,
     _check_moments,
     _constant_columns,

@@ -1,6 +1,6 @@
 """Mergeable per-dimension summaries of posterior log-variances ln σ².
 
-Private helpers of :class:`~latentcheck.stats.posterior.PosteriorAccumulator`: the exact
+Private helpers of :class:`~latentcheck.stats.posterior.rate.PosteriorAccumulator`: the exact
 count of entries within :data:`AT_MIN_TOLERANCE` of each dimension's running minimum (where
 an encoder's lower clamp shows), kept as the :data:`NEAR_MIN_SLOTS` smallest distinct values
 with their counts so that it survives chunks and merges, and the fixed-edge histogram of

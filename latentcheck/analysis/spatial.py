@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .loading import LatentSource
-from .report import Normalization, to_jsonable
+from ..io.latents import LatentSource
+from ..model.report import Normalization, to_jsonable
 
 __all__ = [
     "IndependentRows",
@@ -75,8 +75,8 @@ def _spatial_accumulators(
     rows_per_item: int,
 ) -> dict[str, Any]:
     """Return empty spatial accumulators (module level: worker processes unpickle it)."""
-    from .stats.design_effect import ItemMeansAccumulator
-    from .stats.spatial import SpatialAccumulator
+    from ..stats.spatial.correlation import SpatialAccumulator
+    from ..stats.spatial.design_effect import ItemMeansAccumulator
 
     return {
         "spatial": SpatialAccumulator(d, shape, mean=mean, std=std, levels=levels),
@@ -90,7 +90,7 @@ def _within_autocorrelation(acc: Any) -> F64:
     The channel-mean autocorrelation also counts a fixed pattern of per-position means as
     correlation; about per-position means only the dependence within a sample remains.
     """
-    from .stats.spatial import _pair_slices
+    from ..stats.spatial.correlation import _pair_slices
 
     c, shape = acc.n_channels, acc.spatial_shape
     n, p = acc.n, acc.n_positions
@@ -175,14 +175,14 @@ def spatial_block(
     well (NaN with the reason where too few rows): they are the report's headline tests for
     a conv source (issue 15).
     """
-    from .stats.design_effect import design_effects
-    from .stats.normality import univariate_tests
-    from .stats.spatial import (
+    from ..stats.normality import univariate_tests
+    from ..stats.spatial.correlation import (
         separation_gap,
         spatial_statistics,
         variance_inflation,
         well_separated_positions,
     )
+    from ..stats.spatial.design_effect import design_effects
 
     acc = accs["spatial"]
     stats = run(spatial_statistics, acc)
@@ -325,14 +325,14 @@ def widen_normalization(
     With `items` (the ItemMeansAccumulator of the samples' channel means) the shift
     intervals, per channel and global, are instead Student t(N − 1) intervals over the N
     samples' means with the ddof = 1 standard deviation (see
-    :func:`~latentcheck.stats.design_effect.item_mean_intervals`): the z interval with the
+    :func:`~latentcheck.stats.spatial.design_effect.item_mean_intervals`): the z interval with the
     ddof = 0 design effect covered 0.931 at 20 items (issue 15); and the global scale's
     interval is a t interval for the pooled variance over the samples' mean squares
-    (:func:`~latentcheck.stats.design_effect.item_pooled_variance_half`).
+    (:func:`~latentcheck.stats.spatial.design_effect.item_pooled_variance_half`).
     """
     import dataclasses
 
-    from .stats.design_effect import item_mean_intervals, item_pooled_variance_half
+    from ..stats.spatial.design_effect import item_mean_intervals, item_pooled_variance_half
 
     t_half = item_mean_intervals(items) if items is not None else None
 
@@ -383,7 +383,7 @@ def check_claim(
     run: Callable[..., Any],
 ) -> dict[str, Any]:
     """Return the report's ``summary.normalization_check`` block for a claimed normalisation."""
-    from .stats.normcheck import check_normalization
+    from ..stats.normalization import check_normalization
 
     ok = ~degenerate
     with np.errstate(divide="ignore"):

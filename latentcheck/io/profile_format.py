@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .errors import FormatError, InputError, LatentcheckError
+from ..errors import FormatError, InputError, LatentcheckError
 
 __all__ = [
     "FORMAT_NAME",
@@ -131,7 +131,7 @@ def encode(
     high: list[Any],
 ) -> bytes:
     """Return the ``.lcprof`` bytes of a stream `state` with its per-dimension `sketches`."""
-    from ._version import __version__
+    from .._version import __version__
 
     k = int(sketches[0].k)
     header = {
@@ -188,7 +188,7 @@ def _read_zip(data: bytes, name: str) -> dict[str, NDArray[Any]]:
 
 def _build(arrays: dict[str, NDArray[Any]], name: str) -> ProfileParts:
     """Return the parts of the profile in the arrays of a ``.lcprof`` file, checked."""
-    from .stream import Stream
+    from ..stream import Stream
 
     if "header" not in arrays or arrays["header"].dtype != np.uint8:
         raise FormatError(f"{name} has no profile header; is it a latentcheck profile?")

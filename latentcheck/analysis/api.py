@@ -11,20 +11,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import _validation as v
-from ._inputs import DrawSource, PosteriorJob, aggregate_description, resolve_inputs
-from .analysis_common import Analysis as Analysis
-from .analysis_common import check_dimensions as check_dimensions
-from .analysis_finish import sorted_quantiles as sorted_quantiles
-from .analysis_run import analyze_source, resolve_run
-from .engine.executor import use_executor
-from .errors import InputError
-from .io.remote import with_storage_options
-from .loading import open_latents
-from .options import ANALYSIS_OPTIONS, AnalysisOptions, document
-from .options import DEFAULT_SAMPLE_SIZE as DEFAULT_SAMPLE_SIZE
-from .options import SAMPLE_BUDGET as SAMPLE_BUDGET
-from .report import Report
+from .. import validation as v
+from ..engine.executor import use_executor
+from ..errors import InputError
+from ..io.latents import open_latents
+from ..io.posterior import DrawSource, PosteriorJob, aggregate_description, resolve_inputs
+from ..io.remote import with_storage_options
+from ..model.report import Report
+from ..options import ANALYSIS_OPTIONS, AnalysisOptions, document
+from ..options import DEFAULT_SAMPLE_SIZE as DEFAULT_SAMPLE_SIZE
+from ..options import SAMPLE_BUDGET as SAMPLE_BUDGET
+from .common import Analysis as Analysis
+from .common import check_dimensions as check_dimensions
+from .finish import sorted_quantiles as sorted_quantiles
+from .run import analyze_source, resolve_run
 
 __all__ = ["Analysis", "analyze", "analyze_with_sample", "sorted_quantiles"]
 
@@ -90,7 +90,7 @@ def analyze(
     {options}
     storage_options : dict or None, default=None
         fsspec options (credentials, endpoint…) for paths with a protocol (``s3://``,
-        ``memory://``…; see :func:`~latentcheck.loading.open_latents`); never reported.
+        ``memory://``…; see :func:`~latentcheck.io.latents.open_latents`); never reported.
     executor : concurrent.futures.Executor or None, default=None
         Run the passes as tasks on this executor (a ``ProcessPoolExecutor``, or
         ``Client(...).get_executor()`` of ``dask.distributed``): one task per segment of
@@ -134,7 +134,7 @@ def analyze(
     """
     given = {name: value for name, value in locals().items() if name in ANALYSIS_OPTIONS}
     opts = AnalysisOptions.merged(options, given)
-    from .profiles import is_profile_input, report_profiles
+    from ..profiles import is_profile_input, report_profiles
 
     if is_profile_input(latents):  # saved profiles (issue 19): merged, then finished
         post = {"mu": mu, "logvar": logvar, "std": std, "var": var}

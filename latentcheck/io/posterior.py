@@ -20,11 +20,11 @@ from typing import Any, Literal, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from .accumulate import Reservoir, hash_rows, key_threshold
-from .errors import FormatError, InputError
-from .io.registry import find_reader
-from .loading import NPZ_ROLES, LatentSource, expand_paths, file_keys, open_latents
-from .model.posterior import PosteriorBlock
+from ..engine.accumulators import Reservoir, hash_rows, key_threshold
+from ..errors import FormatError, InputError
+from ..model.posterior import PosteriorBlock
+from .latents import NPZ_ROLES, LatentSource, expand_paths, file_keys, open_latents
+from .registry import find_reader
 
 __all__ = [
     "DrawSource",
@@ -102,7 +102,7 @@ class DrawSource(LatentSource):
     def read_items(self, start: int, stop: int) -> NDArray[Any]:
         """Return the drawn z for samples [start, stop) as rows."""
         mu = np.asarray(self.post.mu.read_items(start, stop), dtype=np.float64)
-        from .stats.posterior_params import as_logvar, check_mu
+        from ..stats.posterior.params import as_logvar, check_mu
 
         row0 = start * self.rows_per_item
         check_mu(mu, name=self.post.labels.get("mu", "mu"), row_offset=row0)
@@ -161,7 +161,7 @@ class PosteriorPass:
         capacity: int,
         threshold: int | None,
     ) -> None:
-        from .stats.posterior import PosteriorAccumulator
+        from ..stats.posterior.rate import PosteriorAccumulator
 
         self.d = d
         self.kind = kind
@@ -171,7 +171,7 @@ class PosteriorPass:
 
     def push(self, block: NDArray[Any], row_ids: NDArray[np.int64]) -> None:
         """Add [mu | spread] rows whose global row indices are `row_ids` (consecutive)."""
-        from .stats.posterior_params import as_logvar, check_mu
+        from ..stats.posterior.params import as_logvar, check_mu
 
         d = self.d
         row_start = int(row_ids[0]) if row_ids.size else 0
@@ -207,8 +207,8 @@ class PosteriorPass:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> PosteriorPass:
         """Rebuild a pass from :meth:`state`."""
-        from .engine.protocol import sub_state
-        from .stats.posterior import PosteriorAccumulator
+        from ..engine.protocol import sub_state
+        from ..stats.posterior.rate import PosteriorAccumulator
 
         out = cls.__new__(cls)
         out.d = int(state["d"])
@@ -264,7 +264,7 @@ def resolve_inputs(
     Posterior mode starts when `mu` and one of `logvar`/`std`/`var` are given, or when
     `latents` are files of named arrays (``.npz``, ``.safetensors``, ``.h5``, ``.zarr``,
     ``.pt``; no `key` given) that hold both a mean and a spread array by name
-    (:data:`~latentcheck.loading.NPZ_ROLES`); then z is read from the same files if they
+    (:data:`~latentcheck.io.latents.NPZ_ROLES`); then z is read from the same files if they
     hold one.
 
     Raises
@@ -370,10 +370,10 @@ class PosteriorJob:
         progress: Callable[[int], None] | None = None,
     ) -> PosteriorBlock:
         """Stream the posterior parameters and return the report's ``posterior`` block."""
-        from .engine.scheduler import run_pass
-        from .loading import plan_blocks
-        from .stats.mixture import mixture_decomposition
-        from .stats.posterior import finalize_posterior
+        from ..engine.scheduler import run_pass
+        from ..stats.posterior.mixture import mixture_decomposition
+        from ..stats.posterior.rate import finalize_posterior
+        from .latents import plan_blocks
 
         post = self.post
         d = post.mu.n_dims

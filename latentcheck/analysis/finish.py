@@ -3,7 +3,7 @@
 :func:`finish_analysis` runs while pass 2 still streams: it sorts the seeded sample,
 computes what needs only the sample (quantiles, negentropy, the univariate tests, the
 histograms, the joint tests on rows), waits for pass 2 when a figure needs it, and
-assembles the :class:`~latentcheck.report.Report`. Both ``analyze`` (``analysis_run``) and
+assembles the :class:`~latentcheck.model.report.Report`. Both ``analyze`` (``analysis_run``) and
 ``Stream.report`` (``_stream_finish``) end here.
 """
 
@@ -19,24 +19,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from . import _validation as v
-from ._joint import joint_results
-from ._spatial import (
-    IndependentRows,
-    all_positions_block,
-    check_claim,
-    headline_note,
-    one_row_per_item,
-    spatial_block,
-    spatial_shape,
-    widen_normalization,
-)
-from .analysis_common import Analysis, AnalysisRun, Collector, FirstSummary
-from .engine.executor import current_executor, engine_name
-from .errors import SampleQualityWarning
-from .loading import LatentSource
-from .model.posterior import PosteriorBlock
-from .report import (
+from .. import validation as v
+from ..engine.executor import current_executor, engine_name
+from ..errors import SampleQualityWarning
+from ..io.latents import LatentSource
+from ..model.posterior import PosteriorBlock
+from ..model.report import (
     SCHEMA_VERSION,
     Dims,
     InputInfo,
@@ -47,6 +35,18 @@ from .report import (
     UnivariateTest,
     level_key,
     to_jsonable,
+)
+from .common import Analysis, AnalysisRun, Collector, FirstSummary
+from .joint import joint_results
+from .spatial import (
+    IndependentRows,
+    all_positions_block,
+    check_claim,
+    headline_note,
+    one_row_per_item,
+    spatial_block,
+    spatial_shape,
+    widen_normalization,
 )
 
 __all__ = ["finish_analysis", "histograms", "sorted_quantiles"]
@@ -160,9 +160,9 @@ def _sample_figures(
     sorted_sample = columns.T
     quantiles = sorted_quantiles(sorted_sample, v.QUANTILE_LEVELS)
 
-    from .stats import divergence
-    from .stats.duplicates import sample_checks, warnings_for
-    from .stats.normality import univariate_tests
+    from ..stats import divergence
+    from ..stats.duplicates import sample_checks, warnings_for
+    from ..stats.normality import univariate_tests
 
     checks = sample_checks(sample, sorted_sample, s.std, n_total=s.n)
     for message in warnings_for(checks, s.d):
@@ -207,7 +207,7 @@ def _conv_tests(
     The headline and joint tests need rows independent across the sample, chosen from the
     spatial autocorrelation of pass 2; the spatial block is filled in `figs` too.
     """
-    from .stats.normality import univariate_tests
+    from ..stats.normality import univariate_tests
 
     test_samples = run.options.test_samples
     second_early = pass2.result()
@@ -275,7 +275,7 @@ def _normalization(
     run: AnalysisRun, s: FirstSummary, figs: SampleFigures, second: Any, collector: Collector
 ) -> tuple[Any, Any]:
     """Return the normalisation constants (widened for conv latents) and the claim check."""
-    from .stats.scale import normalization, pooled_sq_var_from_sample
+    from ..stats.scale import normalization, pooled_sq_var_from_sample
 
     first, moments = s.first, s.first.moments
     full_cov = first.comoments.cov() if first.comoments is not None else None
@@ -349,7 +349,7 @@ def _summary(
 
 def _dims(s: FirstSummary, figs: SampleFigures, second: Any, centered: F64, prior: F64) -> Dims:
     """Return the per-dimension block."""
-    from .stats.normality import UNIVARIATE_TESTS
+    from ..stats.normality import UNIVARIATE_TESTS
 
     moments, tests = s.first.moments, figs.tests
     return Dims(
@@ -383,7 +383,7 @@ def _dims(s: FirstSummary, figs: SampleFigures, second: Any, centered: F64, prio
 
 def _settings(run: AnalysisRun, figs: SampleFigures, n: int) -> Settings:
     """Return the settings block: the options used, with the resolved defaults."""
-    from .stats import divergence
+    from ..stats import divergence
 
     o = run.options
     return Settings(
@@ -436,7 +436,7 @@ def _assemble(
     collector: Collector,
 ) -> Analysis:
     """Return the analysis: the report of every block, its verdict judged last."""
-    from . import __version__
+    from .. import __version__
 
     info = _input_info(source, run, s)
     settings = _settings(run, figs, s.n)
@@ -460,7 +460,7 @@ def _assemble(
         posterior=post,
         warnings=tuple(collector.messages),
     )
-    from .verdict import judge
+    from ..verdict import judge
 
     findings = judge(report)
     report = dataclasses.replace(
@@ -489,8 +489,8 @@ def histograms(
     The sample is sorted, so the counts come from one searchsorted per dimension. Bins are
     left-closed; index 0 counts values below -5 std and the last index values at or above 5.
     """
-    from .engine.kernels import exact_threshold
-    from .report import HISTOGRAM_EDGES
+    from ..engine.kernels import exact_threshold
+    from ..model.report import HISTOGRAM_EDGES
 
     edges = np.asarray(HISTOGRAM_EDGES)
     n, d = sorted_sample.shape
@@ -532,7 +532,7 @@ def _joint(
             eigenvalues=np.empty(0),
             top_pairs=(),
         )
-    from .stats.scale import joint_gaussian
+    from ..stats.scale import joint_gaussian
 
     cov = first.comoments.cov()[np.ix_(used, used)]
     mean = first.comoments.mean[used]

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .._validation import check_fraction, check_int, check_levels
-from ..engine.kernels import exact_threshold
-from ..errors import DegenerateDimensionWarning, InputError, SmallSampleWarning
-from .scale import degenerate_dims
+from ...engine.kernels import exact_threshold
+from ...errors import DegenerateDimensionWarning, InputError, SmallSampleWarning
+from ...validation import check_fraction, check_int, check_levels
+from ..scale import degenerate_dims
 
 __all__ = [
     "SpatialAccumulator",
@@ -95,7 +95,7 @@ class SpatialAccumulator:
     accumulator needs no first pass unless outlier maps are wanted.
 
     `push` takes blocks of shape (n, C, *spatial), or 2-D blocks of rows in the layout of
-    :class:`latentcheck.loading.LatentSource` (item-major, positions in C order, channels
+    :class:`latentcheck.io.latents.LatentSource` (item-major, positions in C order, channels
     last) with optional global `row_ids`; samples that hold a non-finite value, or whose rows
     are incomplete in a 2-D block, are left out and counted in `n_dropped`.
 
@@ -514,7 +514,7 @@ def effective_sample_size(n_items: int, spatial_shape: Sequence[int], rho: Array
 
     Examples
     --------
-    >>> from latentcheck.stats.spatial import effective_sample_size
+    >>> from latentcheck.stats.spatial.correlation import effective_sample_size
     >>> float(effective_sample_size(10, (32, 32), [0.0, 0.0]))
     10240.0
     """
@@ -603,7 +603,7 @@ def well_separated_positions(
 
     Examples
     --------
-    >>> from latentcheck.stats.spatial import well_separated_positions
+    >>> from latentcheck.stats.spatial.correlation import well_separated_positions
     >>> well_separated_positions((4, 4), 2).tolist()
     [0, 2, 8, 10]
     """
@@ -699,7 +699,7 @@ class SpatialStats:
 
     def to_jsonable(self) -> dict[str, Any]:
         """Return the fields as JSON-ready values (arrays as nested lists, NaN as None)."""
-        from ..model.base import to_jsonable
+        from ...model.base import to_jsonable
 
         out: dict[str, Any] = to_jsonable(self)
         return out

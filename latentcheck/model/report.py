@@ -16,21 +16,21 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from .errors import SchemaError
-from .model.base import F64 as F64
-from .model.base import Finding as Finding
-from .model.base import Normalization as Normalization
-from .model.base import TestResult as TestResult
-from .model.base import from_jsonable, gaussian_tail_rates, to_jsonable
-from .model.base import level_key as level_key
-from .model.dims import HISTOGRAM_EDGES as HISTOGRAM_EDGES
-from .model.dims import Dims as Dims
-from .model.dims import UnivariateTest as UnivariateTest
-from .model.dims import dims_to_records, records_to_dims
-from .model.joint import MahalanobisBlock, McdBlock
-from .model.posterior import MI_CEILING_TOL as MI_CEILING_TOL
-from .model.posterior import PosteriorBlock as PosteriorBlock
-from .render.registry import render
+from ..errors import SchemaError
+from ..render.registry import render
+from .base import F64 as F64
+from .base import Finding as Finding
+from .base import Normalization as Normalization
+from .base import TestResult as TestResult
+from .base import from_jsonable, gaussian_tail_rates, to_jsonable
+from .base import level_key as level_key
+from .dims import HISTOGRAM_EDGES as HISTOGRAM_EDGES
+from .dims import Dims as Dims
+from .dims import UnivariateTest as UnivariateTest
+from .dims import dims_to_records, records_to_dims
+from .joint import MahalanobisBlock, McdBlock
+from .posterior import MI_CEILING_TOL as MI_CEILING_TOL
+from .posterior import PosteriorBlock as PosteriorBlock
 
 # SCHEMA_VERSION history (one line per bump):
 # 1: first release: input, settings, summary, dims, joint, posterior, warnings.
@@ -403,7 +403,7 @@ class Report:
 
     def to_metrics(self, prefix: str = "latents/") -> dict[str, float]:
         """Return the headline figures as a flat dict for trackers (see ``metrics``)."""
-        from .metrics import report_metrics
+        from ..metrics import report_metrics
 
         return report_metrics(self, prefix)
 

@@ -5,10 +5,10 @@ N(mu, diag exp(logvar)), this module streams the analytic KL to the prior N(0, I
 dimension (the "rate" of the training loss) with its mean and variance parts, Var_x(mu),
 posterior-std summaries and active units through a mergeable :class:`PosteriorAccumulator`,
 and finalises them with :func:`finalize_posterior`. Chunk validation (:func:`as_logvar`,
-:func:`check_mu`) lives in :mod:`latentcheck.stats.posterior_params`, the exact count at the
-minimum and the ln σ² histogram in :mod:`latentcheck.stats._logvar_summary`, and the "ELBO
+:func:`check_mu`) lives in :mod:`latentcheck.stats.posterior.params`, the exact count at the
+minimum and the ln σ² histogram in :mod:`latentcheck.stats.posterior.logvar`, and the "ELBO
 surgery" split rate = I(x; z) + TC + dimension-wise KL (:func:`mixture_decomposition`) in
-:mod:`latentcheck.stats.mixture`; their public names are importable from here too.
+:mod:`latentcheck.stats.posterior.mixture`; their public names are importable from here too.
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from latentcheck._validation import QUANTILE_LEVELS, check_int, check_positive
 from latentcheck.errors import DegenerateDimensionWarning, InputError, SmallSampleWarning
-from latentcheck.stats._logvar_summary import (
+from latentcheck.stats.posterior.logvar import (
     _HIST_HI,
     _HIST_LO,
     AT_MIN_TOLERANCE,
@@ -34,15 +33,20 @@ from latentcheck.stats._logvar_summary import (
     _near_min_of_chunk,
     _restrict_near_min,
 )
-from latentcheck.stats.mixture import MIXTURE_SAMPLES, MixtureDecomposition, mixture_decomposition
-from latentcheck.stats.posterior_params import (
+from latentcheck.stats.posterior.mixture import (
+    MIXTURE_SAMPLES,
+    MixtureDecomposition,
+    mixture_decomposition,
+)
+from latentcheck.stats.posterior.params import (
     LOGVAR_BOUND,
     _as_real_2d,
     _kl_variance_part,
     as_logvar,
     check_mu,
 )
-from latentcheck.stats.posterior_params import MU_BOUND as MU_BOUND
+from latentcheck.stats.posterior.params import MU_BOUND as MU_BOUND
+from latentcheck.validation import QUANTILE_LEVELS, check_int, check_positive
 
 __all__ = [
     "AT_MIN_TOLERANCE",

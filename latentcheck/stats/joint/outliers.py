@@ -1,8 +1,8 @@
 """Outlier statistics: Gaussian tail probabilities, Mahalanobis exceedances, robust MCD.
 
 :class:`MahalanobisAccumulator` runs in the second pass over all rows: it whitens each chunk
-once with the full-data moments (a :class:`~latentcheck.stats.whitening.Whitening`
-shared with :class:`~latentcheck.stats.mardia.MardiaAccumulator`), counts squared
+once with the full-data moments (a :class:`~latentcheck.stats.joint.whitening.Whitening`
+shared with :class:`~latentcheck.stats.joint.mardia.MardiaAccumulator`), counts squared
 distances above the chi2_d 0.99 and 0.999 quantiles and keeps the rows with the largest
 distances. :func:`mcd_outliers` gives the robust version on the seeded sample.
 """
@@ -18,8 +18,8 @@ import numpy.typing as npt
 from numpy.typing import NDArray
 
 from latentcheck.errors import DegenerateDimensionWarning, InputError, SmallSampleWarning
-from latentcheck.stats.mardia import MardiaAccumulator
-from latentcheck.stats.whitening import (
+from latentcheck.stats.joint.mardia import MardiaAccumulator
+from latentcheck.stats.joint.whitening import (
     Whitening,
     _constant_columns,
     _degeneracy_reason,
@@ -67,7 +67,7 @@ def gaussian_tail(k: npt.ArrayLike) -> FloatArray:
 
     Examples
     --------
-    >>> from latentcheck.stats.outliers import gaussian_tail
+    >>> from latentcheck.stats.joint.outliers import gaussian_tail
     >>> [f"{p:.4g}" for p in gaussian_tail([3, 4, 5, 6])]
     ['0.0027', '6.334e-05', '5.733e-07', '1.973e-09']
     """

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .engine.kernels import Scratch
-from .model.joint import MahalanobisBlock, McdBlock, TopRow
-from .report import TestResult
+from ..engine.kernels import Scratch
+from ..model.joint import MahalanobisBlock, McdBlock, TopRow
+from ..model.report import TestResult
 
 if TYPE_CHECKING:
-    from ._spatial import IndependentRows
-    from .stats.whitening import Whitening
+    from ..stats.joint.whitening import Whitening
+    from .spatial import IndependentRows
 
 __all__ = ["JointOptions", "JointPass", "joint_results"]
 
@@ -81,8 +81,8 @@ class JointPass:
         scratch: Scratch | None = None,
         thresholds: F64 | None = None,
     ) -> None:
-        from .stats.mardia import MardiaAccumulator
-        from .stats.outliers import MahalanobisAccumulator
+        from ..stats.joint.mardia import MardiaAccumulator
+        from ..stats.joint.outliers import MahalanobisAccumulator
 
         self.used = used
         self.all_dims = all_dims
@@ -100,8 +100,8 @@ class JointPass:
 
         `mean` and `cov` are over all dimensions; `used` selects the joint ones.
         """
-        from .stats.outliers import chi2_thresholds
-        from .stats.whitening import Whitening
+        from ..stats.joint.outliers import chi2_thresholds
+        from ..stats.joint.whitening import Whitening
 
         w = Whitening.from_moments(mean[used], cov[np.ix_(used, used)])
         all_dims = used.size == mean.size
@@ -150,9 +150,9 @@ class JointPass:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> JointPass:
         """Rebuild an accumulator from :meth:`state`."""
-        from .engine.protocol import sub_state
-        from .stats.mardia import MardiaAccumulator
-        from .stats.outliers import MahalanobisAccumulator
+        from ..engine.protocol import sub_state
+        from ..stats.joint.mardia import MardiaAccumulator
+        from ..stats.joint.outliers import MahalanobisAccumulator
 
         out = cls.__new__(cls)
         out.used = np.asarray(state["used"], dtype=np.intp)
@@ -196,7 +196,7 @@ def joint_results(
     tests then run on those alone (see :func:`_independent_tests`), while the Mahalanobis
     and MCD outlier rates still describe every row.
     """
-    from .stats import multivariate as mv
+    from ..stats.joint import multivariate as mv
 
     if independent is not None:
         mcd = _mcd(sample, sample_ids, used, options, seed, describe, run)
@@ -273,7 +273,7 @@ def _independent_tests(
     positions (Mardia's skewness and kurtosis too, from the same rows), so that its
     p-value holds under the null for independent items.
     """
-    from .stats import multivariate as mv
+    from ..stats.joint import multivariate as mv
 
     x = np.asarray(independent.rows[: options.joint_samples][:, used], dtype=np.float64)
     m = x.shape[0]
@@ -338,7 +338,7 @@ def _mcd(
     run: Callable[..., Any],
 ) -> McdBlock:
     """Return the report's MCD block (robust distances on the sample)."""
-    from .stats.outliers import mcd_outliers
+    from ..stats.joint.outliers import mcd_outliers
 
     xm = np.asarray(sample[: options.mcd_samples][:, used], dtype=np.float64)
     need = MCD_ROWS_PER_DIM * used.size

@@ -20,17 +20,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from . import _validation as v
-from ._joint import JointOptions
-from .engine.scheduler import single_threaded_blas
-from .errors import DegenerateDimensionWarning, InputError, LatentcheckWarning
-from .options import AnalysisOptions
+from .. import validation as v
+from ..engine.scheduler import single_threaded_blas
+from ..errors import DegenerateDimensionWarning, InputError, LatentcheckWarning
+from ..options import AnalysisOptions
+from .joint import JointOptions
 
 if TYPE_CHECKING:
-    from ._inputs import PosteriorJob
-    from .accumulate import Reservoir
-    from .engine.plan import FirstPass
-    from .report import Report
+    from ..engine.accumulators import Reservoir
+    from ..engine.plan import FirstPass
+    from ..io.posterior import PosteriorJob
+    from ..model.report import Report
 
 __all__ = [
     "Analysis",
@@ -172,7 +172,7 @@ def check_dimensions(mean: F64, std: F64, name: str, collector: Collector) -> ND
     are a DegenerateDimensionWarning (shared by ``analyze`` and ``Stream.report``).
     """
     v.check_no_overflow(mean, std, name)
-    from .stats.scale import DEGENERATE_RTOL, degenerate_dims
+    from ..stats.scale import DEGENERATE_RTOL, degenerate_dims
 
     degenerate: NDArray[np.bool_] = degenerate_dims(std, mean)
     if degenerate.all():

@@ -23,22 +23,19 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from . import _validation as v
-from ._compare_pairs import DIM_FIELDS as DIM_FIELDS
-from ._compare_pairs import JOINT_WORK_BUDGET as JOINT_WORK_BUDGET
-from ._compare_pairs import Loaded as Loaded
-from ._compare_pairs import _compare_pair, _floats
-from .analysis import Analysis, analyze_with_sample
-from .errors import FormatError, InputError, LatentcheckWarning, SchemaError
-from .io.remote import with_storage_options
-from .model.base import clean_float
-from .model.comparison import COMPARE_SCHEMA_VERSION as COMPARE_SCHEMA_VERSION
-from .model.comparison import Comparison as Comparison
-from .model.comparison import DimComparison as DimComparison
-from .model.comparison import DimTest as DimTest
-from .model.comparison import InputSummary as InputSummary
-from .model.comparison import PairComparison as PairComparison
-from .options import (
+from .. import validation as v
+from ..analysis.api import Analysis, analyze_with_sample
+from ..errors import FormatError, InputError, LatentcheckWarning, SchemaError
+from ..io.remote import with_storage_options
+from ..model.base import clean_float
+from ..model.comparison import COMPARE_SCHEMA_VERSION as COMPARE_SCHEMA_VERSION
+from ..model.comparison import Comparison as Comparison
+from ..model.comparison import DimComparison as DimComparison
+from ..model.comparison import DimTest as DimTest
+from ..model.comparison import InputSummary as InputSummary
+from ..model.comparison import PairComparison as PairComparison
+from ..model.report import Report, level_key
+from ..options import (
     COMPARE_OPTIONS,
     COMPARE_OWN,
     DIM_TEST_SAMPLES,
@@ -46,7 +43,10 @@ from .options import (
     CompareOptions,
     document,
 )
-from .report import Report, level_key
+from .pairs import DIM_FIELDS as DIM_FIELDS
+from .pairs import JOINT_WORK_BUDGET as JOINT_WORK_BUDGET
+from .pairs import Loaded as Loaded
+from .pairs import _compare_pair, _floats
 
 __all__ = [
     "COMPARE_SCHEMA_VERSION",
@@ -216,7 +216,7 @@ def compare(
     for obj in objs:  # mismatched posterior parameters are refused before any analysis
         if isinstance(obj, Posterior):
             _check_posterior(obj, analysis)
-    from .engine.executor import use_executor
+    from ..engine.executor import use_executor
 
     with use_executor(executor):  # the inputs' passes run on it (settings.engine says so)
         loaded = [_read_input(obj, analysis) for obj in objs]
@@ -257,7 +257,7 @@ def compare(
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         pairs.append(_by_relation(pair, opts.relation))
-    from . import __version__
+    from .. import __version__
 
     return Comparison(
         schema_version=COMPARE_SCHEMA_VERSION,
@@ -348,7 +348,7 @@ def _check_posterior(post: Posterior, options: AnalysisOptions) -> None:
 
     Opens the arrays (headers only for files) as the analysis will, without reading them.
     """
-    from ._inputs import resolve_inputs
+    from ..io.posterior import resolve_inputs
 
     resolve_inputs(
         post.z,
@@ -377,7 +377,7 @@ def _read_input(obj: Any, options: AnalysisOptions) -> Loaded:
     if isinstance(obj, (str, os.PathLike)) and os.fspath(obj).lower().endswith(".json"):
         path = os.fspath(obj)
         return "saved report", _from_dict(_load_saved(path), path), None, None
-    from .profiles import analysis_of_profiles, is_profile_input
+    from ..profiles import analysis_of_profiles, is_profile_input
 
     if is_profile_input(obj):  # saved profiles (issue 19): their report and sample
         return _loaded("profile", analysis_of_profiles(obj, **options.as_dict()))
@@ -390,7 +390,7 @@ def _loaded(origin: str, analysis: Analysis) -> Loaded:
     Its sample and, for conv latents, the sample rows at well-separated positions
     (independent across the sample, issue 15).
     """
-    from ._spatial import independent_sample
+    from ..analysis.spatial import independent_sample
 
     sample = analysis.sample
     indep = independent_sample(analysis.report, sample, analysis.row_ids)

@@ -5,8 +5,8 @@ posterior means μ and log-variances ln σ² (or standard deviations σ, varianc
 q(z | x) = N(μ, diag σ²), with error messages that give absolute row numbers.
 ``_kl_variance_part`` evaluates the variance part ½(σ² − 1 − ln σ²) of KL(q(z | x) ‖ N(0, I))
 elementwise, with full relative precision near σ = 1. The streaming accumulator in
-:mod:`latentcheck.stats.posterior` and the mixture estimator in
-:mod:`latentcheck.stats.mixture` build on them.
+:mod:`latentcheck.stats.posterior.rate` and the mixture estimator in
+:mod:`latentcheck.stats.posterior.mixture` build on them.
 """
 
 from __future__ import annotations

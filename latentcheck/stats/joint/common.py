@@ -1,7 +1,7 @@
 """Shared plumbing of the joint tests: sample checks, skipped results, blocked pair sums.
 
 ``_check_sample`` validates a sample; ``_rows_reason`` and ``_skip`` turn too few rows or a
-degenerate covariance into a warning and a skipped :class:`~latentcheck.report.TestResult`;
+degenerate covariance into a warning and a skipped :class:`~latentcheck.model.report.TestResult`;
 ``_prepare`` whitens a sample by its own moments (or skips); ``_symmetric_pair_sum`` sums a
 function of ``left_j' right_k`` over all pairs of rows in row blocks, in
 O(block_size * n_samples) memory, never building the n × n matrix.
@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from latentcheck.errors import DegenerateDimensionWarning, InputError, SmallSampleWarning
 from latentcheck.model.base import TestResult
-from latentcheck.stats.whitening import Whitening
+from latentcheck.stats.joint.whitening import Whitening
 
 FloatArray = NDArray[np.float64]
 

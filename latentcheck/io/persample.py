@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ._validation import check_channel_axis
-from .errors import InputError
-from .io.member import Member
+from ..errors import InputError
+from ..validation import check_channel_axis
+from .member import Member
 
 #: A first axis at most this long, in files of one 3-D shape, may hold channels.
 MAX_CHANNELS = 64

@@ -2,11 +2,11 @@
 
 Holds the result types of one comparison (:class:`InputSummary`, :class:`DimTest`,
 :class:`DimComparison`, :class:`PairComparison`, all importable from
-:mod:`latentcheck.comparison`) and the logic that fills them: deltas of the summary
+:mod:`latentcheck.comparison.api`) and the logic that fills them: deltas of the summary
 figures, per-dimension effect sizes and two-sample tests with the rule for a moved
 dimension, the joint energy test on a bounded number of rows, the findings, and distances
-between the sorted profiles. Reading the inputs, the :class:`~latentcheck.comparison.Comparison`
-as a whole and its JSON form stay in :mod:`latentcheck.comparison`.
+between the sorted profiles. Reading the inputs, the :class:`~latentcheck.comparison.api.Comparison`
+as a whole and its JSON form stay in :mod:`latentcheck.comparison.api`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .model.comparison import DimComparison, DimTest, InputSummary, PairComparison
-from .report import Finding, Report, TestResult, level_key
-from .stats.twosample import (
+from ..model.comparison import DimComparison, DimTest, InputSummary, PairComparison
+from ..model.report import Finding, Report, TestResult, level_key
+from ..stats.twosample import (
     adjust_pvalues,
     energy_two_sample,
     global_tests,

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from latentcheck._validation import check_int, check_seed
 from latentcheck.errors import InputError, SmallSampleWarning
-from latentcheck.stats.posterior_params import _kl_variance_part, as_logvar, check_mu
+from latentcheck.stats.posterior.params import _kl_variance_part, as_logvar, check_mu
+from latentcheck.validation import check_int, check_seed
 
 __all__ = [
     "MIXTURE_SAMPLES",
@@ -209,7 +209,7 @@ def mixture_decomposition(
         component of the aggregate posterior. :data:`MIXTURE_SAMPLES` = 2048 rows take about
         1 s at n_dims = 64 with the default ``n_draws``.
     logvar : array_like of shape (n_samples, n_dims)
-        Their log-variances ln σ² (see :func:`~latentcheck.stats.posterior_params.as_logvar`).
+        Their log-variances ln σ² (see :func:`~latentcheck.stats.posterior.params.as_logvar`).
     n_draws : int or None, default=None
         Number of Monte-Carlo draws z ~ q(z | x_m); None draws one per row (stratified over
         the inputs). Larger values cycle over the rows; smaller ones use a random subset.

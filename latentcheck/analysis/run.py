@@ -17,12 +17,23 @@ from typing import Any
 
 import numpy as np
 
-from . import _validation as v
-from ._inputs import PosteriorJob
-from ._joint import JointPass
-from ._spatial import spatial_factory, spatial_shape
-from .accumulate import key_threshold
-from .analysis_common import (
+from .. import validation as v
+from ..engine.accumulators import key_threshold
+from ..engine.kernels import Scratch
+from ..engine.plan import FirstPass, SecondPassFactory
+from ..engine.scheduler import (
+    default_chunk_rows,
+    default_threads,
+    run_pass,
+    segment_cap,
+    start_pass,
+)
+from ..engine.workers import WorkerPool
+from ..errors import InputError
+from ..io.latents import LatentSource, plan_blocks
+from ..io.posterior import PosteriorJob
+from ..options import AnalysisOptions, default_sample_size
+from .common import (
     Analysis,
     AnalysisRun,
     Collector,
@@ -30,20 +41,9 @@ from .analysis_common import (
     analysis_runtime,
     summarize_first,
 )
-from .analysis_finish import finish_analysis
-from .engine.kernels import Scratch
-from .engine.plan import FirstPass, SecondPassFactory
-from .engine.scheduler import (
-    default_chunk_rows,
-    default_threads,
-    run_pass,
-    segment_cap,
-    start_pass,
-)
-from .engine.workers import WorkerPool
-from .errors import InputError
-from .loading import LatentSource, plan_blocks
-from .options import AnalysisOptions, default_sample_size
+from .finish import finish_analysis
+from .joint import JointPass
+from .spatial import spatial_factory, spatial_shape
 
 __all__ = ["Progress", "analyze_source", "import_sample_statistics", "resolve_run"]
 
@@ -282,7 +282,7 @@ def _start_second_pass(
     make_joint = None
     third = False
     if s.joint_reason is None and first.comoments is not None:
-        from .stats.multivariate import mardia_third_order_affordable
+        from ..stats.joint.multivariate import mardia_third_order_affordable
 
         # conv latents: Mardia's tests run on separated rows (_joint._independent_tests)
         third = spatial_shape(source) is None and mardia_third_order_affordable(s.n, s.used.size)
@@ -324,8 +324,9 @@ def import_sample_statistics() -> None:
     scipy.stats and statsmodels' Lilliefors test for the sample tests, and this package's
     statistics modules: imported later, between the passes, they kept the worker idle.
     """
-    from . import verdict
-    from .stats import divergence, mardia, multivariate, normality, outliers, scale, whitening
+    from .. import verdict
+    from ..stats import divergence, normality, scale
+    from ..stats.joint import mardia, multivariate, outliers, whitening
 
     del divergence, mardia, multivariate, outliers, scale, whitening, verdict
     normality.import_dependencies()

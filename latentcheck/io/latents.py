@@ -27,15 +27,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ._persample import per_sample_members
-from ._validation import check_channel_axis, check_dtype, check_regular_file, check_shape
-from .errors import FormatError, InputError
-from .io.keys import NPZ_ROLES as NPZ_ROLES
-from .io.keys import choose_key, chooser
-from .io.member import LazyMap, Member
-from .io.readers.npz import npz_keys as npz_keys
-from .io.registry import find_reader, reader_for, supported
-from .io.remote import RemotePath, expand_remote, has_protocol, using_storage_options
+from ..errors import FormatError, InputError
+from ..validation import check_channel_axis, check_dtype, check_regular_file, check_shape
+from .keys import NPZ_ROLES as NPZ_ROLES
+from .keys import choose_key, chooser
+from .member import LazyMap, Member
+from .persample import per_sample_members
+from .readers.npz import npz_keys as npz_keys
+from .registry import find_reader, reader_for, supported
+from .remote import RemotePath, expand_remote, has_protocol, using_storage_options
 
 #: The formats latentcheck reads, for messages (readers registered later add to
 #: :func:`latentcheck.io.registry.supported`).
@@ -352,7 +352,7 @@ def _member_from_array(obj: Any, label: str) -> Member:
     """Wrap an in-memory array-like as a member, refusing object arrays."""
     note = None
     if hasattr(obj, "detach") and hasattr(obj, "cpu"):  # a torch tensor
-        from .io.readers.torch import tensor_to_numpy
+        from .readers.torch import tensor_to_numpy
 
         obj, note = tensor_to_numpy(obj, label)
     arr = obj if isinstance(obj, np.ndarray) else np.asarray(obj)
@@ -423,7 +423,7 @@ def open_latents(
         sample of C channels; files of mixed spatial sizes are pooled per channel), False
         concatenates them as batches along axis 0. None (the default) reads them as
         batches, per sample when only that fits, and refuses 3-D files of one shape that
-        look like single samples (see :mod:`latentcheck._persample`).
+        look like single samples (see :mod:`latentcheck.io.persample`).
     storage_options : dict or None, default=None
         Options of the fsspec filesystem for paths with a protocol (``s3://``, ``gs://``,
         ``hf://``, ``https://``, ``file://``, ``memory://``…), e.g. credentials or an

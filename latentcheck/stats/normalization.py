@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .._validation import check_int, check_positive
 from ..errors import DegenerateDimensionWarning, InputError, SmallSampleWarning
+from ..validation import check_int, check_positive
 from .scale import degenerate_dims
 
 __all__ = [
@@ -309,7 +309,7 @@ def check_normalization(
 
     Examples
     --------
-    >>> from latentcheck.stats.normcheck import check_normalization
+    >>> from latentcheck.stats.normalization import check_normalization
     >>> res = check_normalization(10_000, 0.0, 5.49, assume_scale=5.49)
     >>> res.mistakes
     ('inverted_factor',)

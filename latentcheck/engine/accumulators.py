@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .engine.kernels import (
+from .kernels import (
     Beyond,
     Scratch,
     TileCache,
@@ -32,8 +32,8 @@ from .engine.kernels import (
     fold,
     sparse_flatnonzero,
 )
-from .engine.sample import Reservoir, hash_rows, key_threshold
-from .engine.tails import Exceedance, Extremes
+from .sample import Reservoir, hash_rows, key_threshold
+from .tails import Exceedance, Extremes
 
 __all__ = [
     "Beyond",

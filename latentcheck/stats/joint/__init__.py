@@ -1,0 +1,1 @@
+"""Joint (multivariate) statistics: whitening, Mardia, multivariate tests, Mahalanobis outliers."""

@@ -1,0 +1,1 @@
+"""Statistics of Gaussian posterior parameters: rate, active units, ELBO surgery."""

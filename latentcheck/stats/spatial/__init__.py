@@ -1,0 +1,1 @@
+"""Spatial statistics of conv latents: autocorrelation, effective sample size, design effects."""
