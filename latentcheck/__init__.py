@@ -40,11 +40,16 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .analysis.api import analyze as analyze
+    from .analysis.api import analyze_with_sample as analyze_with_sample
+    from .analysis.common import Analysis as Analysis
+    from .comparison.api import COMPARE_SCHEMA_VERSION as COMPARE_SCHEMA_VERSION
     from .comparison.api import Comparison as Comparison
     from .comparison.api import Posterior as Posterior
     from .comparison.api import compare as compare
     from .io.latents import LatentSource as LatentSource
     from .io.latents import open_latents as open_latents
+    from .lightning import LatentcheckCallback as LatentcheckCallback
+    from .model.report import HISTOGRAM_EDGES as HISTOGRAM_EDGES
     from .model.report import SCHEMA_VERSION as SCHEMA_VERSION
     from .model.report import Report as Report
     from .model.report import TestResult as TestResult
@@ -53,6 +58,8 @@ if TYPE_CHECKING:
     from .profiles import Profile as Profile
     from .profiles import profile as profile
     from .stream import Stream as Stream
+    from .stream import gather as gather
+    from .vaeconfig import check_vae_config as check_vae_config
 
 # The rest is imported on first use (PEP 562): importing the package does not import numpy,
 # so the command line tool can set up BLAS first (see __main__.py).
@@ -71,6 +78,13 @@ _LAZY = {
     "Stream": "stream",
     "Profile": "profiles",
     "profile": "profiles",
+    "analyze_with_sample": "analysis.api",
+    "Analysis": "analysis.common",
+    "COMPARE_SCHEMA_VERSION": "comparison.api",
+    "HISTOGRAM_EDGES": "model.report",
+    "gather": "stream",
+    "LatentcheckCallback": "lightning",
+    "check_vae_config": "vaeconfig",
 }
 
 
@@ -96,7 +110,10 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "COMPARE_SCHEMA_VERSION",
+    "HISTOGRAM_EDGES",
     "SCHEMA_VERSION",
+    "Analysis",
     "AnalysisOptions",
     "CompareOptions",
     "Comparison",
@@ -104,6 +121,7 @@ __all__ = [
     "FormatError",
     "InputError",
     "LatentSource",
+    "LatentcheckCallback",
     "LatentcheckError",
     "LatentcheckWarning",
     "Posterior",
@@ -115,7 +133,10 @@ __all__ = [
     "TestResult",
     "__version__",
     "analyze",
+    "analyze_with_sample",
+    "check_vae_config",
     "compare",
+    "gather",
     "open_latents",
     "profile",
 ]

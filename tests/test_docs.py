@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 import pytest
 
+import latentcheck as lc
 from latentcheck.cli import cli
 
 ROOT = Path(__file__).parent.parent
@@ -120,3 +121,22 @@ def test_issue_16_readme_verdict_rules_quote_the_code_constants():
     emitted = set(re.findall(r'code="([a-z_]+)"', source))
     documented = set(re.findall(r"`([a-z_]+)`", section))
     assert emitted and emitted <= documented, emitted - documented
+
+
+def test_issue_17_docs_use_the_public_surface():
+    """The README and docs name only what ``latentcheck`` exports (``lc.<name>``), the
+    extension packages (``latentcheck.io`` readers, ``latentcheck.render`` renderers) and
+    the exception types; module paths of internals appear only in the Architecture map."""
+    public_packages = ("latentcheck.io", "latentcheck.render", "latentcheck.errors")
+    texts = {"README.md": README}
+    texts.update({p.name: p.read_text() for p in (ROOT / "docs").glob("*.md")})
+    for name, text in texts.items():
+        if name == "README.md":
+            text = re.sub(r"\n## Architecture\n.*?(?=\n## )", "\n", text, flags=re.S)
+        for attr in set(re.findall(r"\blc\.([A-Za-z_]\w*)", text)):
+            assert hasattr(lc, attr), f"{name}: lc.{attr} is not exported"
+        for path in set(re.findall(r"\blatentcheck((?:\.[a-z_]\w*)+)", text)):
+            full = "latentcheck" + path
+            assert full.startswith(public_packages) or full.split(".")[1] in lc.__all__, (
+                f"{name}: {full} is an internal path; export it or name lc.<name>"
+            )
