@@ -113,9 +113,7 @@ def test_issue_17_expected_outlier_rates_match_scipy(wide_report):
     ref = 2.0 * stats.norm.sf(np.asarray(st.sigma_levels))  # independent: scipy's normal tail
     np.testing.assert_allclose(st.expected_outlier_rates, ref, rtol=1e-13)
     # the summary's stored figure is the same number
-    exp = [
-        wide_report.summary.expected_outlier_rate[level_key(k)] for k in st.sigma_levels
-    ]
+    exp = [wide_report.summary.expected_outlier_rate[level_key(k)] for k in st.sigma_levels]
     np.testing.assert_array_equal(st.expected_outlier_rates, exp)
     assert st.headline_level == 1
 

@@ -75,9 +75,7 @@ def _write(path: Path, z: np.ndarray) -> Path:
 def test_builtin_readers_are_registered_in_message_order():
     names = [r.name for r in registered_readers()][:6]
     assert names == ["npy", "npz", "safetensors", "hdf5", "zarr", "torch"]
-    assert SUPPORTED == (
-        ".npy, .npz, .safetensors, .h5/.hdf5, .zarr (directory store), .pt/.pth"
-    )
+    assert SUPPORTED == (".npy, .npz, .safetensors, .h5/.hdf5, .zarr (directory store), .pt/.pth")
 
 
 def test_registered_reader_is_used_by_open_latents_and_analyze(tmp_path, text_reader):
