@@ -47,6 +47,7 @@ DIM_KEYS = [
     "kl_gauss",
     "negentropy",
     "kl_marginal",
+    "mad",  # issue 17
 ]
 QKEYS = ["0.001", "0.01", "0.05", "0.25", "0.5", "0.75", "0.95", "0.99", "0.999"]
 TESTS = ["shapiro", "dagostino", "anderson", "jarque_bera", "lilliefors", "ks_prior"]

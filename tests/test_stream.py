@@ -37,7 +37,7 @@ def _assert_pass1_equal(s: lc.Report, a: lc.Report, *, conv: bool = False) -> No
     for name in ("mean", "std", "skewness", "excess_kurtosis", "kl_gauss", "min", "max"):
         _close(getattr(s.dims, name), getattr(a.dims, name))
     # the sample is the same rows: sample figures agree exactly
-    for name in ("quantiles", "negentropy", "kl_marginal", "histogram"):
+    for name in ("quantiles", "mad", "negentropy", "kl_marginal", "histogram"):
         _close(getattr(s.dims, name), getattr(a.dims, name))
     _close(s.dims.prior_outlier_rate, a.dims.prior_outlier_rate)
     # conv latents: analyze tests rows at positions separated by the autocorrelation of

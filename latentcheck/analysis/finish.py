@@ -94,6 +94,7 @@ class SampleFigures:
     tests: dict[str, Any]
     n_test: int
     histogram: NDArray[np.int64]
+    mad: F64
     spatial: dict[str, Any] | None = None
     vif: tuple[Any, Any] | None = None
     independent: IndependentRows | None = None
@@ -137,7 +138,7 @@ def finish_analysis(
 def _sample_figures(
     source: LatentSource, run: AnalysisRun, s: FirstSummary, collector: Collector
 ) -> SampleFigures:
-    """Return the figures of the seeded sample: quantiles, KL, negentropy, tests, histograms."""
+    """Return the seeded sample's figures: quantiles, KL, negentropy, tests, histograms, MAD."""
     reservoir = s.first.reservoir
     test_samples = run.options.test_samples
     # sorted in the input dtype: each consumer widens only the rows or columns it reads
@@ -163,6 +164,7 @@ def _sample_figures(
     from ..stats import divergence
     from ..stats.duplicates import sample_checks, warnings_for
     from ..stats.normality import univariate_tests
+    from ..stats.scale import median_abs_deviation_sorted
 
     checks = sample_checks(sample, sorted_sample, s.std, n_total=s.n)
     for message in warnings_for(checks, s.d):
@@ -191,6 +193,7 @@ def _sample_figures(
         tests=tests,
         n_test=test_sample.shape[0],
         histogram=histograms(sorted_sample, s.mean, s.std, s.degenerate),  # before pass 2
+        mad=median_abs_deviation_sorted(sorted_sample, s.degenerate),
     )
 
 
@@ -378,6 +381,7 @@ def _dims(s: FirstSummary, figs: SampleFigures, second: Any, centered: F64, prio
         },
         degenerate=s.degenerate,
         histogram=figs.histogram,
+        mad=figs.mad,
     )
 
 

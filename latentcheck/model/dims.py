@@ -61,6 +61,10 @@ class Dims:
     histogram : ndarray of int of shape (n_dims, n_bins + 2) or None
         Counts of the seeded sample's standardised values (z − mean)/std in the bins of
         ``HISTOGRAM_EDGES``, with one underflow and one overflow bin at the ends.
+    mad : ndarray of shape (n_dims,) or None
+        Median absolute deviation of the seeded sample over Φ⁻¹(3/4), a robust estimate of
+        the std (``stats.scale.median_abs_deviation_sorted``); NaN for degenerate
+        dimensions; None for reports written before it existed.
     """
 
     index: NDArray[np.int64]
@@ -80,6 +84,7 @@ class Dims:
     tests: dict[str, UnivariateTest]
     degenerate: NDArray[np.bool_]
     histogram: NDArray[np.int64] | None = None
+    mad: F64 | None = None
 
 
 def dims_to_records(
@@ -104,6 +109,7 @@ def dims_to_records(
             "min": clean_float(float(dims.min[j])),
             "max": clean_float(float(dims.max[j])),
             "quantiles": {k: clean_float(float(dims.quantiles[i, j])) for i, k in enumerate(qkeys)},
+            **({"mad": clean_float(float(dims.mad[j]))} if dims.mad is not None else {}),
             "skewness": clean_float(float(dims.skewness[j])),
             "excess_kurtosis": clean_float(float(dims.excess_kurtosis[j])),
             "kl_gauss": clean_float(float(dims.kl_gauss[j])),
@@ -198,4 +204,5 @@ def records_to_dims(
             if records and all("histogram" in r for r in records)
             else None
         ),
+        mad=col("mad") if records and all("mad" in r for r in records) else None,
     )
