@@ -19,14 +19,14 @@ from numpy.typing import NDArray
 
 from ..errors import InputError
 from ..model.report import Finding, Report, level_key
-from ._htmlplots import floats, histograms, kl_bars, plot_style, qq
+from ._htmlplots import histograms, kl_bars, plot_style, qq
+from .dimtable import dim_table
 from .htmlblocks import joint_section, posterior_section, spatial_section
 from .htmlparts import esc, html_table, kv_table, para, section
 from .registry import RenderOptions, register
 from .textreport import (
     fmt,
     pct,
-    pval,
     test_rows,
 )
 
@@ -293,47 +293,10 @@ def _marginals(report: Report, order: NDArray[np.intp], note: str | None, dpi: i
 
 def _dims_section(report: Report, order: NDArray[np.intp], note: str | None, dpi: int) -> str:
     """Return the KL bar chart and the per-dimension table."""
-    dm, st = report.dims, report.settings
     out = [para(note, "caption")] if note else []
     out.append(kl_bars(report, order, dpi))
-    k4 = st.headline_level
-    klab = level_key(st.sigma_levels[k4])
-    ratio = report.outlier_ratio(k4)
-    rate = report.posterior.kl_per_dim if report.posterior is not None else None
-    rate_arr = floats(rate) if rate is not None else None
-    headers = ["dim", "mean", "std", "min", "max", "skew", "exkurt"]
-    headers += ["kl_gauss", "negent", "kl_marg"]
-    if rate_arr is not None:
-        headers.append("rate")
-    headers += [f">{klab}sd ×", "SW p_holm"]
-    sw = dm.tests.get("shapiro")
-    rows = []
-    for j in order:
-        label = str(int(dm.index[j])) + (" (degenerate)" if dm.degenerate[j] else "")
-        r = [label] + [
-            fmt(a[j]) for a in (dm.mean, dm.std, dm.min, dm.max, dm.skewness, dm.excess_kurtosis)
-        ]
-        r += [fmt(dm.kl_gauss[j]), fmt(dm.negentropy[j]), fmt(dm.kl_marginal[j])]
-        if rate_arr is not None:
-            r.append(fmt(rate_arr[j]) if j < rate_arr.size else "-")
-        r += [
-            fmt(ratio[j], 2),
-            pval(sw.pvalue_holm[j]) if sw is not None else "-",
-        ]
-        rows.append(r)
+    headers, rows, legend, _ = dim_table(report, "html", order)
     out.append(html_table(headers, rows))
-    legend = (
-        "mean, std, min, max: over all rows (std with ddof 0, in the data's units); skew, "
-        "exkurt: moment ratios g1, g2; kl_gauss: KL(N(mean, std²) ‖ N(0,1)); negent: "
-        "negentropy (the non-Gaussian part); kl_marg = kl_gauss + negent, an estimate of "
-        "KL(q_j ‖ N(0,1)); all in nats"
-    )
-    if rate_arr is not None:
-        legend += "; rate: mean analytic KL(q(z_j|x) ‖ N(0,1)) the training loss pays (nats)"
-    legend += (
-        f"; >{klab}sd ×: share of values beyond {klab} std over the Gaussian share; "
-        "SW p_holm: Shapiro–Wilk p-value, Holm-adjusted."
-    )
     out.append(para(legend, "caption"))
     return section("dims", "Per dimension", out)
 

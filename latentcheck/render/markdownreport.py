@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from ..model.report import Report, level_key
+from ..model.report import Report
+from .dimtable import dim_table
 from .registry import RenderOptions, register
 from .textreport import (
     SPATIAL_LEGEND,
@@ -83,38 +84,8 @@ def render_report(report: Report, *, max_dims: int = 64) -> str:
     if d > max_dims:
         out.append(f"{max_dims} of {d} dimensions shown (largest kl_marginal).")
         out.append("")
-    k4 = st.headline_level
-    ratio = report.outlier_ratio(k4)
-    klab = level_key(st.sigma_levels[k4])
-    sw = dm.tests.get("shapiro")
-    rows = [
-        [
-            str(int(dm.index[j])),
-            fmt(dm.mean[j]),
-            fmt(dm.std[j]),
-            fmt(dm.excess_kurtosis[j]),
-            fmt(dm.kl_gauss[j]),
-            fmt(dm.negentropy[j]),
-            fmt(dm.kl_marginal[j]),
-            fmt(ratio[j], 2),
-            pval(sw.pvalue_holm[j]) if sw is not None else "-",
-        ]
-        for j in order
-    ]
-    out += md_table(
-        [
-            "dim",
-            "mean",
-            "std",
-            "exkurt",
-            "kl_gauss",
-            "negent",
-            "kl_marg",
-            f">{klab}sd ×",
-            "SW p (Holm)",
-        ],
-        rows,
-    )
+    headers, rows, _, _ = dim_table(report, "markdown", order)
+    out += md_table(headers, rows)
     out.append("")
     out += _posterior_section(report, max_dims)
     out += _spatial_section(report)

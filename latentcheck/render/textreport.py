@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from ..model.posterior import PosteriorBlock
-from ..model.report import Report, level_key
+from ..model.report import Report
+from .dimtable import dim_table
 from .formatting import fmt as fmt
 from .formatting import pct as pct
 from .formatting import pval as pval
@@ -260,7 +261,7 @@ def _joint_tests(report: Report, width: int, p: int) -> list[str]:
 
 def _dims_table(report: Report, width: int, max_dims: int, p: int) -> list[str]:
     """Return the per-dimension table (all dims, or the top ones by kl_marginal)."""
-    dm, st = report.dims, report.settings
+    dm = report.dims
     d = dm.index.shape[0]
     order = report.top_dims(max_dims)
     note = f"PER DIMENSION (all {d})"
@@ -268,54 +269,16 @@ def _dims_table(report: Report, width: int, max_dims: int, p: int) -> list[str]:
         note = (
             f"PER DIMENSION ({max_dims} of {d} with the largest kl_marginal; all in --format json)"
         )
-    k4 = st.headline_level
-    klab = level_key(st.sigma_levels[k4])
-    ratio = report.outlier_ratio(k4)
-    rate = report.posterior.kl_per_dim if report.posterior is not None else None
-    headers = ["dim", "mean", "std", "skew", "exkurt", "kl_gauss", "negent", "kl_marg"]
-    if rate is not None:
-        headers.append("rate")
-    headers += [f">{klab}sd x", "SW p_holm"]
-    rows = []
-    sw = dm.tests.get("shapiro")
-    for j in order:
-        r = [
-            str(int(dm.index[j])),
-            fmt(dm.mean[j], p),
-            fmt(dm.std[j], p),
-            fmt(dm.skewness[j], p),
-            fmt(dm.excess_kurtosis[j], p),
-            fmt(dm.kl_gauss[j], p),
-            fmt(dm.negentropy[j], p),
-            fmt(dm.kl_marginal[j], p),
-        ]
-        if rate is not None:
-            r.append(fmt(rate[j], p))
-        r += [
-            fmt(ratio[j], 2),
-            pval(sw.pvalue_holm[j]) if sw is not None else "-",
-        ]
-        rows.append(r)
+    headers, rows, legend, ranks = dim_table(report, "text", order, p)
     # on narrow terminals drop the least essential columns rather than wrap the table
-    for drop in ("skew", "kl_gauss", "negent", "SW p_holm", "mean"):
+    for drop in sorted(r for r in ranks if r is not None):
         if max(len(line) for line in table(headers, rows)) + 2 <= width:
             break
-        k = headers.index(drop)
-        headers = headers[:k] + headers[k + 1 :]
+        k = ranks.index(drop)
+        headers, ranks = headers[:k] + headers[k + 1 :], ranks[:k] + ranks[k + 1 :]
         rows = [r[:k] + r[k + 1 :] for r in rows]
     lines = [note]
     lines += ["  " + line for line in table(headers, rows)]
-    legend = (
-        "mean, std: over all rows (ddof 0); skew, exkurt: moment ratios g1, g2; kl_gauss: "
-        "KL(N(mean,std^2) || N(0,1)); negent: negentropy (non-Gaussian part); kl_marg = "
-        "kl_gauss + negent, an estimate of KL(q_j || N(0,1)), all in nats"
-    )
-    if rate is not None:
-        legend += "; rate: mean analytic KL(q(z_j|x) || N(0,1)) the training loss pays"
-    legend += (
-        f"; >{klab}sd x: share of values beyond {klab} std over the Gaussian share; "
-        "SW p_holm: Shapiro-Wilk p-value, Holm-adjusted."
-    )
     lines += wrap(legend, width, indent="  ", first="  ")
     return lines
 
