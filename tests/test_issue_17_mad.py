@@ -133,3 +133,20 @@ def test_issue_17_stream_reports_mad_of_its_sample() -> None:
     # the same seed and sample size sample the same rows as analyze: the same MAD
     ref = lc.analyze(x, seed=3, sample_size=800, **FAST)
     np.testing.assert_array_equal(rep.dims.mad, ref.dims.mad)
+
+
+def test_issue_17_mad_is_one_column_of_the_shared_table() -> None:
+    """The Markdown and HTML tables show dims.mad from the one table definition."""
+    from latentcheck.render.dimtable import COLUMNS, dim_table
+    from latentcheck.render.formatting import fmt
+
+    z = np.random.default_rng(3).normal(0.0, [1.0, 2.0, 0.5], size=(900, 3))
+    rep = lc.analyze(z, seed=0, energy_resamples=0)
+    assert [c.name for c in COLUMNS].count("mad") == 1
+    for fmt_name in ("markdown", "html"):
+        headers, rows, _, _ = dim_table(rep, fmt_name, range(3))
+        k = headers.index("mad")
+        assert [r[k] for r in rows] == [fmt(m) for m in rep.dims.mad]
+    assert "mad" not in dim_table(rep, "text", range(3))[0]
+    md = rep.to_markdown()
+    assert "| mad |" in md.replace(" mad ", " mad ")

@@ -134,6 +134,12 @@ COLUMNS: tuple[Column, ...] = (
         drop=4,
     ),
     Column("std", {f: "std" for f in FORMATS}, _figure("std")),
+    Column(
+        "mad",
+        {"markdown": "mad", "html": "mad"},
+        _figure("mad"),
+        {"html": "mad: median absolute deviation of the sample rows × 1.4826 (a robust std)"},
+    ),
     Column("min", {"html": "min"}, _figure("min")),
     Column("max", {"html": "max"}, _figure("max")),
     Column(
