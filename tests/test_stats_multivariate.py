@@ -15,7 +15,14 @@ from scipy import integrate, linalg, spatial, stats
 from latentcheck.errors import DegenerateDimensionWarning, InputError, SmallSampleWarning
 from latentcheck.model.report import TestResult
 from latentcheck.stats.joint import multivariate as mv
-from latentcheck.stats.joint.mardia import MardiaAccumulator, _mardia_kurtosis
+from latentcheck.stats.joint.common import symmetric_pair_sum
+from latentcheck.stats.joint.mardia import (
+    MardiaAccumulator,
+    _mardia_kurtosis,
+    b1p_from_third,
+    cube,
+    third_order_sums,
+)
 
 DATA = Path(__file__).parent / "data"
 
@@ -254,8 +261,8 @@ def test_mardia_pairwise_and_tensor_sums_agree(n: int, d: int) -> None:
     # at d = 40 the tensor sums run in two row blocks (625 rows: small-matrix products)
     rng = np.random.default_rng(7)
     y = rng.standard_normal((n, d))
-    pairwise = mv._symmetric_pair_sum(y, y, mv._cube, block_size=64)
-    tensor = mv._b1p_from_third(mv._third_order_sums(y), d)
+    pairwise = symmetric_pair_sum(y, y, cube, block_size=64)
+    tensor = b1p_from_third(third_order_sums(y), d)
     literal = float(np.sum((y @ y.T) ** 3))
     # Three summation orders of the same n^2 terms: agreement to 1e-12.
     np.testing.assert_allclose([pairwise, tensor], literal, rtol=1e-12)

@@ -22,11 +22,11 @@ from numpy.typing import NDArray
 from latentcheck.errors import InputError
 from latentcheck.model.base import TestResult
 from latentcheck.stats.joint.common import (
-    _check_sample,
-    _normal_sf,
-    _prepare,
-    _skip,
-    _symmetric_pair_sum,
+    check_sample,
+    normal_sf,
+    prepare,
+    skip,
+    symmetric_pair_sum,
 )
 from latentcheck.stats.joint.mardia import (
     THIRD_ORDER_FLOP_BUDGET,
@@ -34,16 +34,11 @@ from latentcheck.stats.joint.mardia import (
     mardia,
     mardia_third_order_affordable,
 )
-
-# private kernels that the tests check directly, kept importable from here
-from latentcheck.stats.joint.mardia import _b1p_from_third as _b1p_from_third
-from latentcheck.stats.joint.mardia import _cube as _cube
-from latentcheck.stats.joint.mardia import _third_order_sums as _third_order_sums
 from latentcheck.stats.joint.whitening import (
     Whitening,
-    _check_moments,
-    _constant_columns,
-    _degeneracy_reason,
+    check_moments,
+    constant_columns,
+    degeneracy_reason,
 )
 
 __all__ = [
@@ -98,8 +93,8 @@ def henze_zirkler(x: npt.ArrayLike, *, block_size: int = 128) -> TestResult:
        3595-3617. :doi:`10.1080/03610929008830400`
     """
     block_size = _check_block_size(block_size)
-    xs = _check_sample(x)
-    prepared = _prepare(xs, "the Henze-Zirkler test", min_rows=3)
+    xs = check_sample(x)
+    prepared = prepare(xs, "the Henze-Zirkler test", min_rows=3)
     if isinstance(prepared, TestResult):
         return prepared
     y, r2 = prepared
@@ -113,7 +108,7 @@ def henze_zirkler(x: npt.ArrayLike, *, block_size: int = 128) -> TestResult:
     ones = np.ones((n, 1))
     left = np.hstack([b2 * y, -0.5 * b2 * r2[:, None], -0.5 * b2 * ones])
     right = np.hstack([y, ones, r2[:, None]])
-    off_diagonal = _symmetric_pair_sum(left, right, _exp, block_size=block_size, diagonal=0.0)
+    off_diagonal = symmetric_pair_sum(left, right, _exp, block_size=block_size, diagonal=0.0)
     a = 1.0 + 2.0 * b2
     excess = (
         off_diagonal / n
@@ -123,12 +118,12 @@ def henze_zirkler(x: npt.ArrayLike, *, block_size: int = 128) -> TestResult:
     hz = 1.0 + excess
     lognormal = _hz_lognormal(b2, d)
     if lognormal is None:
-        return _skip(
+        return skip(
             f"Henze-Zirkler's null variance underflows for d={d} (b^2={b2:.3g}); "
             "the log-normal p-value is undefined"
         )
     log_mean, log_sd = lognormal
-    pvalue = _normal_sf((math.log1p(excess) - log_mean) / log_sd) if excess > -1.0 else 1.0
+    pvalue = normal_sf((math.log1p(excess) - log_mean) / log_sd) if excess > -1.0 else 1.0
     return TestResult(
         statistic=hz,
         pvalue=pvalue,
@@ -197,22 +192,22 @@ def royston(x: npt.ArrayLike, *, columns: str = "shapiro_wilk") -> TestResult:
 
     if columns not in ("shapiro_wilk", "mvn", "francia"):
         raise InputError(f'`columns` must be "shapiro_wilk", "mvn" or "francia", got {columns!r}')
-    xs = _check_sample(x)
+    xs = check_sample(x)
     n, d = xs.shape
     if n < 4 or n > 2000:
-        return _skip(
+        return skip(
             f"Royston's test needs 4 <= n <= 2000 (the range of Royston's W transform), "
             f"got n={n}; pass a subsample of at most 2000 rows",
             small=True,
         )
     if n <= d:
-        return _skip(f"Too few rows for Royston's test: need n > d, got n={n}, d={d}", small=True)
+        return skip(f"Too few rows for Royston's test: need n > d, got n={n}, d={d}", small=True)
     xc = xs - xs.mean(axis=0)
     xc2 = xc * xc
     m2 = np.mean(xc2, axis=0)
-    constant = _constant_columns(xs.mean(axis=0), m2)
+    constant = constant_columns(xs.mean(axis=0), m2)
     if constant:
-        return _skip(f"Column(s) {constant} are constant; Royston's test needs variance > 0")
+        return skip(f"Column(s) {constant} are constant; Royston's test needs variance > 0")
     w = np.empty(d)
     kurt = np.mean(xc2 * xc2, axis=0) / m2**2
     for j in range(d):
@@ -247,7 +242,7 @@ def royston(x: npt.ArrayLike, *, columns: str = "shapiro_wilk") -> TestResult:
     c = float(np.sum(nc)) / (d * d - d) if d > 1 else 0.0
     edf = d / (1.0 + (d - 1.0) * c)
     if not (math.isfinite(edf) and edf > 0):
-        return _skip(f"Royston's equivalent degrees of freedom are not positive ({edf:.4g})")
+        return skip(f"Royston's equivalent degrees of freedom are not positive ({edf:.4g})")
     h = edf * float(np.sum(k)) / d
     return TestResult(
         statistic=h,
@@ -288,8 +283,8 @@ def doornik_hansen(x: npt.ArrayLike) -> TestResult:
     """
     from scipy.special import chdtrc
 
-    xs = _check_sample(x)
-    prepared = _prepare(xs, "the Doornik-Hansen test", min_rows=8)
+    xs = check_sample(x)
+    prepared = prepare(xs, "the Doornik-Hansen test", min_rows=8)
     if isinstance(prepared, TestResult):
         return prepared
     n, d = xs.shape
@@ -391,8 +386,8 @@ def energy(
         raise InputError(f"`n_resamples` must be an integer, got {n_resamples!r}")
     if n_resamples < 0:
         raise InputError(f"`n_resamples` must be at least 0, got {n_resamples}")
-    xs = _check_sample(x)
-    prepared = _prepare(xs, "the energy test", min_rows=3, ddof=1)
+    xs = check_sample(x)
+    prepared = prepare(xs, "the energy test", min_rows=3, ddof=1)
     if isinstance(prepared, TestResult):
         return prepared
     y, r2 = prepared
@@ -406,7 +401,7 @@ def energy(
         if null_rows < 3:
             raise InputError(f"`null_rows` must be at least 3, got {null_rows}")
         if null_rows < n and n_resamples > 0:
-            sub = _prepare(xs[:null_rows], "the energy test", min_rows=3, ddof=1)
+            sub = prepare(xs[:null_rows], "the energy test", min_rows=3, ddof=1)
             if isinstance(sub, TestResult):  # the first rows alone are degenerate
                 return TestResult(
                     statistic=stat,
@@ -476,13 +471,13 @@ def mean_zero(n: int, mean: npt.ArrayLike, cov: npt.ArrayLike) -> TestResult:
     from scipy.special import fdtrc
 
     n = _check_n(n)
-    mean_arr, cov_arr = _check_moments(mean, cov)
+    mean_arr, cov_arr = check_moments(mean, cov)
     d = mean_arr.shape[0]
     if n <= d:
-        return _skip(f"Hotelling's T^2 needs n > d rows, got n={n}, d={d}", small=True)
-    reason = _degeneracy_reason(mean_arr, cov_arr)
+        return skip(f"Hotelling's T^2 needs n > d rows, got n={n}, d={d}", small=True)
+    reason = degeneracy_reason(mean_arr, cov_arr)
     if reason is not None:
-        return _skip(reason)
+        return skip(reason)
     chol = np.linalg.cholesky(cov_arr * (n / (n - 1.0)))
     u = np.linalg.solve(chol, mean_arr)
     d2 = float(np.dot(u, u))
@@ -531,14 +526,14 @@ def cov_identity(n: int, cov: npt.ArrayLike) -> TestResult:
     from scipy.special import chdtrc
 
     n = _check_n(n)
-    _, cov_arr = _check_moments(np.zeros(np.shape(cov)[:1]), cov)
+    _, cov_arr = check_moments(np.zeros(np.shape(cov)[:1]), cov)
     d = cov_arr.shape[0]
     nu = n - 1.0
     if nu <= d:
-        return _skip(f"The covariance test needs n > d + 1 rows, got n={n}, d={d}", small=True)
-    reason = _degeneracy_reason(np.zeros(d), cov_arr)
+        return skip(f"The covariance test needs n > d + 1 rows, got n={n}, d={d}", small=True)
+    reason = degeneracy_reason(np.zeros(d), cov_arr)
     if reason is not None:
-        return _skip(reason)
+        return skip(reason)
     logdet = float(np.linalg.slogdet(cov_arr)[1])
     kl = max(0.5 * (float(np.trace(cov_arr)) - logdet - d), 0.0)
     s_u = cov_arr * (n / nu)
@@ -630,9 +625,7 @@ def _energy_statistic(y: FloatArray, sq: FloatArray, block_size: int) -> float:
     ones = np.ones((n, 1))
     left = np.hstack([y, sq[:, None], ones])
     right = np.hstack([-2.0 * y, ones, sq[:, None]])
-    mean_yy = (
-        _symmetric_pair_sum(left, right, _distance, block_size=block_size, diagonal=0.0) / n**2
-    )
+    mean_yy = symmetric_pair_sum(left, right, _distance, block_size=block_size, diagonal=0.0) / n**2
     mean_zz = 2.0 * math.exp(float(gammaln((d + 1) / 2.0) - gammaln(d / 2.0)))
     mean_yz = float(np.mean(_mean_distance_to_normal(sq, d)))
     return float(n * (2.0 * mean_yz - mean_zz - mean_yy))

@@ -21,9 +21,9 @@ from latentcheck.errors import DegenerateDimensionWarning, InputError, SmallSamp
 from latentcheck.stats.joint.mardia import MardiaAccumulator
 from latentcheck.stats.joint.whitening import (
     Whitening,
-    _constant_columns,
-    _degeneracy_reason,
-    _same_whitening,
+    constant_columns,
+    degeneracy_reason,
+    same_whitening,
 )
 
 __all__ = [
@@ -241,7 +241,7 @@ class MahalanobisAccumulator:
                 f"`row_ids` must be {shape[0]} integers (one per row), got "
                 f"shape {ids.shape} of dtype {ids.dtype}"
             )
-        if mardia is not None and not _same_whitening(mardia.whitening, self._whitening):
+        if mardia is not None and not same_whitening(mardia.whitening, self._whitening):
             raise InputError("`mardia` must share this accumulator's whitening")
         if self._whitening.reason is not None:
             self._n_rows += shape[0]
@@ -275,7 +275,7 @@ class MahalanobisAccumulator:
 
     def merge(self, other: MahalanobisAccumulator) -> MahalanobisAccumulator:
         """Return a new accumulator holding the rows of both (top-k of the union)."""
-        if not _same_whitening(self._whitening, other._whitening) or self._n != other._n:
+        if not same_whitening(self._whitening, other._whitening) or self._n != other._n:
             raise InputError("Cannot merge Mahalanobis accumulators built from different moments")
         if self._top_k != other._top_k:
             raise InputError(
@@ -500,7 +500,7 @@ def mcd_outliers(
         return skipped(f"MCD needs n > d rows, got n={n}, d={d}", SmallSampleWarning)
     mean = xs.mean(axis=0)
     var = xs.var(axis=0)
-    reason = _degeneracy_reason(mean, np.cov(xs, rowvar=False, ddof=0).reshape(d, d))
+    reason = degeneracy_reason(mean, np.cov(xs, rowvar=False, ddof=0).reshape(d, d))
     if reason is not None:
         return skipped(reason, DegenerateDimensionWarning)
     z = (xs - mean) / np.sqrt(var)
@@ -521,8 +521,8 @@ def mcd_outliers(
                 DegenerateDimensionWarning,
             )
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if _constant_columns(mcd.location_, np.diag(mcd.covariance_)) or (
-        _degeneracy_reason(mcd.location_, mcd.covariance_) is not None
+    if constant_columns(mcd.location_, np.diag(mcd.covariance_)) or (
+        degeneracy_reason(mcd.location_, mcd.covariance_) is not None
     ):
         return skipped(
             "MinCovDet's robust covariance is singular (exact fit on a subspace)",

@@ -21,7 +21,14 @@ from numpy.typing import NDArray
 from latentcheck.engine.kernels import TileCache
 from latentcheck.errors import InputError
 
-__all__ = ["Whitening", "row_norms_squared"]
+__all__ = [
+    "Whitening",
+    "check_moments",
+    "constant_columns",
+    "degeneracy_reason",
+    "row_norms_squared",
+    "same_whitening",
+]
 
 # A column counts as constant when its variance is below (1e-12 |mean|)^2 (or zero), and
 # the covariance as singular when the reciprocal condition number of the correlation
@@ -114,8 +121,8 @@ class Whitening:
         InputError
             If the shapes do not match or a value is not finite.
         """
-        mean_arr, cov_arr = _check_moments(mean, cov)
-        reason = _degeneracy_reason(mean_arr, cov_arr)
+        mean_arr, cov_arr = check_moments(mean, cov)
+        reason = degeneracy_reason(mean_arr, cov_arr)
         matrix = np.zeros_like(cov_arr)
         if reason is None:
             chol = np.linalg.cholesky(cov_arr)
@@ -226,7 +233,7 @@ def row_norms_squared(y: FloatArray) -> FloatArray:
     return out
 
 
-def _check_moments(mean: npt.ArrayLike, cov: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+def check_moments(mean: npt.ArrayLike, cov: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
     """Return (mean, cov) as float64 arrays of matching shapes or raise InputError."""
     mean_arr = np.asarray(mean, dtype=np.float64)
     cov_arr = np.asarray(cov, dtype=np.float64)
@@ -240,15 +247,15 @@ def _check_moments(mean: npt.ArrayLike, cov: npt.ArrayLike) -> tuple[FloatArray,
     return mean_arr, cov_arr
 
 
-def _constant_columns(mean: FloatArray, var: FloatArray) -> list[int]:
+def constant_columns(mean: FloatArray, var: FloatArray) -> list[int]:
     """Return the indices of columns whose variance is zero relative to their mean."""
     return [int(j) for j in np.flatnonzero(var <= (_CONSTANT_RTOL * np.abs(mean)) ** 2)]
 
 
-def _degeneracy_reason(mean: FloatArray, cov: FloatArray) -> str | None:
+def degeneracy_reason(mean: FloatArray, cov: FloatArray) -> str | None:
     """Return why a covariance cannot be inverted reliably, or None."""
     var = np.diag(cov).copy()
-    constant = _constant_columns(mean, var)
+    constant = constant_columns(mean, var)
     if constant:
         return f"Column(s) {constant} are constant; joint tests need a full-rank covariance"
     inv_sd = 1.0 / np.sqrt(var)
@@ -262,6 +269,6 @@ def _degeneracy_reason(mean: FloatArray, cov: FloatArray) -> str | None:
     return None
 
 
-def _same_whitening(a: Whitening, b: Whitening) -> bool:
+def same_whitening(a: Whitening, b: Whitening) -> bool:
     """Return whether two whitenings come from the same moments."""
     return a is b or (np.array_equal(a.mean, b.mean) and np.array_equal(a.cov, b.cov))
