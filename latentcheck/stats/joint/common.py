@@ -1,10 +1,11 @@
 """Shared plumbing of the joint tests: sample checks, skipped results, blocked pair sums.
 
-``check_sample`` validates a sample; ``rows_reason`` and ``skip`` turn too few rows or a
-degenerate covariance into a warning and a skipped :class:`~latentcheck.model.report.TestResult`;
-``prepare`` whitens a sample by its own moments (or skips); ``symmetric_pair_sum`` sums a
-function of ``left_j' right_k`` over all pairs of rows in row blocks, in
-O(block_size * n_samples) memory, never building the n × n matrix.
+``check_sample`` validates a sample and ``check_block_size`` a block size; ``rows_reason``
+and ``skip`` turn too few rows or a degenerate covariance into a warning and a skipped
+:class:`~latentcheck.model.report.TestResult`; ``prepare`` whitens a sample by its own
+moments (or skips); ``symmetric_pair_sum`` sums a function of ``left_j' right_k`` over all
+pairs of rows in row blocks, in O(block_size * n_samples) memory, never building the
+n × n matrix.
 """
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ def check_sample(x: npt.ArrayLike) -> FloatArray:
     if bad:
         raise InputError(f"`x` holds {bad} non-finite values; drop those rows first")
     return xs
+
+
+def check_block_size(block_size: int) -> int:
+    """Return block_size as a positive int or raise InputError."""
+    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)):
+        raise InputError(f"`block_size` must be an integer, got {block_size!r}")
+    if block_size < 1:
+        raise InputError(f"`block_size` must be at least 1, got {block_size}")
+    return int(block_size)
 
 
 def rows_reason(n: int, d: int, test: str, min_rows: int = 3) -> str | None:
