@@ -4,9 +4,9 @@
 matrix``, so that ``|y|^2`` is the squared Mahalanobis distance. One instance, built from the
 moments of the first pass, is shared by the second-pass accumulators
 (:class:`~latentcheck.stats.joint.mardia.MardiaAccumulator` and
-:class:`~latentcheck.stats.joint.outliers.MahalanobisAccumulator`), so that each chunk is whitened
-once. Constant columns and a singular covariance give a reason instead of a matrix; the joint
-tests report that reason in a skipped result.
+:class:`~latentcheck.stats.joint.mahalanobis.MahalanobisAccumulator`), so that each chunk is
+whitened once. Constant columns and a singular covariance give a reason instead of a matrix;
+the joint tests report that reason in a skipped result.
 """
 
 from __future__ import annotations
