@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 #: Default flop budget of :func:`mardia_third_order_affordable`: 1e10 floating-point
-#: operations, 0.25-0.5 s of single-threaded float64 work on the reference machine.
+#: operations, well under a second of single-threaded float64 work.
 THIRD_ORDER_FLOP_BUDGET = 1.0e10
 
 _BLOCK_ELEMENTS = 1 << 21  # elements of a temporary (rows x pairs) block: 16 MiB float64
@@ -193,8 +193,8 @@ def mardia_third_order_affordable(
     n_rows, n_dims : int
         Rows and dimensions of the data.
     flop_budget : float, default=THIRD_ORDER_FLOP_BUDGET
-        Allowed floating-point operations (1e10: 0.25-0.5 s single-threaded on the
-        reference machine for 4 <= n_dims <= 64).
+        Allowed floating-point operations (default 1e10, well under a second
+        single-threaded for 4 <= n_dims <= 64).
 
     Returns
     -------
@@ -291,8 +291,8 @@ def third_order_sums(y: FloatArray) -> FloatArray:
 
     For each s, the products y_is y_it (t >= s) are contiguous slices, so one BLAS product
     per s and row block covers them, with no gathered copies. Row blocks small enough for
-    OpenBLAS's small-matrix kernels where that leaves at least 64 rows (25% less time at
-    d = 64, 15% at d = 100; see :func:`~latentcheck.stats.joint.whitening.small_product_rows`).
+    OpenBLAS's small-matrix kernels where that leaves at least 64 rows (faster at d = 64
+    and d = 100; see :func:`~latentcheck.stats.joint.whitening.small_product_rows`).
     """
     m, d = y.shape
     out = np.zeros((d, d * (d + 1) // 2))

@@ -270,7 +270,7 @@ def doornik_hansen(x: npt.ArrayLike) -> TestResult:
     corr = cov * inv_sd[:, None] * inv_sd[None, :]
     lam, vecs = np.linalg.eigh(corr)
     y = (xc * inv_sd) @ (vecs * lam**-0.5) @ vecs.T
-    y2 = y * y  # products, not y**3 and y**4: numpy's pow is ten times slower
+    y2 = y * y  # products, not y**3 and y**4: numpy's pow is much slower
     m2 = np.mean(y2, axis=0)
     skew = np.mean(y2 * y, axis=0) / m2**1.5
     kurt = np.mean(y2 * y2, axis=0) / m2**2

@@ -148,8 +148,8 @@ class Whitening:
 
         When every column's mean lies within one standard deviation of zero, and the
         first block has room, the rows go in as ``[1, x]`` against ``[-mean @ matrix;
-        matrix]``: the centring happens inside the products (0.05 ms less per 4096 x 64
-        chunk), with rounding errors at most a few times those of centring first, as
+        matrix]``: the centring happens inside the products (one pass over the chunk
+        less), with rounding errors at most a few times those of centring first, as
         ``|x| <= |x - mean| + std`` for typical rows. Further out, the rows are centred
         first, so that nothing cancels.
         """
@@ -170,8 +170,8 @@ class Whitening:
             np.copyto(work[:, 1:], x)
         else:
             # the mean tiled to the chunk, since a broadcast row gives numpy inner loops
-            # of d elements (0.12 ms per 4096 x 64 float32 chunk; 0.085 ms as a float64
-            # copy, exact, and a subtraction of the tile)
+            # of d elements (slower than a float64 copy, exact, and a subtraction of the
+            # tile)
             work = work[:, :d]
             (tile,) = self._tiles.get(n, self.mean)
             if x.dtype == np.float64:
@@ -181,9 +181,9 @@ class Whitening:
                 np.subtract(work, tile, out=work)
         # the matrix is upper triangular, so columns [a, b) of y need only the first b
         # columns of the rows (25% fewer multiply-adds at d = 64, 44% at 256). Products
-        # of at most _SMALL_PRODUCT multiply-adds run in OpenBLAS's small-matrix kernels:
-        # at d = 64, 0.23 ms per 4096 rows instead of 0.40 ms in whole-chunk products
-        # (2-8% slower where the BLAS has no such kernels)
+        # of at most _SMALL_PRODUCT multiply-adds run in OpenBLAS's small-matrix kernels,
+        # faster than whole-chunk products at d = 64 (a little slower where the BLAS has
+        # no such kernels)
         for a, b, inner, block, rows in blocks:
             if rows == 0 or rows >= n:
                 np.matmul(work[:, :inner], block, out=y[:, a:b])
@@ -221,9 +221,9 @@ def _mean_within_std(mean: FloatArray, cov: FloatArray) -> bool:
 def row_norms_squared(y: FloatArray) -> FloatArray:
     """Return ``Σ_j y_ij²`` for each row of a float64 block.
 
-    numpy's ``vecdot`` (2.0 and later) takes one BLAS dot per row: 0.042 ms per 4096 x 64
-    block against 0.062 ms for ``einsum``, equal to rounding (each row on its own, so
-    the result does not depend on how rows are chunked).
+    numpy's ``vecdot`` (2.0 and later) takes one BLAS dot per row, faster than
+    ``einsum`` and equal to rounding (each row on its own, so the result does not depend
+    on how rows are chunked).
     """
     vecdot = getattr(np, "vecdot", None)
     if vecdot is None:  # pragma: no cover - numpy < 2.0
