@@ -508,7 +508,7 @@ def test_second_pass_accumulators_need_no_scipy(monkeypatch):
     # a worker process forked before the imports would otherwise import scipy (0.1 s) to
     # compute the chi2 thresholds once per segment: the factory carries them
     from latentcheck.analysis.joint import JointPass
-    from latentcheck.stats.joint import outliers
+    from latentcheck.stats.joint import mahalanobis
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((500, 4))
@@ -519,7 +519,7 @@ def test_second_pass_accumulators_need_no_scipy(monkeypatch):
     def no_scipy(*args, **kwargs):
         raise AssertionError("chi2 quantiles computed again")
 
-    monkeypatch.setattr(outliers, "_chi2_upper_quantiles", no_scipy)
+    monkeypatch.setattr(mahalanobis, "chi2_upper_quantiles", no_scipy)
     acc = make()
     acc.push(x, np.arange(500))
     acc = acc.merge(make())

@@ -14,8 +14,18 @@ from scipy import integrate, linalg, spatial, stats
 
 from latentcheck.errors import DegenerateDimensionWarning, InputError, SmallSampleWarning
 from latentcheck.model.report import TestResult
+
+# energy_distance and normality: their private helpers are checked directly
+from latentcheck.stats.joint import energy_distance, normality
 from latentcheck.stats.joint import multivariate as mv
-from latentcheck.stats.joint.mardia import MardiaAccumulator, _mardia_kurtosis
+from latentcheck.stats.joint.common import symmetric_pair_sum
+from latentcheck.stats.joint.mardia import (
+    MardiaAccumulator,
+    _mardia_kurtosis,
+    b1p_from_third,
+    cube,
+    third_order_sums,
+)
 
 DATA = Path(__file__).parent / "data"
 
@@ -254,8 +264,8 @@ def test_mardia_pairwise_and_tensor_sums_agree(n: int, d: int) -> None:
     # at d = 40 the tensor sums run in two row blocks (625 rows: small-matrix products)
     rng = np.random.default_rng(7)
     y = rng.standard_normal((n, d))
-    pairwise = mv._symmetric_pair_sum(y, y, mv._cube, block_size=64)
-    tensor = mv._b1p_from_third(mv._third_order_sums(y), d)
+    pairwise = symmetric_pair_sum(y, y, cube, block_size=64)
+    tensor = b1p_from_third(third_order_sums(y), d)
     literal = float(np.sum((y @ y.T) ** 3))
     # Three summation orders of the same n^2 terms: agreement to 1e-12.
     np.testing.assert_allclose([pairwise, tensor], literal, rtol=1e-12)
@@ -297,8 +307,8 @@ def test_henze_zirkler_matches_literal_formula(n: int, d: int, block_size: int) 
 
 
 def test_henze_zirkler_lognormal_underflow_returns_none() -> None:
-    assert mv._hz_lognormal(0.5, 3000) is None
-    assert mv._hz_lognormal(0.5, 4) is not None
+    assert normality._hz_lognormal(0.5, 3000) is None
+    assert normality._hz_lognormal(0.5, 4) is not None
 
 
 def literal_royston(x: np.ndarray, columns: str = "shapiro_wilk") -> tuple[float, float, float]:
@@ -357,7 +367,7 @@ def test_issue_15_royston_francia_transform_is_standard_normal_under_h0() -> Non
     x = rng.standard_normal((3000, 200))
     z = np.array([mv.royston(c[:, None], columns="francia").statistic for c in x[:5]])
     assert np.all(np.isfinite(z))
-    w = np.array([mv._shapiro_francia(c) for c in x])
+    w = np.array([normality._shapiro_francia(c) for c in x])
     u = math.log(200)
     v = math.log(u)
     zs = (np.log1p(-w) - (-1.2725 + 1.0521 * (v - u))) / (1.0308 - 0.26758 * (v + 2 / u))
@@ -447,7 +457,7 @@ def test_mean_distance_to_normal_matches_noncentral_chi_integral(d: int, sq_norm
         ref = stats.chi(d).mean()
     else:
         ref = stats.ncx2(d, sq_norm).expect(np.sqrt, epsabs=0, epsrel=1e-13)
-    got = mv._mean_distance_to_normal(np.array([sq_norm]), d)[0]
+    got = energy_distance._mean_distance_to_normal(np.array([sq_norm]), d)[0]
     # Quadrature to 1e-13; ours loses ~1e-12 at |a|^2 = 5000 (log-term magnitudes).
     np.testing.assert_allclose(got, ref, rtol=1e-11)
 
@@ -466,7 +476,7 @@ def test_mean_distance_to_normal_matches_integral_identity_vectorised() -> None:
         return parts / (2 * math.sqrt(math.pi))
 
     np.testing.assert_allclose(
-        mv._mean_distance_to_normal(sq, d), [identity(v) for v in sq], rtol=1e-11
+        energy_distance._mean_distance_to_normal(sq, d), [identity(v) for v in sq], rtol=1e-11
     )
 
 
@@ -872,9 +882,11 @@ def test_mean_distance_series_agrees_with_per_point_windows(d: int) -> None:
     sq = np.concatenate(
         [(rng.standard_normal((300, d)) ** 2).sum(axis=1), [0.0, 1e-3, 3.0 * d + 100, 4e4]]
     )
-    got = mv._mean_distance_to_normal(sq, d)
-    ref = mv._poisson_windows(0.5 * sq, d)
+    got = energy_distance._mean_distance_to_normal(sq, d)
+    ref = energy_distance._poisson_windows(0.5 * sq, d)
     np.testing.assert_allclose(got, ref, rtol=1e-12)
     # the same points one at a time (each its own median): the same values
-    singly = [mv._mean_distance_to_normal(sq[i : i + 1], d)[0] for i in (0, 300, 302, 303)]
+    singly = [
+        energy_distance._mean_distance_to_normal(sq[i : i + 1], d)[0] for i in (0, 300, 302, 303)
+    ]
     np.testing.assert_allclose(singly, ref[[0, 300, 302, 303]], rtol=1e-12)

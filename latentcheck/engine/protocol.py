@@ -116,7 +116,7 @@ REGISTRY: dict[str, str] = {
     "first_pass": "latentcheck.engine.plan:FirstPass",
     "second_pass": "latentcheck.engine.plan:SecondPass",
     "mardia": "latentcheck.stats.joint.mardia:MardiaAccumulator",
-    "mahalanobis": "latentcheck.stats.joint.outliers:MahalanobisAccumulator",
+    "mahalanobis": "latentcheck.stats.joint.mahalanobis:MahalanobisAccumulator",
     "joint_pass": "latentcheck.analysis.joint:JointPass",
     "spatial": "latentcheck.stats.spatial.correlation:SpatialAccumulator",
     "item_means": "latentcheck.stats.spatial.design_effect:ItemMeansAccumulator",

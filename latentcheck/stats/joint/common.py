@@ -1,10 +1,11 @@
 """Shared plumbing of the joint tests: sample checks, skipped results, blocked pair sums.
 
-``_check_sample`` validates a sample; ``_rows_reason`` and ``_skip`` turn too few rows or a
-degenerate covariance into a warning and a skipped :class:`~latentcheck.model.report.TestResult`;
-``_prepare`` whitens a sample by its own moments (or skips); ``_symmetric_pair_sum`` sums a
-function of ``left_j' right_k`` over all pairs of rows in row blocks, in
-O(block_size * n_samples) memory, never building the n × n matrix.
+``check_sample`` validates a sample and ``check_block_size`` a block size; ``rows_reason``
+and ``skip`` turn too few rows or a degenerate covariance into a warning and a skipped
+:class:`~latentcheck.model.report.TestResult`; ``prepare`` whitens a sample by its own
+moments (or skips); ``symmetric_pair_sum`` sums a function of ``left_j' right_k`` over all
+pairs of rows in row blocks, in O(block_size * n_samples) memory, never building the
+n × n matrix.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from latentcheck.stats.joint.whitening import Whitening
 FloatArray = NDArray[np.float64]
 
 
-def _check_sample(x: npt.ArrayLike) -> FloatArray:
+def check_sample(x: npt.ArrayLike) -> FloatArray:
     """Return x as a finite 2-D float64 array or raise InputError."""
     xs = np.asarray(x, dtype=np.float64)
     if xs.ndim != 2:
@@ -36,49 +37,58 @@ def _check_sample(x: npt.ArrayLike) -> FloatArray:
     return xs
 
 
-def _rows_reason(n: int, d: int, test: str, min_rows: int = 3) -> str | None:
+def check_block_size(block_size: int) -> int:
+    """Return block_size as a positive int or raise InputError."""
+    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)):
+        raise InputError(f"`block_size` must be an integer, got {block_size!r}")
+    if block_size < 1:
+        raise InputError(f"`block_size` must be at least 1, got {block_size}")
+    return int(block_size)
+
+
+def rows_reason(n: int, d: int, test: str, min_rows: int = 3) -> str | None:
     """Return why n rows are too few for a joint test in d dimensions, or None."""
     if n < min_rows or n <= d:
         return f"Too few rows for {test}: need n > d and n >= {min_rows}, got n={n}, d={d}"
     return None
 
 
-def _skip(reason: str, small: bool = False, *, stacklevel: int = 3) -> TestResult:
+def skip(reason: str, small: bool = False, *, stacklevel: int = 3) -> TestResult:
     """Warn with the reason and return a skipped TestResult.
 
     The default stacklevel 3 points at the caller of the public function that calls
-    ``_skip`` directly; one more level per private helper in between.
+    ``skip`` directly; one more level per private helper in between.
     """
     category = SmallSampleWarning if small else DegenerateDimensionWarning
     warnings.warn(reason, category, stacklevel=stacklevel)
     return TestResult.skipped(reason)
 
 
-def _prepare(
+def prepare(
     xs: FloatArray, test: str, *, min_rows: int, ddof: int = 0
 ) -> tuple[FloatArray, FloatArray] | TestResult:
     """Return the whitened sample and its squared norms, or a skipped result."""
     n, d = xs.shape
-    reason = _rows_reason(n, d, test, min_rows)
+    reason = rows_reason(n, d, test, min_rows)
     if reason is not None:
-        return _skip(reason, small=True, stacklevel=4)
+        return skip(reason, small=True, stacklevel=4)
     mean = xs.mean(axis=0)
     xc = xs - mean
     whitening = Whitening.from_moments(mean, xc.T @ xc / (n - ddof))
     if whitening.reason is not None:
-        return _skip(whitening.reason, stacklevel=4)
+        return skip(whitening.reason, stacklevel=4)
     y = xc @ whitening.matrix
     return y, np.einsum("ij,ij->i", y, y)
 
 
-def _normal_sf(z: float) -> float:
+def normal_sf(z: float) -> float:
     """Return the upper tail of the standard normal at z."""
     from scipy.special import ndtr
 
     return float(ndtr(-z))
 
 
-def _symmetric_pair_sum(
+def symmetric_pair_sum(
     left: FloatArray,
     right: FloatArray,
     transform: Callable[[FloatArray], FloatArray],

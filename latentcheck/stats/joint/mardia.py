@@ -18,24 +18,27 @@ from numpy.typing import NDArray
 from latentcheck.errors import InputError
 from latentcheck.model.base import TestResult
 from latentcheck.stats.joint.common import (
-    _check_sample,
-    _normal_sf,
-    _prepare,
-    _rows_reason,
-    _skip,
-    _symmetric_pair_sum,
+    check_sample,
+    normal_sf,
+    prepare,
+    rows_reason,
+    skip,
+    symmetric_pair_sum,
 )
-from latentcheck.stats.joint.whitening import Whitening, _same_whitening, small_product_rows
+from latentcheck.stats.joint.whitening import Whitening, same_whitening, small_product_rows
 
 __all__ = [
     "THIRD_ORDER_FLOP_BUDGET",
     "MardiaAccumulator",
+    "b1p_from_third",
+    "cube",
     "mardia",
     "mardia_third_order_affordable",
+    "third_order_sums",
 ]
 
 #: Default flop budget of :func:`mardia_third_order_affordable`: 1e10 floating-point
-#: operations, 0.25-0.5 s of single-threaded float64 work on the reference machine.
+#: operations, well under a second of single-threaded float64 work.
 THIRD_ORDER_FLOP_BUDGET = 1.0e10
 
 _BLOCK_ELEMENTS = 1 << 21  # elements of a temporary (rows x pairs) block: 16 MiB float64
@@ -118,11 +121,11 @@ class MardiaAccumulator:
             return
         self._sum_r4 += float(np.dot(r2, r2))
         if self._third_order:
-            self._third += _third_order_sums(y)
+            self._third += third_order_sums(y)
 
     def merge(self, other: MardiaAccumulator) -> MardiaAccumulator:
         """Return a new accumulator holding the rows of both."""
-        if not _same_whitening(self._whitening, other._whitening):
+        if not same_whitening(self._whitening, other._whitening):
             raise InputError("Cannot merge Mardia accumulators built from different moments")
         if self._third_order != other._third_order:
             raise InputError("Cannot merge Mardia accumulators with different `third_order`")
@@ -164,9 +167,9 @@ class MardiaAccumulator:
         Skewness is skipped (with the reason) when ``third_order`` is False.
         """
         d = self._whitening.n_dims
-        reason = self._whitening.reason or _rows_reason(self._n_rows, d, "Mardia's tests")
+        reason = self._whitening.reason or rows_reason(self._n_rows, d, "Mardia's tests")
         if reason is not None:
-            skipped = _skip(reason, self._whitening.reason is None)
+            skipped = skip(reason, self._whitening.reason is None)
             return skipped, skipped
         n = self._n_rows
         b2p = self._sum_r4 / n
@@ -176,7 +179,7 @@ class MardiaAccumulator:
                 f"n={n}, d={d}; use the sample-based `mardia`"
             )
             return skew, _mardia_kurtosis(n, d, b2p)
-        b1p = _b1p_from_third(self._third, d) / n**2
+        b1p = b1p_from_third(self._third, d) / n**2
         return _mardia_skewness(n, d, b1p), _mardia_kurtosis(n, d, b2p)
 
 
@@ -190,8 +193,8 @@ def mardia_third_order_affordable(
     n_rows, n_dims : int
         Rows and dimensions of the data.
     flop_budget : float, default=THIRD_ORDER_FLOP_BUDGET
-        Allowed floating-point operations (1e10: 0.25-0.5 s single-threaded on the
-        reference machine for 4 <= n_dims <= 64).
+        Allowed floating-point operations (default 1e10, well under a second
+        single-threaded for 4 <= n_dims <= 64).
 
     Returns
     -------
@@ -250,17 +253,17 @@ def mardia(x: npt.ArrayLike, *, kurtosis: str = "exact") -> tuple[TestResult, Te
     """
     if kurtosis not in ("exact", "asymptotic"):
         raise InputError(f'`kurtosis` must be "exact" or "asymptotic", got {kurtosis!r}')
-    xs = _check_sample(x)
-    prepared = _prepare(xs, "Mardia's tests", min_rows=3)
+    xs = check_sample(x)
+    prepared = prepare(xs, "Mardia's tests", min_rows=3)
     if isinstance(prepared, TestResult):
         return prepared, prepared
     y, r2 = prepared
     n, d = y.shape
     # Third-order sums cost n d^2 (d + 1) flops, pairwise products n^2 d (symmetric half).
     if d * (d + 1) < n:
-        b1p = _b1p_from_third(_third_order_sums(y), d) / n**2
+        b1p = b1p_from_third(third_order_sums(y), d) / n**2
     else:
-        b1p = _symmetric_pair_sum(y, y, _cube) / n**2
+        b1p = symmetric_pair_sum(y, y, cube) / n**2
     b2p = float(np.dot(r2, r2)) / n
     return _mardia_skewness(n, d, b1p), _mardia_kurtosis(n, d, b2p, exact=kurtosis == "exact")
 
@@ -276,20 +279,20 @@ def _n_chunk_rows(chunk: npt.ArrayLike, n_dims: int) -> int:
     return int(shape[0])
 
 
-def _cube(g: FloatArray) -> FloatArray:
+def cube(g: FloatArray) -> FloatArray:
     """Return g ** 3 (Mardia's pairwise skewness terms), overwriting g."""
     g3 = g * g
     g *= g3
     return g
 
 
-def _third_order_sums(y: FloatArray) -> FloatArray:
+def third_order_sums(y: FloatArray) -> FloatArray:
     """Return S[r, p] = sum_i y_ir y_is y_it for the pairs p = (s, t), s <= t (row-major).
 
     For each s, the products y_is y_it (t >= s) are contiguous slices, so one BLAS product
     per s and row block covers them, with no gathered copies. Row blocks small enough for
-    OpenBLAS's small-matrix kernels where that leaves at least 64 rows (25% less time at
-    d = 64, 15% at d = 100; see :func:`~latentcheck.stats.joint.whitening.small_product_rows`).
+    OpenBLAS's small-matrix kernels where that leaves at least 64 rows (faster at d = 64
+    and d = 100; see :func:`~latentcheck.stats.joint.whitening.small_product_rows`).
     """
     m, d = y.shape
     out = np.zeros((d, d * (d + 1) // 2))
@@ -304,7 +307,7 @@ def _third_order_sums(y: FloatArray) -> FloatArray:
     return out
 
 
-def _b1p_from_third(third: FloatArray, d: int) -> float:
+def b1p_from_third(third: FloatArray, d: int) -> float:
     """Return sum_rst S_rst^2 from the (s <= t) third-order sums."""
     s_idx, t_idx = np.triu_indices(d)
     # s == t appears once in the full tensor, s < t twice (as (s, t) and (t, s)).
@@ -355,7 +358,7 @@ def _mardia_kurtosis(n: int, d: int, b2p: float, *, exact: bool = True) -> TestR
         method = "normal approximation with the asymptotic moments (MVN), two-sided"
     return TestResult(
         statistic=z,
-        pvalue=2.0 * _normal_sf(abs(z)),
+        pvalue=2.0 * normal_sf(abs(z)),
         effect_size=excess,
         method=method,
     )

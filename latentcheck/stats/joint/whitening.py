@@ -4,9 +4,9 @@
 matrix``, so that ``|y|^2`` is the squared Mahalanobis distance. One instance, built from the
 moments of the first pass, is shared by the second-pass accumulators
 (:class:`~latentcheck.stats.joint.mardia.MardiaAccumulator` and
-:class:`~latentcheck.stats.joint.outliers.MahalanobisAccumulator`), so that each chunk is whitened
-once. Constant columns and a singular covariance give a reason instead of a matrix; the joint
-tests report that reason in a skipped result.
+:class:`~latentcheck.stats.joint.mahalanobis.MahalanobisAccumulator`), so that each chunk is
+whitened once. Constant columns and a singular covariance give a reason instead of a matrix;
+the joint tests report that reason in a skipped result.
 """
 
 from __future__ import annotations
@@ -21,7 +21,14 @@ from numpy.typing import NDArray
 from latentcheck.engine.kernels import TileCache
 from latentcheck.errors import InputError
 
-__all__ = ["Whitening", "row_norms_squared"]
+__all__ = [
+    "Whitening",
+    "check_moments",
+    "constant_columns",
+    "degeneracy_reason",
+    "row_norms_squared",
+    "same_whitening",
+]
 
 # A column counts as constant when its variance is below (1e-12 |mean|)^2 (or zero), and
 # the covariance as singular when the reciprocal condition number of the correlation
@@ -114,8 +121,8 @@ class Whitening:
         InputError
             If the shapes do not match or a value is not finite.
         """
-        mean_arr, cov_arr = _check_moments(mean, cov)
-        reason = _degeneracy_reason(mean_arr, cov_arr)
+        mean_arr, cov_arr = check_moments(mean, cov)
+        reason = degeneracy_reason(mean_arr, cov_arr)
         matrix = np.zeros_like(cov_arr)
         if reason is None:
             chol = np.linalg.cholesky(cov_arr)
@@ -141,8 +148,8 @@ class Whitening:
 
         When every column's mean lies within one standard deviation of zero, and the
         first block has room, the rows go in as ``[1, x]`` against ``[-mean @ matrix;
-        matrix]``: the centring happens inside the products (0.05 ms less per 4096 x 64
-        chunk), with rounding errors at most a few times those of centring first, as
+        matrix]``: the centring happens inside the products (one pass over the chunk
+        less), with rounding errors at most a few times those of centring first, as
         ``|x| <= |x - mean| + std`` for typical rows. Further out, the rows are centred
         first, so that nothing cancels.
         """
@@ -163,8 +170,8 @@ class Whitening:
             np.copyto(work[:, 1:], x)
         else:
             # the mean tiled to the chunk, since a broadcast row gives numpy inner loops
-            # of d elements (0.12 ms per 4096 x 64 float32 chunk; 0.085 ms as a float64
-            # copy, exact, and a subtraction of the tile)
+            # of d elements (slower than a float64 copy, exact, and a subtraction of the
+            # tile)
             work = work[:, :d]
             (tile,) = self._tiles.get(n, self.mean)
             if x.dtype == np.float64:
@@ -174,9 +181,9 @@ class Whitening:
                 np.subtract(work, tile, out=work)
         # the matrix is upper triangular, so columns [a, b) of y need only the first b
         # columns of the rows (25% fewer multiply-adds at d = 64, 44% at 256). Products
-        # of at most _SMALL_PRODUCT multiply-adds run in OpenBLAS's small-matrix kernels:
-        # at d = 64, 0.23 ms per 4096 rows instead of 0.40 ms in whole-chunk products
-        # (2-8% slower where the BLAS has no such kernels)
+        # of at most _SMALL_PRODUCT multiply-adds run in OpenBLAS's small-matrix kernels,
+        # faster than whole-chunk products at d = 64 (a little slower where the BLAS has
+        # no such kernels)
         for a, b, inner, block, rows in blocks:
             if rows == 0 or rows >= n:
                 np.matmul(work[:, :inner], block, out=y[:, a:b])
@@ -214,9 +221,9 @@ def _mean_within_std(mean: FloatArray, cov: FloatArray) -> bool:
 def row_norms_squared(y: FloatArray) -> FloatArray:
     """Return ``Σ_j y_ij²`` for each row of a float64 block.
 
-    numpy's ``vecdot`` (2.0 and later) takes one BLAS dot per row: 0.042 ms per 4096 x 64
-    block against 0.062 ms for ``einsum``, equal to rounding (each row on its own, so
-    the result does not depend on how rows are chunked).
+    numpy's ``vecdot`` (2.0 and later) takes one BLAS dot per row, faster than
+    ``einsum`` and equal to rounding (each row on its own, so the result does not depend
+    on how rows are chunked).
     """
     vecdot = getattr(np, "vecdot", None)
     if vecdot is None:  # pragma: no cover - numpy < 2.0
@@ -226,7 +233,7 @@ def row_norms_squared(y: FloatArray) -> FloatArray:
     return out
 
 
-def _check_moments(mean: npt.ArrayLike, cov: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+def check_moments(mean: npt.ArrayLike, cov: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
     """Return (mean, cov) as float64 arrays of matching shapes or raise InputError."""
     mean_arr = np.asarray(mean, dtype=np.float64)
     cov_arr = np.asarray(cov, dtype=np.float64)
@@ -240,15 +247,15 @@ def _check_moments(mean: npt.ArrayLike, cov: npt.ArrayLike) -> tuple[FloatArray,
     return mean_arr, cov_arr
 
 
-def _constant_columns(mean: FloatArray, var: FloatArray) -> list[int]:
+def constant_columns(mean: FloatArray, var: FloatArray) -> list[int]:
     """Return the indices of columns whose variance is zero relative to their mean."""
     return [int(j) for j in np.flatnonzero(var <= (_CONSTANT_RTOL * np.abs(mean)) ** 2)]
 
 
-def _degeneracy_reason(mean: FloatArray, cov: FloatArray) -> str | None:
+def degeneracy_reason(mean: FloatArray, cov: FloatArray) -> str | None:
     """Return why a covariance cannot be inverted reliably, or None."""
     var = np.diag(cov).copy()
-    constant = _constant_columns(mean, var)
+    constant = constant_columns(mean, var)
     if constant:
         return f"Column(s) {constant} are constant; joint tests need a full-rank covariance"
     inv_sd = 1.0 / np.sqrt(var)
@@ -262,6 +269,6 @@ def _degeneracy_reason(mean: FloatArray, cov: FloatArray) -> str | None:
     return None
 
 
-def _same_whitening(a: Whitening, b: Whitening) -> bool:
+def same_whitening(a: Whitening, b: Whitening) -> bool:
     """Return whether two whitenings come from the same moments."""
     return a is b or (np.array_equal(a.mean, b.mean) and np.array_equal(a.cov, b.cov))
