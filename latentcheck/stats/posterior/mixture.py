@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from latentcheck.errors import InputError, SmallSampleWarning
-from latentcheck.stats.posterior.params import _kl_variance_part, as_logvar, check_mu
+from latentcheck.stats.posterior.params import as_logvar, check_mu, kl_variance_part
 from latentcheck.validation import check_int, check_seed
 
 __all__ = [
@@ -315,7 +315,7 @@ def mixture_decomposition(
         ),
     }
     if n:
-        rate_dim = (0.5 * np.square(mu64) + _kl_variance_part(lv)).mean(axis=0)
+        rate_dim = (0.5 * np.square(mu64) + kl_variance_part(lv)).mean(axis=0)
     else:
         rate_dim = np.full(d, np.nan)
     if n < 2:

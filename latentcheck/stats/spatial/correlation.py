@@ -29,6 +29,7 @@ __all__ = [
     "SpatialAccumulator",
     "SpatialStats",
     "effective_sample_size",
+    "pair_slices",
     "separated_rows",
     "separation_gap",
     "spatial_statistics",
@@ -58,7 +59,7 @@ def _check_spatial_shape(spatial_shape: Sequence[int]) -> tuple[int, ...]:
     return tuple(check_int(s, "spatial_shape", minimum=1) for s in shape)
 
 
-def _pair_slices(axis: int) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+def pair_slices(axis: int) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
     """Return index tuples selecting [:-1] and [1:] along array axis `axis`."""
     before = (slice(None),) * axis
     return (*before, slice(0, -1)), (*before, slice(1, None))
@@ -256,7 +257,7 @@ class SpatialAccumulator:
         first = 1 if channels_last else 2
         cross = np.zeros((k, *shift.shape))
         for a in range(k):
-            lo, hi = _pair_slices(first + a)
+            lo, hi = pair_slices(first + a)
             cross[a][lo[1:]] = np.einsum("i...,i...->...", u[lo], u[hi])
         counts = self._count_outliers(native, channels_last) if self.counts is not None else None
         if channels_last:
@@ -337,7 +338,7 @@ class SpatialAccumulator:
         k = len(self.spatial_shape)
         cross = self.cross + cross_b
         for a in range(k):
-            lo, hi = _pair_slices(1 + a)
+            lo, hi = pair_slices(1 + a)
             # bivariate pairwise update of the co-moment (Pébay 2008, eq. 3.3)
             cross[a][lo] += f * delta[lo] * delta[hi]
         self.cross = cross
@@ -798,7 +799,7 @@ def spatial_statistics(
     for a, length in enumerate(shape):
         if length < 2:
             continue
-        lo, hi = _pair_slices(1 + a)
+        lo, hi = pair_slices(1 + a)
         w = _channel_sums(acc.cross[a][lo])
         n_pairs = n * p * (length - 1) / length
         da, db = dev[lo], dev[hi]
