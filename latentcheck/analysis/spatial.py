@@ -75,7 +75,7 @@ def _spatial_accumulators(
     rows_per_item: int,
 ) -> dict[str, Any]:
     """Return empty spatial accumulators (module level: worker processes unpickle it)."""
-    from ..stats.spatial.correlation import SpatialAccumulator
+    from ..stats.spatial.accumulator import SpatialAccumulator
     from ..stats.spatial.design_effect import ItemMeansAccumulator
 
     return {
@@ -90,7 +90,7 @@ def _within_autocorrelation(acc: Any) -> F64:
     The channel-mean autocorrelation also counts a fixed pattern of per-position means as
     correlation; about per-position means only the dependence within a sample remains.
     """
-    from ..stats.spatial.correlation import pair_slices
+    from ..stats.spatial.accumulator import pair_slices
 
     c, shape = acc.n_channels, acc.spatial_shape
     n, p = acc.n, acc.n_positions
