@@ -116,7 +116,10 @@ def test_issue_16_readme_verdict_rules_quote_the_code_constants():
         assert len(homes) == 1, name
         const = getattr(homes[0], name)
         assert float(value) == pytest.approx(float(const), rel=1e-12), name
-    source = (ROOT / "latentcheck" / "verdict.py").read_text(encoding="utf-8")
+    source = "".join(
+        (ROOT / "latentcheck" / name).read_text(encoding="utf-8")
+        for name in ("verdict.py", "verdict_rules.py")
+    )
     emitted = set(re.findall(r'code="([a-z_]+)"', source))
     documented = set(re.findall(r"`([a-z_]+)`", section))
     assert emitted and emitted <= documented, emitted - documented
