@@ -50,8 +50,8 @@ ENTROPY_MEMORY_LIMIT: Final[int] = 64 * 2**20
 _DEQUANT_WARN_RATIO: Final[float] = 0.01
 # Bytes of one block of sorted columns; bounds the working memory whatever n_dims is.
 # Smaller blocks keep their temporaries in cache and out of freshly mapped pages (numpy
-# maps blocks of 4 MiB and more with huge pages): negentropy of 100 000 x 64 took 71 ms
-# with 8 MiB blocks, 33 ms with 4 MiB and 25 ms with 2 MiB ones, the same values.
+# maps blocks of 4 MiB and more with huge pages); 2 MiB blocks were the fastest measured,
+# with the same values.
 _BLOCK_BYTES: Final[int] = 2 * 2**20
 
 
@@ -215,9 +215,9 @@ def differential_entropy(
     The sampling error on top of the bias is that of the mean of ln f(X): sd 0.003-0.0045
     nats at n = 10⁵ on these shapes (0 for a uniform law), the same for every estimator. At
     n = 5000 the worst bias over the hard set is 0.012 (the narrow mixture, whose empty
-    middle the windows straddle), 0.004 without it. Run time at n = 10⁵ with 64 columns:
-    0.08-0.13 s on 2 shared cores (copy into sorted blocks and ``np.sort``: 80 %); two
-    threads over the columns saved a third of it, not enough to justify them.
+    middle the windows straddle), 0.004 without it. Most of the run time is the copy into
+    sorted blocks and ``np.sort``; two threads over the columns saved a third of it, not
+    enough to justify them.
 
     References
     ----------
