@@ -13,14 +13,14 @@ def main() -> None:
     The tool parallelises with its own worker processes and runs BLAS single-threaded
     during an analysis; OpenBLAS would still start a helper thread per core when numpy
     and scipy load (and again after each fork), and each spins for a while when it
-    starts. On the benchmark that cost 0.5 CPU-seconds and 0.3 s of wall time. The
+    starts, which showed on the benchmark in CPU and wall time. The
     variable must be set before numpy loads, so this module imports nothing else first;
     the Python API leaves the caller's BLAS (and garbage collector) alone.
     """
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     # one short-lived run: the cyclic collector would only walk, again and again, the
-    # hundreds of thousands of objects that importing scipy creates (0.05 s in the report's
-    # tail, where the first collection after the analysis examined them all); the few
+    # hundreds of thousands of objects that importing scipy creates (in the report's
+    # tail, the first collection after the analysis examined them all); the few
     # cycles the run makes are freed when the process ends
     gc.disable()
     try:
@@ -40,7 +40,7 @@ def _exit(code: object) -> None:
     """Flush stdout and stderr and end the process now, with SystemExit's exit code.
 
     The interpreter's own teardown (a full garbage collection and the unloading of every
-    module, scipy's included) took 0.15 s after each report. By now the output is
+    module, scipy's included) took measurable time after each report. By now the output is
     written (files through a temporary file and ``os.replace``), worker processes are
     stopped, and no other cleanup is registered, so none is skipped.
     """

@@ -379,7 +379,7 @@ def report(
         return
     from .render import render
 
-    # a bad expression stops here, before any output (no dict to build without one: 3 ms)
+    # a bad expression stops here, before any output (no dict to build without one)
     held = gate(rep.to_dict(), fail_on, fail_on_warn) if fail_on or fail_on_warn else []
     if quiet and fmt == "text":
         from .render.textreport import render_verdict

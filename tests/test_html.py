@@ -16,7 +16,7 @@ import latentcheck as lc
 from latentcheck.cli import cli
 from latentcheck.errors import InputError
 from latentcheck.model.report import HISTOGRAM_EDGES
-from latentcheck.render import FORMATS, _htmlplots, htmlreport, render
+from latentcheck.render import FORMATS, htmlplots, htmlreport, render
 from latentcheck.render.textreport import fmt, pct, pval
 
 pytest.importorskip("matplotlib")
@@ -75,13 +75,13 @@ def check_html(page: str) -> TagChecker:
 def capture_figures(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
     """Record every figure the renderer embeds, keyed by its alt text."""
     figures: dict[str, object] = {}
-    original = _htmlplots.figure_html
+    original = htmlplots.figure_html
 
     def spy(fig, dpi, alt, caption):
         figures[alt] = fig
         return original(fig, dpi, alt, caption)
 
-    monkeypatch.setattr(_htmlplots, "figure_html", spy)
+    monkeypatch.setattr(htmlplots, "figure_html", spy)
     return figures
 
 
@@ -223,7 +223,7 @@ def test_eigen_spectrum_marks_the_participation_ratio(data, rendered):
 
 
 def test_source_names_are_escaped(report, monkeypatch):
-    monkeypatch.setattr(_htmlplots, "figure_html", lambda fig, dpi, alt, caption: "")
+    monkeypatch.setattr(htmlplots, "figure_html", lambda fig, dpi, alt, caption: "")
     evil = "<script>alert('x')</script>&.npy"
     bad = dataclasses.replace(report, input=dataclasses.replace(report.input, sources=(evil,)))
     page = htmlreport.render_report(bad, dpi=30)

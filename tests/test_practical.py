@@ -144,9 +144,9 @@ def test_outlier_verdict_uses_counts(level, n_values, observed, status, word):
 
 
 def test_poisson_tails_match_scipy():
-    from latentcheck.verdict import _poisson_tails
+    from latentcheck.verdict import poisson_tails
 
-    lo, hi = _poisson_tails(3, 7.5)
+    lo, hi = poisson_tails(3, 7.5)
     assert lo == pytest.approx(st.poisson.cdf(3, 7.5), rel=1e-12)
     assert hi == pytest.approx(st.poisson.sf(2, 7.5), rel=1e-12)
 

@@ -36,8 +36,8 @@ F64 = NDArray[np.float64]
 DEFAULT_JOINT_SAMPLES = 5000
 #: Royston's W transform is fitted for 4 <= n <= 2000 (Royston 1992).
 ROYSTON_MAX_ROWS = 2000
-#: The energy test costs O(n²·d) per Monte-Carlo replicate: 500 rows and 99 replicates take
-#: 0.13 s at d = 64 on the reference machine (1000 and 199: 0.6 s).
+#: The energy test costs O(n²·d) per Monte-Carlo replicate, so its rows and replicates are
+#: capped by default.
 DEFAULT_ENERGY_SAMPLES = 500
 DEFAULT_ENERGY_RESAMPLES = 99
 #: Rows for MinCovDet. With few rows per dimension the reweighted MCD flags far more than

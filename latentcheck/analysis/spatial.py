@@ -75,7 +75,7 @@ def _spatial_accumulators(
     rows_per_item: int,
 ) -> dict[str, Any]:
     """Return empty spatial accumulators (module level: worker processes unpickle it)."""
-    from ..stats.spatial.correlation import SpatialAccumulator
+    from ..stats.spatial.accumulator import SpatialAccumulator
     from ..stats.spatial.design_effect import ItemMeansAccumulator
 
     return {
@@ -90,7 +90,7 @@ def _within_autocorrelation(acc: Any) -> F64:
     The channel-mean autocorrelation also counts a fixed pattern of per-position means as
     correlation; about per-position means only the dependence within a sample remains.
     """
-    from ..stats.spatial.correlation import _pair_slices
+    from ..stats.spatial.accumulator import pair_slices
 
     c, shape = acc.n_channels, acc.spatial_shape
     n, p = acc.n, acc.n_positions
@@ -99,7 +99,7 @@ def _within_autocorrelation(acc: Any) -> F64:
     for a, length in enumerate(shape):
         if length < 2 or n == 0:
             continue
-        lo, _ = _pair_slices(1 + a)
+        lo, _ = pair_slices(1 + a)
         pairs = n * p * (length - 1) / length
         with np.errstate(divide="ignore", invalid="ignore"):
             out[a] = acc.cross[a][lo].reshape(c, -1).sum(axis=1) / pairs / var

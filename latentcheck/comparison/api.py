@@ -46,7 +46,7 @@ from ..options import (
 from .pairs import DIM_FIELDS as DIM_FIELDS
 from .pairs import JOINT_WORK_BUDGET as JOINT_WORK_BUDGET
 from .pairs import Loaded as Loaded
-from .pairs import _compare_pair, _floats
+from .pairs import compare_pair, floats
 
 __all__ = [
     "COMPARE_SCHEMA_VERSION",
@@ -249,7 +249,7 @@ def compare(
     for k in range(1, len(loaded)):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", LatentcheckWarning)
-            pair = _compare_pair(loaded[0], loaded[k], summaries[0], summaries[k], k, settings)
+            pair = compare_pair(loaded[0], loaded[k], summaries[0], summaries[k], k, settings)
         for w in caught:
             if issubclass(w.category, LatentcheckWarning):
                 messages.append(f"{summaries[k].label} vs A: {w.message}")
@@ -508,7 +508,7 @@ def _summarise(
         "excess_kurtosis": rep.dims.excess_kurtosis,
         "outlier_ratio": _outlier_ratio(rep, level),
         "eigenvalue_share": share,
-        "rate": _floats(rate if rate is not None else []),
+        "rate": floats(rate if rate is not None else []),
     }
     profiles = {}
     for name, values in raw.items():

@@ -37,6 +37,8 @@ __all__ = [
     "InputSummary",
     "Loaded",
     "PairComparison",
+    "compare_pair",
+    "floats",
 ]
 
 F64 = NDArray[np.float64]
@@ -55,7 +57,7 @@ DIM_FIELDS: tuple[tuple[str, str], ...] = (
 Loaded = tuple[str, Report, NDArray[Any] | None, NDArray[Any] | None]
 
 
-def _floats(values: Any) -> F64:
+def floats(values: Any) -> F64:
     """Return values as a float array, None (null in a saved report) as NaN."""
     return np.array([np.nan if x is None else x for x in values], dtype=np.float64)
 
@@ -80,7 +82,7 @@ def _summary_deltas(f0: dict[str, Any], f1: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _compare_pair(
+def compare_pair(
     base: Loaded, other: Loaded, s0: InputSummary, s1: InputSummary, k: int, st: dict[str, Any]
 ) -> PairComparison:
     """Return the comparison of input `k` with the baseline."""
@@ -218,7 +220,7 @@ def _compare_dims(
     ).reshape(len(keys0), d)
     rates = [r.posterior.kl_per_dim if r.posterior is not None else None for r in (r0, r1)]
     if rates[0] is not None and rates[1] is not None:
-        base["rate"], value["rate"] = _floats(rates[0]), _floats(rates[1])
+        base["rate"], value["rate"] = floats(rates[0]), floats(rates[1])
     s0, s1 = base["std"], value["std"]
     dm = value["mean"] - base["mean"]
     pooled = np.sqrt((s0**2 + s1**2) / 2.0)
@@ -317,7 +319,7 @@ def _effective_n(r0: Report, r1: Report, key: str) -> Any:
         if deff is None:
             out.append(float(r.input.n_samples))
         else:
-            f = np.nan_to_num(_floats(deff), nan=1.0)
+            f = np.nan_to_num(floats(deff), nan=1.0)
             out.append(r.input.n_samples / np.where(f > 0, f, 1.0))
     return tuple(out)
 

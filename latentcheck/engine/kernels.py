@@ -60,8 +60,8 @@ class Scratch:
     """Scratch blocks reused from chunk to chunk, one set per thread.
 
     Megabyte-sized temporaries can go back to the kernel when freed and be faulted in and
-    zeroed again for the next chunk: in an isolated loop that made a pass-1 chunk take
-    2.9 ms instead of 0.8 ms. A factory hands one Scratch to all the accumulators it
+    zeroed again for the next chunk: in an isolated loop that made a pass-1 chunk several
+    times slower. A factory hands one Scratch to all the accumulators it
     makes (a pass makes one per segment), so the blocks also outlive each segment. Each
     thread gets its own blocks, and each use its own `slot`; a block is only valid
     during the call that asked for it.
@@ -162,11 +162,10 @@ def exact_threshold(value: F64, dtype: np.dtype[Any], *, upper: bool) -> NDArray
 def sparse_flatnonzero(mask: NDArray[np.bool_]) -> NDArray[np.intp]:
     """Return ``np.flatnonzero(mask)`` for a C-contiguous mask with few True values.
 
-    numpy scans a boolean array byte by byte when it collects the positions (0.040 ms
-    for a 4096 x 64 mask). Viewed as 8-byte words, the nonzero words are found first
-    (0.005 ms), and only their bytes are scanned: 0.023 ms in all for the 0.1-1% of
-    values that pass pass 2's thresholds. A mask that is dense anyway takes numpy's
-    route.
+    numpy scans a boolean array byte by byte when it collects the positions. Viewed as
+    8-byte words, the nonzero words are found first (cheaply), and only their bytes are
+    scanned, which is faster for the 0.1-1% of values that pass pass 2's thresholds. A
+    mask that is dense anyway takes numpy's route.
     """
     flat = mask.reshape(-1)
     w = flat.size // 8
@@ -233,7 +232,7 @@ def centre(rows: NDArray[np.float64], shift: F64, out: NDArray[np.float64]) -> N
 
     A broadcast row gives numpy inner loops of d elements; the rows viewed k at a time
     give inner loops of k·d elements against the shift tiled k times: the same bits,
-    0.1 ms less per 4096 x 64 chunk with the float32 copy of :func:`widen`.
+    faster with the float32 copy of :func:`widen`.
     """
     n, d = rows.shape
     k = math.gcd(n, 64)
@@ -244,8 +243,8 @@ def column_dots(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.fl
     """Return ``Σ_i a_ij b_ij`` for each column j of two C-contiguous (n, d) blocks.
 
     Viewed k rows at a time (k = gcd(n, 64)), numpy's inner loops run over k·d elements
-    instead of d, and the k partial sums per column add up at the end: 0.065 ms instead
-    of 0.076 ms per 4096 x 64 block.
+    instead of d, and the k partial sums per column add up at the end (fewer, longer
+    inner loops).
     """
     n, d = a.shape
     k = math.gcd(n, 64)

@@ -76,8 +76,8 @@ class FirstPass:
     """Moments, co-moments, non-finite counts and the sample, fused per chunk.
 
     Each chunk's power sums wait in a list and join the moments a batch at a time
-    (:meth:`Moments.push_many`): merging every chunk on its own took 40 us of small numpy
-    calls per chunk, 4% of the pass. :attr:`moments` and :attr:`comoments` add what waits.
+    (:meth:`Moments.push_many`): merging every chunk on its own took many small numpy
+    calls per chunk. :attr:`moments` and :attr:`comoments` add what waits.
     """
 
     #: chunks whose sums wait at most (bounds the list when no segment ends it)

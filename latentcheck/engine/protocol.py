@@ -118,7 +118,7 @@ REGISTRY: dict[str, str] = {
     "mardia": "latentcheck.stats.joint.mardia:MardiaAccumulator",
     "mahalanobis": "latentcheck.stats.joint.mahalanobis:MahalanobisAccumulator",
     "joint_pass": "latentcheck.analysis.joint:JointPass",
-    "spatial": "latentcheck.stats.spatial.correlation:SpatialAccumulator",
+    "spatial": "latentcheck.stats.spatial.accumulator:SpatialAccumulator",
     "item_means": "latentcheck.stats.spatial.design_effect:ItemMeansAccumulator",
     "posterior_pass": "latentcheck.io.posterior:PosteriorPass",
 }

@@ -92,7 +92,7 @@ def segments_of(
     weights = 3.0 * (m - np.arange(m)) + m
     cuts = np.rint(np.concatenate([[0.0], np.cumsum(weights)]) * (n / weights.sum()))
     # non-decreasing, so dropping the empty runs dedups them (no np.unique: in numpy 2.4
-    # its first call imports numpy.ma, 8 ms between the fork and the first job)
+    # its first call imports numpy.ma, between the fork and the first job)
     segs = [ranges[a:b] for a, b in itertools.pairwise(cuts.astype(np.int64).tolist()) if b > a]
     return segs or [[]]
 
@@ -263,7 +263,7 @@ class _single_threaded_blas:
     """Limit BLAS to one thread while our own workers run (no oversubscription).
 
     Inside :func:`single_threaded_blas` (an analysis holds it throughout) this is free:
-    each threadpoolctl limit walks every loaded library, 5 ms once scipy is loaded, and
+    each threadpoolctl limit walks every loaded library (slow once scipy is loaded), and
     pass 2's limit fell between the passes, where the workers wait.
     """
 

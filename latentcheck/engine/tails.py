@@ -60,7 +60,7 @@ class Extremes:
         column with such a value has its maximum (minimum) among them; only the other
         columns are reduced. Second-pass thresholds at 3 sigma leave a Gaussian column
         of 4096 rows without a value beyond them in 0.4% of chunks, so the chunk is
-        rarely read again (a fold of both sides costs 0.09 ms per 4096 x 64 chunk).
+        rarely read again (a fold of both sides would cost a pass over the chunk).
         """
         n, d = chunk.shape
         if n == 0:
@@ -112,7 +112,7 @@ class Exceedance:
 
     The values beyond the lowest levels wait in a list and are counted a batch at a time
     (at most :attr:`BATCH_VALUES` of them, or when the counts are read): counting each
-    chunk's few hundred on its own took some thirty small numpy calls, 0.03 ms per chunk.
+    chunk's few hundred on its own took some thirty small numpy calls per chunk.
     """
 
     __slots__ = (

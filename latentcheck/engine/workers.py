@@ -53,8 +53,8 @@ class WorkerPool:
     Each worker reads its chunks of the file itself (through the page cache; no data
     passes between the processes) and sends back only its accumulator, through a pipe.
     Unlike worker threads, a process never waits for the GIL: with the caller busy in
-    Python (tests on the sample), a worker thread's pass 2 took 2.3 s of wall time for
-    0.9 s of CPU, each of its thousands of numpy calls queueing for the GIL.
+    Python (tests on the sample), a worker thread's pass 2 took more than twice its CPU
+    time in wall time, each of its thousands of numpy calls queueing for the GIL.
 
     The workers are forked before the analysis allocates anything large, so they share
     little with the parent that it could later copy-on-write; jobs (an accumulator
@@ -274,7 +274,7 @@ def worker_main(
         try:
             # with shared results (the first pass: samples), each segment's accumulator is
             # pickled as soon as it ends, while the parent still streams; done all at the
-            # end, it kept both processes waiting 17 ms between the passes. Other jobs'
+            # end, it kept both processes waiting between the passes. Other jobs'
             # accumulators share objects (the second pass's whitening), which one pickle
             # of all of them writes once
             parts = participate(
@@ -321,8 +321,8 @@ ARENA_MIN_BYTES = 1 << 17
 class Arena:
     """Shared memory through which a worker returns its large arrays (the sample's rows).
 
-    Pickling a worker's 20 MB of sample rows, pushing them through a pipe and unpickling
-    them took 0.07 s between the passes, with both processes waiting. Arrays of at least
+    Pickling a worker's megabytes of sample rows, pushing them through a pipe and
+    unpickling them took time between the passes, with both processes waiting. Arrays of at least
     ARENA_MIN_BYTES are instead copied into this map, which the worker shares with its
     parent since the fork, and pickled as their place in it; the parent reads them in
     place. The worker only appends, so nothing the parent holds is overwritten; once the

@@ -109,7 +109,7 @@ class Member:
         buf = self._thread_buffer(n)
         # opened for this read only: a data set of 10 000 shards must not hold a
         # descriptor per shard (600 of them hit the usual `ulimit -n 1024`, issue 20); an
-        # open and a close cost about 5 us against a block's read of up to 2 MiB
+        # open and a close cost little against a block's read of up to 2 MiB
         try:
             fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:

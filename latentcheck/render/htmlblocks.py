@@ -14,8 +14,8 @@ from numpy.typing import NDArray
 
 from ..model.joint import MahalanobisBlock, McdBlock, TopRow
 from ..model.report import Report
-from ._htmlplots import maps, spectrum
 from .htmlparts import html_table, kv_table, para, section
+from .htmlplots import maps, spectrum
 from .textreport import (
     SPATIAL_LEGEND,
     bound_text,

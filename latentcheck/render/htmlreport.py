@@ -4,7 +4,7 @@ The page holds the verdict, the summary, the marginal plots, the per-dimension t
 joint block, the posterior and spatial blocks when present, the notes and the settings.
 The joint, posterior and spatial sections are in :mod:`latentcheck.render.htmlblocks`, the
 escaping helpers in :mod:`latentcheck.render.htmlparts`. The plots come from
-:mod:`latentcheck.render._htmlplots` (matplotlib, the optional ``plots`` extra) as inline
+:mod:`latentcheck.render.htmlplots` (matplotlib, the optional ``plots`` extra) as inline
 PNG, so the file needs no network, no JavaScript and no other file. This module reads the
 report and writes HTML; numbers are formatted as the text report formats them, and every
 text is escaped.
@@ -19,10 +19,10 @@ from numpy.typing import NDArray
 
 from ..errors import InputError
 from ..model.report import Finding, Report, level_key
-from ._htmlplots import histograms, kl_bars, plot_style, qq
 from .dimtable import dim_table
 from .htmlblocks import joint_section, posterior_section, spatial_section
 from .htmlparts import esc, html_table, kv_table, para, section
+from .htmlplots import histograms, kl_bars, plot_style, qq
 from .registry import RenderOptions, register
 from .textreport import (
     fmt,

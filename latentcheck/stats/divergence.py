@@ -25,13 +25,12 @@ from latentcheck.stats.entropy import (
     ENTROPY_MEMORY_LIMIT,
     MIN_ENTROPY_SAMPLES,
     EstimatorDescription,
-    _entropy_columns,
-    _warn,
     differential_entropy,
+    entropy_columns,
     entropy_sample_size,
     entropy_window,
+    warn_flags,
 )
-from latentcheck.stats.entropy import _uniform_correction as _uniform_correction
 
 __all__ = [
     "DEFAULT_ENTROPY_SAMPLE_SIZE",
@@ -188,8 +187,8 @@ def negentropy(
     .. [2] Vasicek, O. (1976). A test for normality based on sample entropy. J. R. Stat.
        Soc. B 38(1):54-59. https://doi.org/10.1111/j.2517-6161.1976.tb01566.x
     """
-    h, var, flags = _entropy_columns(sample, window, seed)
-    _warn(flags, "negentropy is undefined (NaN)")
+    h, var, flags = entropy_columns(sample, window, seed)
+    warn_flags(flags, "negentropy is undefined (NaN)")
     with np.errstate(divide="ignore", invalid="ignore"):
         j = _HALF_LOG_2PIE + 0.5 * np.log(var) - h
     j[var == 0.0] = np.nan

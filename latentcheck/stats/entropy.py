@@ -27,8 +27,11 @@ __all__ = [
     "MIN_ENTROPY_SAMPLES",
     "EstimatorDescription",
     "differential_entropy",
+    "entropy_columns",
     "entropy_sample_size",
     "entropy_window",
+    "uniform_correction",
+    "warn_flags",
 ]
 
 F64 = NDArray[np.float64]
@@ -47,8 +50,8 @@ ENTROPY_MEMORY_LIMIT: Final[int] = 64 * 2**20
 _DEQUANT_WARN_RATIO: Final[float] = 0.01
 # Bytes of one block of sorted columns; bounds the working memory whatever n_dims is.
 # Smaller blocks keep their temporaries in cache and out of freshly mapped pages (numpy
-# maps blocks of 4 MiB and more with huge pages): negentropy of 100 000 x 64 took 71 ms
-# with 8 MiB blocks, 33 ms with 4 MiB and 25 ms with 2 MiB ones, the same values.
+# maps blocks of 4 MiB and more with huge pages); 2 MiB blocks were the fastest measured,
+# with the same values.
 _BLOCK_BYTES: Final[int] = 2 * 2**20
 
 
@@ -212,9 +215,9 @@ def differential_entropy(
     The sampling error on top of the bias is that of the mean of ln f(X): sd 0.003-0.0045
     nats at n = 10⁵ on these shapes (0 for a uniform law), the same for every estimator. At
     n = 5000 the worst bias over the hard set is 0.012 (the narrow mixture, whose empty
-    middle the windows straddle), 0.004 without it. Run time at n = 10⁵ with 64 columns:
-    0.08-0.13 s on 2 shared cores (copy into sorted blocks and ``np.sort``: 80 %); two
-    threads over the columns saved a third of it, not enough to justify them.
+    middle the windows straddle), 0.004 without it. Most of the run time is the copy into
+    sorted blocks and ``np.sort``; two threads over the columns saved a third of it, not
+    enough to justify them.
 
     References
     ----------
@@ -228,8 +231,8 @@ def differential_entropy(
     .. [4] Beirlant, J., Dudewicz, E. J., Györfi, L. & van der Meulen, E. C. (1997).
        Nonparametric entropy estimation: an overview. Int. J. Math. Stat. Sci. 6(1):17-39.
     """
-    h, _, flags = _entropy_columns(sample, window, seed)
-    _warn(flags, "differential entropy is -inf")
+    h, _, flags = entropy_columns(sample, window, seed)
+    warn_flags(flags, "differential entropy is -inf")
     return h
 
 
@@ -290,7 +293,7 @@ def entropy_sample_size(
     return min(DEFAULT_ENTROPY_SAMPLE_SIZE, cap, n_rows)
 
 
-def _uniform_correction(n: int, m: int) -> float:
+def uniform_correction(n: int, m: int) -> float:
     """Return mean_i ψ(k_i) − ψ(n + 1) for the clamped windows of size m (needs n > 2m)."""
     from scipy.special import digamma
 
@@ -328,7 +331,7 @@ class _Flags:
     coarse_distinct: NDArray[np.intp]
 
 
-def _warn(flags: _Flags, constant_effect: str) -> None:
+def warn_flags(flags: _Flags, constant_effect: str) -> None:
     """Issue the warnings recorded in ``flags`` (at the caller's caller)."""
     if flags.too_few:
         warnings.warn(
@@ -364,7 +367,7 @@ def _first(idx: NDArray[np.intp], k: int = 5) -> str:
     return head + (", ..." if idx.size > k else "")
 
 
-def _entropy_columns(
+def entropy_columns(
     sample: ArrayLike, window: int | None, seed: int | None
 ) -> tuple[F64, F64, _Flags]:
     """Return the entropy and the variance (ddof=0) of every column, and warning flags."""
@@ -382,7 +385,7 @@ def _entropy_columns(
     m = entropy_window(n) if window is None else int(window)
     if window is not None and not 1 <= m < n / 2:
         raise InputError(f"`window` must satisfy 1 <= window < n_samples / 2 = {n / 2}, got {m}")
-    correction = _uniform_correction(n, m)
+    correction = uniform_correction(n, m)
 
     h = np.empty(d)
     var = np.empty(d)

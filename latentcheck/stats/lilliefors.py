@@ -8,8 +8,8 @@ Wilkinson's approximation [2]_ where it is below 0.1, and above it the linear in
 of statsmodels' table of critical values (10,000,000 simulations per sample size; for
 n > 1600 its fitted asymptotic critical values).
 
-Why not call statsmodels: importing its Lilliefors test imports pandas, 0.2 CPU-s, about
-15% of the report of a 5000 × 64 file (issue 22) and more than the test itself. The table
+Why not call statsmodels: importing its Lilliefors test imports pandas, a noticeable share
+of the report of a 5000 × 64 file (issue 22) and more than the test itself. The table
 below is statsmodels' ``normal_crit_vals`` and ``normal_asymp_crit_vals``
 (``statsmodels/stats/_lilliefors_critical_values.py``), used under its licence:
 

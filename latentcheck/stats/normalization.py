@@ -328,43 +328,7 @@ def check_normalization(
         None,
     )
     if n < 2 or std == 0:
-        if n < 2:
-            warnings.warn(
-                f"The normalisation check needs at least 2 rows, got {n}; verdict unknown",
-                SmallSampleWarning,
-                stacklevel=2,
-            )
-        else:
-            warnings.warn(
-                f"The latents have zero standard deviation (mean {mean:.6g}); no scale can "
-                "normalise them; verdict unknown",
-                DegenerateDimensionWarning,
-                stacklevel=2,
-            )
-        return NormalizationCheck(
-            assume_scale=scale,
-            assume_shift=shift,
-            n_rows=n,
-            data_mean=mean,
-            data_std=std,
-            normalized_mean=(mean - shift) * scale,
-            normalized_std=std * scale,
-            normalized_rms=math.hypot(mean - shift, std) * scale,
-            kl_gauss=math.nan,
-            needed_scale=math.nan,
-            needed_shift=mean,
-            needed_scale_given_shift=math.nan,
-            within_tolerance=False,
-            known_constant=None if known is None else known.model,
-            fitting_constants=(),
-            per_dim_std_ratio=None,
-            per_dim_mean_offset=None,
-            kl_gauss_dims=None,
-            kl_gauss_dims_best_global=None,
-            verdict="unknown",
-            mistakes=(),
-            messages=("Not enough varying data to check the normalisation",),
-        )
+        return _unknown(n, mean, std, scale, shift, known)
 
     m1 = (mean - shift) * scale
     s1 = std * scale
@@ -373,50 +337,10 @@ def check_normalization(
     rms_raw = math.hypot(mean - shift, std)
     within = abs(s1 - 1.0) <= STD_TOL and abs(m1) < MEAN_TOL
     fitting = tuple(k.model for k in KNOWN_CONSTANTS if _fits(mean, std, k.scale, k.shift))
-    found: dict[str, str] = {}
-
-    if abs(scale * needed - 1.0) <= STD_TOL and abs(s1 - 1.0) > STD_TOL:
-        found["inverted_factor"] = (
-            f"`assume_scale`={scale:.6g} is close to 1/{needed:.6g}, the inverse of the scale "
-            f"this data needs (std {std:.4g}): the normalised std is {s1:.4g} ≈ std² instead "
-            "of 1; the pipeline probably divides by the factor where it should multiply, or "
-            "stores 1/factor"
-        )
-    if shift == 0.0 and abs(mean) / std >= MEAN_TOL:
-        found["missing_shift"] = (
-            f"The data mean {mean:.4g} is {abs(mean) / std:.3g} std from 0 and no shift is "
-            f"applied (normalised mean {m1:.4g}); use shift = {mean:.6g}, i.e. (z - shift) * scale"
-        )
-    raw_normalised = abs(std - 1.0) <= STD_TOL and abs(mean) < MEAN_TOL
-    if raw_normalised and not within:
-        found["already_normalized"] = (
-            f"The latents already have mean {mean:.3g} and std {std:.3g}: they look "
-            f"normalised, and applying `assume_scale`={scale:.6g} again gives std {s1:.3g}"
-        )
-    elif known is not None and abs(s1 - 1.0) > STD_TOL:
-        fits = f"; published constants that fit: {', '.join(fitting)}" if fitting else ""
-        found["other_vae_constant"] = (
-            f"`assume_scale`={scale:.6g} is the published constant of {known.model}; "
-            f"this data has std {std:.4g} and needs scale {needed:.6g} (normalised std now "
-            f"{s1:.4g}){fits}"
-        )
-
-    ratio = offset = kl_dims = kl_best = None
-    if dim_mean is not None and dim_std is not None:
-        used = ~degenerate_dims(dim_std, dim_mean)
-        if used.any():
-            sm, ss = dim_mean[used], dim_std[used]
-            ratio = float(ss.max() / ss.min())
-            offset = float(np.max(np.abs(sm - mean) / ss))
-            kl_dims = float(np.mean(_kl_gauss((sm - shift) * scale, ss * scale)))
-            kl_best = float(np.mean(_kl_gauss((sm - mean) * needed, ss * needed)))
-            if ratio > CHANNEL_STD_RATIO or offset > CHANNEL_MEAN_OFFSET:
-                found["per_channel_needed"] = (
-                    f"Per-dimension stds differ by a factor of {ratio:.3g} and means sit up "
-                    f"to {offset:.3g} std from the pooled mean: even the best global "
-                    f"constants leave {kl_best:.3g} nats per dimension; normalise per "
-                    "channel (latents_mean / latents_std)"
-                )
+    found = _global_mistakes(mean, std, scale, shift, known, fitting)
+    ratio, offset, kl_dims, kl_best = _per_channel(
+        dim_mean, dim_std, mean, std, scale, shift, found
+    )
 
     mistakes = tuple(name for name in MISTAKES if name in found)
     if mistakes:
@@ -455,3 +379,127 @@ def check_normalization(
         mistakes=mistakes,
         messages=messages,
     )
+
+
+def _unknown(
+    n: int, mean: float, std: float, scale: float, shift: float, known: KnownConstant | None
+) -> NormalizationCheck:
+    """Warn (at the caller's caller) and return the "unknown" check of too few or constant rows."""
+    if n < 2:
+        warnings.warn(
+            f"The normalisation check needs at least 2 rows, got {n}; verdict unknown",
+            SmallSampleWarning,
+            stacklevel=3,
+        )
+    else:
+        warnings.warn(
+            f"The latents have zero standard deviation (mean {mean:.6g}); no scale can "
+            "normalise them; verdict unknown",
+            DegenerateDimensionWarning,
+            stacklevel=3,
+        )
+    return NormalizationCheck(
+        assume_scale=scale,
+        assume_shift=shift,
+        n_rows=n,
+        data_mean=mean,
+        data_std=std,
+        normalized_mean=(mean - shift) * scale,
+        normalized_std=std * scale,
+        normalized_rms=math.hypot(mean - shift, std) * scale,
+        kl_gauss=math.nan,
+        needed_scale=math.nan,
+        needed_shift=mean,
+        needed_scale_given_shift=math.nan,
+        within_tolerance=False,
+        known_constant=None if known is None else known.model,
+        fitting_constants=(),
+        per_dim_std_ratio=None,
+        per_dim_mean_offset=None,
+        kl_gauss_dims=None,
+        kl_gauss_dims_best_global=None,
+        verdict="unknown",
+        mistakes=(),
+        messages=("Not enough varying data to check the normalisation",),
+    )
+
+
+def _global_mistakes(
+    mean: float,
+    std: float,
+    scale: float,
+    shift: float,
+    known: KnownConstant | None,
+    fitting: tuple[str, ...],
+) -> dict[str, str]:
+    """Return {mistake: message} for the mistakes that the pooled moments show.
+
+    These are inverted_factor, missing_shift, already_normalized and other_vae_constant (the
+    last two exclusive); the rules are those of :func:`check_normalization`'s Notes.
+    """
+    s1 = std * scale
+    m1 = (mean - shift) * scale
+    needed = 1.0 / std
+    within = abs(s1 - 1.0) <= STD_TOL and abs(m1) < MEAN_TOL
+    found: dict[str, str] = {}
+    if abs(scale * needed - 1.0) <= STD_TOL and abs(s1 - 1.0) > STD_TOL:
+        found["inverted_factor"] = (
+            f"`assume_scale`={scale:.6g} is close to 1/{needed:.6g}, the inverse of the scale "
+            f"this data needs (std {std:.4g}): the normalised std is {s1:.4g} ≈ std² instead "
+            "of 1; the pipeline probably divides by the factor where it should multiply, or "
+            "stores 1/factor"
+        )
+    if shift == 0.0 and abs(mean) / std >= MEAN_TOL:
+        found["missing_shift"] = (
+            f"The data mean {mean:.4g} is {abs(mean) / std:.3g} std from 0 and no shift is "
+            f"applied (normalised mean {m1:.4g}); use shift = {mean:.6g}, i.e. (z - shift) * scale"
+        )
+    raw_normalised = abs(std - 1.0) <= STD_TOL and abs(mean) < MEAN_TOL
+    if raw_normalised and not within:
+        found["already_normalized"] = (
+            f"The latents already have mean {mean:.3g} and std {std:.3g}: they look "
+            f"normalised, and applying `assume_scale`={scale:.6g} again gives std {s1:.3g}"
+        )
+    elif known is not None and abs(s1 - 1.0) > STD_TOL:
+        fits = f"; published constants that fit: {', '.join(fitting)}" if fitting else ""
+        found["other_vae_constant"] = (
+            f"`assume_scale`={scale:.6g} is the published constant of {known.model}; "
+            f"this data has std {std:.4g} and needs scale {needed:.6g} (normalised std now "
+            f"{s1:.4g}){fits}"
+        )
+    return found
+
+
+def _per_channel(
+    dim_mean: F64 | None,
+    dim_std: F64 | None,
+    mean: float,
+    std: float,
+    scale: float,
+    shift: float,
+    found: dict[str, str],
+) -> tuple[float | None, float | None, float | None, float | None]:
+    """Return (std ratio, mean offset, KL per dim, KL per dim with the best global constants).
+
+    All None without per-dimension moments or with every dimension degenerate; records
+    per_channel_needed in ``found`` when the ratio or the offset is over its threshold.
+    """
+    if dim_mean is None or dim_std is None:
+        return None, None, None, None
+    used = ~degenerate_dims(dim_std, dim_mean)
+    if not used.any():
+        return None, None, None, None
+    needed = 1.0 / std
+    sm, ss = dim_mean[used], dim_std[used]
+    ratio = float(ss.max() / ss.min())
+    offset = float(np.max(np.abs(sm - mean) / ss))
+    kl_dims = float(np.mean(_kl_gauss((sm - shift) * scale, ss * scale)))
+    kl_best = float(np.mean(_kl_gauss((sm - mean) * needed, ss * needed)))
+    if ratio > CHANNEL_STD_RATIO or offset > CHANNEL_MEAN_OFFSET:
+        found["per_channel_needed"] = (
+            f"Per-dimension stds differ by a factor of {ratio:.3g} and means sit up "
+            f"to {offset:.3g} std from the pooled mean: even the best global "
+            f"constants leave {kl_best:.3g} nats per dimension; normalise per "
+            "channel (latents_mean / latents_std)"
+        )
+    return ratio, offset, kl_dims, kl_best

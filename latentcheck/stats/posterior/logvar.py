@@ -1,6 +1,7 @@
 """Mergeable per-dimension summaries of posterior log-variances ln σ².
 
-Private helpers of :class:`~latentcheck.stats.posterior.rate.PosteriorAccumulator`: the exact
+Helpers of :class:`~latentcheck.stats.posterior.rate.PosteriorAccumulator` (internal to the
+``stats.posterior`` package, public so that ``rate`` may import them): the exact
 count of entries within :data:`AT_MIN_TOLERANCE` of each dimension's running minimum (where
 an encoder's lower clamp shows), kept as the :data:`NEAR_MIN_SLOTS` smallest distinct values
 with their counts so that it survives chunks and merges, and the fixed-edge histogram of
@@ -14,19 +15,32 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+__all__ = [
+    "AT_MIN_TOLERANCE",
+    "HIST_HI",
+    "HIST_LO",
+    "NEAR_MIN_SLOTS",
+    "compress_near_min",
+    "histogram",
+    "logvar_quantiles",
+    "near_min_of_chunk",
+    "restrict_near_min",
+]
+
 #: An entry counts as "at the minimum" log-variance when it is within this of the minimum.
 AT_MIN_TOLERANCE = 1e-6
 #: Distinct near-minimum values kept exactly per dimension (see PosteriorAccumulator).
 NEAR_MIN_SLOTS = 16
 
-_HIST_LO, _HIST_HI = -32.0, 32.0
+#: Fixed edges of the ln σ² histogram.
+HIST_LO, HIST_HI = -32.0, 32.0
 
 
 # --------------------------------------------------------------------------------------------
 # exact count of entries within AT_MIN_TOLERANCE of the running minimum
 
 
-def _compress_near_min(
+def compress_near_min(
     n_dims: int,
     cols: NDArray[np.intp],
     vals: NDArray[np.float64],
@@ -55,7 +69,7 @@ def _compress_near_min(
     return out_v, out_c, tail
 
 
-def _near_min_of_chunk(
+def near_min_of_chunk(
     lv: NDArray[np.float64], col_min: NDArray[np.float64]
 ) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.int64]]:
     """Return the near-minimum summary (values, counts, tail) of one chunk."""
@@ -64,7 +78,7 @@ def _near_min_of_chunk(
     cols, vals = np.arange(n_dims), col_min
     if np.count_nonzero(in_window) == n_dims:
         # every column holds its minimum once and nothing else in the window (continuous data)
-        return _compress_near_min(n_dims, cols, vals, np.ones(n_dims, dtype=np.int64))
+        return compress_near_min(n_dims, cols, vals, np.ones(n_dims, dtype=np.int64))
     n_window = np.count_nonzero(in_window, axis=0)
     at_min = np.count_nonzero(lv == col_min, axis=0)
     counts = at_min.astype(np.int64)
@@ -75,10 +89,10 @@ def _near_min_of_chunk(
         cols = np.concatenate([cols, o_cols])
         vals = np.concatenate([vals, lv[rows, o_cols]])
         counts = np.concatenate([counts, np.ones(o_cols.size, dtype=np.int64)])
-    return _compress_near_min(n_dims, cols, vals, counts)
+    return compress_near_min(n_dims, cols, vals, counts)
 
 
-def _restrict_near_min(
+def restrict_near_min(
     side: dict[str, NDArray[Any]], new_min: NDArray[np.float64]
 ) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.int64], NDArray[np.bool_]]:
     """Return one side's near-minimum summary restricted to the window of ``new_min``."""
@@ -103,13 +117,13 @@ def _restrict_near_min(
 # histogram of ln σ² and its quantiles
 
 
-def _histogram(
+def histogram(
     lv: NDArray[np.float64], bins: int, work: NDArray[np.float64], index: NDArray[np.intp]
 ) -> NDArray[np.int64]:
     """Return per-column counts (n_dims, bins + 2): bin 0 below -32, 1..bins, bins + 1 above."""
     n_dims = lv.shape[1]
-    np.subtract(lv, _HIST_LO, out=work)
-    work *= bins / (_HIST_HI - _HIST_LO)
+    np.subtract(lv, HIST_LO, out=work)
+    work *= bins / (HIST_HI - HIST_LO)
     np.floor(work, out=work)
     np.clip(work, -1, bins, out=work)
     # shift to bin 0..bins + 1 and offset each column into its own range of the flat count
@@ -119,7 +133,7 @@ def _histogram(
     return flat.reshape(n_dims, bins + 2).astype(np.int64, copy=False)
 
 
-def _logvar_quantiles(
+def logvar_quantiles(
     hist: NDArray[np.int64],
     bins: int,
     lv_min: NDArray[np.float64],
@@ -129,8 +143,8 @@ def _logvar_quantiles(
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Return ln σ² quantiles per dimension (n_dims, n_levels) and pooled (n_levels,)."""
     n_dims = hist.shape[0]
-    width = (_HIST_HI - _HIST_LO) / bins
-    edges = _HIST_LO + width * np.arange(bins + 1)
+    width = (HIST_HI - HIST_LO) / bins
+    edges = HIST_LO + width * np.arange(bins + 1)
     # bin k covers [lower[k], upper[k]]; the outer bins stretch to the exact extremes and
     # every bin is clipped to [min, max] of its dimension
     lower = np.concatenate([[-np.inf], edges])[None, :].repeat(n_dims, axis=0)

@@ -3,7 +3,7 @@
 :func:`as_logvar` and :func:`check_mu` validate and normalise one chunk of an encoder's
 posterior means μ and log-variances ln σ² (or standard deviations σ, variances σ²) of
 q(z | x) = N(μ, diag σ²), with error messages that give absolute row numbers.
-``_kl_variance_part`` evaluates the variance part ½(σ² − 1 − ln σ²) of KL(q(z | x) ‖ N(0, I))
+``kl_variance_part`` evaluates the variance part ½(σ² − 1 − ln σ²) of KL(q(z | x) ‖ N(0, I))
 elementwise, with full relative precision near σ = 1. The streaming accumulator in
 :mod:`latentcheck.stats.posterior.rate` and the mixture estimator in
 :mod:`latentcheck.stats.posterior.mixture` build on them.
@@ -19,7 +19,14 @@ from numpy.typing import ArrayLike, NDArray
 
 from latentcheck.errors import InputError
 
-__all__ = ["LOGVAR_BOUND", "MU_BOUND", "as_logvar", "check_mu"]
+__all__ = [
+    "LOGVAR_BOUND",
+    "MU_BOUND",
+    "as_logvar",
+    "as_real_2d",
+    "check_mu",
+    "kl_variance_part",
+]
 
 #: Accepted range of log-variances: exp(+-600) and the sums and squares built from it stay
 #: finite in float64 (exp overflows above 709.78; the mixture needs exp(-logvar / 2) too).
@@ -39,7 +46,7 @@ _Kind = Literal["logvar", "std", "var"]
 # validation of one chunk
 
 
-def _as_real_2d(values: ArrayLike, name: str) -> NDArray[Any]:
+def as_real_2d(values: ArrayLike, name: str) -> NDArray[Any]:
     """Return ``values`` as a 2-D real array (dtype unchanged), or raise InputError."""
     arr = np.asarray(values)
     if arr.dtype == np.bool_ or not (
@@ -55,7 +62,7 @@ def _as_real_2d(values: ArrayLike, name: str) -> NDArray[Any]:
 
 def _as_float_2d(values: ArrayLike, name: str) -> NDArray[np.float64]:
     """Return ``values`` as a 2-D float64 array, or raise InputError."""
-    return _as_real_2d(values, name).astype(np.float64, copy=False)
+    return as_real_2d(values, name).astype(np.float64, copy=False)
 
 
 def _count_first(mask: NDArray[np.bool_], row_offset: int) -> tuple[int, int]:
@@ -200,7 +207,7 @@ def check_mu(values: ArrayLike, *, name: str = "mu", row_offset: int = 0) -> NDA
 # elementwise Gaussian KL parts
 
 
-def _kl_variance_part(
+def kl_variance_part(
     logvar: NDArray[np.float64], out: NDArray[np.float64] | None = None
 ) -> NDArray[np.float64]:
     """Return ½(σ² − 1 − ln σ²) elementwise (into ``out`` if given), accurate near σ = 1."""

@@ -23,15 +23,15 @@ from numpy.typing import ArrayLike, NDArray
 
 from latentcheck.errors import DegenerateDimensionWarning, InputError, SmallSampleWarning
 from latentcheck.stats.posterior.logvar import (
-    _HIST_HI,
-    _HIST_LO,
     AT_MIN_TOLERANCE,
+    HIST_HI,
+    HIST_LO,
     NEAR_MIN_SLOTS,
-    _compress_near_min,
-    _histogram,
-    _logvar_quantiles,
-    _near_min_of_chunk,
-    _restrict_near_min,
+    compress_near_min,
+    histogram,
+    logvar_quantiles,
+    near_min_of_chunk,
+    restrict_near_min,
 )
 from latentcheck.stats.posterior.mixture import (
     MIXTURE_SAMPLES,
@@ -40,10 +40,10 @@ from latentcheck.stats.posterior.mixture import (
 )
 from latentcheck.stats.posterior.params import (
     LOGVAR_BOUND,
-    _as_real_2d,
-    _kl_variance_part,
     as_logvar,
+    as_real_2d,
     check_mu,
+    kl_variance_part,
 )
 from latentcheck.stats.posterior.params import MU_BOUND as MU_BOUND
 from latentcheck.validation import QUANTILE_LEVELS, check_int, check_positive
@@ -115,16 +115,16 @@ def _chunk_state(
     # two-pass centred sum of squares inside the block (no raw power sums)
     np.subtract(mu, out["mu_mean"], out=work)
     out["mu_m2"] = np.square(work, out=work).sum(axis=0)
-    out["kl_variance_part_mean"] = _kl_variance_part(lv, out=work).mean(axis=0)
+    out["kl_variance_part_mean"] = kl_variance_part(lv, out=work).mean(axis=0)
     np.multiply(lv, 0.5, out=work)
     out["std_mean"] = np.exp(work, out=work).mean(axis=0)
     out["posterior_var_mean"] = np.square(work, out=work).mean(axis=0)
     out["logvar_min"] = lv.min(axis=0)
     out["logvar_max"] = lv.max(axis=0)
-    near = _near_min_of_chunk(lv, out["logvar_min"])
+    near = near_min_of_chunk(lv, out["logvar_min"])
     out["near_min_values"], out["near_min_counts"], out["near_min_tail"] = near
     out["near_min_exact"] = np.ones(lv.shape[1], dtype=bool)
-    out["logvar_hist"] = _histogram(lv, bins, work, index)
+    out["logvar_hist"] = histogram(lv, bins, work, index)
     return out
 
 
@@ -143,12 +143,12 @@ def _combine_states(
     for key in ("kl_variance_part_mean", "posterior_var_mean", "std_mean"):
         out[key] = a[key] + (b[key] - a[key]) * w_b
     new_min = np.minimum(a["logvar_min"], b["logvar_min"])
-    va, ca, ta, ea = _restrict_near_min(a, new_min)
-    vb, cb, tb, eb = _restrict_near_min(b, new_min)
+    va, ca, ta, ea = restrict_near_min(a, new_min)
+    vb, cb, tb, eb = restrict_near_min(b, new_min)
     vals = np.concatenate([va, vb], axis=1)
     counts = np.concatenate([ca, cb], axis=1)
     rows, cols = np.nonzero(counts > 0)
-    out["near_min_values"], out["near_min_counts"], extra = _compress_near_min(
+    out["near_min_values"], out["near_min_counts"], extra = compress_near_min(
         new_min.size, rows, vals[rows, cols], counts[rows, cols]
     )
     out["near_min_tail"] = ta + tb + extra
@@ -233,7 +233,7 @@ class PosteriorAccumulator:
             :func:`check_mu` and :func:`as_logvar`).
         """
         offset = self._n if row_offset is None else int(row_offset)
-        mu_arr, lv_arr = _as_real_2d(mu, "mu"), _as_real_2d(logvar, "logvar")
+        mu_arr, lv_arr = as_real_2d(mu, "mu"), as_real_2d(logvar, "logvar")
         if mu_arr.shape != lv_arr.shape:
             raise InputError(
                 f"`mu` and `logvar` must have the same shape, got {mu_arr.shape} and {lv_arr.shape}"
@@ -559,7 +559,7 @@ def finalize_posterior(
     at_min = np.where(s["near_min_values"] <= limit[:, None], s["near_min_counts"], 0).sum(1)
     at_min = np.minimum(at_min + s["near_min_tail"], n)
     bins = int(s["bins"])
-    lv_q, lv_q_all = _logvar_quantiles(s["logvar_hist"], bins, lv_min, lv_max, at_min, levels)
+    lv_q, lv_q_all = logvar_quantiles(s["logvar_hist"], bins, lv_min, lv_max, at_min, levels)
     with np.errstate(invalid="ignore"):
         active_mask = mu_var > active
     return PosteriorStats(
@@ -581,7 +581,7 @@ def finalize_posterior(
         std_quantile_levels=tuple(float(p) for p in levels),
         posterior_std_quantiles=np.exp(0.5 * lv_q),
         posterior_std_quantiles_all=np.exp(0.5 * lv_q_all),
-        logvar_bin_width=(_HIST_HI - _HIST_LO) / bins,
+        logvar_bin_width=(HIST_HI - HIST_LO) / bins,
         logvar_min=lv_min,
         logvar_max=lv_max,
         share_at_min=at_min / n,
