@@ -227,6 +227,7 @@ def agreement(
     """
     worst = {"moments": 0.0, "sample": 0.0, "other": 0.0}
     worst_key = dict.fromkeys(worst, "")
+    absolute = dict.fromkeys(worst, 0.0)
     differ: list[str] = []
     skipped = 0
     ids: list[str] = []
@@ -250,11 +251,14 @@ def agreement(
             r = _rel(a, b)
             if r > worst[kind] or not worst_key[kind]:
                 worst[kind], worst_key[kind] = max(r, worst[kind]), key
+            if math.isfinite(a) and math.isfinite(b):
+                absolute[kind] = max(absolute[kind], abs(a - b))
         elif a != b:
             differ.append(key)
     return {
         "worst": worst,
         "worst_key": worst_key,
+        "absolute": absolute,
         "differ": differ,
         "skipped": skipped,
         "ids_same": all(got.get(k) == want.get(k) for k in ids),
@@ -264,7 +268,6 @@ def agreement(
 
 def show_agreement(label: str, agr: dict[str, Any]) -> None:
     """Print the agreement of two reports (and the keys whose non-float values differ)."""
-    w, k = agr["worst"], agr["worst_key"]
     ids = (
         "n/a"
         if not agr["n_ids"]
@@ -272,12 +275,19 @@ def show_agreement(label: str, agr: dict[str, Any]) -> None:
         if agr["ids_same"]
         else "DIFFER"
     )
-    print(
-        f"agreement {label} (max rel diff): moments/KL {w['moments']:.1e}; "
-        f"quantiles and tests of the seeded sample {w['sample']:.1e}; other floats "
-        f"{w['other']:.1e} ({k['other'] if w['other'] else '-'}); top-row ids {ids}"
-        + (f"; {agr['skipped']} sketch- or sample-based figures left out" if agr["skipped"] else "")
-    )
+    print(f"agreement {label}: top-row ids {ids}; largest relative (absolute) difference of")
+    names = {
+        "moments": "the dims' moments and KL",
+        "sample": "quantiles, tests of the sample",
+        "other": "every other float",
+    }
+    for kind, name in names.items():
+        rel, key = agr["worst"][kind], agr["worst_key"][kind]
+        print(
+            f"  {name:<32} {rel:.1e} ({agr['absolute'][kind]:.1e})" + (f"  at {key}" if rel else "")
+        )
+    if agr["skipped"]:
+        print(f"  ({agr['skipped']} sketch- or sample-based figures left out, see below)")
     if agr["differ"]:
         print(f"  non-float values that differ ({len(agr['differ'])}): {agr['differ'][:8]}")
 
