@@ -12,24 +12,30 @@ benchmarks/data/ (git-ignored) and reports, in one run:
                after the other, then `latentcheck report "DIR/*.lcprof" --format json`.
 
 (a) and (b) alternate for `--repeat` rounds (3 by default). For each it gives wall and
-CPU-seconds, and the peak memory per process. CPU-seconds are `wait4`'s user plus system
-time of the command and of the descendants it waited for; a thread also polls the process
-tree (psutil, every 0.1 s, cheap at that rate) for each process's own CPU time, so the
-workers' share is shown and a worker nobody waited for would still be counted (the larger
-of the two totals is reported). Peak memory per process is the polled peak of RssAnon plus
-RssShmem (the tool's own memory; file-backed pages are the page cache's) and the kernel's
-exact high-water mark of the whole resident set, VmHWM (libraries and mapped file pages
-included).
+CPU-seconds, and (of its last run) the CPU time and peak memory of each process.
+CPU-seconds are `wait4`'s user plus system time of the command and of the descendants it
+waited for; a thread also polls the process tree (psutil, every 0.1 s, cheap at that rate)
+for each process's own CPU time, so that the workers' share is shown and a worker nobody
+waited for would still count (the larger of the two totals is reported). Peak memory per
+process is the polled peak of RssAnon plus RssShmem (the tool's own memory; file-backed
+pages are the page cache's) and the kernel's exact high-water mark of the whole resident
+set, VmHWM (libraries and mapped file pages included).
 
-Agreement is read off the JSON reports, flattened to key paths: the largest relative
-difference over the dimensions' moments and KL (`dims[*].mean/std/skewness/
-excess_kurtosis/kl_gauss`, `summary.kl_gauss_sum`, `joint.kl_gauss`), over every other
-floating-point figure, the non-float values that differ, and whether the seeded sample's
-row ids (`joint.mcd.top_rows[*].row`) and the sample quantiles are identical. For the
-profiles, the figures read off quantile sketches (the k-sigma outlier rates about the
-final mean and what derives from them) are compared with the bound the report states in
-`settings.profile.outlier_rate_error`, and the Mahalanobis figures, which a merged profile
-takes from the seeded sample, are left out of the exact comparison.
+Agreement is read off the JSON reports, flattened to key paths: the largest relative and
+absolute differences over the dimensions' moments and KL (`dims[*].mean/std/skewness/
+excess_kurtosis/kl_gauss`, `summary.kl_gauss_sum`, `joint.kl_gauss`), over the quantiles
+and tests (most on the seeded sample, some over all rows), and over every other
+floating-point figure; the non-float
+values that differ; whether the top rows' ids (`*.top_rows[*].row`) are identical. The
+JSON reports do not list the seeded sample's row ids: a bit-identical sample shows as
+differences of 0.0 in every quantile and test computed on it. For the profiles, the
+figures read off quantile sketches (the k-sigma outlier rates about the final mean and what
+derives from them) are compared with the bound the report states in
+`settings.profile.outlier_rate_error`, and the figures a merged profile takes from the
+seeded sample instead of all rows (Mahalanobis, Mardia's kurtosis, the verdict built on
+them) are left out of the exact comparison.
+
+Needs the `dask` extra (dask.distributed, which brings psutil).
 """
 
 from __future__ import annotations
@@ -220,8 +226,8 @@ def agreement(
 ) -> dict[str, Any]:
     """Compare two flattened reports: the largest relative difference per kind of figure.
 
-    Kinds: "moments" (the dimensions' moments and KL), "sample" (quantiles and tests of the
-    seeded sample), "other" (every other float). Keys starting with one of `skip` are left
+    Kinds: "moments" (the dimensions' moments and KL), "sample" (quantiles and tests, most
+    on the seeded sample), "other" (every other float). Keys starting with one of `skip` are left
     out (and counted); non-float values that differ are listed; "ids_same" says whether the
     top rows' ids (`*.top_rows[*].row`) are identical.
     """
@@ -278,7 +284,7 @@ def show_agreement(label: str, agr: dict[str, Any]) -> None:
     print(f"agreement {label}: top-row ids {ids}; largest relative (absolute) difference of")
     names = {
         "moments": "the dims' moments and KL",
-        "sample": "quantiles, tests of the sample",
+        "sample": "quantiles and tests",
         "other": "every other float",
     }
     for kind, name in names.items():
@@ -373,6 +379,13 @@ def bench_profiles(
 
 def bench_sharded(args: Any, report: list[str], repeat: int) -> None:
     """Single-process report, `--scheduler local:2`, and profiles of one sharded data set."""
+    try:
+        import distributed  # noqa: F401
+        import psutil  # noqa: F401
+    except ImportError:
+        raise SystemExit(
+            "the sharded mode needs pip install '.[dask]' (dask.distributed, psutil)"
+        ) from None
     n, dims = args.shards, args.dims
     rows = int(args.shard_gib * 2**30) // (n * 4 * dims)
     directory = HERE / "data" / f"sharded_{n}x{rows}x{dims}"
@@ -386,8 +399,10 @@ def bench_sharded(args: Any, report: list[str], repeat: int) -> None:
         f"\n[sharded] {n} shards of ({rows}, {dims}) float32, {total:.2f} GiB in all "
         f"({n * rows} rows), {directory}; {repeat} alternated rounds of (a) and (b)"
     )
-    out_dir = HERE / "data" / "sharded_out"
+    out_dir = directory.with_name(directory.name + "_out")
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("*.lcprof"):  # a profile left by an interrupted run
+        stale.unlink()
     glob = str(directory / "*.npy")
     extra = shlex.split(args.extra)
     cmds = {
