@@ -27,11 +27,17 @@ Two further modes, on by default (--modes main,posterior,small,scaling selects):
 - small:       the report of a 5000 x 64 file against `python -c "import numpy, scipy.stats"`
                (target <= 1.5x).
 
-and one, slow, off unless named (--modes scaling, 3 rounds unless --repeat):
+and two, slow, off unless named (--modes scaling,sharded, 3 rounds unless --repeat):
 
 - scaling:     CPU-s per GiB of the report and of the reference on d = 256 and d = 1024 at
                1 GiB and on conv latents (20000, 16, 32, 32) (1.25 GiB); the files are
                written once under benchmarks/data/ (3.3 GiB, git-ignored).
+- sharded:     one data set in --shards N files (16) of --shard-gib GiB in all (1; the
+               issue suggests 4), written once under benchmarks/data/: the local report of
+               "DIR/*.npy" against `--scheduler local:2` (wall, CPU-s with the cluster's
+               worker processes, peak memory per process, agreement of the two JSON
+               reports), then `profile --row-offset` per shard and the report of the
+               .lcprof files (issue 19; see bench_sharded.py).
 
 The timed runs are not polled: polling /proc every 2 ms takes 7-10% of a core, which a
 command that keeps every core busy (the report, on 2 cores) loses and a single-threaded one
@@ -42,7 +48,8 @@ Run it with the BLAS-throttling variables of this machine unset, in this command
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE nice -n 5 python benchmarks/bench_report.py
 
 Options: --rows, --dims, --repeat N, --quick (400_000 rows, 3 repeats), --modes, --post-rows,
---scipy, --path FILE, --extra "ARGS" (passed to report).
+--scipy, --path FILE, --extra "ARGS" (passed to report), --shards, --shard-gib,
+--no-profiles.
 """
 
 from __future__ import annotations
@@ -489,7 +496,7 @@ def bench_scaling(args: argparse.Namespace, report: list[str], repeat: int) -> N
         )
 
 
-MODES = ("main", "posterior", "small", "scaling")
+MODES = ("main", "posterior", "small", "scaling", "sharded")
 
 
 def main() -> None:
@@ -501,7 +508,15 @@ def main() -> None:
     ap.add_argument(
         "--modes",
         default="main,posterior,small",
-        help="any of main,posterior,small,scaling (scaling is slow: add it by name)",
+        help="any of main,posterior,small,scaling,sharded (the last two are slow: add them "
+        "by name)",
+    )
+    ap.add_argument("--shards", type=int, default=16, help="sharded mode: files (16)")
+    ap.add_argument(
+        "--shard-gib", type=float, default=1.0, help="sharded mode: GiB in all (1; issue: 4)"
+    )
+    ap.add_argument(
+        "--no-profiles", action="store_true", help="sharded mode: skip the profile runs"
     )
     ap.add_argument("--post-rows", type=int, default=400_000, help="rows of the posterior files")
     ap.add_argument("--scipy", action="store_true", help="also time the obvious scipy script")
@@ -529,6 +544,10 @@ def main() -> None:
         bench_small(args, report, repeat)
     if "scaling" in modes:
         bench_scaling(args, report, args.repeat or 3)
+    if "sharded" in modes:
+        from bench_sharded import bench_sharded  # beside this script, on sys.path
+
+        bench_sharded(args, report, args.repeat or 3)
 
 
 if __name__ == "__main__":
