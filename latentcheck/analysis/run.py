@@ -26,12 +26,13 @@ from ..engine.scheduler import (
     default_threads,
     run_pass,
     segment_cap,
+    segments_of,
     start_pass,
 )
 from ..engine.workers import WorkerPool
 from ..errors import InputError
 from ..io.latents import LatentSource, plan_blocks
-from ..io.posterior import PosteriorJob
+from ..io.posterior import PosteriorFeed, PosteriorJob
 from ..options import AnalysisOptions, default_sample_size
 from .common import (
     Analysis,
@@ -152,6 +153,10 @@ def analyze_source(source: LatentSource, run: AnalysisRun) -> Analysis:
     # row ids, should the worker stream every segment
     room = int(1.02 * (run.sample_size + 8 * math.sqrt(run.sample_size))) + 1024
     arena = min(source.n_rows, room) * (d * source.dtype.itemsize + 16)
+    feed = _posterior_feed(source, run, ranges)
+    if feed is not None:  # and the posterior's rate states and sample rows
+        rate, sample = feed.state_bytes(source.n_rows)
+        arena += len(segments_of(ranges, _first_cap(d, run))) * rate + sample
     pool = WorkerPool.maybe(source, run.threads, bar if bar.enabled else None, arena)
     try:
         make_first = functools.partial(
@@ -163,6 +168,7 @@ def analyze_source(source: LatentSource, run: AnalysisRun) -> Analysis:
             covariance=d <= run.options.max_joint_dims,
             key_threshold=key_threshold(source.n_rows, run.sample_size),
             scratch=Scratch(),  # one set of blocks per worker for all its segments
+            extras=feed,
         )
         first = _first_pass(source, run, ranges, make_first, bar, pool)
         s = _check_first(source, run, first, collector)
@@ -173,7 +179,7 @@ def analyze_source(source: LatentSource, run: AnalysisRun) -> Analysis:
                 first.reservoir = run_pass(
                     source,
                     ranges,
-                    functools.partial(make_first, key_threshold=None),
+                    functools.partial(make_first, key_threshold=None, extras=None),
                     threads=max(1, run.threads - 1),
                     max_segments=_first_cap(d, run),
                 ).reservoir
@@ -205,6 +211,21 @@ def _first_cap(d: int, run: AnalysisRun) -> int:
     """Return the most segments of pass 1 (each holds a co-moment matrix)."""
     covariance = d <= run.options.max_joint_dims
     return segment_cap(8 * d * d if covariance else 64 * d)
+
+
+def _posterior_feed(
+    source: LatentSource, run: AnalysisRun, ranges: list[tuple[int, int]]
+) -> PosteriorFeed | None:
+    """Return the extras through which pass 1 feeds the posterior's rate, or None.
+
+    Posterior mode without a given z draws z from mu and logvar in pass 1: the same
+    reads then feed the rate (issue 22), when pass 1 streams the segments of the
+    posterior's own pass (which fix the rate's last bits; see ``PosteriorJob.feed``).
+    """
+    if run.posterior is None:
+        return None
+    segments = segments_of(ranges, _first_cap(source.n_dims, run))
+    return run.posterior.feed(source, segments, seed=run.seed, chunk_rows=run.chunk_rows)
 
 
 def _first_pass(
