@@ -17,7 +17,9 @@ import pytest
 import latentcheck as lc
 from latentcheck.engine import protocol, scheduler, workers
 from latentcheck.engine.plan import FirstPass
+from latentcheck.io import drawcache
 from latentcheck.io import posterior as posterior_io
+from latentcheck.io.drawcache import KeptDraws
 from latentcheck.io.latents import open_latents
 from latentcheck.io.posterior import (
     POSTERIOR_PART,
@@ -75,10 +77,10 @@ def test_issue_22_pass_1_feeds_the_rate_bitwise(tmp_path, monkeypatch):
         _without_feed(m)
         reads = _Reads(m)
         want = _report(**kwargs)
-        assert (reads.draws, reads.own) == (30, 15)  # both passes draw; a third read
+        assert (reads.draws, reads.own) == (15, 15)  # pass 1 draws; a third read
     reads = _Reads(monkeypatch)
     got = _report(**kwargs)
-    assert (reads.draws, reads.own) == (30, 0)  # 15 chunks, read once per pass
+    assert (reads.draws, reads.own) == (15, 0)  # 15 chunks, read once
     assert got == want
     # and the rate is the closed form Σ_j mean_x ½(mu² + σ² − 1 − ln σ²) (Kingma & Welling)
     m64, lv64 = np.load(mu).astype(np.float64), np.load(logvar).astype(np.float64)
@@ -113,11 +115,11 @@ def test_issue_22_other_segments_keep_the_rate_in_its_own_pass(tmp_path, monkeyp
     kwargs = {"mu": mu, "logvar": logvar, "seed": 1, "chunk_rows": 50}
     reads = _Reads(monkeypatch)
     _report(**kwargs)
-    assert (reads.draws, reads.own) == (120, 0)
+    assert (reads.draws, reads.own) == (60, 0)
     monkeypatch.setattr(scheduler, "SEGMENT_STATE_BUDGET", 8 * 6 * 6 * 8)  # 8 segments
     reads = _Reads(monkeypatch)
     _report(**kwargs)
-    assert (reads.draws, reads.own) == (120, 60)
+    assert (reads.draws, reads.own) == (60, 60)
     # the rule: fed only when pass 1 streams the posterior's own segments
     _, post = resolve_inputs(
         None, mu=mu, logvar=logvar, std=None, var=None, key=None, channel_axis=1, flatten=False
@@ -261,3 +263,58 @@ def test_issue_22_first_pass_with_extras_keeps_the_contract(tmp_path):
     np.testing.assert_allclose(rate["logvar_max"], lv.max(axis=0), rtol=0)
     assert int(rate["n"]) == 500
     src.close()
+
+
+@pytest.mark.slow
+def test_issue_22_pass_2_reads_back_the_draws_of_pass_1_bitwise(tmp_path, monkeypatch):
+    mu, logvar = _files(tmp_path, 3000, 6, seed=5)
+    kwargs = {"mu": mu, "logvar": logvar, "seed": 2, "chunk_rows": 250, "threads": 2}
+    with monkeypatch.context() as m:
+        _without_feed(m)
+        m.setattr(DrawSource, "keep_draws", lambda self: None)
+        reads = _Reads(m)
+        want = _report(**kwargs)
+        assert (reads.draws, reads.own) == (24, 12)  # as before issue 22: 3 reads
+    kept = []
+    read = KeptDraws.read
+
+    def counted(self: KeptDraws, row0: int, n: int) -> Any:
+        out = read(self, row0, n)
+        kept.append(out is not None)
+        return out
+
+    with monkeypatch.context() as m:
+        m.setattr(KeptDraws, "read", counted)
+        reads = _Reads(m)
+        got = _report(**kwargs)
+    assert (reads.draws, reads.own) == (12, 0) and kept == [True] * 12
+    assert got == want
+    # a failed write (a full disk) leaves pass 2 to draw again, with the same figures
+    with monkeypatch.context() as m:
+        m.setattr(drawcache.os, "pwrite", _full_disk)
+        reads = _Reads(m)
+        assert _report(**kwargs) == want
+        assert reads.draws == 24
+
+
+def _full_disk(*args: Any) -> int:
+    raise OSError(28, "No space left on device")
+
+
+def test_issue_22_kept_draws_round_trip_and_refuse_pickling(tmp_path):
+    import pickle
+
+    kept = KeptDraws.maybe(3)
+    assert kept is not None
+    rows = np.random.default_rng(1).standard_normal((10, 3))
+    kept.write(4, rows[4:])
+    kept.write(0, rows[:4])
+    assert kept.read(0, 10) is None  # not sealed: pass 1 has not drawn every row yet
+    kept.seal()
+    kept.write(0, np.zeros((4, 3)))  # sealed: writes no more
+    np.testing.assert_array_equal(kept.read(0, 10).view(np.uint64), rows.view(np.uint64))
+    np.testing.assert_array_equal(kept.read(3, 2), rows[3:5])
+    with pytest.raises(TypeError, match="fork only"):
+        pickle.dumps(kept)
+    kept.close()
+    assert not kept.sealed and kept.read(0, 1) is None

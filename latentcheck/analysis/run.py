@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import validation as v
 from ..engine.accumulators import key_threshold
+from ..engine.executor import current_executor
 from ..engine.kernels import Scratch
 from ..engine.plan import FirstPass, SecondPassFactory
 from ..engine.scheduler import (
@@ -32,7 +33,7 @@ from ..engine.scheduler import (
 from ..engine.workers import WorkerPool
 from ..errors import InputError
 from ..io.latents import LatentSource, plan_blocks
-from ..io.posterior import PosteriorFeed, PosteriorJob
+from ..io.posterior import DrawSource, PosteriorFeed, PosteriorJob
 from ..options import AnalysisOptions, default_sample_size
 from .common import (
     Analysis,
@@ -147,6 +148,8 @@ def analyze_source(source: LatentSource, run: AnalysisRun) -> Analysis:
 
     ranges = plan_blocks([source], run.chunk_rows)
     bar = Progress(run.options.progress, 2 * source.n_items, "latentcheck")
+    if isinstance(source, DrawSource) and current_executor() is None:
+        source.keep_draws()  # pass 2 reads back what pass 1 drew (shared by the fork)
     # forked now, while this process holds little that it could later copy-on-write
     # room for the sample a worker sends back (see engine.workers.Arena): the rows whose key
     # passes the prefilter (about sample_size + 8 sqrt(sample_size)), with their keys and
@@ -171,6 +174,8 @@ def analyze_source(source: LatentSource, run: AnalysisRun) -> Analysis:
             extras=feed,
         )
         first = _first_pass(source, run, ranges, make_first, bar, pool)
+        if isinstance(source, DrawSource):
+            source.seal_draws()  # pass 1 drew every row
         s = _check_first(source, run, first, collector)
         pass2 = _start_second_pass(source, run, s, ranges, bar, pool)
         try:

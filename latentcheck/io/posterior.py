@@ -4,7 +4,12 @@ The aggregate posterior the report analyses is ``z`` when given, else one seeded
 ``z = mu + sigma * eps`` per input. The draw is a pure function of the element's global
 index and the seed (hashed uniforms through Box–Muller), so every pass, chunking, shard and
 thread sees the same z. A second accumulator streams the posterior parameters themselves
-for the rate, active units and the mixture estimate of the ELBO-surgery split.
+for the rate, active units and the mixture estimate of the ELBO-surgery split, fed by the
+draw's own reads when it can be (issue 22).
+
+This module is a little longer than 600 lines: the draw, the pass over the parameters and
+the job that joins them to the report share one topic, and splitting it is a refactor of
+its own (not mixed into the issue 22 change).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from numpy.typing import NDArray
 from ..engine.accumulators import Reservoir, hash_rows, key_threshold
 from ..errors import FormatError, InputError
 from ..model.posterior import PosteriorBlock
+from .drawcache import KeptDraws
 from .latents import NPZ_ROLES, LatentSource, expand_paths, file_keys, open_latents
 from .registry import find_reader
 
@@ -102,9 +108,29 @@ class DrawSource(LatentSource):
         )
         self.post = post
         self.seed = seed
+        self.kept: KeptDraws | None = None
+
+    def keep_draws(self) -> None:
+        """Keep the draws of the next pass for those after it (before workers fork).
+
+        Reading z back costs a fraction of drawing it again; :meth:`seal_draws` marks the
+        end of the pass that wrote every row.
+        """
+        if self.kept is None:
+            self.kept = KeptDraws.maybe(self.n_dims)
+
+    def seal_draws(self) -> None:
+        """Read z as kept from now on: the last pass drew every row."""
+        if self.kept is not None:
+            self.kept.seal()
 
     def read_items(self, start: int, stop: int) -> NDArray[Any]:
         """Return the drawn z for samples [start, stop) as rows."""
+        if self.kept is not None and self.kept.sealed:
+            rows = self.rows_per_item
+            z = self.kept.read(start * rows, (stop - start) * rows)
+            if z is not None:
+                return z
         return self.draw(start, stop, keep=False)[0]
 
     def read_with(
@@ -155,12 +181,16 @@ class DrawSource(LatentSource):
         np.exp(sigma, out=sigma)
         z *= sigma
         z += mu
+        if self.kept is not None:
+            self.kept.write(row0, z)
         return z, params
 
     def close(self) -> None:
-        """Close the underlying sources."""
+        """Close the underlying sources and the kept draws."""
         self.post.mu.close()
         self.post.spread.close()
+        if self.kept is not None:
+            self.kept.close()
 
 
 class StackSource(LatentSource):
