@@ -165,8 +165,9 @@ def test_issue_22_worker_processes_feed_the_rate_bitwise(tmp_path, monkeypatch):
 
     monkeypatch.setattr(workers.WorkerPool, "maybe", classmethod(spy))
     got = _report(**kwargs)
-    assert len(pools) == 1 and pools[0] is not None
     assert got == want
+    # a thread another test left running (an executor's) rightly keeps the pass on threads
+    assert len(pools) == 1 and (pools[0] is not None or workers.other_threads())
 
 
 @pytest.mark.slow
