@@ -23,6 +23,7 @@ from .. import validation as v
 from ..engine.executor import current_executor, engine_name
 from ..errors import SampleQualityWarning
 from ..io.latents import LatentSource
+from ..io.posterior import POSTERIOR_PART
 from ..model.posterior import PosteriorBlock
 from ..model.report import (
     SCHEMA_VERSION,
@@ -125,7 +126,11 @@ def finish_analysis(
     norm, claim = _normalization(run, s, figs, second, collector)
     post = (
         run.posterior.run(
-            seed=run.seed, threads=run.threads, chunk_rows=run.chunk_rows, collect=collector.run
+            seed=run.seed,
+            threads=run.threads,
+            chunk_rows=run.chunk_rows,
+            collect=collector.run,
+            fed=s.first.extras.get(POSTERIOR_PART),  # fed by pass 1's draw (issue 22)
         )
         if run.posterior is not None
         else None

@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import validation as v
 from ..engine.accumulators import key_threshold
+from ..engine.executor import current_executor
 from ..engine.kernels import Scratch
 from ..engine.plan import FirstPass, SecondPassFactory
 from ..engine.scheduler import (
@@ -26,12 +27,13 @@ from ..engine.scheduler import (
     default_threads,
     run_pass,
     segment_cap,
+    segments_of,
     start_pass,
 )
 from ..engine.workers import WorkerPool
 from ..errors import InputError
 from ..io.latents import LatentSource, plan_blocks
-from ..io.posterior import PosteriorJob
+from ..io.posterior import DrawSource, PosteriorFeed, PosteriorJob
 from ..options import AnalysisOptions, default_sample_size
 from .common import (
     Analysis,
@@ -146,12 +148,18 @@ def analyze_source(source: LatentSource, run: AnalysisRun) -> Analysis:
 
     ranges = plan_blocks([source], run.chunk_rows)
     bar = Progress(run.options.progress, 2 * source.n_items, "latentcheck")
+    if isinstance(source, DrawSource) and current_executor() is None:
+        source.keep_draws()  # pass 2 reads back what pass 1 drew (shared by the fork)
     # forked now, while this process holds little that it could later copy-on-write
     # room for the sample a worker sends back (see engine.workers.Arena): the rows whose key
     # passes the prefilter (about sample_size + 8 sqrt(sample_size)), with their keys and
     # row ids, should the worker stream every segment
     room = int(1.02 * (run.sample_size + 8 * math.sqrt(run.sample_size))) + 1024
     arena = min(source.n_rows, room) * (d * source.dtype.itemsize + 16)
+    feed = _posterior_feed(source, run, ranges)
+    if feed is not None:  # and the posterior's rate states and sample rows
+        rate, sample = feed.state_bytes(source.n_rows)
+        arena += len(segments_of(ranges, _first_cap(d, run))) * rate + sample
     pool = WorkerPool.maybe(source, run.threads, bar if bar.enabled else None, arena)
     try:
         make_first = functools.partial(
@@ -163,8 +171,11 @@ def analyze_source(source: LatentSource, run: AnalysisRun) -> Analysis:
             covariance=d <= run.options.max_joint_dims,
             key_threshold=key_threshold(source.n_rows, run.sample_size),
             scratch=Scratch(),  # one set of blocks per worker for all its segments
+            extras=feed,
         )
         first = _first_pass(source, run, ranges, make_first, bar, pool)
+        if isinstance(source, DrawSource):
+            source.seal_draws()  # pass 1 drew every row
         s = _check_first(source, run, first, collector)
         pass2 = _start_second_pass(source, run, s, ranges, bar, pool)
         try:
@@ -173,7 +184,7 @@ def analyze_source(source: LatentSource, run: AnalysisRun) -> Analysis:
                 first.reservoir = run_pass(
                     source,
                     ranges,
-                    functools.partial(make_first, key_threshold=None),
+                    functools.partial(make_first, key_threshold=None, extras=None),
                     threads=max(1, run.threads - 1),
                     max_segments=_first_cap(d, run),
                 ).reservoir
@@ -205,6 +216,21 @@ def _first_cap(d: int, run: AnalysisRun) -> int:
     """Return the most segments of pass 1 (each holds a co-moment matrix)."""
     covariance = d <= run.options.max_joint_dims
     return segment_cap(8 * d * d if covariance else 64 * d)
+
+
+def _posterior_feed(
+    source: LatentSource, run: AnalysisRun, ranges: list[tuple[int, int]]
+) -> PosteriorFeed | None:
+    """Return the extras through which pass 1 feeds the posterior's rate, or None.
+
+    Posterior mode without a given z draws z from mu and logvar in pass 1: the same
+    reads then feed the rate (issue 22), when pass 1 streams the segments of the
+    posterior's own pass (which fix the rate's last bits; see ``PosteriorJob.feed``).
+    """
+    if run.posterior is None:
+        return None
+    segments = segments_of(ranges, _first_cap(source.n_dims, run))
+    return run.posterior.feed(source, segments, seed=run.seed, chunk_rows=run.chunk_rows)
 
 
 def _first_pass(

@@ -78,6 +78,11 @@ class FirstPass:
     Each chunk's power sums wait in a list and join the moments a batch at a time
     (:meth:`Moments.push_many`): merging every chunk on its own took many small numpy
     calls per chunk. :attr:`moments` and :attr:`comoments` add what waits.
+
+    `extras`, if given, makes further accumulators of the arrays the rows were computed
+    from: each is fed the source's part of its name (see ``side_inputs`` in
+    :mod:`latentcheck.engine.protocol`), so that posterior mode reads mu and logvar once,
+    for the draw and the rate together.
     """
 
     #: chunks whose sums wait at most (bounds the list when no segment ends it)
@@ -93,8 +98,10 @@ class FirstPass:
         covariance: bool,
         key_threshold: int | None = None,
         scratch: Scratch | None = None,
+        extras: Callable[[], Mapping[str, Accumulator]] | None = None,
     ) -> None:
         self._scratch = Scratch() if scratch is None else scratch
+        self.extras: dict[str, Any] = {} if extras is None else dict(extras())
         self._moments = Moments(n_dims)
         self._comoments = Comoments(n_dims) if covariance else None
         self.nonfinite = NonFinite(n_dims)
@@ -153,6 +160,16 @@ class FirstPass:
             self._add_waiting()
         self.reservoir.push(block, row_ids)
 
+    @property
+    def side_inputs(self) -> tuple[str, ...]:
+        """The parts of each read that :meth:`push_side` takes: one per extra, by name."""
+        return tuple(self.extras)
+
+    def push_side(self, parts: Mapping[str, NDArray[Any]], row_ids: NDArray[np.int64]) -> None:
+        """Feed each extra its part of the read whose rows :meth:`push` took."""
+        for name, acc in self.extras.items():
+            acc.push(parts[name], row_ids)
+
     def _add_waiting(self) -> None:
         """Add the waiting chunks' sums to the moments and co-moments."""
         if not self._waiting:
@@ -169,6 +186,8 @@ class FirstPass:
         """Add the waiting sums; compact the segment's sample into one sorted block."""
         self._add_waiting()
         self.reservoir.finalize()
+        for acc in self.extras.values():
+            acc.finish()
         return self
 
     def merge(self, other: FirstPass) -> FirstPass:
@@ -181,6 +200,7 @@ class FirstPass:
             out._comoments = mine.merge(theirs)
         out.nonfinite = self.nonfinite.merge(other.nonfinite)
         out.reservoir = self.reservoir.merge(other.reservoir)
+        out.extras = {name: acc.merge(other.extras[name]) for name, acc in self.extras.items()}
         return out
 
     __add__ = merge
@@ -197,6 +217,10 @@ class FirstPass:
         for name, acc in parts.items():
             if acc is not None:
                 out.update({f"{name}.{k}": v for k, v in acc.state().items()})
+        if self.extras:  # with their registered kind, as SecondPass's
+            out["extras"] = ",".join(self.extras)
+            for name, acc in self.extras.items():
+                out.update(state_of(acc, f"extras.{name}."))
         return out
 
     @classmethod
@@ -212,6 +236,8 @@ class FirstPass:
         out.nonfinite = NonFinite.from_state(sub_state(state, "nonfinite."))
         out.reservoir = Reservoir.from_state(sub_state(state, "reservoir."))
         out._waiting, out._gram = [], None
+        names = [n for n in str(state.get("extras", "")).split(",") if n]
+        out.extras = {n: from_state(state, f"extras.{n}.") for n in names}
         return out
 
 

@@ -50,6 +50,16 @@ sense and are reached through one that is: ``PosteriorAccumulator.push(mu, logva
 through ``PosteriorPass`` (whose block is ``[mu | logvar]``), the tiled thresholds and
 scratch blocks of :mod:`latentcheck.engine.kernels` through the passes that own them.
 
+Side inputs (optional)
+----------------------
+A source may compute its rows from other arrays, which it can hand out with the rows
+(``LatentSource.read_with(start, stop, parts)``: the posterior draw z = mu + sigma * eps
+gives ``"posterior"``, the rows ``[mu | logvar]``). An accumulator that wants them names
+them in ``side_inputs`` (a tuple of part names) and takes them, after each ``push``,
+through ``push_side(parts, row_ids)``, a dict of blocks with the same rows and ids.
+:class:`~latentcheck.engine.plan.FirstPass` does so for its ``extras``: pass 1 then feeds
+the posterior's accumulator from the read it makes for the draw.
+
 Every accumulator class is listed in :data:`REGISTRY` under a stable name, which
 :func:`state_of` writes under ``"kind"`` and :func:`from_state` reads back;
 ``tests/test_engine_protocol.py`` runs each registered class through this contract.

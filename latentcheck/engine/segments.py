@@ -71,14 +71,23 @@ def run_segment(
     """Return a fresh accumulator from `make()` fed the chunks of `segment`, finished.
 
     `segment` holds (start, stop) item ranges of `source`; each chunk is pushed with the
-    global ids of its rows, and the accumulator is finished where the data was read.
+    global ids of its rows, and the accumulator is finished where the data was read. An
+    accumulator with ``side_inputs`` also gets those parts of the same read through
+    ``push_side`` (see :mod:`latentcheck.engine.protocol`).
     The result depends on its arguments alone.
     """
     acc = make()
     rows = source.rows_per_item
+    # the arrays the rows are computed from, for accumulators that take them (see protocol)
+    parts: tuple[str, ...] = tuple(getattr(acc, "side_inputs", ()))
     for start, stop in segment:
         ids = np.arange(start * rows, stop * rows, dtype=np.int64)
-        acc.push(source.read_items(start, stop), ids)
+        if parts:
+            block, side = source.read_with(start, stop, parts)
+            acc.push(block, ids)
+            acc.push_side(side, ids)
+        else:
+            acc.push(source.read_items(start, stop), ids)
         if progress is not None:
             progress(stop - start)
     return acc.finish()  # on the worker that streamed the segment

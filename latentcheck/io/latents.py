@@ -186,6 +186,20 @@ class LatentSource:
             block = block.astype(self.dtype)
         return np.asarray(block)
 
+    def read_with(
+        self, start: int, stop: int, parts: Sequence[str]
+    ) -> tuple[NDArray[Any], dict[str, NDArray[Any]]]:
+        """Return :meth:`read_items` and the named arrays the rows were computed from.
+
+        A source computed from other arrays (the posterior draw,
+        :class:`~latentcheck.io.posterior.DrawSource`) hands them out as `parts`, row for
+        row, so that accumulators of those arrays need no read of their own; a source of
+        stored rows has none.
+        """
+        if parts:
+            raise ValueError(f"{type(self).__name__} has no part {parts[0]!r}")
+        return self.read_items(start, stop), {}
+
     def close(self) -> None:
         """Close files and drop references to memory maps."""
         for m in self.members:

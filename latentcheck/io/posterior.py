@@ -4,7 +4,12 @@ The aggregate posterior the report analyses is ``z`` when given, else one seeded
 ``z = mu + sigma * eps`` per input. The draw is a pure function of the element's global
 index and the seed (hashed uniforms through Box–Muller), so every pass, chunking, shard and
 thread sees the same z. A second accumulator streams the posterior parameters themselves
-for the rate, active units and the mixture estimate of the ELBO-surgery split.
+for the rate, active units and the mixture estimate of the ELBO-surgery split, fed by the
+draw's own reads when it can be (issue 22).
+
+This module is a little longer than 600 lines: the draw, the pass over the parameters and
+the job that joins them to the report share one topic, and splitting it is a refactor of
+its own (not mixed into the issue 22 change).
 """
 
 from __future__ import annotations
@@ -23,11 +28,14 @@ from numpy.typing import NDArray
 from ..engine.accumulators import Reservoir, hash_rows, key_threshold
 from ..errors import FormatError, InputError
 from ..model.posterior import PosteriorBlock
+from .drawcache import KeptDraws
 from .latents import NPZ_ROLES, LatentSource, expand_paths, file_keys, open_latents
 from .registry import find_reader
 
 __all__ = [
+    "POSTERIOR_PART",
     "DrawSource",
+    "PosteriorFeed",
     "PosteriorInputs",
     "PosteriorJob",
     "PosteriorPass",
@@ -37,6 +45,8 @@ __all__ = [
 
 SpreadKind = Literal["logvar", "std", "var"]
 SPREAD_KINDS: tuple[SpreadKind, ...] = ("logvar", "std", "var")
+#: The part of a :class:`DrawSource` read that holds the rows [mu | logvar] (see read_with).
+POSTERIOR_PART = "posterior"
 
 
 @dataclass
@@ -98,16 +108,71 @@ class DrawSource(LatentSource):
         )
         self.post = post
         self.seed = seed
+        self.kept: KeptDraws | None = None
+
+    def keep_draws(self) -> None:
+        """Keep the draws of the next pass for those after it (before workers fork).
+
+        Reading z back costs a fraction of drawing it again; :meth:`seal_draws` marks the
+        end of the pass that wrote every row.
+        """
+        if self.kept is None:
+            self.kept = KeptDraws.maybe(self.n_dims, self.n_rows)
+
+    def seal_draws(self) -> None:
+        """Read z as kept from now on: the last pass drew every row."""
+        if self.kept is not None:
+            self.kept.seal()
 
     def read_items(self, start: int, stop: int) -> NDArray[Any]:
         """Return the drawn z for samples [start, stop) as rows."""
-        mu = np.asarray(self.post.mu.read_items(start, stop), dtype=np.float64)
+        if self.kept is not None and self.kept.sealed:
+            rows = self.rows_per_item
+            z = self.kept.read(start * rows, (stop - start) * rows)
+            if z is not None:
+                return z
+        return self.draw(start, stop, keep=False)[0]
+
+    def read_with(
+        self, start: int, stop: int, parts: Sequence[str]
+    ) -> tuple[NDArray[Any], dict[str, NDArray[Any]]]:
+        """Return the drawn z of samples [start, stop) and the parameters it was drawn from.
+
+        The one part is ``"posterior"``: the rows ``[mu | logvar]`` (float64, checked), what
+        :class:`PosteriorPass` streams, so that pass 1 feeds the rate without a third read.
+        """
+        unknown = [p for p in parts if p != POSTERIOR_PART]
+        if unknown:
+            raise ValueError(f"DrawSource has no part {unknown[0]!r}; it has {POSTERIOR_PART!r}")
+        z, params = self.draw(start, stop, keep=bool(parts))
+        return z, ({POSTERIOR_PART: params} if parts else {})
+
+    def draw(self, start: int, stop: int, *, keep: bool) -> tuple[NDArray[Any], NDArray[Any]]:
+        """Return (z, [mu | logvar]) for samples [start, stop); the latter empty unless `keep`.
+
+        With `keep`, mu and logvar are written side by side into one block (the one copy
+        the draw makes of them anyway), and z is computed from its two halves: the same
+        values, so z is bitwise the same either way.
+        """
         from ..stats.posterior.params import as_logvar, check_mu
 
         row0 = start * self.rows_per_item
+        raw = self.post.mu.read_items(start, stop)
+        d = self.n_dims
+        params = np.empty((raw.shape[0], 2 * d) if keep else (0, 2 * d))
+        if keep:
+            np.copyto(params[:, :d], raw)
+            mu = params[:, :d]
+        else:
+            mu = np.asarray(raw, dtype=np.float64)
         check_mu(mu, name=self.post.labels.get("mu", "mu"), row_offset=row0)
-        spread = self.post.spread.read_items(start, stop)
+        spread: NDArray[Any] = self.post.spread.read_items(start, stop)
+        if keep:  # logvar is checked in place; std and var convert into a new array
+            np.copyto(params[:, d:], spread)
+            spread = params[:, d:]
         lv = as_logvar(spread, self.post.kind, name=self.post.labels.get("spread"), row_offset=row0)
+        if keep and not np.shares_memory(lv, params):
+            np.copyto(params[:, d:], lv)
         rows = np.arange(row0, row0 + mu.shape[0], dtype=np.int64)
         index = rows[:, None] * self.n_dims + np.arange(self.n_dims, dtype=np.int64)
         z = standard_normal(index, self.seed)
@@ -116,12 +181,16 @@ class DrawSource(LatentSource):
         np.exp(sigma, out=sigma)
         z *= sigma
         z += mu
-        return z
+        if self.kept is not None:
+            self.kept.write(row0, z)
+        return z, params
 
     def close(self) -> None:
-        """Close the underlying sources."""
+        """Close the underlying sources and the kept draws."""
         self.post.mu.close()
         self.post.spread.close()
+        if self.kept is not None:
+            self.kept.close()
 
 
 class StackSource(LatentSource):
@@ -149,7 +218,12 @@ class StackSource(LatentSource):
 
 
 class PosteriorPass:
-    """Streams posterior parameters: the rate accumulator and a seeded sample of rows."""
+    """Streams posterior parameters: the rate accumulator and a seeded sample of rows.
+
+    Its rows are ``[mu | spread]``; with `checked`, ``[mu | logvar]`` as a
+    :class:`DrawSource` hands them out (float64, checked where they were read), which it
+    takes as they are.
+    """
 
     def __init__(
         self,
@@ -160,12 +234,14 @@ class PosteriorPass:
         seed: int,
         capacity: int,
         threshold: int | None,
+        checked: bool = False,
     ) -> None:
         from ..stats.posterior.rate import PosteriorAccumulator
 
         self.d = d
-        self.kind = kind
+        self.kind: SpreadKind = "logvar" if checked else kind
         self.labels = labels
+        self.checked = checked
         self.acc = PosteriorAccumulator()
         self.sample = Reservoir(capacity, 2 * d, seed, np.float64, threshold=threshold)
 
@@ -175,12 +251,16 @@ class PosteriorPass:
 
         d = self.d
         row_start = int(row_ids[0]) if row_ids.size else 0
-        mu = check_mu(block[:, :d], name=self.labels.get("mu", "mu"), row_offset=row_start)
-        lv = as_logvar(
-            block[:, d:], self.kind, name=self.labels.get("spread"), row_offset=row_start
-        )
+        if self.checked:
+            mu, lv, rows = block[:, :d], block[:, d:], block
+        else:
+            mu = check_mu(block[:, :d], name=self.labels.get("mu", "mu"), row_offset=row_start)
+            lv = as_logvar(
+                block[:, d:], self.kind, name=self.labels.get("spread"), row_offset=row_start
+            )
+            rows = np.concatenate([mu, lv], axis=1)
         self.acc.push(mu, lv, row_offset=row_start)
-        self.sample.push(np.concatenate([mu, lv], axis=1), row_ids)
+        self.sample.push(rows, row_ids)
 
     def finish(self) -> PosteriorPass:
         """Compact the sample; return self."""
@@ -198,7 +278,11 @@ class PosteriorPass:
 
     def state(self) -> dict[str, Any]:
         """Return the state as a flat dict (see the Accumulator contract)."""
-        out: dict[str, Any] = {"d": self.d, "spread_kind": str(self.kind)}
+        out: dict[str, Any] = {
+            "d": self.d,
+            "spread_kind": str(self.kind),
+            "checked": int(self.checked),
+        }
         out.update({f"labels.{k}": v for k, v in self.labels.items()})
         out.update({f"acc.{k}": v for k, v in self.acc.state().items()})
         out.update({f"sample.{k}": v for k, v in self.sample.state().items()})
@@ -213,6 +297,7 @@ class PosteriorPass:
         out = cls.__new__(cls)
         out.d = int(state["d"])
         out.kind = cast(SpreadKind, str(state["spread_kind"]))
+        out.checked = bool(int(state.get("checked", 0)))
         out.labels = {k: str(v) for k, v in sub_state(state, "labels.").items()}
         out.acc = PosteriorAccumulator.from_state(sub_state(state, "acc."))
         out.sample = Reservoir.from_state(sub_state(state, "sample."))
@@ -352,6 +437,44 @@ def aggregate_description(post: PosteriorInputs, seed: int) -> str:
 
 
 @dataclass(frozen=True)
+class PosteriorFeed:
+    """Makes the extras through which pass 1 feeds the posterior (pickles, for workers).
+
+    Called, it returns ``{"posterior": PosteriorPass}`` taking the ``[mu | logvar]`` part
+    of each :class:`DrawSource` read (see :class:`~latentcheck.engine.plan.FirstPass`).
+    """
+
+    d: int
+    labels: dict[str, str]
+    seed: int
+    capacity: int
+    threshold: int | None
+
+    def __call__(self) -> dict[str, PosteriorPass]:
+        """Return a fresh accumulator of the posterior parameters under its part's name."""
+        acc = PosteriorPass(
+            self.d,
+            "logvar",
+            self.labels,
+            seed=self.seed,
+            capacity=self.capacity,
+            threshold=self.threshold,
+            checked=True,
+        )
+        return {POSTERIOR_PART: acc}
+
+    def state_bytes(self, n_rows: int) -> tuple[int, int]:
+        """Return (bytes of one segment's rate state, bytes of the whole pass's sample)."""
+        from ..stats.posterior.rate import PosteriorAccumulator
+
+        acc = PosteriorAccumulator()
+        acc.push(np.zeros((0, self.d)), np.zeros((0, self.d)))  # sizes its histogram
+        rate = sum(np.asarray(v).nbytes for v in acc.state().values())
+        rows = min(n_rows, self.capacity + 8 * math.isqrt(self.capacity) + 1088)
+        return rate, rows * (16 * self.d + 16)
+
+
+@dataclass(frozen=True)
 class PosteriorJob:
     """The posterior part of an analysis: thresholds and the mixture sample size."""
 
@@ -359,6 +482,43 @@ class PosteriorJob:
     active_threshold: float = 0.01
     collapse_threshold: float = 0.01
     mixture_samples: int = 2048
+
+    def plan(self, chunk_rows: int) -> list[list[tuple[int, int]]]:
+        """Return the segments of chunks that the posterior parameters stream in.
+
+        Their merge order fixes the rate's last bits: pass 1 may feed the rate only
+        when it streams these same segments (see :meth:`feed`).
+        """
+        from ..engine.scheduler import segments_of
+        from .latents import plan_blocks
+
+        return segments_of(plan_blocks([self.post.mu, self.post.spread], chunk_rows))
+
+    def feed(
+        self,
+        source: LatentSource,
+        segments: list[list[tuple[int, int]]],
+        *,
+        seed: int,
+        chunk_rows: int,
+    ) -> PosteriorFeed | None:
+        """Return the extras through which pass 1 can feed the rate, or None.
+
+        Pass 1 can when it streams the draw of these parameters (not a given z) in the
+        segments of the posterior's own pass (:meth:`plan`), so that the rate is merged
+        in the same order to the last bit. Otherwise :meth:`run` streams them itself.
+        """
+        if not (
+            isinstance(source, DrawSource) and source.post is self.post and source.seed == seed
+        ):
+            return None
+        if segments != self.plan(chunk_rows):
+            return None
+        n = source.n_rows
+        cap = self.mixture_samples
+        return PosteriorFeed(
+            self.post.mu.n_dims, dict(self.post.labels), seed, cap, key_threshold(n, cap)
+        )
 
     def run(
         self,
@@ -368,8 +528,13 @@ class PosteriorJob:
         chunk_rows: int,
         collect: Callable[..., Any],
         progress: Callable[[int], None] | None = None,
+        fed: PosteriorPass | None = None,
     ) -> PosteriorBlock:
-        """Stream the posterior parameters and return the report's ``posterior`` block."""
+        """Return the report's ``posterior`` block.
+
+        `fed` is the accumulator that pass 1 fed (see :meth:`feed`); without it, the
+        posterior parameters are streamed here, a pass of their own.
+        """
         from ..engine.scheduler import run_pass
         from ..stats.posterior.mixture import mixture_decomposition
         from ..stats.posterior.rate import finalize_posterior
@@ -381,14 +546,18 @@ class PosteriorJob:
         ranges = plan_blocks([post.mu, post.spread], chunk_rows)
         cap = self.mixture_samples
         thr = key_threshold(stack.n_rows, cap)
-        acc: PosteriorPass = run_pass(
-            stack,
-            ranges,
-            lambda: PosteriorPass(
-                d, post.kind, post.labels, seed=seed, capacity=cap, threshold=thr
-            ),
-            threads=threads,
-            progress=progress,
+        acc: PosteriorPass = (
+            fed
+            if fed is not None
+            else run_pass(
+                stack,
+                ranges,
+                lambda: PosteriorPass(
+                    d, post.kind, post.labels, seed=seed, capacity=cap, threshold=thr
+                ),
+                threads=threads,
+                progress=progress,
+            )
         )
         if not acc.sample.complete():  # p < 1e-15: the prefilter was too tight
             acc = run_pass(
