@@ -7,13 +7,14 @@ import json
 import math
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
 from scipy import stats
 
 import latentcheck as lc
-from latentcheck.errors import InputError
+from latentcheck.errors import InputError, SampleQualityWarning
 from latentcheck.model.base import Block, from_jsonable, level_key, to_jsonable
 from latentcheck.model.posterior import PosteriorBlock
 from latentcheck.render import available_formats, register, render
@@ -234,3 +235,31 @@ def test_issue_17_a_renderer_registered_before_first_use_is_kept():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["mine", "True"]
+
+
+def test_issue_17_sample_checks_block_round_trips():
+    from latentcheck.model.checks import SampleChecksBlock
+    from latentcheck.stats.duplicates import sample_checks
+
+    rng = np.random.default_rng(17)
+    z = rng.standard_normal((300, 3))
+    z[:, 1] = np.round(z[:, 1])  # a quantised dimension
+    z[10] = z[3]  # a duplicated row
+    with pytest.warns(SampleQualityWarning), warnings.catch_warnings():
+        warnings.simplefilter("ignore", lc.DegenerateDimensionWarning)
+        rep = lc.analyze(z, seed=0)
+    block = rep.summary.sample_checks
+    assert isinstance(block, SampleChecksBlock)
+    assert block.duplicate_rows == 1 and block.quantised_dims == (1,)
+    assert block.smallest_gap[1] == 1.0 and block.on_grid[1] and not block.on_grid[0]
+    # the JSON form is the statistic's dict, key for key
+    sorted_cols = np.sort(z, axis=0)
+    assert block.to_dict() == to_jsonable(sample_checks(z, sorted_cols, z.std(0), n_total=300))
+    d = json.loads(json.dumps(block.to_dict(), allow_nan=False))
+    back = SampleChecksBlock.from_dict(d)
+    assert back.to_dict() == d and list(d) == [f.name for f in dataclasses.fields(back)]
+    assert block["quantised_dims"] == [1] and dict(block) == d
+    # one distinct value: the gap and an empty sample's share are NaN, null in JSON
+    empty = SampleChecksBlock.from_dict({"rows_checked": 0, "smallest_gap": [None]})
+    assert math.isnan(empty.duplicate_row_share) and math.isnan(empty.smallest_gap[0])
+    assert empty.to_dict()["smallest_gap"] == [None]

@@ -24,6 +24,7 @@ from ..engine.executor import current_executor, engine_name
 from ..errors import SampleQualityWarning
 from ..io.latents import LatentSource
 from ..io.posterior import POSTERIOR_PART
+from ..model.checks import SampleChecksBlock
 from ..model.posterior import PosteriorBlock
 from ..model.report import (
     SCHEMA_VERSION,
@@ -351,7 +352,7 @@ def _summary(
         effective_dims=joint.effective_dims,
         normalization=norm,
         normalization_check=claim,
-        sample_checks=to_jsonable(figs.checks),
+        sample_checks=SampleChecksBlock.from_dict(to_jsonable(figs.checks)),
     )
 
 

@@ -24,6 +24,7 @@ from .base import Normalization as Normalization
 from .base import TestResult as TestResult
 from .base import from_jsonable, gaussian_tail_rates, to_jsonable
 from .base import level_key as level_key
+from .checks import SampleChecksBlock as SampleChecksBlock
 from .dims import HISTOGRAM_EDGES as HISTOGRAM_EDGES
 from .dims import Dims as Dims
 from .dims import UnivariateTest as UnivariateTest
@@ -224,7 +225,7 @@ class Summary:
     normalization_check : dict or None
         The check of a claimed normalisation (``assume_scale``/``assume_shift``): the
         normalised mean and std, the constants the data needs, and the known mistakes found.
-    sample_checks : dict or None
+    sample_checks : SampleChecksBlock or None
         Duplicated rows and quantised dimensions in the seeded sample (see
         :func:`latentcheck.stats.duplicates.sample_checks`).
     """
@@ -243,7 +244,7 @@ class Summary:
     effective_dims: float
     normalization: Normalization
     normalization_check: dict[str, Any] | None = None
-    sample_checks: dict[str, Any] | None = None
+    sample_checks: SampleChecksBlock | None = None
 
     @property
     def claimed_normalization(self) -> dict[str, Any] | None:
