@@ -263,3 +263,56 @@ def test_issue_17_sample_checks_block_round_trips():
     empty = SampleChecksBlock.from_dict({"rows_checked": 0, "smallest_gap": [None]})
     assert math.isnan(empty.duplicate_row_share) and math.isnan(empty.smallest_gap[0])
     assert empty.to_dict()["smallest_gap"] == [None]
+
+
+def _json_round_trip(block: Block) -> tuple[dict, Block]:
+    d = json.loads(json.dumps(block.to_dict(), allow_nan=False))
+    return d, type(block).from_dict(d)
+
+
+def test_issue_17_normalization_check_block_round_trips(wide_report):
+    from latentcheck.model.checks import NormalizationCheckBlock, VaeConfigBlock
+    from latentcheck.stats.normalization import check_normalization
+    from latentcheck.vaeconfig import check_vae_config
+
+    rng = np.random.default_rng(2)
+    z = rng.standard_normal((500, 3)) * 5.0 + 1.0
+    rep = lc.analyze(z, seed=0, assume_scale=0.18215)
+    check = rep.summary.normalization_check
+    assert isinstance(check, NormalizationCheckBlock) and check.has_claim
+    # the block is the statistic's NormalizationCheck, key for key (an independent call)
+    norm = rep.summary.normalization
+    ok = ~np.asarray(rep.dims.degenerate)
+    direct = check_normalization(
+        norm.n_rows,
+        norm.shift,
+        1.0 / norm.scale,
+        assume_scale=0.18215,
+        assume_shift=0.0,
+        per_dim_mean=norm.per_dim_shift[ok],
+        per_dim_std=1.0 / norm.per_dim_scale[ok],
+    )
+    assert check.to_dict() == to_jsonable(direct)
+    assert check.needed_scale == pytest.approx(1.0 / np.std(z), rel=1e-12)
+    assert check.mistakes == direct.mistakes and check.vae_config is None
+    d, back = _json_round_trip(check)
+    assert back.to_dict() == d and "vae_config" not in d and check["verdict"] == d["verdict"]
+
+    # a global config: the claim's keys and then its vae_config block
+    glob = check_vae_config(rep, {"scaling_factor": 0.2, "shift_factor": 1.0})
+    check = glob.summary.normalization_check
+    assert isinstance(check.vae_config, VaeConfigBlock) and check.vae_config.per_channel is None
+    assert check.assume_scale == 0.2 and check.assume_shift == 1.0
+    d, back = _json_round_trip(check)
+    assert back.to_dict() == d and list(d)[-1] == "vae_config"
+    assert "per_channel" not in d["vae_config"] and back.vae_config.fits == check.vae_config.fits
+
+    # a per-channel config with no claim: only the vae_config key
+    dd = wide_report.input.n_dims
+    per = check_vae_config(wide_report, {"latents_mean": [0.0] * dd, "latents_std": [1.0] * dd})
+    check = per.summary.normalization_check
+    assert not check.has_claim and check.verdict is None and check.mistakes == ()
+    d, back = _json_round_trip(check)
+    assert list(d) == ["vae_config"] and back.to_dict() == d and not back.has_claim
+    np.testing.assert_array_equal(back.vae_config.latents_std, np.ones(dd))
+    assert back.vae_config.per_channel == d["vae_config"]["per_channel"]

@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..io.latents import LatentSource
+from ..model.checks import NormalizationCheckBlock
 from ..model.report import Normalization, to_jsonable
 
 __all__ = [
@@ -381,7 +382,7 @@ def check_claim(
     assume_shift: float,
     degenerate: NDArray[np.bool_],
     run: Callable[..., Any],
-) -> dict[str, Any]:
+) -> NormalizationCheckBlock:
     """Return the report's ``summary.normalization_check`` block for a claimed normalisation."""
     from ..stats.normalization import check_normalization
 
@@ -398,5 +399,6 @@ def check_claim(
         per_dim_mean=norm.per_dim_shift[ok],
         per_dim_std=per_std[ok],
     )
-    out: dict[str, Any] = to_jsonable(res)
+    # through the JSON form, so that non-finite figures are None as in a saved report
+    out: NormalizationCheckBlock = NormalizationCheckBlock.from_dict(to_jsonable(res))
     return out

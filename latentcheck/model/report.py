@@ -24,7 +24,9 @@ from .base import Normalization as Normalization
 from .base import TestResult as TestResult
 from .base import from_jsonable, gaussian_tail_rates, to_jsonable
 from .base import level_key as level_key
+from .checks import NormalizationCheckBlock as NormalizationCheckBlock
 from .checks import SampleChecksBlock as SampleChecksBlock
+from .checks import VaeConfigBlock as VaeConfigBlock
 from .dims import HISTOGRAM_EDGES as HISTOGRAM_EDGES
 from .dims import Dims as Dims
 from .dims import UnivariateTest as UnivariateTest
@@ -222,7 +224,7 @@ class Summary:
     effective_dims : float
         Participation ratio of the covariance spectrum (NaN if the joint part was skipped).
     normalization : Normalization
-    normalization_check : dict or None
+    normalization_check : NormalizationCheckBlock or None
         The check of a claimed normalisation (``assume_scale``/``assume_shift``): the
         normalised mean and std, the constants the data needs, and the known mistakes found.
     sample_checks : SampleChecksBlock or None
@@ -243,18 +245,18 @@ class Summary:
     std_range: tuple[float, float]
     effective_dims: float
     normalization: Normalization
-    normalization_check: dict[str, Any] | None = None
+    normalization_check: NormalizationCheckBlock | None = None
     sample_checks: SampleChecksBlock | None = None
 
     @property
-    def claimed_normalization(self) -> dict[str, Any] | None:
+    def claimed_normalization(self) -> NormalizationCheckBlock | None:
         """Return the check of a claimed normalisation, or None when none was claimed.
 
         ``normalization_check`` can hold only a ``vae_config`` block (a per-channel config
         checks no global claim); then there is no claim to show.
         """
         check = self.normalization_check
-        return check if check and check.get("assume_scale") is not None else None
+        return check if check is not None and check.has_claim else None
 
 
 @dataclass(frozen=True, slots=True)

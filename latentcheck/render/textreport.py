@@ -205,19 +205,19 @@ def _claim_lines(report: Report, width: int, p: int) -> list[str]:
     out: list[str] = []
     check = report.summary.claimed_normalization
     if check:
-        mistakes = ", ".join(check.get("mistakes") or []) or "none"
+        mistakes = ", ".join(check.mistakes) or "none"
         out.extend(
             _kv(
                 "Claimed normalisation",
-                f"(z - {check.get('assume_shift'):g}) * {check.get('assume_scale'):g} "
-                f"gives mean {fmt(check.get('normalized_mean'), p)}, std "
-                f"{fmt(check.get('normalized_std'), p)} ({check.get('verdict')}; mistakes: "
-                f"{mistakes}); the data needs shift {fmt(check.get('needed_shift'), 4)}, scale "
-                f"{fmt(check.get('needed_scale'), 4)}",
+                f"(z - {check.assume_shift:g}) * {check.assume_scale:g} "
+                f"gives mean {fmt(check.normalized_mean, p)}, std "
+                f"{fmt(check.normalized_std, p)} ({check.verdict}; mistakes: "
+                f"{mistakes}); the data needs shift {fmt(check.needed_shift, 4)}, scale "
+                f"{fmt(check.needed_scale, 4)}",
                 width,
             )
         )
-        for message in check.get("messages") or []:
+        for message in check.messages:
             out.extend(wrap(message, width, indent=" " * 26, first=" " * 24 + "- "))
     return out
 
