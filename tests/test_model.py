@@ -316,3 +316,33 @@ def test_issue_17_normalization_check_block_round_trips(wide_report):
     assert list(d) == ["vae_config"] and back.to_dict() == d and not back.has_claim
     np.testing.assert_array_equal(back.vae_config.latents_std, np.ones(dd))
     assert back.vae_config.per_channel == d["vae_config"]["per_channel"]
+
+
+def test_issue_17_spatial_block_round_trips():
+    from latentcheck.model.spatial import HeadlineTestsBlock, SpatialBlock, SpatialTestsBlock
+
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((40, 3, 6, 6))
+    rep = lc.analyze(z, seed=0)
+    sp = rep.spatial
+    assert isinstance(sp, SpatialBlock) and sp.spatial_shape == (6, 6) and sp.n_items == 40
+    assert isinstance(sp.separated_tests, SpatialTestsBlock)
+    assert isinstance(sp.headline_tests, HeadlineTestsBlock)
+    # the per-position mean map is the mean over samples at each position (numpy)
+    np.testing.assert_allclose(sp.mean_map, z.mean(axis=0), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(sp.std_map, z.std(axis=0), rtol=1e-10)
+    assert sp.headline_tests.n_rows == sp.separated_tests.n_rows
+    d = json.loads(json.dumps(sp.to_dict(), allow_nan=False))
+    back = SpatialBlock.from_dict(d)
+    assert back.to_dict() == d and dict(sp) == d
+    assert list(d) == [f.name for f in dataclasses.fields(SpatialBlock)]
+    assert "n_positions" not in d["all_positions_tests"] and "n_positions" in d["separated_tests"]
+    np.testing.assert_array_equal(
+        back.separated_tests.tests["shapiro"].pvalue_holm,
+        sp.separated_tests.tests["shapiro"].pvalue_holm,
+    )
+    # a block saved before the separated tests existed keeps its keys and no others
+    old = {k: d[k] for k in ("spatial_shape", "n_items", "mean_map")}
+    old_back = SpatialBlock.from_dict(old)
+    assert old_back.separated_tests is None and old_back.separated_positions is None
+    assert set(old) <= set(old_back.to_dict()) and "headline_tests" not in old_back.to_dict()

@@ -38,6 +38,7 @@ from ..model.report import (
     level_key,
     to_jsonable,
 )
+from ..model.spatial import SpatialBlock
 from .common import Analysis, AnalysisRun, Collector, FirstSummary
 from .joint import joint_results
 from .spatial import (
@@ -97,7 +98,7 @@ class SampleFigures:
     n_test: int
     histogram: NDArray[np.int64]
     mad: F64
-    spatial: dict[str, Any] | None = None
+    spatial: SpatialBlock | None = None
     vif: tuple[Any, Any] | None = None
     independent: IndependentRows | None = None
 
@@ -235,7 +236,8 @@ def _conv_tests(
         )
         spatial["all_positions_tests"] = all_positions_block(figs.tests, figs.n_test)
         spatial["headline_tests"] = headline_note(independent, test_samples)
-        figs.spatial, figs.vif, figs.independent = spatial, (vif_mean, vif_std), independent
+        figs.spatial = SpatialBlock.from_dict(spatial)
+        figs.vif, figs.independent = (vif_mean, vif_std), independent
         figs.tests = sep_tests
         figs.n_test = min(test_samples, independent.rows.shape[0])
     else:

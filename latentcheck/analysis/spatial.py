@@ -272,10 +272,10 @@ def independent_sample(
     flagged two independent draws of the same smoothed fields as changed (issue 15).
     """
     sp = getattr(report, "spatial", None)
-    if not sp or sp.get("separated_positions") is None:
+    if sp is None or sp.separated_positions is None:
         return None
-    per_item = math.prod(int(s) for s in sp["spatial_shape"])
-    positions = np.asarray(sp["separated_positions"], dtype=np.int64)
+    per_item = math.prod(int(s) for s in sp.spatial_shape)
+    positions = np.asarray(sp.separated_positions, dtype=np.int64)
     mask = np.isin(np.asarray(row_ids, dtype=np.int64) % per_item, positions)
     return sample[mask]
 

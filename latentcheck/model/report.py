@@ -34,6 +34,7 @@ from .dims import dims_to_records, records_to_dims
 from .joint import MahalanobisBlock, McdBlock
 from .posterior import MI_CEILING_TOL as MI_CEILING_TOL
 from .posterior import PosteriorBlock as PosteriorBlock
+from .spatial import SpatialBlock as SpatialBlock
 
 # SCHEMA_VERSION history (one line per bump):
 # 1: first release: input, settings, summary, dims, joint, posterior, warnings.
@@ -322,7 +323,7 @@ class Report:
     summary : Summary
     dims : Dims
     joint : Joint
-    spatial : dict or None
+    spatial : SpatialBlock or None
         Conv latents only: spatial autocorrelation, effective sample size, per-position maps,
         and the univariate tests on well-separated positions.
     posterior : PosteriorBlock or None
@@ -338,7 +339,7 @@ class Report:
     summary: Summary
     dims: Dims
     joint: Joint
-    spatial: dict[str, Any] | None
+    spatial: SpatialBlock | None
     posterior: PosteriorBlock | None
     warnings: tuple[str, ...]
 
@@ -460,7 +461,7 @@ def report_from_dict(data: dict[str, Any]) -> Report:
                 sigma_levels=settings.sigma_levels,
             ),
             joint=from_jsonable(Joint, data["joint"]),
-            spatial=data.get("spatial"),
+            spatial=SpatialBlock.from_dict(data["spatial"]) if data.get("spatial") else None,
             posterior=(
                 PosteriorBlock.from_dict(data["posterior"]) if data.get("posterior") else None
             ),
