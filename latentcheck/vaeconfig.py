@@ -211,6 +211,7 @@ def check_vae_config(report: Report, config: VaeConfig | Mapping[str, Any] | str
     ``summary.normalization_check`` with a ``vae_config`` block (source, constants, whether
     they fit, the fitted values) and one finding (aspect "scale") in the verdict.
     """
+    from .model.checks import NormalizationCheckBlock, VaeConfigBlock
     from .model.report import Finding
     from .stats.normalization import check_normalization
 
@@ -222,17 +223,11 @@ def check_vae_config(report: Report, config: VaeConfig | Mapping[str, Any] | str
         cfg = parse_vae_config(config)
     sm = report.summary
     norm = sm.normalization
-    block: dict[str, Any] = {
-        "source": cfg.source,
-        "scaling_factor": cfg.scaling_factor,
-        "shift_factor": cfg.shift_factor,
-        "latents_mean": None if cfg.latents_mean is None else cfg.latents_mean.tolist(),
-        "latents_std": None if cfg.latents_std is None else cfg.latents_std.tolist(),
-    }
-    check: dict[str, Any] = dict(sm.normalization_check or {})
+    check = sm.normalization_check or NormalizationCheckBlock()
+    per: dict[str, Any] | None = None
     if cfg.latents_mean is not None:
         per = _per_channel(report, cfg)
-        block.update(per_channel=per, fits=per["fits"])
+        fits = bool(per["fits"])
         text = per["text"]
     else:
         assert cfg.scaling_factor is not None
@@ -250,11 +245,11 @@ def check_vae_config(report: Report, config: VaeConfig | Mapping[str, Any] | str
             per_dim_mean=norm.per_dim_shift[ok],
             per_dim_std=per_std[ok],
         )
-        check = dict(to_jsonable(res))
+        # through the JSON form, so that non-finite figures are None as in a saved report
+        check = NormalizationCheckBlock.from_dict(to_jsonable(res))
         # fits: the global mean and std normalise to within tolerance; a recognised
         # mistake beside that (per-channel spread) makes the finding a note
         fits = bool(res.within_tolerance)
-        block["fits"] = fits
         text = (
             f"The VAE config's scaling_factor {cfg.scaling_factor:g}"
             + (f" and shift_factor {cfg.shift_factor:g}" if cfg.shift_factor else "")
@@ -264,10 +259,19 @@ def check_vae_config(report: Report, config: VaeConfig | Mapping[str, Any] | str
         )
         if res.mistakes:
             text += " " + " ".join(res.messages)
-    block["text"] = text
-    block["fitted"] = fitted_config(report)
-    check["vae_config"] = block
-    status = "warn" if not block["fits"] else ("note" if check.get("mistakes") else "ok")
+    block = VaeConfigBlock(
+        source=cfg.source,
+        scaling_factor=cfg.scaling_factor,
+        shift_factor=cfg.shift_factor,
+        latents_mean=cfg.latents_mean,
+        latents_std=cfg.latents_std,
+        per_channel=per,
+        fits=fits,
+        text=text,
+        fitted=fitted_config(report),
+    )
+    check = dataclasses.replace(check, vae_config=block)
+    status = "warn" if not fits else ("note" if check.mistakes else "ok")
     finding = Finding(aspect="scale", status=status, text=text, code="vae_config", dims=())
     summary = dataclasses.replace(
         sm,

@@ -132,9 +132,8 @@ def build_findings(
 
 def _headline_rows(report: Report, default: int) -> int:
     """Return the rows the headline tests ran on: separated ones for conv latents (issue 15)."""
-    head = (report.spatial or {}).get("headline_tests") or {}
-    n_rows = head.get("n_rows") if isinstance(head, dict) else None
-    return int(n_rows) if isinstance(n_rows, int) else default
+    head = None if report.spatial is None else report.spatial.headline_tests
+    return default if head is None else int(head.n_rows)
 
 
 def judge(report: Report) -> tuple[Finding, ...]:

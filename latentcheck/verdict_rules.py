@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .model.checks import NormalizationCheckBlock
 from .model.posterior import PosteriorBlock
 from .model.report import Finding
 
@@ -495,30 +496,31 @@ def few_rows_finding(n_rows: int) -> Finding | None:
     )
 
 
-def normalization_finding(check: dict[str, Any] | None) -> Finding | None:
+def normalization_finding(check: NormalizationCheckBlock | None) -> Finding | None:
     """Return a warn for the mistakes a claimed normalisation check found, or None.
 
     ``per_channel_needed`` is left to the scale-spread finding: its fix is per-channel
     constants, and passing the tool's own global constants back is not a mistake.
     """
-    if not check:
+    if check is None or not check.has_claim:
         return None
-    mistakes = [m for m in check.get("mistakes") or () if m != "per_channel_needed"]
-    if not mistakes and check.get("verdict") != "off":
+    mistakes = [m for m in check.mistakes if m != "per_channel_needed"]
+    if not mistakes and check.verdict != "off":
         return None
     msgs = [
         str(t)
-        for t, m in zip(check.get("messages") or (), check.get("mistakes") or (), strict=False)
+        for t, m in zip(check.messages, check.mistakes, strict=False)
         if m != "per_channel_needed"
     ]
     if not mistakes:
-        msgs = [str(t) for t in check.get("messages") or ()][:1]
+        msgs = [str(t) for t in check.messages][:1]
     name = ", ".join(mistakes) or "off"
+    shift = 0.0 if check.assume_shift is None else float(check.assume_shift)
+    scale = math.nan if check.assume_scale is None else float(check.assume_scale)
     return Finding(
         "normalization",
         "warn",
-        f"The claimed normalisation (z - {_fmt(float(check.get('assume_shift', 0.0)))}) * "
-        f"{_fmt(float(check.get('assume_scale', math.nan)))} is wrong ({name}): "
+        f"The claimed normalisation (z - {_fmt(shift)}) * {_fmt(scale)} is wrong ({name}): "
         + " ".join(msgs).rstrip(".")
         + ".",
         code="normalization_mistake",

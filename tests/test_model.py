@@ -7,13 +7,14 @@ import json
 import math
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
 from scipy import stats
 
 import latentcheck as lc
-from latentcheck.errors import InputError
+from latentcheck.errors import InputError, SampleQualityWarning
 from latentcheck.model.base import Block, from_jsonable, level_key, to_jsonable
 from latentcheck.model.posterior import PosteriorBlock
 from latentcheck.render import available_formats, register, render
@@ -234,3 +235,114 @@ def test_issue_17_a_renderer_registered_before_first_use_is_kept():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["mine", "True"]
+
+
+def test_issue_17_sample_checks_block_round_trips():
+    from latentcheck.model.checks import SampleChecksBlock
+    from latentcheck.stats.duplicates import sample_checks
+
+    rng = np.random.default_rng(17)
+    z = rng.standard_normal((300, 3))
+    z[:, 1] = np.round(z[:, 1])  # a quantised dimension
+    z[10] = z[3]  # a duplicated row
+    with pytest.warns(SampleQualityWarning), warnings.catch_warnings():
+        warnings.simplefilter("ignore", lc.DegenerateDimensionWarning)
+        rep = lc.analyze(z, seed=0)
+    block = rep.summary.sample_checks
+    assert isinstance(block, SampleChecksBlock)
+    assert block.duplicate_rows == 1 and block.quantised_dims == (1,)
+    assert block.smallest_gap[1] == 1.0 and block.on_grid[1] and not block.on_grid[0]
+    # the JSON form is the statistic's dict, key for key
+    sorted_cols = np.sort(z, axis=0)
+    assert block.to_dict() == to_jsonable(sample_checks(z, sorted_cols, z.std(0), n_total=300))
+    d = json.loads(json.dumps(block.to_dict(), allow_nan=False))
+    back = SampleChecksBlock.from_dict(d)
+    assert back.to_dict() == d and list(d) == [f.name for f in dataclasses.fields(back)]
+    assert block["quantised_dims"] == [1] and dict(block) == d
+    # one distinct value: the gap and an empty sample's share are NaN, null in JSON
+    empty = SampleChecksBlock.from_dict({"rows_checked": 0, "smallest_gap": [None]})
+    assert math.isnan(empty.duplicate_row_share) and math.isnan(empty.smallest_gap[0])
+    assert empty.to_dict()["smallest_gap"] == [None]
+
+
+def _json_round_trip(block: Block) -> tuple[dict, Block]:
+    d = json.loads(json.dumps(block.to_dict(), allow_nan=False))
+    return d, type(block).from_dict(d)
+
+
+def test_issue_17_normalization_check_block_round_trips(wide_report):
+    from latentcheck.model.checks import NormalizationCheckBlock, VaeConfigBlock
+    from latentcheck.stats.normalization import check_normalization
+    from latentcheck.vaeconfig import check_vae_config
+
+    rng = np.random.default_rng(2)
+    z = rng.standard_normal((500, 3)) * 5.0 + 1.0
+    rep = lc.analyze(z, seed=0, assume_scale=0.18215)
+    check = rep.summary.normalization_check
+    assert isinstance(check, NormalizationCheckBlock) and check.has_claim
+    # the block is the statistic's NormalizationCheck, key for key (an independent call)
+    norm = rep.summary.normalization
+    ok = ~np.asarray(rep.dims.degenerate)
+    direct = check_normalization(
+        norm.n_rows,
+        norm.shift,
+        1.0 / norm.scale,
+        assume_scale=0.18215,
+        assume_shift=0.0,
+        per_dim_mean=norm.per_dim_shift[ok],
+        per_dim_std=1.0 / norm.per_dim_scale[ok],
+    )
+    assert check.to_dict() == to_jsonable(direct)
+    assert check.needed_scale == pytest.approx(1.0 / np.std(z), rel=1e-12)
+    assert check.mistakes == direct.mistakes and check.vae_config is None
+    d, back = _json_round_trip(check)
+    assert back.to_dict() == d and "vae_config" not in d and check["verdict"] == d["verdict"]
+
+    # a global config: the claim's keys and then its vae_config block
+    glob = check_vae_config(rep, {"scaling_factor": 0.2, "shift_factor": 1.0})
+    check = glob.summary.normalization_check
+    assert isinstance(check.vae_config, VaeConfigBlock) and check.vae_config.per_channel is None
+    assert check.assume_scale == 0.2 and check.assume_shift == 1.0
+    d, back = _json_round_trip(check)
+    assert back.to_dict() == d and list(d)[-1] == "vae_config"
+    assert "per_channel" not in d["vae_config"] and back.vae_config.fits == check.vae_config.fits
+
+    # a per-channel config with no claim: only the vae_config key
+    dd = wide_report.input.n_dims
+    per = check_vae_config(wide_report, {"latents_mean": [0.0] * dd, "latents_std": [1.0] * dd})
+    check = per.summary.normalization_check
+    assert not check.has_claim and check.verdict is None and check.mistakes == ()
+    d, back = _json_round_trip(check)
+    assert list(d) == ["vae_config"] and back.to_dict() == d and not back.has_claim
+    np.testing.assert_array_equal(back.vae_config.latents_std, np.ones(dd))
+    assert back.vae_config.per_channel == d["vae_config"]["per_channel"]
+
+
+def test_issue_17_spatial_block_round_trips():
+    from latentcheck.model.spatial import HeadlineTestsBlock, SpatialBlock, SpatialTestsBlock
+
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((40, 3, 6, 6))
+    rep = lc.analyze(z, seed=0)
+    sp = rep.spatial
+    assert isinstance(sp, SpatialBlock) and sp.spatial_shape == (6, 6) and sp.n_items == 40
+    assert isinstance(sp.separated_tests, SpatialTestsBlock)
+    assert isinstance(sp.headline_tests, HeadlineTestsBlock)
+    # the per-position mean map is the mean over samples at each position (numpy)
+    np.testing.assert_allclose(sp.mean_map, z.mean(axis=0), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(sp.std_map, z.std(axis=0), rtol=1e-10)
+    assert sp.headline_tests.n_rows == sp.separated_tests.n_rows
+    d = json.loads(json.dumps(sp.to_dict(), allow_nan=False))
+    back = SpatialBlock.from_dict(d)
+    assert back.to_dict() == d and dict(sp) == d
+    assert list(d) == [f.name for f in dataclasses.fields(SpatialBlock)]
+    assert "n_positions" not in d["all_positions_tests"] and "n_positions" in d["separated_tests"]
+    np.testing.assert_array_equal(
+        back.separated_tests.tests["shapiro"].pvalue_holm,
+        sp.separated_tests.tests["shapiro"].pvalue_holm,
+    )
+    # a block saved before the separated tests existed keeps its keys and no others
+    old = {k: d[k] for k in ("spatial_shape", "n_items", "mean_map")}
+    old_back = SpatialBlock.from_dict(old)
+    assert old_back.separated_tests is None and old_back.separated_positions is None
+    assert set(old) <= set(old_back.to_dict()) and "headline_tests" not in old_back.to_dict()

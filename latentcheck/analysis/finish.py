@@ -24,6 +24,7 @@ from ..engine.executor import current_executor, engine_name
 from ..errors import SampleQualityWarning
 from ..io.latents import LatentSource
 from ..io.posterior import POSTERIOR_PART
+from ..model.checks import SampleChecksBlock
 from ..model.posterior import PosteriorBlock
 from ..model.report import (
     SCHEMA_VERSION,
@@ -37,6 +38,7 @@ from ..model.report import (
     level_key,
     to_jsonable,
 )
+from ..model.spatial import SpatialBlock
 from .common import Analysis, AnalysisRun, Collector, FirstSummary
 from .joint import joint_results
 from .spatial import (
@@ -96,7 +98,7 @@ class SampleFigures:
     n_test: int
     histogram: NDArray[np.int64]
     mad: F64
-    spatial: dict[str, Any] | None = None
+    spatial: SpatialBlock | None = None
     vif: tuple[Any, Any] | None = None
     independent: IndependentRows | None = None
 
@@ -234,7 +236,8 @@ def _conv_tests(
         )
         spatial["all_positions_tests"] = all_positions_block(figs.tests, figs.n_test)
         spatial["headline_tests"] = headline_note(independent, test_samples)
-        figs.spatial, figs.vif, figs.independent = spatial, (vif_mean, vif_std), independent
+        figs.spatial = SpatialBlock.from_dict(spatial)
+        figs.vif, figs.independent = (vif_mean, vif_std), independent
         figs.tests = sep_tests
         figs.n_test = min(test_samples, independent.rows.shape[0])
     else:
@@ -351,7 +354,7 @@ def _summary(
         effective_dims=joint.effective_dims,
         normalization=norm,
         normalization_check=claim,
-        sample_checks=to_jsonable(figs.checks),
+        sample_checks=SampleChecksBlock.from_dict(to_jsonable(figs.checks)),
     )
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..io.latents import LatentSource
+from ..model.checks import NormalizationCheckBlock
 from ..model.report import Normalization, to_jsonable
 
 __all__ = [
@@ -271,10 +272,10 @@ def independent_sample(
     flagged two independent draws of the same smoothed fields as changed (issue 15).
     """
     sp = getattr(report, "spatial", None)
-    if not sp or sp.get("separated_positions") is None:
+    if sp is None or sp.separated_positions is None:
         return None
-    per_item = math.prod(int(s) for s in sp["spatial_shape"])
-    positions = np.asarray(sp["separated_positions"], dtype=np.int64)
+    per_item = math.prod(int(s) for s in sp.spatial_shape)
+    positions = np.asarray(sp.separated_positions, dtype=np.int64)
     mask = np.isin(np.asarray(row_ids, dtype=np.int64) % per_item, positions)
     return sample[mask]
 
@@ -381,7 +382,7 @@ def check_claim(
     assume_shift: float,
     degenerate: NDArray[np.bool_],
     run: Callable[..., Any],
-) -> dict[str, Any]:
+) -> NormalizationCheckBlock:
     """Return the report's ``summary.normalization_check`` block for a claimed normalisation."""
     from ..stats.normalization import check_normalization
 
@@ -398,5 +399,6 @@ def check_claim(
         per_dim_mean=norm.per_dim_shift[ok],
         per_dim_std=per_std[ok],
     )
-    out: dict[str, Any] = to_jsonable(res)
+    # through the JSON form, so that non-finite figures are None as in a saved report
+    out: NormalizationCheckBlock = NormalizationCheckBlock.from_dict(to_jsonable(res))
     return out

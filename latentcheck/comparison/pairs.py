@@ -176,7 +176,7 @@ def _row_design_effect(reports: tuple[Report, Report], rows: tuple[int, int], d:
     """
     out = None
     for rep, m in zip(reports, rows, strict=True):
-        deff = (rep.spatial or {}).get("design_effect_var")
+        deff = None if rep.spatial is None else rep.spatial.design_effect_var
         if deff is None:
             continue
         f = m / max(rep.input.n_samples, 1)
@@ -315,7 +315,7 @@ def _effective_n(r0: Report, r1: Report, key: str) -> Any:
     """
     out: list[Any] = []
     for r in (r0, r1):
-        deff = (r.spatial or {}).get(key)
+        deff = None if r.spatial is None else getattr(r.spatial, key)
         if deff is None:
             out.append(float(r.input.n_samples))
         else:

@@ -24,6 +24,9 @@ from .base import Normalization as Normalization
 from .base import TestResult as TestResult
 from .base import from_jsonable, gaussian_tail_rates, to_jsonable
 from .base import level_key as level_key
+from .checks import NormalizationCheckBlock as NormalizationCheckBlock
+from .checks import SampleChecksBlock as SampleChecksBlock
+from .checks import VaeConfigBlock as VaeConfigBlock
 from .dims import HISTOGRAM_EDGES as HISTOGRAM_EDGES
 from .dims import Dims as Dims
 from .dims import UnivariateTest as UnivariateTest
@@ -31,6 +34,7 @@ from .dims import dims_to_records, records_to_dims
 from .joint import MahalanobisBlock, McdBlock
 from .posterior import MI_CEILING_TOL as MI_CEILING_TOL
 from .posterior import PosteriorBlock as PosteriorBlock
+from .spatial import SpatialBlock as SpatialBlock
 
 # SCHEMA_VERSION history (one line per bump):
 # 1: first release: input, settings, summary, dims, joint, posterior, warnings.
@@ -221,10 +225,10 @@ class Summary:
     effective_dims : float
         Participation ratio of the covariance spectrum (NaN if the joint part was skipped).
     normalization : Normalization
-    normalization_check : dict or None
+    normalization_check : NormalizationCheckBlock or None
         The check of a claimed normalisation (``assume_scale``/``assume_shift``): the
         normalised mean and std, the constants the data needs, and the known mistakes found.
-    sample_checks : dict or None
+    sample_checks : SampleChecksBlock or None
         Duplicated rows and quantised dimensions in the seeded sample (see
         :func:`latentcheck.stats.duplicates.sample_checks`).
     """
@@ -242,18 +246,18 @@ class Summary:
     std_range: tuple[float, float]
     effective_dims: float
     normalization: Normalization
-    normalization_check: dict[str, Any] | None = None
-    sample_checks: dict[str, Any] | None = None
+    normalization_check: NormalizationCheckBlock | None = None
+    sample_checks: SampleChecksBlock | None = None
 
     @property
-    def claimed_normalization(self) -> dict[str, Any] | None:
+    def claimed_normalization(self) -> NormalizationCheckBlock | None:
         """Return the check of a claimed normalisation, or None when none was claimed.
 
         ``normalization_check`` can hold only a ``vae_config`` block (a per-channel config
         checks no global claim); then there is no claim to show.
         """
         check = self.normalization_check
-        return check if check and check.get("assume_scale") is not None else None
+        return check if check is not None and check.has_claim else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,7 +323,7 @@ class Report:
     summary : Summary
     dims : Dims
     joint : Joint
-    spatial : dict or None
+    spatial : SpatialBlock or None
         Conv latents only: spatial autocorrelation, effective sample size, per-position maps,
         and the univariate tests on well-separated positions.
     posterior : PosteriorBlock or None
@@ -335,7 +339,7 @@ class Report:
     summary: Summary
     dims: Dims
     joint: Joint
-    spatial: dict[str, Any] | None
+    spatial: SpatialBlock | None
     posterior: PosteriorBlock | None
     warnings: tuple[str, ...]
 
@@ -457,7 +461,7 @@ def report_from_dict(data: dict[str, Any]) -> Report:
                 sigma_levels=settings.sigma_levels,
             ),
             joint=from_jsonable(Joint, data["joint"]),
-            spatial=data.get("spatial"),
+            spatial=SpatialBlock.from_dict(data["spatial"]) if data.get("spatial") else None,
             posterior=(
                 PosteriorBlock.from_dict(data["posterior"]) if data.get("posterior") else None
             ),

@@ -221,9 +221,10 @@ def posterior_section(report: Report, order: NDArray[np.intp]) -> str:
 
 def spatial_section(report: Report, order: NDArray[np.intp], dpi: int) -> str:
     """Return the conv-latent block: channel table, separated tests, mean and std maps."""
-    sp = report.spatial or {}
-    shape = "×".join(str(s) for s in sp.get("spatial_shape", []))
-    out = [para(f"Conv latents: {sp.get('n_items')} samples of {shape} positions.")]
+    sp = report.spatial
+    assert sp is not None
+    shape = "×".join(str(s) for s in sp.spatial_shape)
+    out = [para(f"Conv latents: {sp.n_items} samples of {shape} positions.")]
     headers, rows = spatial_table(report)
     out.append(html_table(headers, rows))
     sentence = separated_summary(report)

@@ -25,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..model.report import HISTOGRAM_EDGES, Report, level_key
+from ..model.spatial import SpatialBlock
 from .textreport import fmt
 
 if TYPE_CHECKING:
@@ -391,9 +392,9 @@ def spectrum(report: Report, dpi: int) -> str:
     return figure_html(fig, dpi, "Covariance eigen-spectrum", caption)
 
 
-def maps(sp: dict[str, Any], name: str, order: NDArray[np.intp], dpi: int) -> str:
-    """Return one heatmap per channel of a per-position map (mean or std)."""
-    maps = floats(sp.get(name))
+def maps(sp: SpatialBlock, name: str, order: NDArray[np.intp], dpi: int) -> str:
+    """Return one heatmap per channel of a per-position map ("mean_map" or "std_map")."""
+    maps = floats(sp.mean_map if name == "mean_map" else sp.std_map)
     if maps.ndim < 2 or maps.shape[0] == 0:
         return ""
     channels = [int(c) for c in order if c < maps.shape[0]]
@@ -432,7 +433,7 @@ def maps(sp: dict[str, Any], name: str, order: NDArray[np.intp], dpi: int) -> st
         fig.colorbar(mappable, ax=axes, shrink=0.9, label=unit)
     fig.suptitle(f"Per-channel {what} at each position")
     caption = (
-        f"The {what} of each channel at each spatial position over the {sp.get('n_items')} "
+        f"The {what} of each channel at each spatial position over the {sp.n_items} "
         "samples, on one colour scale for all channels"
         + (" (centred on the prior's 0)" if name == "mean_map" else " (from 0)")
         + ("; the leading spatial axes are stacked vertically" if stacked else "")

@@ -245,15 +245,15 @@ def _summary(report: Report) -> str:
     )
     check = sm.claimed_normalization
     if check:
-        mistakes = ", ".join(check.get("mistakes") or []) or "none"
+        mistakes = ", ".join(check.mistakes) or "none"
         text = (
-            f"(z − {fmt(check.get('assume_shift'), 4)}) · {fmt(check.get('assume_scale'), 4)} "
-            f"gives mean {fmt(check.get('normalized_mean'))}, std "
-            f"{fmt(check.get('normalized_std'))} ({check.get('verdict')}; mistakes: "
-            f"{mistakes}); the data needs shift {fmt(check.get('needed_shift'), 4)}, scale "
-            f"{fmt(check.get('needed_scale'), 4)}"
+            f"(z − {fmt(check.assume_shift, 4)}) · {fmt(check.assume_scale, 4)} "
+            f"gives mean {fmt(check.normalized_mean)}, std "
+            f"{fmt(check.normalized_std)} ({check.verdict}; mistakes: "
+            f"{mistakes}); the data needs shift {fmt(check.needed_shift, 4)}, scale "
+            f"{fmt(check.needed_scale, 4)}"
         )
-        for message in check.get("messages") or []:
+        for message in check.messages:
             text += f". {message}"
         rows.append(("Claimed normalisation", text))
     out = [kv_table(rows), "<h3>Outliers</h3>"]

@@ -125,8 +125,8 @@ def _spatial_section(report: Report) -> list[str]:
     sp = report.spatial
     if not sp:
         return []
-    shape = "×".join(str(s) for s in sp.get("spatial_shape", []))
-    out = [f"#### Spatial (conv latents, {sp.get('n_items')} samples of {shape} positions)", ""]
+    shape = "×".join(str(s) for s in sp.spatial_shape)
+    out = [f"#### Spatial (conv latents, {sp.n_items} samples of {shape} positions)", ""]
     headers, rows = spatial_table(report)
     out += md_table(headers, rows)
     out += ["", SPATIAL_LEGEND, ""]

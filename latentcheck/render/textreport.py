@@ -205,19 +205,19 @@ def _claim_lines(report: Report, width: int, p: int) -> list[str]:
     out: list[str] = []
     check = report.summary.claimed_normalization
     if check:
-        mistakes = ", ".join(check.get("mistakes") or []) or "none"
+        mistakes = ", ".join(check.mistakes) or "none"
         out.extend(
             _kv(
                 "Claimed normalisation",
-                f"(z - {check.get('assume_shift'):g}) * {check.get('assume_scale'):g} "
-                f"gives mean {fmt(check.get('normalized_mean'), p)}, std "
-                f"{fmt(check.get('normalized_std'), p)} ({check.get('verdict')}; mistakes: "
-                f"{mistakes}); the data needs shift {fmt(check.get('needed_shift'), 4)}, scale "
-                f"{fmt(check.get('needed_scale'), 4)}",
+                f"(z - {check.assume_shift:g}) * {check.assume_scale:g} "
+                f"gives mean {fmt(check.normalized_mean, p)}, std "
+                f"{fmt(check.normalized_std, p)} ({check.verdict}; mistakes: "
+                f"{mistakes}); the data needs shift {fmt(check.needed_shift, 4)}, scale "
+                f"{fmt(check.needed_scale, 4)}",
                 width,
             )
         )
-        for message in check.get("messages") or []:
+        for message in check.messages:
             out.extend(wrap(message, width, indent=" " * 26, first=" " * 24 + "- "))
     return out
 
@@ -294,11 +294,12 @@ SPATIAL_LEGEND = (
 
 def spatial_table(report: Report, p: int = 3) -> tuple[list[str], list[list[str]]]:
     """Return the headers and rows of the per-channel spatial table (text and HTML)."""
-    sp = report.spatial or {}
-    rho = sp.get("autocorrelation_within") or []
-    ess = sp.get("effective_sample_size") or []
-    deff = sp.get("design_effect_mean") or []
-    deff_v = sp.get("design_effect_var") or []
+    sp = report.spatial
+    none = np.empty(0)
+    rho = none if sp is None or sp.autocorrelation_within is None else sp.autocorrelation_within
+    ess = none if sp is None else sp.effective_sample_size
+    deff = none if sp is None or sp.design_effect_mean is None else sp.design_effect_mean
+    deff_v = none if sp is None or sp.design_effect_var is None else sp.design_effect_var
     axes = ["H", "W", "D"][: len(rho)] if len(rho) <= 3 else [str(i) for i in range(len(rho))]
     headers = ["channel", *[f"lag-1 r ({a})" for a in axes], "deff mean", "deff var", "ESS"]
     rows = [
@@ -317,24 +318,25 @@ def spatial_table(report: Report, p: int = 3) -> tuple[list[str], list[list[str]
 def test_rows(report: Report) -> str:
     """Return which rows the headline univariate tests ran on (conv: separated positions)."""
     st = report.settings
-    head = (report.spatial or {}).get("headline_tests") or {}
-    if head.get("rows") == "separated_positions":
-        return f"{head.get('n_rows')} rows at well-separated positions (conv latents)"
+    head = None if report.spatial is None else report.spatial.headline_tests
+    if head is not None and head.rows == "separated_positions":
+        return f"{head.n_rows} rows at well-separated positions (conv latents)"
     return f"{min(st.test_samples, st.sample_rows)} rows"
 
 
 def separated_summary(report: Report) -> str | None:
     """Return the sentence on the tests at well-separated positions, or None."""
-    sp = report.spatial or {}
-    sep = sp.get("separated_tests") or {}
-    holm = ((sep.get("tests") or {}).get("shapiro") or {}).get("pvalue_holm") or []
-    if not holm:
+    sp = report.spatial
+    sep = None if sp is None else sp.separated_tests
+    shapiro = None if sep is None else sep.tests.get("shapiro")
+    if sp is None or sep is None or shapiro is None or shapiro.pvalue_holm.size == 0:
         return None
+    holm = shapiro.pvalue_holm
     alpha = report.settings.alpha
-    n_rej = sum(1 for x in holm if x is not None and x < alpha)
-    gap = ", ".join(str(g) for g in sp.get("separation_gap", []))
+    n_rej = int(np.sum(holm < alpha))  # NaN (a test not run) is no rejection
+    gap = ", ".join(str(g) for g in sp.separation_gap)
     return (
-        f"Shapiro-Wilk on {sep.get('n_rows')} rows at {sep.get('n_positions')} well-separated "
+        f"Shapiro-Wilk on {sep.n_rows} rows at {sep.n_positions} well-separated "
         f"positions (gap {gap}): {n_rej} of {len(holm)} channels rejected (Holm, alpha "
         f"{alpha:g})"
     )
@@ -342,9 +344,10 @@ def separated_summary(report: Report) -> str | None:
 
 def _spatial_block(report: Report, width: int, p: int) -> list[str]:
     """Return the block on conv latents: spatial correlation, ESS, separated tests."""
-    sp = report.spatial or {}
-    shape = "x".join(str(s) for s in sp.get("spatial_shape", []))
-    out = [f"SPATIAL (conv latents, {sp.get('n_items')} samples of {shape} positions)"]
+    sp = report.spatial
+    assert sp is not None
+    shape = "x".join(str(s) for s in sp.spatial_shape)
+    out = [f"SPATIAL (conv latents, {sp.n_items} samples of {shape} positions)"]
     headers, rows = spatial_table(report, p)
     out.extend("  " + line for line in table(headers, rows))
     sentence = separated_summary(report)
