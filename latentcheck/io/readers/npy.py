@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ from ..remote import RangedArray, RangedFile, RemotePath
 
 __all__ = ["NpyReader", "open_npy", "open_npy_remote", "read_npy_header"]
 
+#: why a header longer than numpy parses is refused (numpy's own message suggests
+#: allow_pickle=True: latentcheck never unpickles, so it words the refusal itself)
+LONG_HEADER = "its header of {length} bytes is longer than numpy parses safely"
 #: numpy's limit on the length of a header it parses (``max_header_size``).
 MAX_HEADER_SIZE = 10_000
 
@@ -40,7 +44,10 @@ def read_npy_header(fh: Any, label: str) -> tuple[tuple[int, ...], bool, np.dtyp
     except Exception as exc:
         # ValueError, SyntaxError, tokenize.TokenError, MemoryError, RecursionError...:
         # whatever numpy's header parser raises on hostile bytes is an unreadable file
-        detail = " ".join(str(exc).split())  # numpy's long-header refusal has 3 lines
+        detail = " ".join(str(exc).split())
+        found = re.search(r"Header info length \((\d+)\)", detail)
+        if found:  # numpy's refusal advises allow_pickle=True, which latentcheck never uses
+            detail = LONG_HEADER.format(length=found.group(1))
         raise FormatError(
             f"{label} is not a readable .npy array ({type(exc).__name__}: {detail})"
         ) from None
@@ -66,12 +73,7 @@ def _refuse_long_header(fh: Any) -> None:
     if length > available:
         raise ValueError(f"EOF: reading array header, expected {length} bytes got {available}")
     if length > MAX_HEADER_SIZE * (4 if lead[6] == 3 else 1):
-        raise ValueError(
-            f"Header info length ({length}) is large and may not be safe to load securely.\n"
-            "To allow loading, adjust `max_header_size` or fully trust the `.npy` file using "
-            "`allow_pickle=True`.\nFor safety against large resource use or crashes, "
-            "sandboxing may be necessary."
-        )
+        raise ValueError(LONG_HEADER.format(length=length))
 
 
 def open_npy(path: Path) -> Member:
