@@ -30,8 +30,9 @@ r_hi (δ = k: a factor 2 of margin), as ``settings.profile.outlier_rate_error``,
 thresholds ±k, where the profile holds exact counts. Measured against exact numpy figures
 (``tests/test_profiles.py``; N(0, 1), Student-t(3), a bimodal mixture, Poisson and rounded
 values, spatially correlated conv channels; 1, 4 and 16 shards merged in shuffled order;
-k = 1000, 2·10⁶ rows): the 2σ-4σ rates of continuous data within 0.1 % of the rate
-(relative), of tied values within 2.5 %, never above 0.44 of the stated resolution.
+k = 1000, 2·10⁶ rows): the 2σ and 3σ rates of continuous data within 0.1 % of the rate
+(relative), 4σ within 0.6 % (under one value), of tied values within 2.5 %, never above
+0.46 of the stated resolution.
 
 File format: see :mod:`latentcheck.io.profile_format`.
 
@@ -562,9 +563,11 @@ def profile(
         for _, block in iter_blocks(src, v.check_int(rows, "chunk_rows", minimum=1)):
             stream.push_rows(block, block.shape[0] // per_item)
             finite = block if np.isfinite(block).all() else block[np.isfinite(block).all(axis=1)]
-            # one transposed float64 copy per block: each dimension's values contiguous,
-            # one library call per dimension (a strided column would be copied d times)
-            cols = np.ascontiguousarray(finite.T, dtype=np.float64)
+            # one transposed float64 copy per block (each dimension's values contiguous,
+            # one library call per dimension), sorted: the t-digest sorts what it buffers,
+            # and numpy's sort plus a sorted merge took half the time of its sort alone
+            cols = np.array(finite.T, dtype=np.float64, order="C")  # a copy: sorted in place
+            cols.sort(axis=1)
             for sketch, col in zip(sketches, cols, strict=True):
                 sketch.update(col)
         labels = list(src.labels)

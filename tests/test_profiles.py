@@ -173,10 +173,10 @@ def test_issue_19_tdigest_accuracy_against_numpy(name: str) -> None:
     """Rates and quantiles of merged t-digests against exact numpy figures.
 
     Tolerances are those measured for the issue (k = 1000, 2e6 rows, 1-16 shards): the
-    2-4 sigma rates of continuous data within 0.1 % relative, of tied (Poisson) values
-    within 2.5 %; here 100 times fewer rows, so 1 % and 8 %, plus 3 values absolute (a rank
-    read between two single values is off by up to one). Both well inside the resolution
-    the report states, which is checked too.
+    2-3 sigma rates of continuous data within 0.1 % relative (4 sigma: under one value), of
+    tied values within 2.5 %; here 20 times fewer rows, so 1 % and 8 %, plus 3 values
+    absolute (a rank read between two single values is off by up to one). Both well inside
+    the resolution the report states, which is checked too.
     """
     z = DRAWS[name](np.random.default_rng(1919))
     x = _columns(z)
