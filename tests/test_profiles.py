@@ -167,7 +167,6 @@ def _three_merges(z: np.ndarray, k: int) -> dict[str, Profile]:
     }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", list(DRAWS))
 def test_issue_19_tdigest_accuracy_against_numpy(name: str) -> None:
     """Rates and quantiles of merged t-digests against exact numpy figures.
