@@ -13,8 +13,9 @@ outlier rates about the mean â€” are read off the merged sketches' CDF at mean Â
 Determinism. A t-digest merges by sorting (stable sort, no random choice), so the same
 values in the same order and blocks (``chunk_rows``) give the same sketch, byte for byte,
 in any process; profiles are merged in the order of their first global row, so a set of
-profiles gives the same report whatever order it is listed in. (DataSketches' KLL and REQ sketches, used before, compact
-with random bits drawn from an unseeded generator: their figures changed from run to run.)
+profiles gives the same report whatever order it is listed in. (DataSketches' KLL and REQ
+sketches, used before, compact with random bits drawn from an unseeded generator: their
+figures changed from run to run.)
 Grouping the merges differently (``(a + b) + c`` against ``a + (b + c)``) changes the
 sketch figures, within their error; the exact figures stay exact.
 
