@@ -495,10 +495,10 @@ def compare(
 )
 @click.option(
     "--sketch-k",
-    type=click.IntRange(8, 65535),
-    default=2000,
+    type=click.IntRange(10, 65535),
+    default=1000,
     show_default=True,
-    help="KLL sketch size (k=2000: rank error 0.14%, 99% confidence).",
+    help="t-digest compression of the per-dimension sketches (about 20 bytes x k each).",
 )
 @options_of(PROFILE_FLAGS, ANALYSIS_OPTIONS)
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")

@@ -1,23 +1,22 @@
 """The ``.lcprof`` file format of saved profiles (issue 19): writing, reading, checking.
 
-Format ``format_version`` 1: an uncompressed zip written by ``np.savez`` and read with
-``np.load(..., allow_pickle=False)`` (every member's bytes are covered by the zip's CRC-32),
-holding
+Format ``format_version`` 2: an uncompressed zip of ``.npy`` members (readable with
+``np.load(..., allow_pickle=False)``; every member's bytes are covered by the zip's CRC-32),
+written in a fixed member order with a fixed timestamp (1980-01-01 00:00:00) so that the
+same profile always gives the same bytes, holding
 
 - ``header``: UTF-8 JSON as uint8: ``format`` ("latentcheck-profile"),
   ``format_version``, ``latentcheck_version``, ``sketch`` (``library``, ``type``, ``k``),
   ``rows`` (the global row ranges ``[start, stop)`` the profile holds), ``sources``;
 - ``stream.<name>``: the arrays of :meth:`latentcheck.stream.Stream.state`;
 - ``sketch.bytes`` (uint8) and ``sketch.offsets`` (int64, n_dims + 1): the
-  ``serialize()`` bytes of each dimension's DataSketches ``kll_doubles_sketch``,
-  concatenated;
-- ``tail.low.*`` and ``tail.high.*``, laid out the same: each dimension's two
-  ``req_floats_sketch`` (REQ, relative-error quantiles), accurate at low ranks and at high
-  ranks, for the outlier rates in the two tails.
+  ``serialize()`` bytes of each dimension's DataSketches ``tdigest_double`` (t-digest),
+  concatenated.
 
-Readers refuse other versions, compressed members, members larger than the file, arrays
-that disagree on the width, and sketches that do not count the moments' rows: one
-:class:`~latentcheck.errors.FormatError` line each.
+Version 1 (KLL and REQ sketches, whose compaction draws unseeded random bits) is refused
+with a request to profile again. Readers refuse other versions, compressed members,
+members larger than the file, arrays that disagree on the width, and sketches that do not
+count the moments' rows: one :class:`~latentcheck.errors.FormatError` line each.
 """
 
 from __future__ import annotations
@@ -31,7 +30,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import FormatError, InputError, LatentcheckError
+from ..errors import FormatError, LatentcheckError
+from .sketches import MISSING, tdigest
 
 __all__ = [
     "FORMAT_NAME",
@@ -40,52 +40,26 @@ __all__ = [
     "ProfileParts",
     "decode",
     "encode",
-    "kll",
-    "rank_error",
-    "req",
+    "read_header",
+    "tdigest",
 ]
 
 #: Version of the ``.lcprof`` layout; readers refuse others.
-FORMAT_VERSION = 1
+#: 2: one t-digest per dimension (deterministic) replaces KLL + two REQ sketches.
+FORMAT_VERSION = 2
 FORMAT_NAME = "latentcheck-profile"
-MISSING = (
-    "Profiles need the datasketches package (KLL quantile sketches); "
-    "install it with: pip install 'latentcheck[profile]'"
-)
-
-
-def kll() -> Any:
-    """Return datasketches' ``kll_doubles_sketch`` class, or raise a one-line error."""
-    try:
-        from datasketches import kll_doubles_sketch  # type: ignore[import-untyped]
-    except ImportError:
-        raise InputError(MISSING) from None
-    return kll_doubles_sketch
-
-
-def rank_error(k: int, *, two_sided: bool = True) -> float:
-    """Return the KLL normalised rank error ε(k), 99 % confidence (DataSketches' bound)."""
-    return float(kll().get_normalized_rank_error(int(k), bool(two_sided)))
-
-
-def req() -> Any:
-    """Return datasketches' ``req_floats_sketch`` class, or raise a one-line error."""
-    kll()
-    from datasketches import req_floats_sketch
-
-    return req_floats_sketch
+#: zip member timestamp: fixed, so that equal profiles are equal bytes
+_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
 @dataclass(frozen=True)
 class ProfileParts:
-    """What a ``.lcprof`` file holds: stream, KLL and REQ sketches, row ranges, sources."""
+    """What a ``.lcprof`` file holds: stream, t-digests, row ranges, sources."""
 
     stream: Any
     sketches: list[Any]
     rows: list[tuple[int, int]]
     sources: list[str]
-    low: list[Any]
-    high: list[Any]
 
 
 def _pack(sketches: list[Any]) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
@@ -127,37 +101,38 @@ def encode(
     sketches: list[Any],
     rows: list[tuple[int, int]],
     sources: list[str],
-    low: list[Any],
-    high: list[Any],
 ) -> bytes:
     """Return the ``.lcprof`` bytes of a stream `state` with its per-dimension `sketches`."""
     from .._version import __version__
 
-    k = int(sketches[0].k)
     header = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "latentcheck_version": __version__,
-        "sketch": {"library": "datasketches", "type": "kll_doubles_sketch", "k": k},
-        "tail_sketch": {"type": "req_floats_sketch", "k": int(low[0].k)},
+        "sketch": {"library": "datasketches", "type": "tdigest_double", "k": int(sketches[0].k)},
         "rows": [list(r) for r in rows],
         "sources": sources,
     }
     arrays: dict[str, NDArray[Any]] = {
         "header": np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
     }
-    for prefix, family in (("sketch", sketches), ("tail.low", low), ("tail.high", high)):
-        arrays[f"{prefix}.bytes"], arrays[f"{prefix}.offsets"] = _pack(family)
+    arrays["sketch.bytes"], arrays["sketch.offsets"] = _pack(sketches)
     for key, value in state.items():
         arrays[f"stream.{key}"] = np.asarray(value)
     buf = io.BytesIO()
-    np.savez(buf, **arrays)  # type: ignore[arg-type]
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for key, value in arrays.items():
+            member = io.BytesIO()
+            np.lib.format.write_array(member, value, allow_pickle=False)
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=_EPOCH)
+            info.external_attr = 0o644 << 16  # fixed permissions, as the timestamp
+            zf.writestr(info, member.getvalue())
     return buf.getvalue()
 
 
 def decode(data: bytes, name: str = "profile") -> ProfileParts:
     """Return the parts of ``.lcprof`` bytes; FormatError names what is wrong."""
-    kll()  # a missing library is said as such, not as a bad file
+    tdigest()  # a missing library is said as such, not as a bad file
     try:
         return _build(_read_zip(data, name), name)
     except LatentcheckError as exc:
@@ -166,18 +141,23 @@ def decode(data: bytes, name: str = "profile") -> ProfileParts:
         raise FormatError(f"{name} is not a valid latentcheck profile: {exc}") from None
 
 
+def _check_members(zf: zipfile.ZipFile, size: int, name: str) -> None:
+    """Raise FormatError if a member is compressed or claims more bytes than the file."""
+    for info in zf.infolist():
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size > size:
+            raise FormatError(
+                f"{name}: member {info.filename!r} is compressed or larger than the "
+                "file; profiles are written uncompressed"
+            )
+
+
 def _read_zip(data: bytes, name: str) -> dict[str, NDArray[Any]]:
     """Return the arrays of a ``.lcprof`` zip, refusing compressed or inflated members."""
     if not data.startswith(b"PK"):
         raise FormatError(f"{name} is not a latentcheck profile (not a zip archive)")
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            for info in zf.infolist():
-                if info.compress_type != zipfile.ZIP_STORED or info.file_size > len(data):
-                    raise FormatError(
-                        f"{name}: member {info.filename!r} is compressed or larger than the "
-                        "file; profiles are written uncompressed"
-                    )
+            _check_members(zf, len(data), name)
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except FormatError:
@@ -186,14 +166,12 @@ def _read_zip(data: bytes, name: str) -> dict[str, NDArray[Any]]:
         raise FormatError(f"{name} is corrupt or truncated ({type(exc).__name__}: {exc})") from None
 
 
-def _build(arrays: dict[str, NDArray[Any]], name: str) -> ProfileParts:
-    """Return the parts of the profile in the arrays of a ``.lcprof`` file, checked."""
-    from ..stream import Stream
-
-    if "header" not in arrays or arrays["header"].dtype != np.uint8:
+def _parse_header(raw: NDArray[Any] | None, name: str) -> dict[str, Any]:
+    """Return the checked JSON header of a profile (format and version)."""
+    if raw is None or raw.dtype != np.uint8:
         raise FormatError(f"{name} has no profile header; is it a latentcheck profile?")
     try:
-        header = json.loads(arrays["header"].tobytes().decode("utf-8"))
+        header = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FormatError(f"{name} has an unreadable profile header ({exc})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
@@ -204,8 +182,40 @@ def _build(arrays: dict[str, NDArray[Any]], name: str) -> ProfileParts:
     if version != FORMAT_VERSION:
         raise FormatError(
             f"{name} has profile format_version {version!r}; this latentcheck reads "
-            f"{FORMAT_VERSION} (re-run latentcheck profile, or use the version that wrote it)"
+            f"{FORMAT_VERSION}: profile the data again with latentcheck profile (or use "
+            "the version that wrote it)"
         )
+    return header
+
+
+def read_header(path: Any, name: str) -> dict[str, Any]:
+    """Return the checked header of the ``.lcprof`` file at `path`, reading nothing else."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(2) != b"PK":
+                raise FormatError(f"{name} is not a latentcheck profile (not a zip archive)")
+            fh.seek(0, 2)
+            size = fh.tell()
+            with zipfile.ZipFile(fh) as zf:
+                _check_members(zf, size, name)
+                with zf.open("header.npy") as member:
+                    raw = np.lib.format.read_array(member, allow_pickle=False)
+    except FormatError:
+        raise
+    except KeyError:
+        raise FormatError(f"{name} has no profile header; is it a latentcheck profile?") from None
+    except (zipfile.BadZipFile, ValueError, EOFError) as exc:
+        raise FormatError(f"{name} is corrupt or truncated ({type(exc).__name__}: {exc})") from None
+    except OSError as exc:
+        raise FormatError(f"Cannot read {name}: {exc.strerror or exc}") from None
+    return _parse_header(raw, name)
+
+
+def _build(arrays: dict[str, NDArray[Any]], name: str) -> ProfileParts:
+    """Return the parts of the profile in the arrays of a ``.lcprof`` file, checked."""
+    from ..stream import Stream
+
+    header = _parse_header(arrays.get("header"), name)
     state = {k[len("stream.") :]: a for k, a in arrays.items() if k.startswith("stream.")}
     _check_shapes(state, name)
     n = int(state["moments.n"])
@@ -218,21 +228,17 @@ def _build(arrays: dict[str, NDArray[Any]], name: str) -> ProfileParts:
         raise FormatError(
             f"{name} misses part of a profile ({type(exc).__name__}: {exc})"
         ) from None
-    sketches = _unpack(arrays, "sketch", kll(), d, name)
-    low = _unpack(arrays, "tail.low", req(), d, name)
-    high = _unpack(arrays, "tail.high", req(), d, name)
-    if any(s.is_hra() for s in low) or not all(s.is_hra() for s in high):
-        raise FormatError(f"{name} holds tail sketches of the wrong kind")
-    counts = {int(s.n) for s in [*sketches, *low, *high]}
+    sketches = _unpack(arrays, "sketch", tdigest(), d, name)
+    counts = {int(s.get_total_weight()) for s in sketches}
     spans = [b - a for a, b in rows]
     if counts != {n} or sum(spans) != stream.n_rows or not rows or min(spans) <= 0:
         raise FormatError(
             f"{name} is inconsistent: {n} finite rows in its moments, sketches of "
             f"{sorted(counts)} values, row ranges {rows} for {stream.n_rows} rows"
         )
-    if any(s.k != sketches[0].k for s in sketches) or len({s.k for s in low + high}) != 1:
+    if any(s.k != sketches[0].k for s in sketches):
         raise FormatError(f"{name} holds sketches of different sizes k")
-    return ProfileParts(stream, sketches, rows, sources, low, high)
+    return ProfileParts(stream, sketches, rows, sources)
 
 
 def _check_shapes(state: dict[str, NDArray[Any]], name: str) -> None:

@@ -152,8 +152,8 @@ class Settings:
         "executor:<class>" for another ``concurrent.futures.Executor`` (issue 19).
     profile : dict or None
         For a report merged from saved profiles (``latentcheck profile``): how many, their
-        row ranges, the KLL sketch size and rank error, and which figures are sketch
-        estimates (see :mod:`latentcheck.profiles`); None otherwise.
+        row ranges, the t-digest size and its stated and measured errors, and which
+        figures are sketch estimates (see :mod:`latentcheck.profiles`); None otherwise.
     """
 
     seed: int
