@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import validation as v
 from ..engine.executor import use_executor
+from ..engine.segments import MERGE_FANOUT
 from ..errors import InputError
 from ..io.latents import open_latents
 from ..io.posterior import DrawSource, PosteriorJob, aggregate_description, resolve_inputs
@@ -70,6 +71,7 @@ def analyze(
     allow_few_rows: bool = DEFAULTS.allow_few_rows,
     storage_options: Mapping[str, Any] | None = None,
     executor: Any = None,
+    merge_fanout: int | str = MERGE_FANOUT,
     options: AnalysisOptions | None = None,
 ) -> Report:
     """Describe a data set of latents: per-dimension, joint and practical statistics.
@@ -99,6 +101,12 @@ def analyze(
         must be readable where the tasks run (files by path; arrays travel with each
         task). ``settings.engine`` names it. None runs them here (threads or forked
         worker processes).
+    merge_fanout : int or "linear", default=8
+        The fan-out of the fixed tree along which the segments' accumulators are merged
+        (runs of this many consecutive segments, level by level; "linear": one chain in
+        segment order). The report depends on it at rounding level only and on nothing
+        else of the engine: any executor and number of workers gives the same bits for
+        the same fan-out. ``settings.merge_fanout`` records it.
     options : AnalysisOptions or None, default=None
         All the options above at once (validated when it was made); keyword options
         given with a value other than their default replace its fields.
@@ -140,7 +148,7 @@ def analyze(
         post = {"mu": mu, "logvar": logvar, "std": std, "var": var}
         rep: Report = report_profiles(latents, **post, **opts.as_dict())
         return rep
-    with use_executor(executor):
+    with use_executor(executor, merge_fanout=merge_fanout):
         return analyze_with_sample(
             latents,
             mu=mu,
