@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from typing import Any
 
 from ..io.latents import LatentSource
@@ -96,7 +96,9 @@ class ExecutorPass:
         segments: list[list[tuple[int, int]]],
         progress: Callable[[int], None] | None = None,
     ) -> None:
-        self._futures = [executor.submit(segment_state, source, make, s) for s in segments]
+        self._futures: list[Future[Any] | None] = [
+            executor.submit(segment_state, source, make, s) for s in segments
+        ]
         self._items = [sum(b - a for a, b in s) for s in segments]
         self._fanout = current_merge_fanout()
         self._progress = progress
@@ -108,8 +110,10 @@ class ExecutorPass:
         if not self._done:
             tree = MergeTree(self._fanout)
             try:
-                for f, items in zip(self._futures, self._items, strict=True):
-                    tree.add(from_state(f.result()))
+                for i, items in enumerate(self._items):
+                    future, self._futures[i] = self._futures[i], None  # merged: let it go
+                    assert future is not None  # each is taken once
+                    tree.add(from_state(future.result()))
                     if self._progress is not None:
                         self._progress(items)
             except BaseException:
@@ -123,4 +127,5 @@ class ExecutorPass:
         """Cancel the tasks not yet started."""
         self._done = True
         for f in self._futures:
-            f.cancel()
+            if f is not None:
+                f.cancel()
