@@ -168,6 +168,15 @@ def test_issue_19_merge_fanout_must_be_two_or_more_or_linear(bad):
         lc.analyze(np.zeros((100, 2)), merge_fanout=bad)
 
 
+def test_issue_19_merge_fanout_recorded_only_for_the_engines_passes():
+    z = np.random.default_rng(5).standard_normal((500, 3))
+    assert lc.analyze(z, merge_fanout="linear").settings.merge_fanout == "linear"
+    assert lc.Report.from_dict(lc.analyze(z).to_dict()).settings.merge_fanout == MERGE_FANOUT
+    stream = lc.Stream(seed=0)
+    stream.update(z)
+    assert stream.report().settings.merge_fanout is None  # merged as its caller merges
+
+
 class _Shuffling(ThreadPoolExecutor):
     """A thread pool whose tasks wait a seeded random time first: they finish out of order."""
 

@@ -8,6 +8,7 @@ of the sample and the report's blocks). No statistic is computed here.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -96,8 +97,8 @@ def analyze(
     executor : concurrent.futures.Executor or None, default=None
         Run the passes as tasks on this executor (a ``ProcessPoolExecutor``, or
         ``Client(...).get_executor()`` of ``dask.distributed``): one task per segment of
-        chunks, whose pickle-free accumulator states are merged here in a fixed order, so
-        the report equals the local one to rounding (the sample is identical). The data
+        chunks, whose pickle-free accumulator states are merged here along a fixed tree, so
+        the report equals the local one to the last bit (at the same `merge_fanout`). The data
         must be readable where the tasks run (files by path; arrays travel with each
         task). ``settings.engine`` names it. None runs them here (threads or forked
         worker processes).
@@ -147,7 +148,10 @@ def analyze(
     if is_profile_input(latents):  # saved profiles (issue 19): merged, then finished
         post = {"mu": mu, "logvar": logvar, "std": std, "var": var}
         rep: Report = report_profiles(latents, **post, **opts.as_dict())
-        return rep
+        # merged in the profiles' order, not along the engine's tree
+        return dataclasses.replace(
+            rep, settings=dataclasses.replace(rep.settings, merge_fanout=None)
+        )
     with use_executor(executor, merge_fanout=merge_fanout):
         return analyze_with_sample(
             latents,
