@@ -357,3 +357,22 @@ def test_issue_19_compare_runs_its_analyses_on_the_executor():
         got = lc.compare(a, b, chunk_rows=200, n_permutations=0, executor=ex)
     assert _Counting.submitted > 4  # pass 1 and pass 2 of both inputs, by segment
     assert got.to_dict()["comparisons"] == want.to_dict()["comparisons"]
+
+
+def test_issue_19_compare_passes_the_merge_fanout_on(monkeypatch):
+    import latentcheck.engine.segments as segments
+
+    widths: list[Any] = []
+    real = segments.MergeTree.__init__
+
+    def spy(self: Any, fanout: Any) -> None:
+        widths.append(fanout)
+        real(self, fanout)
+
+    monkeypatch.setattr(segments.MergeTree, "__init__", spy)
+    rng = np.random.default_rng(9)
+    a, b = rng.standard_normal((800, 3)), rng.standard_normal((800, 3))
+    lc.compare(a, b, chunk_rows=50, n_permutations=0, merge_fanout=3)
+    assert len(widths) >= 4 and set(widths) == {3}  # both passes of both inputs
+    with pytest.raises(InputError, match="merge_fanout"):
+        lc.compare(a, b, merge_fanout=1)
