@@ -223,7 +223,10 @@ class MergeTree:
             level += 1
 
     def result(self) -> Any:
-        """Return the root: the incomplete runs merged, level by level (ValueError if empty)."""
+        """Return the root, merging the incomplete runs level by level (once: it empties them).
+
+        ValueError if no leaf was added.
+        """
         if self._linear:
             if self._chain is None:
                 raise ValueError("a merge tree needs at least one leaf")
