@@ -428,7 +428,11 @@ def bench_sharded(args: Any, report: list[str], repeat: int) -> None:
     want = json.loads((out_dir / "report_local.json").read_text())
     got = json.loads((out_dir / "report_dask.json").read_text())
     engines = (want["settings"]["engine"], got["settings"]["engine"])
-    print(f"settings.engine: (a) {engines[0]!r}, (b) {engines[1]!r}")
+    fanouts = (want["settings"].get("merge_fanout"), got["settings"].get("merge_fanout"))
+    print(
+        f"settings.engine: (a) {engines[0]!r}, (b) {engines[1]!r}; "
+        f"settings.merge_fanout: (a) {fanouts[0]!r}, (b) {fanouts[1]!r}"
+    )
     flat_want = flatten(want)
     show_agreement("(b) vs (a)", agreement(flatten(got), flat_want))
     if not args.no_profiles:

@@ -45,7 +45,7 @@ def _exact_part(d: dict[str, Any]) -> dict[str, Any]:
     """Return a report dict without the sketch figures and the words that differ by design.
 
     Dropped: the sketch estimates, created_at, input.sources and .notes (they name the
-    profiles), settings.mode/profile, the verdict (its outlier finding is judged on the
+    profiles), settings.mode/profile/merge_fanout, the verdict (its outlier finding is judged on the
     seeded sample, as a Stream's) and the joint figures a single pass takes from the
     sample (Mahalanobis rates, Mardia's kurtosis).
     """
@@ -58,7 +58,7 @@ def _exact_part(d: dict[str, Any]) -> dict[str, Any]:
         d["summary"].pop(key)
     for key in ("sources", "notes"):
         d["input"].pop(key)
-    for key in ("mode", "profile"):
+    for key in ("mode", "profile", "merge_fanout"):  # profiles merge in their own order
         d["settings"].pop(key)
     d["joint"].pop("mahalanobis", None)
     d["joint"].pop("tests", None)

@@ -8,11 +8,13 @@ of the sample and the report's blocks). No statistic is computed here.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import validation as v
 from ..engine.executor import use_executor
+from ..engine.segments import MERGE_FANOUT
 from ..errors import InputError
 from ..io.latents import open_latents
 from ..io.posterior import DrawSource, PosteriorJob, aggregate_description, resolve_inputs
@@ -70,6 +72,7 @@ def analyze(
     allow_few_rows: bool = DEFAULTS.allow_few_rows,
     storage_options: Mapping[str, Any] | None = None,
     executor: Any = None,
+    merge_fanout: int | str = MERGE_FANOUT,
     options: AnalysisOptions | None = None,
 ) -> Report:
     """Describe a data set of latents: per-dimension, joint and practical statistics.
@@ -94,11 +97,17 @@ def analyze(
     executor : concurrent.futures.Executor or None, default=None
         Run the passes as tasks on this executor (a ``ProcessPoolExecutor``, or
         ``Client(...).get_executor()`` of ``dask.distributed``): one task per segment of
-        chunks, whose pickle-free accumulator states are merged here in a fixed order, so
-        the report equals the local one to rounding (the sample is identical). The data
+        chunks, whose pickle-free accumulator states are merged here along a fixed tree, so
+        the report equals the local one to the last bit (at the same `merge_fanout`). The data
         must be readable where the tasks run (files by path; arrays travel with each
         task). ``settings.engine`` names it. None runs them here (threads or forked
         worker processes).
+    merge_fanout : int or "linear", default=8
+        The fan-out of the fixed tree along which the segments' accumulators are merged
+        (runs of this many consecutive segments, level by level; "linear": one chain in
+        segment order). The report depends on it at rounding level only and on nothing
+        else of the engine: any executor and number of workers gives the same bits for
+        the same fan-out. ``settings.merge_fanout`` records it.
     options : AnalysisOptions or None, default=None
         All the options above at once (validated when it was made); keyword options
         given with a value other than their default replace its fields.
@@ -139,8 +148,11 @@ def analyze(
     if is_profile_input(latents):  # saved profiles (issue 19): merged, then finished
         post = {"mu": mu, "logvar": logvar, "std": std, "var": var}
         rep: Report = report_profiles(latents, **post, **opts.as_dict())
-        return rep
-    with use_executor(executor):
+        # merged in the profiles' order, not along the engine's tree
+        return dataclasses.replace(
+            rep, settings=dataclasses.replace(rep.settings, merge_fanout=None)
+        )
+    with use_executor(executor, merge_fanout=merge_fanout):
         return analyze_with_sample(
             latents,
             mu=mu,

@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 
 from .. import validation as v
 from ..engine.executor import current_executor, engine_name
+from ..engine.segments import current_merge_fanout
 from ..errors import SampleQualityWarning
 from ..io.latents import LatentSource
 from ..io.posterior import POSTERIOR_PART
@@ -413,6 +414,7 @@ def _settings(run: AnalysisRun, figs: SampleFigures, n: int) -> Settings:
         max_joint_dims=o.max_joint_dims,
         entropy_estimator=str(divergence.ENTROPY_ESTIMATOR),
         engine=engine_name(current_executor()),
+        merge_fanout=current_merge_fanout(),
     )
 
 

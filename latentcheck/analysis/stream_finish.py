@@ -123,7 +123,8 @@ def finish(stream: Stream, **finishing: Any) -> Report:
             tests = {**joint.tests, "mardia_kurtosis": dataclasses.replace(t, method=method)}
             joint = dataclasses.replace(joint, tests=tests)
     summary = _outliers_on_sample(report, m * int((~degenerate).sum()), alpha)
-    settings = dataclasses.replace(report.settings, mode="single-pass")
+    # the stream's states are merged as its caller merges them, not by the engine
+    settings = dataclasses.replace(report.settings, mode="single-pass", merge_fanout=None)
     return dataclasses.replace(report, settings=settings, joint=joint, summary=summary)
 
 

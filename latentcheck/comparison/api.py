@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 
 from .. import validation as v
 from ..analysis.api import Analysis, analyze_with_sample
+from ..engine.segments import MERGE_FANOUT
 from ..errors import FormatError, InputError, LatentcheckWarning, SchemaError
 from ..io.remote import with_storage_options
 from ..model.base import clean_float
@@ -154,7 +155,7 @@ def compare(
         for the analysis of each latent input; see :class:`CompareOptions`.
         ``storage_options=`` (fsspec options for remote paths) applies to every input;
         ``executor=`` (a ``concurrent.futures.Executor``) runs their passes as tasks on
-        it, as in :func:`~latentcheck.analyze`.
+        it, and ``merge_fanout=`` sets their merge tree, as in :func:`~latentcheck.analyze`.
 
     Returns
     -------
@@ -209,6 +210,7 @@ def compare(
     if test_samples is not None:
         given["dim_test_samples"] = _deprecated_test_samples(test_samples, dim_test_samples)
     executor = analysis_options.pop("executor", None)
+    merge_fanout = analysis_options.pop("merge_fanout", MERGE_FANOUT)
     opts = CompareOptions.merged(options, {**given, **analysis_options})
     seed_used = v.draw_seed() if opts.seed is None else opts.seed
     analysis = opts.analysis(seed_used)
@@ -218,7 +220,8 @@ def compare(
             _check_posterior(obj, analysis)
     from ..engine.executor import use_executor
 
-    with use_executor(executor):  # the inputs' passes run on it (settings.engine says so)
+    # the inputs' passes run on it (settings.engine and merge_fanout say so)
+    with use_executor(executor, merge_fanout=merge_fanout):
         loaded = [_read_input(obj, analysis) for obj in objs]
     base_rep = loaded[0][1]
     k4 = 1 if len(base_rep.settings.sigma_levels) > 1 else 0

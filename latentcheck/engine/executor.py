@@ -3,10 +3,11 @@
 Inside :func:`use_executor`, :func:`~latentcheck.engine.scheduler.start_pass` submits one
 task per segment, :func:`segment_state` (the segment's accumulator, streamed and finished
 where the task runs, returned as its pickle-free state, see
-:mod:`latentcheck.engine.protocol`); the driver rebuilds the states and merges them in
-segment order, the same fixed order as the local scheduler, so the result does not
-depend on which worker ran which task. ``Client(...).get_executor()`` of
-``dask.distributed`` is such an executor.
+:mod:`latentcheck.engine.protocol`); the driver rebuilds the states in segment order and
+merges them along the merge tree of the current fan-out
+(:class:`~latentcheck.engine.segments.MergeTree`), the same fixed tree as the local
+scheduler's, so the result does not depend on which worker ran which task or when.
+``Client(...).get_executor()`` of ``dask.distributed`` is such an executor.
 """
 
 from __future__ import annotations
@@ -14,12 +15,19 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from typing import Any
 
 from ..io.latents import LatentSource
 from .protocol import from_state, state_of
-from .segments import merge_in_order, run_segment
+from .segments import (
+    MERGE_FANOUT,
+    MergeTree,
+    check_fanout,
+    current_merge_fanout,
+    run_segment,
+    use_merge_fanout,
+)
 
 __all__ = ["ExecutorPass", "current_executor", "engine_name", "segment_state", "use_executor"]
 
@@ -29,8 +37,13 @@ _EXECUTOR: contextvars.ContextVar[Executor | None] = contextvars.ContextVar(
 
 
 @contextlib.contextmanager
-def use_executor(executor: object) -> Iterator[None]:
-    """Run the passes started inside on `executor` (None: the local scheduler)."""
+def use_executor(executor: object, *, merge_fanout: object = MERGE_FANOUT) -> Iterator[None]:
+    """Run the passes started inside on `executor` (None: the local scheduler).
+
+    Their segments' accumulators are merged along the tree of fan-out `merge_fanout`
+    (see :mod:`latentcheck.engine.segments`), whatever the executor.
+    """
+    check_fanout(merge_fanout)
     if executor is not None and not isinstance(executor, Executor):
         # imported here: errors imports nothing of the engine
         from ..errors import InputError
@@ -41,7 +54,8 @@ def use_executor(executor: object) -> Iterator[None]:
         )
     token = _EXECUTOR.set(executor)
     try:
-        yield
+        with use_merge_fanout(merge_fanout):
+            yield
     finally:
         _EXECUTOR.reset(token)
 
@@ -68,7 +82,11 @@ def segment_state(
 
 
 class ExecutorPass:
-    """A pass whose segments run as tasks on an executor; :meth:`result` merges in order."""
+    """A pass whose segments run as tasks on an executor; :meth:`result` merges them.
+
+    The states are taken in segment order and merged along the tree of the fan-out
+    current when the pass starts, each run as soon as its last segment is in.
+    """
 
     def __init__(
         self,
@@ -78,8 +96,11 @@ class ExecutorPass:
         segments: list[list[tuple[int, int]]],
         progress: Callable[[int], None] | None = None,
     ) -> None:
-        self._futures = [executor.submit(segment_state, source, make, s) for s in segments]
+        self._futures: list[Future[Any] | None] = [
+            executor.submit(segment_state, source, make, s) for s in segments
+        ]
         self._items = [sum(b - a for a, b in s) for s in segments]
+        self._fanout = current_merge_fanout()
         self._progress = progress
         self._result: Any = None
         self._done = False
@@ -87,21 +108,24 @@ class ExecutorPass:
     def result(self) -> Any:
         """Return the merged accumulator (re-raising a task's exception)."""
         if not self._done:
-            parts = []
+            tree = MergeTree(self._fanout)
             try:
-                for i, (f, items) in enumerate(zip(self._futures, self._items, strict=True)):
-                    parts.append((i, from_state(f.result())))
+                for i, items in enumerate(self._items):
+                    future, self._futures[i] = self._futures[i], None  # merged: let it go
+                    assert future is not None  # each is taken once
+                    tree.add(from_state(future.result()))
                     if self._progress is not None:
                         self._progress(items)
             except BaseException:
                 self.cancel()
                 raise
             self._done = True
-            self._result = merge_in_order(parts)
+            self._result = tree.result()
         return self._result
 
     def cancel(self) -> None:
         """Cancel the tasks not yet started."""
         self._done = True
         for f in self._futures:
-            f.cancel()
+            if f is not None:
+                f.cancel()

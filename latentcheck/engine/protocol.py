@@ -4,7 +4,8 @@ An accumulator summarises the rows pushed into it so that summaries of disjoint 
 a data set combine exactly into the summary of their union. The engine relies on nothing
 else: it cuts a pass into segments, feeds each segment into a fresh accumulator wherever
 it likes (a thread, a forked process, a ``concurrent.futures`` executor, another
-machine), merges the results in a fixed order and reads the statistics on the driver.
+machine), merges the results along a tree of fixed shape and reads the statistics on the
+driver.
 
 The contract
 ------------

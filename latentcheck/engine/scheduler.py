@@ -4,8 +4,9 @@ A pass is cut into segments of consecutive chunks, fixed by the number of chunks
 Workers (forked processes on Linux, else threads; the caller too, when it has time) take
 segments one at a time from a shared queue, so that a worker that started late or ran
 slower simply takes fewer; each segment goes into a fresh accumulator, and the segments'
-accumulators are merged in segment order. The result is thus the same, to the last bit,
-whichever worker took which segment, and however many workers there were. What a pass
+accumulators are merged along a tree of fixed shape (:func:`~latentcheck.engine.segments.
+merge_tree`). The result is thus the same, to the last bit, whichever worker took which
+segment, and however many workers there were. What a pass
 computes is the plan's business (:mod:`latentcheck.engine.plan`).
 """
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from ..io.latents import LatentSource
 from .executor import ExecutorPass, current_executor
-from .segments import ThreadTokens, Tokens, merge_in_order, participate
+from .segments import ThreadTokens, Tokens, current_merge_fanout, merge_tree, participate
 from .workers import WorkerPool
 
 __all__ = [
@@ -112,9 +113,10 @@ class _Caller:
 
 
 class PassHandle:
-    """A pass running on workers; :meth:`result` waits and merges in order."""
+    """A pass running on workers; :meth:`result` waits and merges along the merge tree."""
 
     def __init__(self, futures: list[Any], tokens: Tokens, cleanup: Callable[[], None]) -> None:
+        self._fanout = current_merge_fanout()  # that of the pass's start
         self._futures = futures
         self._tokens = tokens
         self._cleanup = cleanup
@@ -133,7 +135,7 @@ class PassHandle:
             finally:
                 self._cleanup()
                 self._done = True
-            self._result = merge_in_order(parts)
+            self._result = merge_tree(parts, self._fanout)
         return self._result
 
     def cancel(self) -> None:
@@ -167,7 +169,8 @@ def start_pass(
     """Start streaming `source` over `ranges` into accumulators from `make()`.
 
     The ranges are cut into segments (:func:`segments_of`) that the workers take from a
-    shared queue; :meth:`PassHandle.result` merges the segments' accumulators in order,
+    shared queue; :meth:`PassHandle.result` merges the segments' accumulators along the
+    tree of the current fan-out (:func:`~latentcheck.engine.segments.use_merge_fanout`),
     so the result does not depend on scheduling or on the number of workers.
 
     Inside :func:`~latentcheck.engine.executor.use_executor`, each segment is a task on

@@ -4,20 +4,87 @@ A pass is cut into segments of consecutive chunks (:func:`~latentcheck.engine.sc
 segments_of`); :func:`run_segment` streams one segment into a fresh accumulator and
 returns it, a pure function of (source, segment, factory) that any executor can run.
 :func:`participate` is a worker's loop over the segments it takes from a shared queue
-(:class:`Tokens`), and :func:`merge_in_order` merges the segments' accumulators in
-segment order, the result's only order.
+(:class:`Tokens`), and :class:`MergeTree` merges the segments' accumulators along a tree
+of fixed shape (:func:`merge_tree`), the result's only order.
+
+The merge tree
+--------------
+The segments' accumulators are the leaves, in segment order. Each level groups the
+nodes of the level below into runs of `fanout` consecutive nodes (the last run may be
+shorter) and merges each run left to right, ``((a + b) + c) + ...``; a run of one node
+goes up unchanged. The levels repeat until one node is left: the result. ``"linear"``
+is one run of every leaf, the left-to-right chain in segment order. The shape depends
+only on the number of segments and the fan-out, never on which worker ran a segment or
+when it finished, so the result is the same to the last bit for any engine and any
+number of workers given the same fan-out (:func:`use_merge_fanout`, recorded as
+``settings.merge_fanout``). A tree is the pairwise scheme of Chan, Golub & LeVeque,
+"Algorithms for computing the sample variance: analysis and recommendations", The
+American Statistician 37(3), 1983: merged moments carry rounding error growing with
+the tree's depth, O(log n) merges deep instead of O(n) for the chain.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
 from ..io.latents import LatentSource
 
-__all__ = ["ThreadTokens", "Tokens", "merge_in_order", "participate", "run_segment"]
+__all__ = [
+    "MERGE_FANOUT",
+    "Fanout",
+    "MergeTree",
+    "ThreadTokens",
+    "Tokens",
+    "check_fanout",
+    "current_merge_fanout",
+    "merge_tree",
+    "participate",
+    "run_segment",
+    "use_merge_fanout",
+]
+
+#: A merge tree's fan-out: nodes merged per run (2 or more), or "linear" (one chain).
+Fanout = int | Literal["linear"]
+
+#: The default fan-out of the merge tree (see the module docstring); the measurements
+#: behind it are in the changelog of issue 19.
+MERGE_FANOUT: Fanout = 8
+
+_FANOUT: contextvars.ContextVar[Fanout] = contextvars.ContextVar(
+    "latentcheck_merge_fanout", default=MERGE_FANOUT
+)
+
+
+def check_fanout(fanout: object) -> Fanout:
+    """Return `fanout` if it is an integer of at least 2 or "linear", else raise InputError."""
+    if fanout == "linear":
+        return "linear"
+    if isinstance(fanout, int | np.integer) and not isinstance(fanout, bool) and fanout >= 2:
+        return int(fanout)
+    # imported here: errors imports nothing of the engine
+    from ..errors import InputError
+
+    raise InputError(f"`merge_fanout` must be an integer of at least 2 or 'linear', got {fanout!r}")
+
+
+@contextlib.contextmanager
+def use_merge_fanout(fanout: object) -> Iterator[None]:
+    """Merge the passes started inside along a tree of fan-out `fanout` (see above)."""
+    token = _FANOUT.set(check_fanout(fanout))
+    try:
+        yield
+    finally:
+        _FANOUT.reset(token)
+
+
+def current_merge_fanout() -> Fanout:
+    """Return the fan-out set by :func:`use_merge_fanout` (default :data:`MERGE_FANOUT`)."""
+    return _FANOUT.get()
 
 
 class Tokens(Protocol):
@@ -118,10 +185,79 @@ def participate(
     return out
 
 
-def merge_in_order(parts: Sequence[tuple[int, Any]]) -> Any:
-    """Merge the segments' accumulators in segment order (the result's only order)."""
-    ordered = sorted(parts, key=lambda p: p[0])
-    out = ordered[0][1]
-    for _, acc in ordered[1:]:
+class MergeTree:
+    """The merge tree of a pass, fed its leaves in segment order (see the module docstring).
+
+    :meth:`add` takes the next segment's accumulator and merges every run that it
+    completes at once, so that a driver waiting for the segments in order merges while
+    the others still stream, and holds at most ``fanout - 1`` nodes per level;
+    :meth:`result` merges the runs left incomplete. The merges, and so the result, are
+    those of :func:`merge_tree` whatever the timing.
+    """
+
+    def __init__(self, fanout: Fanout) -> None:
+        width = check_fanout(fanout)
+        self._linear = width == "linear"
+        self._width = 0 if width == "linear" else width
+        self._levels: list[list[Any]] = [[]]
+        self._chain: Any = None  # "linear": the chain merged so far
+
+    def add(self, acc: Any) -> None:
+        """Add the next leaf (the accumulator of the next segment)."""
+        if self._linear:
+            self._chain = acc if self._chain is None else self._chain.merge(acc)
+            return
+        self._push(0, acc)
+
+    def _push(self, level: int, node: Any) -> None:
+        """Put `node` on `level`, merging the run it completes (and so on upwards)."""
+        while True:
+            if level == len(self._levels):
+                self._levels.append([])
+            run = self._levels[level]
+            run.append(node)
+            if len(run) < self._width:
+                return
+            node = _merge_run(run)
+            run.clear()
+            level += 1
+
+    def result(self) -> Any:
+        """Return the root, merging the incomplete runs level by level (once: it empties them).
+
+        ValueError if no leaf was added.
+        """
+        if self._linear:
+            if self._chain is None:
+                raise ValueError("a merge tree needs at least one leaf")
+            return self._chain
+        level = 0
+        while level < len(self._levels):
+            run = self._levels[level]
+            above = any(self._levels[level + 1 :])
+            if not run:
+                level += 1
+                continue
+            if len(run) == 1 and not above:
+                return run[0]
+            node = run[0] if len(run) == 1 else _merge_run(run)
+            run.clear()
+            self._push(level + 1, node)
+            level += 1
+        raise ValueError("a merge tree needs at least one leaf")
+
+
+def _merge_run(run: Sequence[Any]) -> Any:
+    """Merge a run of nodes left to right."""
+    out = run[0]
+    for acc in run[1:]:
         out = out.merge(acc)
     return out
+
+
+def merge_tree(parts: Sequence[tuple[int, Any]], fanout: Fanout) -> Any:
+    """Merge (segment index, accumulator) pairs along the tree of `fanout` over their order."""
+    tree = MergeTree(fanout)
+    for _, acc in sorted(parts, key=lambda p: p[0]):
+        tree.add(acc)
+    return tree.result()

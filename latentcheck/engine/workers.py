@@ -4,7 +4,7 @@ Each worker reads its chunks of the file itself and sends back only its segments
 accumulators (through a pipe, large arrays through a shared map); the queue of segments
 is one more pipe shared by all (:class:`PipeTokens`). Which segments a worker takes
 never changes the result: each segment goes into a fresh accumulator and the segments
-are merged in order (:func:`~latentcheck.engine.segments.merge_in_order`).
+are merged along a tree of fixed shape (:func:`~latentcheck.engine.segments.merge_tree`).
 """
 
 from __future__ import annotations

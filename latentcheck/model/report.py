@@ -150,6 +150,11 @@ class Settings:
     engine : str
         Where the passes ran: "local" (this process and its workers), "dask" or
         "executor:<class>" for another ``concurrent.futures.Executor`` (issue 19).
+    merge_fanout : int, "linear" or None
+        Fan-out of the fixed tree along which the passes' segments were merged (see
+        :mod:`latentcheck.engine.segments`; "linear": one chain in segment order). The
+        figures depend on it at rounding level, on the engine not at all. None for
+        reports not made by the engine's passes (``Stream``, merged profiles).
     profile : dict or None
         For a report merged from saved profiles (``latentcheck profile``): how many, their
         row ranges, the t-digest size and its stated and measured errors, and which
@@ -171,6 +176,7 @@ class Settings:
     entropy_estimator: str
     mode: str = "two-pass"
     engine: str = "local"
+    merge_fanout: int | str | None = None
     profile: dict[str, Any] | None = None
 
     @property
