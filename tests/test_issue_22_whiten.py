@@ -201,3 +201,23 @@ def test_issue_22_perron_bound_is_an_upper_bound_and_tight(d: int) -> None:
     assert exact <= bound <= exact * 1.01
     cov = np.cov(rng.standard_normal((4 * d, d)) @ (np.eye(d) + 0.2 * a / d), rowvar=False)
     assert np.linalg.eigvalsh(cov)[-1] <= perron_bound(np.abs(cov))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_issue_22_exceedance_histogram_counts_match_literal_counts(dtype) -> None:
+    # counting the values beyond each level by one (column, levels passed) histogram gives
+    # the counts of a literal comparison per level, for tied levels and constant columns too
+    from latentcheck.engine.tails import Exceedance
+
+    rng = np.random.default_rng(12)
+    x = rng.standard_t(3, size=(30_000, 7)).astype(dtype)
+    x[:, 2] = 1.5  # constant column: scale 0, every level's threshold the same
+    center = x.mean(0, dtype=np.float64)
+    scale = x.std(0, dtype=np.float64)
+    levels = [0.5, 2.0, 2.0, 3.0, 6.0]
+    acc = Exceedance(levels, center, scale, dtype)
+    for a in range(0, 30_000, 4096):
+        acc.push(x[a : a + 4096])
+    for i, k in enumerate(levels):
+        np.testing.assert_array_equal(acc.upper[i], (x > center + k * scale).sum(0))
+        np.testing.assert_array_equal(acc.lower[i], (x < center - k * scale).sum(0))
