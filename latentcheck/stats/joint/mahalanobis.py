@@ -118,6 +118,7 @@ class MahalanobisAccumulator:
     """
 
     __slots__ = (
+        "_edges",
         "_n",
         "_n_above",
         "_n_rows",
@@ -146,6 +147,7 @@ class MahalanobisAccumulator:
         if thresholds is None:
             thresholds = chi2_thresholds(whitening.n_dims)
         self._thresholds = thresholds
+        self._edges: list[tuple[np.float32, np.float32]] | None = None
         self._top_ids = np.zeros(0, dtype=np.int64)
         self._top_d2 = np.zeros(0, dtype=np.float64)
 
@@ -270,11 +272,12 @@ class MahalanobisAccumulator:
             mardia.push_norms(s.astype(np.float64))
         scale = (self._n - 1.0) / self._n
         self._n_rows += int(s.shape[0])
-        # per threshold: the float32 edges of its band, in squared norms |y|^2
-        edges = [
-            (single.below_threshold(float(t) / scale), single.above_threshold(float(t) / scale))
-            for t in self._thresholds
-        ]
+        if self._edges is None:  # per threshold: the float32 edges of its band, in |y|^2
+            self._edges = [
+                (single.below_threshold(float(t) / scale), single.above_threshold(float(t) / scale))
+                for t in self._thresholds
+            ]
+        edges = self._edges
         redo = np.zeros(s.shape[0], dtype=bool)
         sure = np.zeros(self._n_above.shape[0], dtype=np.int64)
         for i, (lo, hi) in enumerate(edges):
