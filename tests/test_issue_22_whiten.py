@@ -92,7 +92,7 @@ def near_thresholds(x: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.nd
         [
             stats.chi2.isf(0.01, d) * (1 + rng.uniform(-1e-6, 1e-6, 400)),
             stats.chi2.isf(0.001, d) * (1 + rng.uniform(-1e-6, 1e-6, 400)),
-            500.0 * (1 + rng.uniform(-3e-7, 3e-7, 30)),  # near-ties for the top 10
+            1e4 * (1 + rng.uniform(-3e-8, 3e-8, 30)),  # near-ties for the top 10
         ]
     )
     v = rng.standard_normal((targets.size, d))
@@ -102,14 +102,17 @@ def near_thresholds(x: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.nd
 
 
 def test_issue_22_counts_and_top_rows_identical_with_rows_at_the_thresholds() -> None:
-    # 830 rows within 1e-6 of a threshold or of each other at the top: float32 norms alone
-    # put some on the wrong side (checked), the float64 re-whitening of the band does not
+    # 830 rows within 1e-6 of a threshold or of each other at the top (30 in one chunk):
+    # float32 norms alone put some on the wrong side (checked), the float64 re-whitening of
+    # the band and of the top candidates does not
     base = correlated(30_000, 64, 1)
     n = 36_000
     crafted, _ = near_thresholds(base, n, 2)
-    x = np.concatenate([base, crafted, base[: n - base.shape[0] - crafted.shape[0]]])
+    x = np.concatenate([base, crafted[:-30], base[: n - base.shape[0] - crafted.shape[0]]])
     rng = np.random.default_rng(4)
-    x = x[rng.permutation(n)]
+    x = x[rng.permutation(n - 30)]
+    # the 30 near-ties in one chunk, so that which 10 of them lead is decided there
+    x = np.concatenate([x[:5000], crafted[-30:], x[5000:]])
     ids = np.arange(n, dtype=np.int64)
     mean, cov = moments(base)
     w = Whitening.from_moments(mean, cov)
@@ -132,6 +135,7 @@ def test_issue_22_counts_and_top_rows_identical_with_rows_at_the_thresholds() ->
     np.testing.assert_array_equal(single.top_row_ids, np.lexsort((ids, -d2))[:10])
     s = w.single.apply(x)[1].astype(np.float64) * ((n - 1.0) / n)
     assert any(np.count_nonzero((s > ti) != (d2 > ti)) > 0 for ti in t)
+    assert set(np.lexsort((ids, -s))[:10]) != set(single.top_row_ids)
 
 
 def test_issue_22_mardia_kurtosis_from_float32_norms_within_the_bound() -> None:
