@@ -203,6 +203,7 @@ def test_issue_22_perron_bound_is_an_upper_bound_and_tight(d: int) -> None:
     exact = np.linalg.norm(a, 2) ** 2
     bound = perron_bound(b)
     assert exact <= bound <= exact * 1.01
+    assert exact <= perron_bound(a, gram=True) <= exact * 1.01  # b = aᵀa, never formed
     cov = np.cov(rng.standard_normal((4 * d, d)) @ (np.eye(d) + 0.2 * a / d), rowvar=False)
     assert np.linalg.eigvalsh(cov)[-1] <= perron_bound(np.abs(cov))
 

@@ -11,6 +11,7 @@ the joint tests report that reason in a skipped result.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -258,14 +259,14 @@ class SingleWhitening:
             return None
         d = w.n_dims
         absw = np.abs(w.matrix)
-        w_norm = math.sqrt(perron_bound(absw.T @ absw))
+        w_norm = math.sqrt(perron_bound(absw, gram=True))
         l_norm = math.sqrt(perron_bound(np.abs(w.cov)))
         m_norm = float(np.linalg.norm(w.mean))
         a32, b32 = _error_terms(_U32, d, w_norm, l_norm, m_norm)
         a64, b64 = _error_terms(_U64, d + 1, w_norm, l_norm, m_norm)
-        single = cls(
-            blocks=_product_blocks(w.matrix.astype(np.float32), 0),
-            shift=(w.mean @ w.matrix).astype(np.float32),
+        bound = cls(
+            blocks=(),
+            shift=np.zeros(0, dtype=np.float32),
             alpha=a32,
             beta=b32,
             gamma=_gamma(_U32, d),
@@ -274,9 +275,13 @@ class SingleWhitening:
             gamma64=_gamma(_U64, d),
         )
         t = float(d)
-        if not single.surely_above(t) - single.surely_below(t) <= 2.0 * _MAX_BAND * t:
+        if not bound.surely_above(t) - bound.surely_below(t) <= 2.0 * _MAX_BAND * t:
             return None
-        return single
+        return dataclasses.replace(
+            bound,
+            blocks=_product_blocks(w.matrix.astype(np.float32), 0),
+            shift=(w.mean @ w.matrix).astype(np.float32),
+        )
 
     def apply(
         self, chunk: Float32Array, out: Float32Array | None = None
@@ -336,9 +341,10 @@ def _float32_edge(value: float, *, upper: bool) -> np.float32:
 _F32 = np.dtype(np.float32)
 
 
-def perron_bound(b: FloatArray, iterations: int = 30) -> float:
-    """Return an upper bound of the spectral radius of a nonnegative square matrix.
+def perron_bound(b: FloatArray, iterations: int = 30, *, gram: bool = False) -> float:
+    """Return an upper bound of the spectral radius of a nonnegative square matrix B.
 
+    B is `b`, or ``bᵀ b`` when `gram` (never formed: two matrix-vector products a step).
     By the Collatz–Wielandt formula, ``ρ(B) <= max_i (B v)_i / v_i`` for any positive
     vector v (Horn & Johnson, *Matrix Analysis*, 2nd ed., Thm 8.1.26); a few power
     iterations from the ones vector make the bound tight. O(d²) per iteration, where an
@@ -347,14 +353,20 @@ def perron_bound(b: FloatArray, iterations: int = 30) -> float:
     largest row sum (also an upper bound).
     """
     d = int(b.shape[0])
-    rows = float(b.sum(axis=1).max())
-    if not np.all(np.diag(b) > 0):
+
+    def times(v: FloatArray) -> FloatArray:
+        out: FloatArray = b.T @ (b @ v) if gram else b @ v
+        return out
+
+    rows = float(times(np.ones(d)).max())  # B's largest row sum
+    diag = np.einsum("ij,ij->j", b, b) if gram else np.diag(b)
+    if not np.all(diag > 0):
         return rows * (1.0 + 4.0 * d * _U64)
     v = np.ones(d)
     for _ in range(iterations):
-        v = b @ v
+        v = times(v)
         v /= v.max()
-    bound = min(rows, float(((b @ v) / v).max()))
+    bound = min(rows, float((times(v) / v).max()))
     return bound * (1.0 + 4.0 * d * _U64)
 
 
