@@ -112,9 +112,11 @@ class MahalanobisAccumulator:
     Notes
     -----
     One chunk is whitened once: :meth:`push` computes ``y = (x - m) @ W`` and ``|y|^2``
-    with one float64 BLAS product and, when given ``mardia``, hands the same arrays to
-    :meth:`MardiaAccumulator.push_whitened`. Both accumulators must share the whitening
-    (``MardiaAccumulator.from_whitening(acc.whitening)``).
+    with float64 BLAS products (float32 ones for float32 chunks where
+    :class:`SingleWhitening` allows, the rows near a threshold or the top whitened again in
+    float64) and, when given ``mardia``, hands the same arrays to
+    :meth:`MardiaAccumulator.push_whitened` (or the norms to ``push_norms``). Both
+    accumulators must share the whitening (``MardiaAccumulator.from_whitening(acc.whitening)``).
     """
 
     __slots__ = (
