@@ -65,8 +65,9 @@ class JointOptions:
 class JointPass:
     """Second-pass accumulator: Mahalanobis distances and Mardia sums of the used dims.
 
-    Each chunk is whitened once (one float64 BLAS product) and both accumulators read the
-    same whitened rows.
+    Each chunk is whitened once (float32 chunks in float32 where the error bound allows it,
+    see :class:`~latentcheck.stats.joint.whitening.SingleWhitening`; else in float64) and
+    both accumulators read the same whitened rows.
     """
 
     def __init__(
@@ -122,6 +123,11 @@ class JointPass:
         """Add a finite block of rows (all dimensions) with its global row ids."""
         block = chunk if self.all_dims else chunk[:, self.used]
         n, d = block.shape
+        if block.dtype == np.float32 and self.maha.whitening.single is not None:
+            # whitened in float32 (SingleWhitening); float64 only for the rows that need it
+            (y32,) = self._scratch.get(1, n, d, np.float32, slot="y32")
+            self.maha.push(block, row_ids, mardia=self.mardia, out_single=y32)
+            return
         # room for the rows as [1, x] (see Whitening.apply), and y
         (rows,) = self._scratch.get(1, n, d + 1, slot="rows")
         (y,) = self._scratch.get(1, n, d, slot="y")

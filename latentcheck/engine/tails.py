@@ -201,6 +201,7 @@ class Exceedance:
         self._waiting = []
         self._waiting_values = 0
         d = self._upper.shape[1]
+        n_levels = self.levels.size
         for table, cmp, counts, side in (
             (self._hi, np.greater, self._upper, sides[0]),
             (self._lo, np.less, self._lower, sides[1]),
@@ -208,12 +209,15 @@ class Exceedance:
             cols, vals = side.cols, side.vals
             if cols.size == 0:
                 continue
-            for i in range(self.levels.size):
-                sel = cmp(vals, table[i][cols])
-                if not sel.any():
-                    break
-                counts[i] += np.bincount(cols[sel], minlength=d)
-                vals, cols = vals[sel], cols[sel]
+            # the levels increase, so each side's thresholds are monotone in the level: a
+            # value passes levels 0..k-1 for the k it is counted with (one histogram of
+            # (column, k) instead of a selection per level)
+            k = cmp(vals, table[0][cols]).astype(np.intp)
+            for i in range(1, n_levels):
+                k += cmp(vals, table[i][cols])
+            hist = np.bincount(cols * (n_levels + 1) + k, minlength=d * (n_levels + 1))
+            passed = hist.reshape(d, n_levels + 1)[:, :0:-1].cumsum(axis=1)[:, ::-1]
+            counts += passed.T
 
     def merge(self, other: Exceedance) -> Exceedance:
         """Return the counts of the union (same levels and thresholds)."""

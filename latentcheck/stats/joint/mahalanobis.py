@@ -9,6 +9,7 @@ the chi2_d 0.99 and 0.999 quantiles and keeps the rows with the largest distance
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -18,7 +19,12 @@ from numpy.typing import NDArray
 
 from latentcheck.errors import DegenerateDimensionWarning, InputError
 from latentcheck.stats.joint.mardia import MardiaAccumulator
-from latentcheck.stats.joint.whitening import Whitening, same_whitening
+from latentcheck.stats.joint.whitening import (
+    UNIT_ROUNDOFF_64,
+    SingleWhitening,
+    Whitening,
+    same_whitening,
+)
 
 __all__ = [
     "MAHALANOBIS_QUANTILES",
@@ -106,12 +112,15 @@ class MahalanobisAccumulator:
     Notes
     -----
     One chunk is whitened once: :meth:`push` computes ``y = (x - m) @ W`` and ``|y|^2``
-    with one float64 BLAS product and, when given ``mardia``, hands the same arrays to
-    :meth:`MardiaAccumulator.push_whitened`. Both accumulators must share the whitening
-    (``MardiaAccumulator.from_whitening(acc.whitening)``).
+    with float64 BLAS products (float32 ones for float32 chunks where
+    :class:`SingleWhitening` allows, the rows near a threshold or the top whitened again in
+    float64) and, when given ``mardia``, hands the same arrays to
+    :meth:`MardiaAccumulator.push_whitened` (or the norms to ``push_norms``). Both
+    accumulators must share the whitening (``MardiaAccumulator.from_whitening(acc.whitening)``).
     """
 
     __slots__ = (
+        "_edges",
         "_n",
         "_n_above",
         "_n_rows",
@@ -140,6 +149,7 @@ class MahalanobisAccumulator:
         if thresholds is None:
             thresholds = chi2_thresholds(whitening.n_dims)
         self._thresholds = thresholds
+        self._edges: list[tuple[np.float32, np.float32]] | None = None
         self._top_ids = np.zeros(0, dtype=np.int64)
         self._top_d2 = np.zeros(0, dtype=np.float64)
 
@@ -178,6 +188,7 @@ class MahalanobisAccumulator:
         *,
         mardia: MardiaAccumulator | None = None,
         out: tuple[FloatArray, FloatArray] | None = None,
+        out_single: NDArray[np.float32] | None = None,
     ) -> None:
         """Add a chunk of finite rows and their global row indices.
 
@@ -192,6 +203,15 @@ class MahalanobisAccumulator:
         out : pair of ndarray, optional
             Float64 scratch blocks for the whitening, of shapes (n_rows, n_dims + 1) or
             (n_rows, n_dims), and (n_rows, n_dims) (see :meth:`Whitening.apply`).
+        out_single : ndarray of float32, optional
+            A C-contiguous (n_rows, n_dims) float32 scratch block for the float32 path.
+
+        Notes
+        -----
+        C-contiguous float32 chunks are whitened in float32 when the whitening allows it
+        (``whitening.single``, see :class:`SingleWhitening` for the error bound) and Mardia's
+        third-order sums are not wanted; the counts and top rows stay those of the float64
+        whitening (the rows near a threshold are whitened again in float64).
         """
         ids = np.asarray(row_ids)
         shape = np.shape(chunk)
@@ -211,10 +231,80 @@ class MahalanobisAccumulator:
             if mardia is not None:
                 mardia.push(chunk)
             return
-        y, r2 = self._whitening.apply(chunk, out)
+        single = self._whitening.single
+        x = np.asarray(chunk)
+        if (
+            single is not None
+            and x.dtype == np.float32
+            and x.flags.c_contiguous
+            and (mardia is None or not mardia.third_order)
+        ):
+            self._push_single(single, x, ids.astype(np.int64, copy=False), mardia, out_single)
+            return
+        y, r2 = self._whitening.apply(x, out)
         if mardia is not None:
             mardia.push_whitened(y, r2)
         self._push_squared(r2, ids.astype(np.int64, copy=False))
+
+    def _push_single(
+        self,
+        single: SingleWhitening,
+        x: NDArray[np.float32],
+        ids: IntArray,
+        mardia: MardiaAccumulator | None,
+        out: NDArray[np.float32] | None,
+    ) -> None:
+        """Count and rank float32 rows whitened in float32, with float64 where it matters.
+
+        The float32 squared norms ``s`` decide every row outside the uncertainty band of
+        each threshold (:class:`SingleWhitening`); the rows inside a band, and every row
+        that could enter the top k, are whitened again in float64, so that the counts and
+        the top rows are those of the float64 whitening. Mardia's sums take ``s`` in
+        float64 (the sum of ``s²`` accumulates in float64). A chunk whose float32 norms
+        overflow is whitened in float64 throughout.
+        """
+        _, s = single.apply(x, out)
+        if not math.isfinite(float(np.sum(s, dtype=np.float64))):
+            y, r2 = self._whitening.apply(x)
+            if mardia is not None:
+                mardia.push_whitened(y, r2)
+            self._push_squared(r2, ids)
+            return
+        if mardia is not None:
+            mardia.push_norms(s.astype(np.float64))
+        scale = (self._n - 1.0) / self._n
+        self._n_rows += int(s.shape[0])
+        if self._edges is None:  # per threshold: the float32 edges of its band, in |y|^2
+            self._edges = [
+                (single.below_threshold(float(t) / scale), single.above_threshold(float(t) / scale))
+                for t in self._thresholds
+            ]
+        edges = self._edges
+        redo = np.zeros(s.shape[0], dtype=bool)
+        sure = np.zeros(self._n_above.shape[0], dtype=np.int64)
+        for i, (lo, hi) in enumerate(edges):
+            above = s > hi
+            sure[i] = np.count_nonzero(above)
+            redo |= ~above & ~(s < lo)
+        k = self._top_k
+        if k:
+            # k rows (of the chunk, or of the top so far) whose float64 |y|^2 reach `cut`:
+            # a row whose own stays below it cannot enter the top k
+            cut = 0.0
+            if s.shape[0] >= k:
+                cut = single.at_least(float(np.partition(s, s.shape[0] - k)[s.shape[0] - k]))
+            if self._top_d2.size == k:
+                cut = max(cut, float(self._top_d2.min()) / scale)
+            redo |= ~(s < single.below_threshold(cut * (1.0 - 64.0 * UNIT_ROUNDOFF_64)))
+        rows = np.flatnonzero(redo)
+        _, r2 = self._whitening.apply(x[rows])
+        d2 = r2 * scale
+        s_rows = s[rows]
+        for i, (lo, hi) in enumerate(edges):
+            band = ~(s_rows > hi) & ~(s_rows < lo)
+            self._n_above[i] += sure[i] + np.count_nonzero(d2[band] > self._thresholds[i])
+        if k:
+            self._rank(d2, ids[rows])
 
     def _push_squared(self, r2: FloatArray, ids: IntArray) -> None:
         """Count and rank rows from their population-whitened squared norms."""
@@ -222,9 +312,12 @@ class MahalanobisAccumulator:
         self._n_rows += int(d2.shape[0])
         for i, t in enumerate(self._thresholds):  # faster than count_nonzero(axis=...)
             self._n_above[i] += np.count_nonzero(d2 > t)
+        if self._top_k:
+            self._rank(d2, ids)
+
+    def _rank(self, d2: FloatArray, ids: IntArray) -> None:
+        """Merge rows (their squared distances and ids) into the top k."""
         k = self._top_k
-        if k == 0:
-            return
         if self._top_d2.size == k:  # only rows reaching the current k-th can enter
             keep = np.flatnonzero(d2 >= self._top_d2.min())
             d2, ids = d2[keep], ids[keep]

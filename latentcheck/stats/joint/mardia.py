@@ -114,6 +114,23 @@ class MardiaAccumulator:
         y, r2 = self._whitening.apply(chunk)
         self.push_whitened(y, r2)
 
+    @property
+    def third_order(self) -> bool:
+        """Whether the third-order sums (Mardia's skewness over all rows) accumulate."""
+        return self._third_order
+
+    def push_norms(self, r2: FloatArray) -> None:
+        """Add rows given only their whitened squared norms ``|y|²`` (no third-order sums).
+
+        For the float32 whitening (:class:`~latentcheck.stats.joint.whitening.
+        SingleWhitening`): ``sum |y|^4`` still accumulates in float64.
+        """
+        if self._third_order:
+            raise InputError("`push_norms` cannot feed the third-order sums; use push_whitened")
+        self._n_rows += int(r2.shape[0])
+        if self._whitening.reason is None:
+            self._sum_r4 += float(np.dot(r2, r2))
+
     def push_whitened(self, y: FloatArray, r2: FloatArray) -> None:
         """Add rows already whitened by :meth:`Whitening.apply` of this whitening."""
         self._n_rows += int(r2.shape[0])
