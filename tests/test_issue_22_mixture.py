@@ -86,3 +86,34 @@ def test_issue_22_mixture_decomposition_keeps_its_exact_cases() -> None:
     np.testing.assert_array_equal(res.mutual_information_per_dim, 0.0)
     # the estimator records the block of draws of the float32 kernel (2 MiB)
     assert res.estimator["block_size"] == (1 << 19) // (50 * 3)
+
+
+def test_issue_22_mixture_runs_beside_pass_2_with_the_same_figures(tmp_path, monkeypatch):
+    import functools
+    import threading
+
+    import latentcheck as lc
+    from latentcheck.io.posterior import PosteriorJob
+
+    rng = np.random.default_rng(3)
+    np.save(tmp_path / "mu.npy", rng.standard_normal((3000, 5)).astype(np.float32))
+    np.save(tmp_path / "lv.npy", rng.uniform(-3.0, 0.0, (3000, 5)).astype(np.float32))
+    kwargs = {"mu": tmp_path / "mu.npy", "logvar": tmp_path / "lv.npy", "seed": 7}
+    kwargs |= {"threads": 2, "chunk_rows": 500}
+    where: list[str] = []
+    estimate = mixture.mixture_decomposition
+
+    def spy(*args, **kw):
+        where.append(threading.current_thread().name)
+        return estimate(*args, **kw)
+
+    monkeypatch.setattr(mixture, "mixture_decomposition", spy)
+    got = lc.analyze(**kwargs).to_dict()
+    assert len(where) == 1 and where[0].startswith("latentcheck-mixture")
+    with monkeypatch.context() as m:  # the estimate after pass 2, in this thread
+        m.setattr(PosteriorJob, "start", lambda self, **kw: functools.partial(self.run, **kw))
+        want = lc.analyze(**kwargs).to_dict()
+    assert where[1] == threading.current_thread().name
+    for report in (got, want):
+        report.pop("created_at")
+    assert got == want

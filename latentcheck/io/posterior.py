@@ -19,8 +19,9 @@ import functools
 import math
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -32,6 +33,10 @@ from .drawcache import KeptDraws
 from .latents import NPZ_ROLES, LatentSource, expand_paths, file_keys, open_latents
 from .noise import SeededNoise, standard_normal
 from .registry import find_reader
+
+if TYPE_CHECKING:
+    from ..stats.posterior.mixture import MixtureDecomposition
+    from ..stats.posterior.rate import PosteriorStats
 
 __all__ = [
     "POSTERIOR_PART",
@@ -542,24 +547,61 @@ class PosteriorJob:
             self.post.mu.n_dims, dict(self.post.labels), seed, cap, key_threshold(n, cap)
         )
 
-    def run(
+    def start(
         self,
         *,
         seed: int,
         threads: int,
         chunk_rows: int,
         collect: Callable[..., Any],
+        fed: PosteriorPass | None = None,
+    ) -> Callable[[], PosteriorBlock]:
+        """Start the report's ``posterior`` block; return the function that finishes it.
+
+        When pass 1 fed the parameters' sample (`fed`, see :meth:`feed`) and more than one
+        thread may run, the mixture estimate starts at once on a thread of its own (numpy
+        releases the GIL in its loops), so that it overlaps pass 2 and the statistics of
+        the sample instead of running after them; its figures are the same. Otherwise
+        :meth:`run` does everything when the returned function is called.
+        """
+        from ..stats.posterior.mixture import mixture_decomposition
+
+        run = functools.partial(
+            self.run, seed=seed, threads=threads, chunk_rows=chunk_rows, collect=collect, fed=fed
+        )
+        if fed is None or threads < 2 or not fed.sample.complete():
+            return run
+        d = self.post.mu.n_dims
+        rows = fed.sample.finalize().rows
+        if rows.shape[0] < 2:  # the estimate warns: in this thread, through `collect`
+            return run
+        pool = ThreadPoolExecutor(1, thread_name_prefix="latentcheck-mixture")
+        mix = pool.submit(mixture_decomposition, rows[:, :d], rows[:, d:], seed=seed)
+        pool.shutdown(wait=False)  # its thread ends with the task
+
+        def finish() -> PosteriorBlock:
+            return self.run(
+                seed=seed,
+                threads=threads,
+                chunk_rows=chunk_rows,
+                collect=collect,
+                fed=fed,
+                mixture=mix.result(),
+            )
+
+        return finish
+
+    def parameters(
+        self,
+        *,
+        seed: int,
+        threads: int,
+        chunk_rows: int,
         progress: Callable[[int], None] | None = None,
         fed: PosteriorPass | None = None,
-    ) -> PosteriorBlock:
-        """Return the report's ``posterior`` block.
-
-        `fed` is the accumulator that pass 1 fed (see :meth:`feed`); without it, the
-        posterior parameters are streamed here, a pass of their own.
-        """
+    ) -> PosteriorPass:
+        """Return `fed`, or the posterior parameters streamed in a pass of their own."""
         from ..engine.scheduler import run_pass
-        from ..stats.posterior.mixture import mixture_decomposition
-        from ..stats.posterior.rate import finalize_posterior
         from .latents import plan_blocks
 
         post = self.post
@@ -590,14 +632,46 @@ class PosteriorJob:
                 ),
                 threads=threads,
             )
+        return acc
+
+    def run(
+        self,
+        *,
+        seed: int,
+        threads: int,
+        chunk_rows: int,
+        collect: Callable[..., Any],
+        progress: Callable[[int], None] | None = None,
+        fed: PosteriorPass | None = None,
+        mixture: MixtureDecomposition | None = None,
+    ) -> PosteriorBlock:
+        """Return the report's ``posterior`` block.
+
+        `fed` is the accumulator that pass 1 fed (see :meth:`feed`); without it, the
+        posterior parameters are streamed here, a pass of their own. `mixture` is the
+        mixture estimate on the sample of `fed` if already made (see :meth:`start`).
+        """
+        from ..stats.posterior.mixture import mixture_decomposition
+        from ..stats.posterior.rate import finalize_posterior
+
+        acc = self.parameters(
+            seed=seed, threads=threads, chunk_rows=chunk_rows, progress=progress, fed=fed
+        )
         stats = collect(
             finalize_posterior,
             acc.acc,
             active_threshold=self.active_threshold,
             collapse_threshold=self.collapse_threshold,
         )
-        rows = acc.sample.finalize().rows
-        mix = collect(mixture_decomposition, rows[:, :d], rows[:, d:], seed=seed)
+        if mixture is None:
+            d = self.post.mu.n_dims
+            rows = acc.sample.finalize().rows
+            mixture = collect(mixture_decomposition, rows[:, :d], rows[:, d:], seed=seed)
+        return self.block(stats, mixture)
+
+    def block(self, stats: PosteriorStats, mix: MixtureDecomposition) -> PosteriorBlock:
+        """Return the ``posterior`` block of the rate's statistics and the mixture estimate."""
+        post = self.post
         levels = [f"{q:g}" for q in stats.std_quantile_levels]
         return PosteriorBlock(
             spread_input=post.kind,
