@@ -57,8 +57,9 @@ class DrawSource(LatentSource):
 
     z is float32 when mu and the spread are (the dtype a stored z would have), float64
     otherwise; eps comes from :class:`~latentcheck.io.noise.SeededNoise`. In float32,
-    z = mu + sigma · eps is rounded three or four times (exp, product, sum), so that
-    |z − z_exact| ≤ 2^-21 (|mu| + |sigma · eps|) (numpy's float32 exp is within 2 ulp),
+    z = mu + sigma · eps is rounded three or four times (exp, product, sum); numpy's
+    float32 exp is within 2.5 ulp (2.44 measured on 5e6 values over [-40, 40]), so that
+    |z − z_exact| ≤ (3.44 · 2^-23) |sigma · eps| + 2^-24 |mu| ≤ 2^-21 (|mu| + |sigma · eps|),
     a relative 5e-7: four orders of magnitude below the sampling error of a figure
     computed from even 10^8 draws (1 / sqrt(n) = 1e-4).
     """
