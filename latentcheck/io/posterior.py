@@ -409,13 +409,17 @@ class PosteriorJob:
         pool.shutdown(wait=False)  # its thread ends with the task
 
         def finish() -> PosteriorBlock:
+            estimate = mix.result()
+            # joined, not left to end on its own: a live thread would keep the next
+            # analysis in this process from forking worker processes (other_threads)
+            pool.shutdown(wait=True)
             return self.run(
                 seed=seed,
                 threads=threads,
                 chunk_rows=chunk_rows,
                 collect=collect,
                 fed=fed,
-                mixture=mix.result(),
+                mixture=estimate,
             )
 
         return finish
