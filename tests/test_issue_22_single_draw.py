@@ -209,10 +209,11 @@ def test_issue_22_draw_hands_out_the_parameters_it_drew_from(tmp_path, kind):
     for start, stop in [(0, 130), (130, 500)]:
         z, parts = src.read_with(start, stop, (POSTERIOR_PART,))
         assert list(parts) == [POSTERIOR_PART]
-        # z is bitwise the plain read, the part is [mu | logvar] in float64
-        np.testing.assert_array_equal(
-            z.view(np.uint64), src.read_items(start, stop).view(np.uint64)
-        )
+        # z is bitwise the plain read (float32, as mu and the spread are), the part is
+        # [mu | logvar] in float64
+        again = src.read_items(start, stop)
+        assert z.dtype == again.dtype == np.float32
+        np.testing.assert_array_equal(z.view(np.uint32), again.view(np.uint32))
         params = parts[POSTERIOR_PART]
         assert params.dtype == np.float64 and params.shape == (stop - start, 14)
         np.testing.assert_array_equal(params[:, :7], mu[start:stop].astype(np.float64))

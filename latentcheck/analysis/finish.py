@@ -117,6 +117,17 @@ def finish_analysis(
     `pass2` has ``result()`` (the merged :class:`~latentcheck.engine.plan.SecondPass`, waited
     for when first needed).
     """
+    post = (
+        run.posterior.start(
+            seed=run.seed,
+            threads=run.threads,
+            chunk_rows=run.chunk_rows,
+            collect=collector.run,
+            fed=s.first.extras.get(POSTERIOR_PART),  # fed by pass 1's draw (issue 22)
+        )
+        if run.posterior is not None
+        else None
+    )
     figs = _sample_figures(source, run, s, collector)
     if spatial_shape(source) is not None:
         _conv_tests(source, run, s, pass2, figs, collector)
@@ -127,20 +138,10 @@ def finish_analysis(
     if s.degenerate.any():
         centered[:, s.degenerate] = np.nan
     norm, claim = _normalization(run, s, figs, second, collector)
-    post = (
-        run.posterior.run(
-            seed=run.seed,
-            threads=run.threads,
-            chunk_rows=run.chunk_rows,
-            collect=collector.run,
-            fed=s.first.extras.get(POSTERIOR_PART),  # fed by pass 1's draw (issue 22)
-        )
-        if run.posterior is not None
-        else None
-    )
+    block = post() if post is not None else None
     summary = _summary(run, s, figs, centered, prior, joint, norm, claim)
     dims = _dims(s, figs, second, centered, prior)
-    return _assemble(source, run, s, figs, summary, dims, joint, post, collector)
+    return _assemble(source, run, s, figs, summary, dims, joint, block, collector)
 
 
 def _sample_figures(

@@ -1,7 +1,7 @@
-"""The draws of pass 1 kept for pass 2: an unlinked temporary file of float64 rows.
+"""The draws of pass 1 kept for pass 2: an unlinked temporary file of rows.
 
-The posterior draw z = mu + sigma * eps costs more than reading its float64 rows back
-(hashing, Box–Muller). :class:`KeptDraws` holds z in a temporary file that is unlinked
+The posterior draw z = mu + sigma * eps costs more than reading its rows back (the noise,
+the exponential). :class:`KeptDraws` holds z in a temporary file that is unlinked
 at once (nothing is left behind, whatever ends the process): pass 1 writes each chunk's
 rows with ``pwrite``, pass 2 reads them back with ``preadv``, the very bits that were
 drawn. The file descriptor and a shared flag page are made before the worker processes
@@ -30,10 +30,11 @@ MAX_KEPT_BYTES = 4 << 30
 
 
 class KeptDraws:
-    """Rows of float64 values kept in an unlinked temporary file, shared across a fork."""
+    """Rows of float values kept in an unlinked temporary file, shared across a fork."""
 
-    def __init__(self, n_dims: int) -> None:
-        self.row_bytes = 8 * n_dims
+    def __init__(self, n_dims: int, dtype: Any = np.float64) -> None:
+        self.dtype = np.dtype(dtype)
+        self.row_bytes = self.dtype.itemsize * n_dims
         self.n_dims = n_dims
         fd, path = tempfile.mkstemp(prefix="latentcheck-z-")
         os.unlink(path)
@@ -42,7 +43,7 @@ class KeptDraws:
         self._owner = os.getpid()
 
     @classmethod
-    def maybe(cls, n_dims: int, n_rows: int) -> KeptDraws | None:
+    def maybe(cls, n_dims: int, n_rows: int, dtype: Any = np.float64) -> KeptDraws | None:
         """Return a store of `n_rows` rows of `n_dims` values, or None where it cannot serve.
 
         None (the draws are then made again in pass 2) without ``pwrite``/``preadv``, when
@@ -51,7 +52,7 @@ class KeptDraws:
         """
         if not hasattr(os, "pwrite") or not hasattr(os, "preadv"):  # pragma: no cover
             return None
-        size = 8 * n_dims * n_rows
+        size = np.dtype(dtype).itemsize * n_dims * n_rows
         if size > MAX_KEPT_BYTES:
             return None
         try:
@@ -60,7 +61,7 @@ class KeptDraws:
         except OSError:
             return None
         try:
-            return cls(n_dims)
+            return cls(n_dims, dtype)
         except OSError:  # no writable temporary directory: the draws are made again
             return None
 
@@ -72,22 +73,22 @@ class KeptDraws:
         """True once every row was written (see :meth:`seal`)."""
         return not self._flag.closed and self._flag[0] == _SEALED
 
-    def write(self, row0: int, rows: NDArray[np.float64]) -> None:
+    def write(self, row0: int, rows: NDArray[Any]) -> None:
         """Keep `rows` as rows row0, row0 + 1, ... (until sealed; a failure stops it)."""
         if self._flag.closed or self._flag[0] != _WRITING:
             return
-        data = np.ascontiguousarray(rows, dtype=np.float64)
+        data = np.ascontiguousarray(rows, dtype=self.dtype)
         try:
             if os.pwrite(self._fd, data.data, row0 * self.row_bytes) != data.nbytes:
                 raise OSError("short write")
         except OSError:  # a full disk: pass 2 then draws again
             self._flag[0] = _FAILED
 
-    def read(self, row0: int, n: int) -> NDArray[np.float64] | None:
+    def read(self, row0: int, n: int) -> NDArray[Any] | None:
         """Return rows row0 .. row0 + n - 1 as kept, or None unless sealed."""
         if not self.sealed:
             return None
-        out = np.empty((n, self.n_dims), dtype=np.float64)
+        out = np.empty((n, self.n_dims), dtype=self.dtype)
         if os.preadv(self._fd, [out.data], row0 * self.row_bytes) != out.nbytes:
             return None
         return out

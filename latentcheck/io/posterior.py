@@ -2,14 +2,13 @@
 
 The aggregate posterior the report analyses is ``z`` when given, else one seeded draw
 ``z = mu + sigma * eps`` per input. The draw is a pure function of the element's global
-index and the seed (hashed uniforms through Box–Muller), so every pass, chunking, shard and
+index and the seed (:mod:`latentcheck.io.noise`), so every pass, chunking, shard and
 thread sees the same z. A second accumulator streams the posterior parameters themselves
 for the rate, active units and the mixture estimate of the ELBO-surgery split, fed by the
 draw's own reads when it can be (issue 22).
 
-This module is a little longer than 600 lines: the draw, the pass over the parameters and
-the job that joins them to the report share one topic, and splitting it is a refactor of
-its own (not mixed into the issue 22 change).
+The draw itself (:class:`DrawSource`) lives in :mod:`latentcheck.io.draw`; its names are
+importable from here too.
 """
 
 from __future__ import annotations
@@ -19,18 +18,24 @@ import functools
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
-from ..engine.accumulators import Reservoir, hash_rows, key_threshold
+from ..engine.accumulators import Reservoir, key_threshold
 from ..errors import FormatError, InputError
 from ..model.posterior import PosteriorBlock
-from .drawcache import KeptDraws
+from .draw import POSTERIOR_PART, SPREAD_KINDS, DrawSource, PosteriorInputs, SpreadKind
 from .latents import NPZ_ROLES, LatentSource, expand_paths, file_keys, open_latents
+from .noise import standard_normal
 from .registry import find_reader
+
+if TYPE_CHECKING:
+    from ..stats.posterior.mixture import MixtureDecomposition
+    from ..stats.posterior.rate import PosteriorStats
 
 __all__ = [
     "POSTERIOR_PART",
@@ -42,155 +47,6 @@ __all__ = [
     "resolve_inputs",
     "standard_normal",
 ]
-
-SpreadKind = Literal["logvar", "std", "var"]
-SPREAD_KINDS: tuple[SpreadKind, ...] = ("logvar", "std", "var")
-#: The part of a :class:`DrawSource` read that holds the rows [mu | logvar] (see read_with).
-POSTERIOR_PART = "posterior"
-
-
-@dataclass
-class PosteriorInputs:
-    """Opened posterior parameters (aligned sources of the same shape and view)."""
-
-    mu: LatentSource
-    spread: LatentSource
-    kind: SpreadKind
-    z: LatentSource | None
-    labels: dict[str, str] = field(default_factory=dict)
-
-
-def standard_normal(index: NDArray[np.int64], seed: int) -> NDArray[np.float64]:
-    """Return one N(0, 1) value per element index, a pure function of (index, seed).
-
-    Two 53-bit uniforms from independent hashes of the index feed the Box–Muller transform
-    (Box & Muller 1958, https://doi.org/10.1214/aoms/1177706645), which maps independent
-    uniforms to an exact standard normal.
-    """
-    # The same operations in the same order as sqrt(-2 ln u1) · cos(2π u2) on
-    # u = ((h >> 11) + 0.5) · 2^-53, done in place: the temporaries cost a third of the draw
-    scale = 2.0**-53
-    h = hash_rows(index, seed)
-    h >>= np.uint64(11)
-    r = h.astype(np.float64)
-    r += 0.5
-    r *= scale
-    np.log(r, out=r)
-    r *= -2.0
-    np.sqrt(r, out=r)
-    h = hash_rows(index, seed ^ 0x5DEECE66D)
-    h >>= np.uint64(11)
-    a = h.astype(np.float64)
-    del h
-    a += 0.5
-    a *= scale
-    a *= 2.0 * math.pi
-    np.cos(a, out=a)
-    r *= a
-    return r
-
-
-class DrawSource(LatentSource):
-    """A LatentSource whose rows are the seeded draw z = mu + sigma * eps."""
-
-    def __init__(self, post: PosteriorInputs, seed: int) -> None:
-        mu = post.mu
-        super().__init__(
-            members=mu.members,
-            item_shape=mu.item_shape,
-            channel_axis=mu.channel_axis,
-            n_items=mu.n_items,
-            rows_per_item=mu.rows_per_item,
-            n_dims=mu.n_dims,
-            dtype=np.dtype(np.float64),
-            notes=list(mu.notes),
-            name=mu.name,
-        )
-        self.post = post
-        self.seed = seed
-        self.kept: KeptDraws | None = None
-
-    def keep_draws(self) -> None:
-        """Keep the draws of the next pass for those after it (before workers fork).
-
-        Reading z back costs a fraction of drawing it again; :meth:`seal_draws` marks the
-        end of the pass that wrote every row.
-        """
-        if self.kept is None:
-            self.kept = KeptDraws.maybe(self.n_dims, self.n_rows)
-
-    def seal_draws(self) -> None:
-        """Read z as kept from now on: the last pass drew every row."""
-        if self.kept is not None:
-            self.kept.seal()
-
-    def read_items(self, start: int, stop: int) -> NDArray[Any]:
-        """Return the drawn z for samples [start, stop) as rows."""
-        if self.kept is not None and self.kept.sealed:
-            rows = self.rows_per_item
-            z = self.kept.read(start * rows, (stop - start) * rows)
-            if z is not None:
-                return z
-        return self.draw(start, stop, keep=False)[0]
-
-    def read_with(
-        self, start: int, stop: int, parts: Sequence[str]
-    ) -> tuple[NDArray[Any], dict[str, NDArray[Any]]]:
-        """Return the drawn z of samples [start, stop) and the parameters it was drawn from.
-
-        The one part is ``"posterior"``: the rows ``[mu | logvar]`` (float64, checked), what
-        :class:`PosteriorPass` streams, so that pass 1 feeds the rate without a third read.
-        """
-        unknown = [p for p in parts if p != POSTERIOR_PART]
-        if unknown:
-            raise ValueError(f"DrawSource has no part {unknown[0]!r}; it has {POSTERIOR_PART!r}")
-        z, params = self.draw(start, stop, keep=bool(parts))
-        return z, ({POSTERIOR_PART: params} if parts else {})
-
-    def draw(self, start: int, stop: int, *, keep: bool) -> tuple[NDArray[Any], NDArray[Any]]:
-        """Return (z, [mu | logvar]) for samples [start, stop); the latter empty unless `keep`.
-
-        With `keep`, mu and logvar are written side by side into one block (the one copy
-        the draw makes of them anyway), and z is computed from its two halves: the same
-        values, so z is bitwise the same either way.
-        """
-        from ..stats.posterior.params import as_logvar, check_mu
-
-        row0 = start * self.rows_per_item
-        raw = self.post.mu.read_items(start, stop)
-        d = self.n_dims
-        params = np.empty((raw.shape[0], 2 * d) if keep else (0, 2 * d))
-        if keep:
-            np.copyto(params[:, :d], raw)
-            mu = params[:, :d]
-        else:
-            mu = np.asarray(raw, dtype=np.float64)
-        check_mu(mu, name=self.post.labels.get("mu", "mu"), row_offset=row0)
-        spread: NDArray[Any] = self.post.spread.read_items(start, stop)
-        if keep:  # logvar is checked in place; std and var convert into a new array
-            np.copyto(params[:, d:], spread)
-            spread = params[:, d:]
-        lv = as_logvar(spread, self.post.kind, name=self.post.labels.get("spread"), row_offset=row0)
-        if keep and not np.shares_memory(lv, params):
-            np.copyto(params[:, d:], lv)
-        rows = np.arange(row0, row0 + mu.shape[0], dtype=np.int64)
-        index = rows[:, None] * self.n_dims + np.arange(self.n_dims, dtype=np.int64)
-        z = standard_normal(index, self.seed)
-        # mu + exp(lv / 2) · eps, in place in eps's buffer (IEEE products and sums commute)
-        sigma = 0.5 * lv
-        np.exp(sigma, out=sigma)
-        z *= sigma
-        z += mu
-        if self.kept is not None:
-            self.kept.write(row0, z)
-        return z, params
-
-    def close(self) -> None:
-        """Close the underlying sources and the kept draws."""
-        self.post.mu.close()
-        self.post.spread.close()
-        if self.kept is not None:
-            self.kept.close()
 
 
 class StackSource(LatentSource):
@@ -431,8 +287,8 @@ def aggregate_description(post: PosteriorInputs, seed: int) -> str:
     if post.z is not None:
         return f"z as given ({', '.join(post.z.labels)})"
     return (
-        f"one seeded draw z = mu + sigma * eps per input (seed {seed}; eps from hashed "
-        "uniforms by Box-Muller, the same in every pass)"
+        f"one seeded draw z = mu + sigma * eps per input (seed {seed}; float32 ziggurat eps "
+        "from SFC64 streams per block of 65536 values, the same in every pass)"
     )
 
 
@@ -520,24 +376,65 @@ class PosteriorJob:
             self.post.mu.n_dims, dict(self.post.labels), seed, cap, key_threshold(n, cap)
         )
 
-    def run(
+    def start(
         self,
         *,
         seed: int,
         threads: int,
         chunk_rows: int,
         collect: Callable[..., Any],
+        fed: PosteriorPass | None = None,
+    ) -> Callable[[], PosteriorBlock]:
+        """Start the report's ``posterior`` block; return the function that finishes it.
+
+        When pass 1 fed the parameters' sample (`fed`, see :meth:`feed`) and more than one
+        thread may run, the mixture estimate starts at once on a thread of its own (numpy
+        releases the GIL in its loops), so that it overlaps pass 2 and the statistics of
+        the sample instead of running after them; its figures are the same. Otherwise
+        :meth:`run` does everything when the returned function is called.
+        """
+        from ..stats.posterior.mixture import mixture_decomposition
+
+        run = functools.partial(
+            self.run, seed=seed, threads=threads, chunk_rows=chunk_rows, collect=collect, fed=fed
+        )
+        if fed is None or threads < 2 or not fed.sample.complete():
+            return run
+        d = self.post.mu.n_dims
+        rows = fed.sample.finalize().rows
+        if rows.shape[0] < 2:  # the estimate warns: in this thread, through `collect`
+            return run
+        pool = ThreadPoolExecutor(1, thread_name_prefix="latentcheck-mixture")
+        mix = pool.submit(mixture_decomposition, rows[:, :d], rows[:, d:], seed=seed)
+        pool.shutdown(wait=False)  # its thread ends with the task
+
+        def finish() -> PosteriorBlock:
+            estimate = mix.result()
+            # joined, not left to end on its own: a live thread would keep the next
+            # analysis in this process from forking worker processes (other_threads)
+            pool.shutdown(wait=True)
+            return self.run(
+                seed=seed,
+                threads=threads,
+                chunk_rows=chunk_rows,
+                collect=collect,
+                fed=fed,
+                mixture=estimate,
+            )
+
+        return finish
+
+    def parameters(
+        self,
+        *,
+        seed: int,
+        threads: int,
+        chunk_rows: int,
         progress: Callable[[int], None] | None = None,
         fed: PosteriorPass | None = None,
-    ) -> PosteriorBlock:
-        """Return the report's ``posterior`` block.
-
-        `fed` is the accumulator that pass 1 fed (see :meth:`feed`); without it, the
-        posterior parameters are streamed here, a pass of their own.
-        """
+    ) -> PosteriorPass:
+        """Return `fed`, or the posterior parameters streamed in a pass of their own."""
         from ..engine.scheduler import run_pass
-        from ..stats.posterior.mixture import mixture_decomposition
-        from ..stats.posterior.rate import finalize_posterior
         from .latents import plan_blocks
 
         post = self.post
@@ -568,14 +465,46 @@ class PosteriorJob:
                 ),
                 threads=threads,
             )
+        return acc
+
+    def run(
+        self,
+        *,
+        seed: int,
+        threads: int,
+        chunk_rows: int,
+        collect: Callable[..., Any],
+        progress: Callable[[int], None] | None = None,
+        fed: PosteriorPass | None = None,
+        mixture: MixtureDecomposition | None = None,
+    ) -> PosteriorBlock:
+        """Return the report's ``posterior`` block.
+
+        `fed` is the accumulator that pass 1 fed (see :meth:`feed`); without it, the
+        posterior parameters are streamed here, a pass of their own. `mixture` is the
+        mixture estimate on the sample of `fed` if already made (see :meth:`start`).
+        """
+        from ..stats.posterior.mixture import mixture_decomposition
+        from ..stats.posterior.rate import finalize_posterior
+
+        acc = self.parameters(
+            seed=seed, threads=threads, chunk_rows=chunk_rows, progress=progress, fed=fed
+        )
         stats = collect(
             finalize_posterior,
             acc.acc,
             active_threshold=self.active_threshold,
             collapse_threshold=self.collapse_threshold,
         )
-        rows = acc.sample.finalize().rows
-        mix = collect(mixture_decomposition, rows[:, :d], rows[:, d:], seed=seed)
+        if mixture is None:
+            d = self.post.mu.n_dims
+            rows = acc.sample.finalize().rows
+            mixture = collect(mixture_decomposition, rows[:, :d], rows[:, d:], seed=seed)
+        return self.block(stats, mixture)
+
+    def block(self, stats: PosteriorStats, mix: MixtureDecomposition) -> PosteriorBlock:
+        """Return the ``posterior`` block of the rate's statistics and the mixture estimate."""
+        post = self.post
         levels = [f"{q:g}" for q in stats.std_quantile_levels]
         return PosteriorBlock(
             spread_input=post.kind,
