@@ -24,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import SmallSampleWarning
+from .kolmogorov import kstwo_sf
 from .lilliefors import lilliefors_columns
 
 __all__ = [
@@ -74,7 +75,8 @@ TEST_INFO: dict[str, tuple[str, int, str]] = {
     "ks_prior": (
         "Kolmogorov–Smirnov D vs N(0,1)",
         1,
-        "as scipy.stats.kstest against the prior N(0, 1): exact p-value (scipy.stats.kstwo)",
+        "as scipy.stats.kstest against the prior N(0, 1): exact p-value (scipy.stats.kstwo; "
+        "within 5e-15 (1 + |ln p|) relative of scipy's)",
     ),
 }
 UNIVARIATE_TESTS: tuple[str, ...] = tuple(TEST_INFO)
@@ -199,8 +201,9 @@ def ks_prior(x: F64) -> tuple[F64, F64]:
     and D⁻ = max_i (Φ(x_(i)) − (i − 1)/n); the p-value is P(D_n ≥ D) under the exact
     distribution of the two-sided statistic (``scipy.stats.kstwo``, Simard & L'Ecuyer
     2011). This is the arithmetic of ``scipy.stats.kstest(x, "norm")``, whose default
-    method is exact at every n, for all columns at once, which is faster than a call per
-    column (the tests check both outputs against kstest to the last bit).
+    method is exact at every n, for all columns at once: D to the last bit, the p-value
+    within 5e-15 (1 + |ln p|) relative, where scipy's one-sided sum, 3 ms a column at
+    n = 5000, is evaluated vectorised (see ``stats.kolmogorov``; the tests check both).
 
     References
     ----------
@@ -211,14 +214,13 @@ def ks_prior(x: F64) -> tuple[F64, F64]:
        https://doi.org/10.18637/jss.v039.i11
     """
     from scipy.special import ndtr
-    from scipy.stats import kstwo
 
     n = x.shape[0]
     cdf = ndtr(np.sort(x, axis=0))
     d_plus = (np.arange(1.0, n + 1) / n)[:, None] - cdf
     d_minus = cdf - (np.arange(0.0, n) / n)[:, None]
     d = np.maximum(d_plus.max(axis=0), d_minus.max(axis=0))
-    return d, np.clip(np.asarray(kstwo.sf(d, n), dtype=np.float64), 0.0, 1.0)
+    return d, kstwo_sf(d, n)
 
 
 def _per_column(fn: Callable[[F64], Any], x: F64, cols: NDArray[np.intp]) -> tuple[F64, F64]:
