@@ -16,9 +16,7 @@ nortest formula. p-values are Holm-adjusted across dimensions (see
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -223,16 +221,6 @@ def ks_prior(x: F64) -> tuple[F64, F64]:
     return d, kstwo_sf(d, n)
 
 
-def _per_column(fn: Callable[[F64], Any], x: F64, cols: NDArray[np.intp]) -> tuple[F64, F64]:
-    """Run a 1-D test on each column in `cols`; return (statistic, pvalue) arrays."""
-    stat = np.full(x.shape[1], np.nan)
-    pval = np.full(x.shape[1], np.nan)
-    for j in cols:
-        res = fn(x[:, j])
-        stat[j], pval[j] = float(res[0]), float(res[1])
-    return stat, pval
-
-
 def import_dependencies() -> None:
     """Import scipy.stats now, not at first use.
 
@@ -253,8 +241,10 @@ def _run(name: str, x: F64, cols: NDArray[np.intp]) -> tuple[F64, F64]:
         return stat, pval
     sub = x[:, cols]
     if name == "shapiro":
-        return _per_column(st.shapiro, x, cols)
-    if name == "dagostino":
+        # scipy runs its swilk on each column of an axis=0 call: the same figures, without
+        # the per-call overhead of its decorators (half the time at n = 5000, d = 64)
+        res = st.shapiro(sub, axis=0)
+    elif name == "dagostino":
         res = st.normaltest(sub, axis=0)
     elif name == "anderson":
         a2 = anderson_statistic(sub)
