@@ -1,11 +1,17 @@
 """Issue 22: the 5000 x 64 report without work or imports its figures do not need.
 
 Shapiro-Wilk runs as one ``axis=0`` call (scipy's swilk on each column, without its
-per-call overhead): the figures are those of a call per column, to the last bit.
+per-call overhead): the figures are those of a call per column, to the last bit. The
+command line report imports the renderer of its format alone, and no multiprocessing
+where no worker process is forked (checked in a fresh interpreter, against what
+``import numpy, scipy.stats`` imports anyway).
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -33,3 +39,61 @@ def test_issue_22_shapiro_in_one_call_equals_a_call_per_column(n: int) -> None:
     for j in (0, 2, 3):
         assert res.statistic[j] == ref[j].statistic and res.pvalue[j] == ref[j].pvalue, j
     assert np.isnan(res.statistic[1]) and np.isnan(res.pvalue[1])
+
+
+_CLI_PROBE = """
+import contextlib, io, json, sys
+import numpy, scipy.stats
+baseline = set(sys.modules)  # what the yardstick process imports anyway
+from latentcheck.cli import cli
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    try:
+        cli.main(["report", PATH, "--format", FMT], prog_name="latentcheck", standalone_mode=False)
+    except SystemExit as exc:
+        assert not exc.code, exc.code
+assert out.getvalue()
+print(json.dumps(sorted(m for m in MODS if m in sys.modules and m not in baseline)))
+"""
+
+#: Modules the default report has no use for at d = 64 (MinCovDet skipped): the renderers
+#: of other formats (the HTML one imports its plotting helpers and `statistics`), the worker
+#: processes' machinery, and the heavy optional libraries.
+_LAZY = {
+    "json": (
+        "latentcheck.render.textreport",
+        "latentcheck.render.htmlreport",
+        "latentcheck.render.htmlplots",
+        "latentcheck.render.comparetext",
+        "latentcheck.render.metricslines",
+        "multiprocessing",
+        "statistics",
+        "sklearn",
+        "statsmodels",
+        "pandas",
+        "matplotlib",
+    ),
+    "text": (
+        "latentcheck.render.jsonreport",
+        "latentcheck.render.htmlreport",
+        "latentcheck.render.htmlplots",
+        "latentcheck.render.metricslines",
+        "multiprocessing",
+        "sklearn",
+        "statsmodels",
+        "pandas",
+    ),
+}
+
+
+@pytest.mark.slow  # a fresh interpreter per format: 2-4 s on the shared 2-core machine
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_issue_22_cli_report_imports_only_its_format(tmp_path, fmt: str) -> None:
+    path = tmp_path / "z.npy"
+    np.save(path, np.random.default_rng(0).standard_normal((2000, 64)).astype(np.float32))
+    code = _CLI_PROBE.replace("PATH", repr(str(path))).replace("FMT", repr(fmt))
+    code = code.replace("MODS", repr(_LAZY[fmt]))
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert json.loads(out.stdout.splitlines()[-1]) == []
