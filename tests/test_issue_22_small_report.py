@@ -97,3 +97,46 @@ def test_issue_22_cli_report_imports_only_its_format(tmp_path, fmt: str) -> None
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert json.loads(out.stdout.splitlines()[-1]) == []
+
+
+def test_issue_22_energy_replicates_on_a_thread_give_the_same_report(monkeypatch) -> None:
+    """The energy test's replicates, started on a thread after pass 1, are used (drawn
+    once, on that thread) and the report is the one computed without the thread."""
+    import threading
+
+    import latentcheck as lc
+    from latentcheck.stats.joint import energy_distance
+
+    calls: list[str] = []
+    real = energy_distance.null_statistics
+
+    def spy(*args, **kwargs):
+        calls.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(energy_distance, "null_statistics", spy)
+    x = np.random.default_rng(22).standard_t(6, size=(1500, 12))
+    kw = {"seed": 3, "energy_samples": 200, "energy_resamples": 19, "mcd_samples": 3}
+    with_thread = lc.analyze(x, threads=2, **kw).to_dict()
+    assert calls == ["latentcheck-energy-null"]
+    calls.clear()
+    without = lc.analyze(x, threads=1, **kw).to_dict()
+    assert calls == ["MainThread"]
+    for rep in (with_thread, without):
+        rep.pop("created_at", None)
+        rep["settings"].pop("threads", None)
+    assert with_thread == without
+    assert with_thread["joint"]["tests"]["energy"]["pvalue"] is not None
+
+
+def test_issue_22_energy_null_argument_is_the_replicates() -> None:
+    from latentcheck.errors import InputError
+    from latentcheck.stats.joint.energy_distance import energy, null_statistics
+
+    x = np.random.default_rng(5).standard_normal((80, 4))
+    null = null_statistics(30, 4, 19, 7)
+    assert energy(x, n_resamples=19, seed=7, null_rows=30, null=null) == energy(
+        x, n_resamples=19, seed=7, null_rows=30
+    )
+    with pytest.raises(InputError, match="`null` must hold the 19 replicates"):
+        energy(x, n_resamples=19, seed=7, null=null[:5])
