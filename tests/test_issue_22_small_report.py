@@ -100,13 +100,16 @@ def test_issue_22_cli_report_imports_only_its_format(tmp_path, fmt: str) -> None
 
 
 def test_issue_22_energy_replicates_on_a_thread_give_the_same_report(monkeypatch) -> None:
-    """The energy test's replicates, started on a thread after pass 1, are used (drawn
-    once, on that thread) and the report is the one computed without the thread."""
+    """The energy test's replicates, started on a thread after pass 1 where a core is
+    idle, are used (drawn once, on that thread) and the report is the one computed
+    without the thread."""
     import threading
 
     import latentcheck as lc
+    from latentcheck.analysis import joint
     from latentcheck.stats.joint import energy_distance
 
+    monkeypatch.setattr(joint, "second_core_idle", lambda: True)  # whatever the load
     calls: list[str] = []
     real = energy_distance.null_statistics
 
@@ -140,3 +143,18 @@ def test_issue_22_energy_null_argument_is_the_replicates() -> None:
     )
     with pytest.raises(InputError, match="`null` must hold the 19 replicates"):
         energy(x, n_resamples=19, seed=7, null=null[:5])
+
+
+def test_issue_22_second_core_idle_reads_the_load(monkeypatch) -> None:
+    import os
+
+    from latentcheck.analysis.joint import second_core_idle
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.4, 0.4, 0.4))
+    assert second_core_idle()
+    monkeypatch.setattr(os, "getloadavg", lambda: (5.0, 5.0, 5.0))  # both cores busy
+    assert not second_core_idle()
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert not second_core_idle()  # one core: no second one to use
