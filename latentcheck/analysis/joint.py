@@ -231,7 +231,7 @@ def second_core_idle() -> bool:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):  # pragma: no cover - not on Linux
         return False
-    return load <= cores - 1
+    return cores >= 2 and load <= cores - 1
 
 
 def _top_rows(
