@@ -158,3 +158,22 @@ def test_issue_22_second_core_idle_reads_the_load(monkeypatch) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
     monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     assert not second_core_idle()  # one core: no second one to use
+
+
+def test_issue_22_energy_thread_does_not_outlive_a_failed_analysis(monkeypatch) -> None:
+    import threading
+
+    import latentcheck as lc
+    from latentcheck.analysis import joint
+    from latentcheck.stats import normality
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(joint, "second_core_idle", lambda: True)
+    monkeypatch.setattr(normality, "univariate_tests", boom)
+    before = threading.active_count()
+    x = np.random.default_rng(1).standard_normal((1500, 12))
+    with pytest.raises(RuntimeError, match="boom"):
+        lc.analyze(x, seed=0, threads=2, energy_samples=1000, energy_resamples=99)
+    assert threading.active_count() == before

@@ -126,10 +126,14 @@ def finish_analysis(
             seed=run.seed,
             threads=run.threads,
         )
-    figs = _sample_figures(source, run, s, collector)
-    if spatial_shape(source) is not None:
-        _conv_tests(source, run, s, pass2, figs, collector)
-    joint = _joint_block(source, run, s, pass2, figs, collector, energy_null)
+    try:
+        figs = _sample_figures(source, run, s, collector)
+        if spatial_shape(source) is not None:
+            _conv_tests(source, run, s, pass2, figs, collector)
+        joint = _joint_block(source, run, s, pass2, figs, collector, energy_null)
+    finally:
+        if energy_null is not None:  # no thread outlives the analysis, whatever happened
+            energy_null.join()
     second = pass2.result()
     centered = second.centered.rates()
     prior = second.prior.rates()

@@ -208,6 +208,10 @@ class EnergyNull:
             return None
         return cls(m, d, options.energy_resamples, seed)
 
+    def join(self) -> None:
+        """Wait for the thread to end."""
+        self._thread.join()
+
     def result_for(self, m: int, d: int) -> F64 | None:
         """Return the replicates' statistics if they are of shape (m, d), else None."""
         self._thread.join()
