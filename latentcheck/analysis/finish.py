@@ -40,7 +40,7 @@ from ..model.report import (
 )
 from ..model.spatial import SpatialBlock
 from .common import Analysis, AnalysisRun, Collector, FirstSummary
-from .joint import EnergyNull, joint_results
+from .joint import joint_results
 from .spatial import (
     IndependentRows,
     all_positions_block,
@@ -116,24 +116,10 @@ def finish_analysis(
     `pass2` has ``result()`` (the merged :class:`~latentcheck.engine.plan.SecondPass`, waited
     for when first needed).
     """
-    energy_null = None
-    if spatial_shape(source) is None and s.joint_reason is None:
-        # the energy test's replicates on a thread from now (issue 22)
-        energy_null = EnergyNull.maybe(
-            rows=s.first.reservoir.size,
-            d=int(s.used.size),
-            options=run.joint,
-            seed=run.seed,
-            threads=run.threads,
-        )
-    try:
-        figs = _sample_figures(source, run, s, collector)
-        if spatial_shape(source) is not None:
-            _conv_tests(source, run, s, pass2, figs, collector)
-        joint = _joint_block(source, run, s, pass2, figs, collector, energy_null)
-    finally:
-        if energy_null is not None:  # no thread outlives the analysis, whatever happened
-            energy_null.join()
+    figs = _sample_figures(source, run, s, collector)
+    if spatial_shape(source) is not None:
+        _conv_tests(source, run, s, pass2, figs, collector)
+    joint = _joint_block(source, run, s, pass2, figs, collector)
     second = pass2.result()
     centered = second.centered.rates()
     prior = second.prior.rates()
@@ -273,7 +259,6 @@ def _joint_block(
     pass2: Any,
     figs: SampleFigures,
     collector: Collector,
-    energy_null: EnergyNull | None = None,
 ) -> Joint:
     """Return the joint block: second-order figures, then the joint tests on the sample."""
     first = s.first
@@ -292,7 +277,6 @@ def _joint_block(
             describe=source.describe_row,
             run=collector.run,
             independent=figs.independent,
-            energy_null=energy_null,
         )
         joint = dataclasses.replace(joint, tests=jtests, mahalanobis=maha, mcd=mcd)
     return joint

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import functools
 import math
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -28,7 +27,7 @@ if TYPE_CHECKING:
     from ..stats.joint.whitening import Whitening
     from .spatial import IndependentRows
 
-__all__ = ["EnergyNull", "JointOptions", "JointPass", "joint_results"]
+__all__ = ["JointOptions", "JointPass", "joint_results"]
 
 F64 = NDArray[np.float64]
 
@@ -164,80 +163,6 @@ class JointPass:
         return out
 
 
-class EnergyNull:
-    """The energy test's Monte-Carlo replicates, computed on a thread from the start.
-
-    The replicates depend only on their shape (m, d), their number and the seed, all known
-    once pass 1 has ended; drawing them (0.15 CPU-s at 99 replicates of 500 x 64) then
-    runs beside the sample's other statistics instead of after them, much of it in BLAS
-    and numpy loops that release the GIL. The energy test reads them only when the shape
-    it uses is the one computed here; otherwise it draws its own. Either way the figures
-    are the same (:func:`~latentcheck.stats.joint.energy_distance.null_statistics`).
-    """
-
-    def __init__(self, m: int, d: int, n_resamples: int, seed: int) -> None:
-        from ..stats.joint.energy_distance import null_statistics
-
-        self.key = (m, d)
-        self._value: F64 | None = None
-        self._error: BaseException | None = None
-
-        def work() -> None:
-            try:
-                self._value = null_statistics(m, d, n_resamples, seed)
-            except BaseException as exc:  # re-raised by result() in the caller's thread
-                self._error = exc
-
-        self._thread = threading.Thread(target=work, name="latentcheck-energy-null", daemon=True)
-        self._thread.start()
-
-    @classmethod
-    def maybe(
-        cls, *, rows: int, d: int, options: JointOptions, seed: int, threads: int
-    ) -> EnergyNull | None:
-        """Start the replicates of a sample of `rows` rows in `d` dimensions, or None.
-
-        None with one worker or no idle core (see :func:`second_core_idle`), without
-        replicates, or where the test would not draw them (too few rows to whiten).
-        """
-        rows = min(rows, options.joint_samples)
-        m = options.energy_samples if options.energy_samples < rows else rows
-        if threads < 2 or options.energy_resamples <= 0 or m < 3 or m <= d:
-            return None
-        if not second_core_idle():
-            return None
-        return cls(m, d, options.energy_resamples, seed)
-
-    def join(self) -> None:
-        """Wait for the thread to end."""
-        self._thread.join()
-
-    def result_for(self, m: int, d: int) -> F64 | None:
-        """Return the replicates' statistics if they are of shape (m, d), else None."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value if self.key == (m, d) else None
-
-
-def second_core_idle() -> bool:
-    """Return True if the last minute's load leaves at least one core of ours idle.
-
-    A thread beside the analysis gains only where a core is free for it: on a machine
-    whose cores are all busy, the thread holding the GIL is often not running, and the
-    analysis waits for it (the 5000 x 64 report took 7% longer in wall time at a load of
-    5 on 2 cores, with the same CPU time).
-    """
-    import os
-
-    try:
-        cores = len(os.sched_getaffinity(0))
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # pragma: no cover - not on Linux
-        return False
-    return cores >= 2 and load <= cores - 1
-
-
 def _top_rows(
     ids: NDArray[np.int64], d2: F64, describe: Callable[[int], str]
 ) -> tuple[TopRow, ...]:
@@ -262,7 +187,6 @@ def joint_results(
     describe: Callable[[int], str],
     run: Callable[..., Any],
     independent: IndependentRows | None = None,
-    energy_null: EnergyNull | None = None,
 ) -> tuple[dict[str, TestResult], MahalanobisBlock | None, McdBlock | None]:
     """Return (tests, mahalanobis, mcd) for the report's joint block.
 
@@ -270,8 +194,7 @@ def joint_results(
     `joint_pass` returns the second-pass accumulator, waiting for the pass if it still runs.
     For conv latents `independent` holds the sample rows at well-separated positions: the
     tests then run on those alone (see :func:`_independent_tests`), while the Mahalanobis
-    and MCD outlier rates still describe every row. `energy_null` holds the energy test's
-    replicates when they were started early (see :class:`EnergyNull`).
+    and MCD outlier rates still describe every row.
     """
     from ..stats.joint import multivariate as mv
 
@@ -291,7 +214,6 @@ def joint_results(
     on_sample["doornik_hansen"] = _with_method(run(mv.doornik_hansen, x), f"on {m} sample rows")
     # issue 15: the statistic on all m rows (as R's energy::mvnorm.etest), the p-value of
     # the test on the first energy_samples rows (exact Monte Carlo, fast)
-    null_rows = options.energy_samples if options.energy_samples < m else m
     on_sample["energy"] = _with_method(
         run(
             mv.energy,
@@ -299,7 +221,6 @@ def joint_results(
             n_resamples=options.energy_resamples,
             seed=seed,
             null_rows=options.energy_samples,
-            null=None if energy_null is None else energy_null.result_for(null_rows, used.size),
         ),
         f"on {m} sample rows",
     )
