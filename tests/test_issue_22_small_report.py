@@ -97,4 +97,3 @@ def test_issue_22_cli_report_imports_only_its_format(tmp_path, fmt: str) -> None
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert json.loads(out.stdout.splitlines()[-1]) == []
-
