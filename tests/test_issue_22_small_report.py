@@ -97,3 +97,64 @@ def test_issue_22_cli_report_imports_only_its_format(tmp_path, fmt: str) -> None
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert json.loads(out.stdout.splitlines()[-1]) == []
+
+
+def _children() -> set[int]:
+    """Return the pids of this process's children (Linux /proc)."""
+    import glob
+
+    pids: set[int] = set()
+    for path in glob.glob("/proc/self/task/*/children"):
+        with open(path) as f:
+            pids.update(int(p) for p in f.read().split())
+    return pids
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the replicates are forked on Linux only")
+def test_issue_22_energy_replicates_from_the_forked_child_are_the_in_process_ones() -> None:
+    from latentcheck.analysis.energy_null import ForkedNull
+    from latentcheck.analysis.joint import JointOptions
+    from latentcheck.stats.joint.energy_distance import null_statistics
+
+    opts = JointOptions(energy_samples=200, energy_resamples=19)
+    child = ForkedNull.maybe(rows=1500, d=12, options=opts, seed=3, threads=2)
+    assert child is not None
+    got = child.result_for(200, 12)
+    assert got is not None
+    np.testing.assert_array_equal(got, null_statistics(200, 12, 19, 3))
+    other = ForkedNull.maybe(rows=1500, d=12, options=opts, seed=3, threads=2)
+    assert other is not None and other.result_for(200, 11) is None  # another shape: unused
+    assert ForkedNull.maybe(rows=1500, d=12, options=opts, seed=3, threads=1) is None
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the replicates are forked on Linux only")
+def test_issue_22_report_with_forked_replicates_is_the_in_process_report() -> None:
+    import latentcheck as lc
+
+    x = np.random.default_rng(22).standard_t(6, size=(1500, 12))
+    kw = {"seed": 3, "energy_samples": 200, "energy_resamples": 19, "mcd_samples": 3}
+    before = _children()
+    forked = lc.analyze(x, threads=2, **kw).to_dict()
+    assert _children() == before  # the child is reaped
+    in_line = lc.analyze(x, threads=1, **kw).to_dict()
+    for rep in (forked, in_line):
+        rep.pop("created_at", None)
+        rep["settings"].pop("threads", None)
+    assert forked == in_line
+    assert forked["joint"]["tests"]["energy"]["pvalue"] is not None
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the replicates are forked on Linux only")
+def test_issue_22_forked_replicates_do_not_outlive_a_failed_analysis(monkeypatch) -> None:
+    import latentcheck as lc
+    from latentcheck.stats import normality
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(normality, "univariate_tests", boom)
+    before = _children()
+    x = np.random.default_rng(1).standard_normal((1500, 12))
+    with pytest.raises(RuntimeError, match="boom"):
+        lc.analyze(x, seed=0, threads=2, energy_samples=1000, energy_resamples=99)
+    assert _children() == before
