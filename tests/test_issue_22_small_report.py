@@ -116,25 +116,36 @@ def test_issue_22_energy_replicates_from_the_forked_child_are_the_in_process_one
     from latentcheck.analysis.joint import JointOptions
     from latentcheck.stats.joint.energy_distance import null_statistics
 
-    opts = JointOptions(energy_samples=200, energy_resamples=19)
-    child = ForkedNull.maybe(rows=1500, d=12, options=opts, seed=3, threads=2)
-    assert child is not None
-    got = child.result_for(200, 12)
+    got = ForkedNull(200, 12, 19, 3).result_for(200, 12)
     assert got is not None
     np.testing.assert_array_equal(got, null_statistics(200, 12, 19, 3))
-    other = ForkedNull.maybe(rows=1500, d=12, options=opts, seed=3, threads=2)
-    assert other is not None and other.result_for(200, 11) is None  # another shape: unused
+    assert ForkedNull(200, 12, 19, 3).result_for(200, 11) is None  # another shape: unused
+    opts = JointOptions(energy_samples=200, energy_resamples=19)
     assert ForkedNull.maybe(rows=1500, d=12, options=opts, seed=3, threads=1) is None
+    assert ForkedNull.maybe(rows=150, d=200, options=opts, seed=3, threads=2) is None
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the replicates are forked on Linux only")
-def test_issue_22_report_with_forked_replicates_is_the_in_process_report() -> None:
+def test_issue_22_report_with_forked_replicates_is_the_in_process_report(monkeypatch) -> None:
     import latentcheck as lc
+    from latentcheck.analysis import energy_null
+
+    forks: list[int] = []
+    real = energy_null.ForkedNull.__init__
+
+    def counting(self, *args, **kwargs):
+        forks.append(1)
+        real(self, *args, **kwargs)
+
+    # a thread another test left running would keep the analysis from forking
+    monkeypatch.setattr(energy_null, "other_threads", lambda: False)
+    monkeypatch.setattr(energy_null.ForkedNull, "__init__", counting)
 
     x = np.random.default_rng(22).standard_t(6, size=(1500, 12))
     kw = {"seed": 3, "energy_samples": 200, "energy_resamples": 19, "mcd_samples": 3}
     before = _children()
     forked = lc.analyze(x, threads=2, **kw).to_dict()
+    assert forks == [1]
     assert _children() == before  # the child is reaped
     in_line = lc.analyze(x, threads=1, **kw).to_dict()
     for rep in (forked, in_line):
@@ -147,7 +158,10 @@ def test_issue_22_report_with_forked_replicates_is_the_in_process_report() -> No
 @pytest.mark.skipif(sys.platform != "linux", reason="the replicates are forked on Linux only")
 def test_issue_22_forked_replicates_do_not_outlive_a_failed_analysis(monkeypatch) -> None:
     import latentcheck as lc
+    from latentcheck.analysis import energy_null
     from latentcheck.stats import normality
+
+    monkeypatch.setattr(energy_null, "other_threads", lambda: False)
 
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
