@@ -41,7 +41,7 @@ from ..model.report import (
 )
 from ..model.spatial import SpatialBlock
 from .common import Analysis, AnalysisRun, Collector, FirstSummary
-from .joint import joint_results
+from .joint import NullSource, joint_results
 from .spatial import (
     IndependentRows,
     all_positions_block,
@@ -110,12 +110,17 @@ class SampleFigures:
 
 
 def finish_analysis(
-    source: LatentSource, run: AnalysisRun, s: FirstSummary, pass2: Any, collector: Collector
+    source: LatentSource,
+    run: AnalysisRun,
+    s: FirstSummary,
+    pass2: Any,
+    collector: Collector,
+    energy_null: NullSource | None = None,
 ) -> Analysis:
     """Compute the sample-based statistics (while pass 2 runs), then assemble the report.
 
     `pass2` has ``result()`` (the merged :class:`~latentcheck.engine.plan.SecondPass`, waited
-    for when first needed).
+    for when first needed); `energy_null` the energy test's replicates if drawn in advance.
     """
     post = (
         run.posterior.start(
@@ -131,7 +136,7 @@ def finish_analysis(
     figs = _sample_figures(source, run, s, collector)
     if spatial_shape(source) is not None:
         _conv_tests(source, run, s, pass2, figs, collector)
-    joint = _joint_block(source, run, s, pass2, figs, collector)
+    joint = _joint_block(source, run, s, pass2, figs, collector, energy_null)
     second = pass2.result()
     centered = second.centered.rates()
     prior = second.prior.rates()
@@ -261,6 +266,7 @@ def _joint_block(
     pass2: Any,
     figs: SampleFigures,
     collector: Collector,
+    energy_null: NullSource | None = None,
 ) -> Joint:
     """Return the joint block: second-order figures, then the joint tests on the sample."""
     first = s.first
@@ -279,6 +285,7 @@ def _joint_block(
             describe=source.describe_row,
             run=collector.run,
             independent=figs.independent,
+            energy_null=energy_null,
         )
         joint = dataclasses.replace(joint, tests=jtests, mahalanobis=maha, mcd=mcd)
     return joint

@@ -14,7 +14,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -169,6 +169,13 @@ class JointPass:
         return out
 
 
+class NullSource(Protocol):
+    """Where the energy test's replicates were drawn in advance (see ``energy_null``)."""
+
+    def result_for(self, m: int, d: int) -> F64 | None:
+        """Return the replicates' statistics if they are of shape (m, d), else None."""
+
+
 def _top_rows(
     ids: NDArray[np.int64], d2: F64, describe: Callable[[int], str]
 ) -> tuple[TopRow, ...]:
@@ -193,6 +200,7 @@ def joint_results(
     describe: Callable[[int], str],
     run: Callable[..., Any],
     independent: IndependentRows | None = None,
+    energy_null: NullSource | None = None,
 ) -> tuple[dict[str, TestResult], MahalanobisBlock | None, McdBlock | None]:
     """Return (tests, mahalanobis, mcd) for the report's joint block.
 
@@ -200,7 +208,8 @@ def joint_results(
     `joint_pass` returns the second-pass accumulator, waiting for the pass if it still runs.
     For conv latents `independent` holds the sample rows at well-separated positions: the
     tests then run on those alone (see :func:`_independent_tests`), while the Mahalanobis
-    and MCD outlier rates still describe every row.
+    and MCD outlier rates still describe every row. `energy_null` holds the energy test's
+    replicates when they were drawn in advance.
     """
     from ..stats.joint import multivariate as mv
 
@@ -220,6 +229,7 @@ def joint_results(
     on_sample["doornik_hansen"] = _with_method(run(mv.doornik_hansen, x), f"on {m} sample rows")
     # issue 15: the statistic on all m rows (as R's energy::mvnorm.etest), the p-value of
     # the test on the first energy_samples rows (exact Monte Carlo, fast)
+    null_rows = options.energy_samples if options.energy_samples < m else m
     on_sample["energy"] = _with_method(
         run(
             mv.energy,
@@ -227,6 +237,7 @@ def joint_results(
             n_resamples=options.energy_resamples,
             seed=seed,
             null_rows=options.energy_samples,
+            null=None if energy_null is None else energy_null.result_for(null_rows, used.size),
         ),
         f"on {m} sample rows",
     )

@@ -43,6 +43,7 @@ from .common import (
     analysis_runtime,
     summarize_first,
 )
+from .energy_null import ForkedNull
 from .finish import finish_analysis
 from .joint import JointPass
 from .spatial import spatial_factory, spatial_shape
@@ -161,6 +162,7 @@ def analyze_source(source: LatentSource, run: AnalysisRun) -> Analysis:
         rate, sample = feed.state_bytes(source.n_rows)
         arena += len(segments_of(ranges, _first_cap(d, run))) * rate + sample
     pool = WorkerPool.maybe(source, run.threads, bar if bar.enabled else None, arena)
+    energy_null: ForkedNull | None = None
     try:
         make_first = functools.partial(
             FirstPass,
@@ -177,6 +179,16 @@ def analyze_source(source: LatentSource, run: AnalysisRun) -> Analysis:
         if isinstance(source, DrawSource):
             source.seal_draws()  # pass 1 drew every row
         s = _check_first(source, run, first, collector)
+        if pool is None and spatial_shape(source) is None and s.joint_reason is None:
+            # the energy test's replicates on the idle core from now, before pass 2's
+            # thread starts (issue 22; see energy_null)
+            energy_null = ForkedNull.maybe(
+                rows=first.reservoir.size,
+                d=int(s.used.size),
+                options=run.joint,
+                seed=run.seed,
+                threads=run.threads,
+            )
         pass2 = _start_second_pass(source, run, s, ranges, bar, pool)
         try:
             # the segments' samples are merged later (Reservoir.split), while pass 2 runs
@@ -198,16 +210,20 @@ def analyze_source(source: LatentSource, run: AnalysisRun) -> Analysis:
     except BaseException:
         if pool is not None:
             pool.close()
+        if energy_null is not None:
+            energy_null.close()
         bar.close()
         raise
     try:
-        result = finish_analysis(source, run, s, pass2, collector)
+        result = finish_analysis(source, run, s, pass2, collector, energy_null)
     except BaseException:
         pass2.cancel()
         raise
     finally:
         if pool is not None:
             pool.close()
+        if energy_null is not None:  # no child outlives the analysis
+            energy_null.close()
         bar.close()
     return result
 

@@ -111,17 +111,18 @@ class WorkerPool:
         read through a library (HDF5, zarr; see :attr:`LatentSource.fork_safe`), and when
         the system refuses the fork.
         """
-        import multiprocessing
-
         if (
             threads < 2
+            or source.n_rows * source.n_dims < PROCESS_MIN_VALUES
             or current_executor() is not None  # the executor's workers run the passes
             or not processes_available()
             or other_threads()
-            or multiprocessing.current_process().daemon  # may not have children
             or not source.fork_safe
-            or source.n_rows * source.n_dims < PROCESS_MIN_VALUES
         ):
+            return None
+        import multiprocessing  # here: a small input does not import it (issue 22)
+
+        if multiprocessing.current_process().daemon:  # may not have children
             return None
         try:
             return cls(source, threads - 1, progress, arena_bytes)

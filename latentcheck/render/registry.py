@@ -50,6 +50,20 @@ BUILTIN_MODULES = (
     "metricslines",
 )
 
+#: The built-in modules that register each format, imported alone for it: the JSON
+#: report does not import the HTML renderer's plotting helpers (issue 22). A format not
+#: named here (a new module's) loads every module of BUILTIN_MODULES.
+FORMAT_MODULES = {
+    "text": ("textreport", "comparetext"),
+    "verdict": ("textreport",),
+    "summary": ("textreport",),
+    "markdown": ("markdownreport", "comparetext"),
+    "html": ("htmlreport",),
+    "notebook": ("htmlreport",),
+    "json": ("jsonreport",),
+    "metrics": ("metricslines",),
+}
+
 #: Plural words of the result kinds, for messages.
 KIND_WORDS = {"report": "reports", "comparison": "comparisons"}
 
@@ -81,7 +95,8 @@ class Renderer(Protocol):
 
 
 _REGISTRY: dict[tuple[str, str], Renderer] = {}
-_loaded = False
+#: The built-in modules imported so far.
+_LOADED: set[str] = set()
 
 
 def register(kind: str, fmt: str) -> Callable[[Renderer], Renderer]:
@@ -102,16 +117,21 @@ def unregister(kind: str, fmt: str) -> None:
     _REGISTRY.pop((kind, fmt), None)
 
 
-def _load_builtins() -> None:
-    """Import the built-in renderer modules once (each registers its renderers)."""
-    global _loaded
-    if _loaded:
+def _load_builtins(fmt: str | None = None) -> None:
+    """Import the built-in renderer modules of `fmt` (all of them for None) once.
+
+    Each registers its renderers when imported; a user's renderer registered before
+    keeps its place.
+    """
+    names = FORMAT_MODULES.get(fmt, BUILTIN_MODULES) if fmt is not None else BUILTIN_MODULES
+    todo = [name for name in names if name not in _LOADED]
+    if not todo:
         return
     registered_first = dict(_REGISTRY)  # a user's renderer registered before first use wins
-    for name in BUILTIN_MODULES:
+    for name in todo:
         importlib.import_module(f"{__package__}.{name}")
+        _LOADED.add(name)
     _REGISTRY.update(registered_first)
-    _loaded = True
 
 
 def available_formats(kind: str | None = None) -> tuple[str, ...]:
@@ -130,10 +150,11 @@ def get_renderer(kind: str, fmt: str) -> Renderer:
     ValueError
         If no kind of result has the format.
     """
-    _load_builtins()
+    _load_builtins(fmt)
     fn = _REGISTRY.get((kind, fmt))
     if fn is not None:
         return fn
+    _load_builtins()
     others = sorted(k for k, f in _REGISTRY if f == fmt)
     if others:
         label = "HTML" if fmt == "html" else fmt

@@ -2,8 +2,10 @@
 
 Six tests run on the same rows so that their p-values are comparable: Shapiro–Wilk,
 D'Agostino–Pearson K², Anderson–Darling, Jarque–Bera, Lilliefors (all against "some
-Gaussian", parameters estimated) and Kolmogorov–Smirnov against the prior N(0, 1). Four are
-the reference implementations themselves (scipy); Lilliefors is statsmodels' test with its
+Gaussian", parameters estimated) and Kolmogorov–Smirnov against the prior N(0, 1). Three
+are the reference implementations themselves (scipy); Kolmogorov–Smirnov is scipy's exact
+distribution with its one-sided sum evaluated vectorised in ``stats.kolmogorov`` (D to the
+last bit, p within 5e-15 (1 + |ln p|)); Lilliefors is statsmodels' test with its
 table, vectorised in ``stats.lilliefors`` (same figures, to the last bit, without importing
 statsmodels and pandas). Anderson–Darling is computed here, vectorised: statsmodels'
 ``normal_ad`` returns an infinite A² when a value lies beyond about 8 standard deviations
@@ -16,14 +18,13 @@ nortest formula. p-values are Holm-adjusted across dimensions (see
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import SmallSampleWarning
+from .kolmogorov import kstwo_sf
 from .lilliefors import lilliefors_columns
 
 __all__ = [
@@ -74,7 +75,8 @@ TEST_INFO: dict[str, tuple[str, int, str]] = {
     "ks_prior": (
         "Kolmogorov–Smirnov D vs N(0,1)",
         1,
-        "as scipy.stats.kstest against the prior N(0, 1): exact p-value (scipy.stats.kstwo)",
+        "as scipy.stats.kstest against the prior N(0, 1): exact p-value (scipy.stats.kstwo; "
+        "within 5e-15 (1 + |ln p|) relative of scipy's)",
     ),
 }
 UNIVARIATE_TESTS: tuple[str, ...] = tuple(TEST_INFO)
@@ -199,8 +201,9 @@ def ks_prior(x: F64) -> tuple[F64, F64]:
     and D⁻ = max_i (Φ(x_(i)) − (i − 1)/n); the p-value is P(D_n ≥ D) under the exact
     distribution of the two-sided statistic (``scipy.stats.kstwo``, Simard & L'Ecuyer
     2011). This is the arithmetic of ``scipy.stats.kstest(x, "norm")``, whose default
-    method is exact at every n, for all columns at once, which is faster than a call per
-    column (the tests check both outputs against kstest to the last bit).
+    method is exact at every n, for all columns at once: D to the last bit, the p-value
+    within 5e-15 (1 + |ln p|) relative, where scipy's one-sided sum, 3 ms a column at
+    n = 5000, is evaluated vectorised (see ``stats.kolmogorov``; the tests check both).
 
     References
     ----------
@@ -211,24 +214,13 @@ def ks_prior(x: F64) -> tuple[F64, F64]:
        https://doi.org/10.18637/jss.v039.i11
     """
     from scipy.special import ndtr
-    from scipy.stats import kstwo
 
     n = x.shape[0]
     cdf = ndtr(np.sort(x, axis=0))
     d_plus = (np.arange(1.0, n + 1) / n)[:, None] - cdf
     d_minus = cdf - (np.arange(0.0, n) / n)[:, None]
     d = np.maximum(d_plus.max(axis=0), d_minus.max(axis=0))
-    return d, np.clip(np.asarray(kstwo.sf(d, n), dtype=np.float64), 0.0, 1.0)
-
-
-def _per_column(fn: Callable[[F64], Any], x: F64, cols: NDArray[np.intp]) -> tuple[F64, F64]:
-    """Run a 1-D test on each column in `cols`; return (statistic, pvalue) arrays."""
-    stat = np.full(x.shape[1], np.nan)
-    pval = np.full(x.shape[1], np.nan)
-    for j in cols:
-        res = fn(x[:, j])
-        stat[j], pval[j] = float(res[0]), float(res[1])
-    return stat, pval
+    return d, kstwo_sf(d, n)
 
 
 def import_dependencies() -> None:
@@ -251,8 +243,10 @@ def _run(name: str, x: F64, cols: NDArray[np.intp]) -> tuple[F64, F64]:
         return stat, pval
     sub = x[:, cols]
     if name == "shapiro":
-        return _per_column(st.shapiro, x, cols)
-    if name == "dagostino":
+        # scipy runs its swilk on each column of an axis=0 call: the same figures, without
+        # the per-call overhead of its decorators (half the time at n = 5000, d = 64)
+        res = st.shapiro(sub, axis=0)
+    elif name == "dagostino":
         res = st.normaltest(sub, axis=0)
     elif name == "anderson":
         a2 = anderson_statistic(sub)

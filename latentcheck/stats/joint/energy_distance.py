@@ -24,7 +24,7 @@ from latentcheck.stats.joint.common import (
     symmetric_pair_sum,
 )
 
-__all__ = ["energy"]
+__all__ = ["energy", "null_statistics"]
 
 FloatArray = NDArray[np.float64]
 
@@ -36,6 +36,7 @@ def energy(
     seed: int | None = None,
     block_size: int = 128,
     null_rows: int | None = None,
+    null: npt.ArrayLike | None = None,
 ) -> TestResult:
     """Energy test of multivariate normality (Székely & Rizzo) with a Monte-Carlo p-value.
 
@@ -58,6 +59,11 @@ def energy(
         equal to R's ``energy::mvnorm.etest`` on the whole sample. Replicates of fewer rows
         are not a valid null for the all-rows statistic at large d: the null mean of E
         drifts with n (4.2223 at 500 rows, 4.2264 at 5000 for d = 64, an sd of .0073).
+    null : array_like of shape (n_resamples,) or None, default=None
+        The replicates' statistics, ``null_statistics(m, d, n_resamples, seed,
+        block_size)`` with m the rows of the p-value's test (`null_rows` or n) and d the
+        columns, computed in advance (the analysis draws them in a forked process while it
+        computes the other tests); None draws them here. The result is the same.
 
     Returns
     -------
@@ -118,14 +124,16 @@ def energy(
             m = int(null_rows)
             stat_m = _energy_statistic(sub[0], sub[1], block_size)
     if n_resamples > 0:
-        rng = np.random.default_rng(seed)
-        exceed = 0
-        for _ in range(n_resamples):
-            z = rng.standard_normal((m, d))
-            zc = z - z.mean(axis=0)
-            w = np.linalg.inv(np.linalg.cholesky(zc.T @ zc / (m - 1.0))).T
-            yz = zc @ w
-            exceed += _energy_statistic(yz, np.einsum("ij,ij->i", yz, yz), block_size) >= stat_m
+        if null is None:
+            replicates = null_statistics(m, d, int(n_resamples), seed, block_size)
+        else:
+            replicates = np.asarray(null, dtype=np.float64)
+            if replicates.shape != (n_resamples,):
+                raise InputError(
+                    f"`null` must hold the {n_resamples} replicates' statistics, got shape "
+                    f"{replicates.shape}"
+                )
+        exceed = int(np.count_nonzero(replicates >= stat_m))
         pvalue = (1.0 + exceed) / (n_resamples + 1.0)
     return TestResult(
         statistic=stat,
@@ -146,6 +154,41 @@ def energy(
             else "statistic only (n_resamples=0)"
         ),
     )
+
+
+def null_statistics(
+    m: int, d: int, n_resamples: int, seed: int | None, block_size: int = 128
+) -> FloatArray:
+    """Return the energy statistics of `n_resamples` standard-normal samples of shape (m, d).
+
+    Each replicate is drawn from ``np.random.default_rng(seed)`` in turn and standardised
+    by its own mean and unbiased covariance, as :func:`energy` does with the data: these
+    are its Monte-Carlo replicates, which depend on nothing but the arguments.
+
+    Parameters
+    ----------
+    m, d : int
+        Rows (at least 3, more than d) and columns of each replicate.
+    n_resamples : int
+        Number of replicates.
+    seed : int or None
+        Seed of the replicates.
+    block_size : int, default=128
+        Rows per block of pairwise distances.
+
+    Returns
+    -------
+    ndarray of shape (n_resamples,)
+    """
+    rng = np.random.default_rng(seed)
+    out = np.empty(n_resamples)
+    for r in range(n_resamples):
+        z = rng.standard_normal((m, d))
+        zc = z - z.mean(axis=0)
+        w = np.linalg.inv(np.linalg.cholesky(zc.T @ zc / (m - 1.0))).T
+        yz = zc @ w
+        out[r] = _energy_statistic(yz, np.einsum("ij,ij->i", yz, yz), block_size)
+    return out
 
 
 # -- helpers -----------------------------------------------------------------------------
