@@ -28,6 +28,7 @@ from .cli_flags import (
 )
 from .errors import LatentcheckError, LatentcheckWarning
 from .io.output import check_target, printable, write_output
+from .model.base import created_at
 from .options import (
     ANALYSIS_OPTIONS,
     COMPARE_OPTIONS,
@@ -213,6 +214,7 @@ def preflight(fmt: str | None, output: str | None, *, command: str) -> str:
     """
     # a missing directory, a directory and an empty name were refused by -o's callback
     # (`_output.check_target`) before this runs
+    created_at()  # a malformed SOURCE_DATE_EPOCH is refused now, not after the analysis
     to_file = output is not None and output != "-"
     if fmt is None:
         suffix = os.path.splitext(str(output))[1].lower()

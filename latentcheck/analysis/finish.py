@@ -10,7 +10,6 @@ assembles the :class:`~latentcheck.model.report.Report`. Both ``analyze`` (``ana
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from ..engine.segments import current_merge_fanout
 from ..errors import SampleQualityWarning
 from ..io.latents import LatentSource
 from ..io.posterior import POSTERIOR_PART
+from ..model.base import created_at
 from ..model.checks import SampleChecksBlock
 from ..model.posterior import PosteriorBlock
 from ..model.report import (
@@ -472,7 +472,7 @@ def _assemble(
     report = Report(
         schema_version=SCHEMA_VERSION,
         tool={"name": "latentcheck", "version": __version__},
-        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        created_at=created_at(),
         input=info,
         settings=settings,
         summary=summary,

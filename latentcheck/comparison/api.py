@@ -13,7 +13,6 @@ and Markdown renderers in ``render/comparetext.py``.
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import json
 import os
 import warnings
@@ -28,7 +27,7 @@ from ..analysis.api import Analysis, analyze_with_sample
 from ..engine.segments import MERGE_FANOUT
 from ..errors import FormatError, InputError, LatentcheckWarning, SchemaError
 from ..io.remote import with_storage_options
-from ..model.base import clean_float
+from ..model.base import clean_float, created_at
 from ..model.comparison import COMPARE_SCHEMA_VERSION as COMPARE_SCHEMA_VERSION
 from ..model.comparison import Comparison as Comparison
 from ..model.comparison import DimComparison as DimComparison
@@ -265,7 +264,7 @@ def compare(
     return Comparison(
         schema_version=COMPARE_SCHEMA_VERSION,
         tool={"name": "latentcheck", "version": __version__},
-        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        created_at=created_at(),
         settings=settings,
         baseline=summaries[0],
         comparisons=tuple(pairs),

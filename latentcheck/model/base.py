@@ -8,8 +8,10 @@ latentcheck but ``errors``, so importing it never imports the report or a render
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 import math
+import os
 import types
 import typing
 from collections.abc import Iterator, Mapping, Sequence
@@ -19,7 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import SchemaError
+from ..errors import InputError, SchemaError
 
 F64 = NDArray[np.float64]
 
@@ -30,11 +32,35 @@ __all__ = [
     "Normalization",
     "TestResult",
     "clean_float",
+    "created_at",
     "from_jsonable",
     "gaussian_tail_rates",
     "level_key",
     "to_jsonable",
 ]
+
+
+def created_at() -> str:
+    """Return the report's ``created_at``: now, in UTC, to the second (ISO 8601).
+
+    Where ``SOURCE_DATE_EPOCH`` is set (the reproducible-builds.org convention: an integer
+    number of seconds since 1970-01-01 UTC), that time instead, so that two runs on the
+    same data and seed write byte-identical reports. A malformed value is refused
+    (:class:`~latentcheck.errors.InputError`), as the convention asks, rather than ignored.
+    """
+    raw = os.environ.get("SOURCE_DATE_EPOCH")
+    if raw is None:
+        when = datetime.datetime.now(datetime.timezone.utc)
+    else:
+        try:
+            seconds = int(raw.strip())
+            when = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+        except (ValueError, OverflowError, OSError):
+            raise InputError(
+                f"SOURCE_DATE_EPOCH must be an integer number of seconds since 1970-01-01 UTC, "
+                f"got {raw!r}"
+            ) from None
+    return when.isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True, slots=True)
