@@ -216,7 +216,7 @@ class Worker:
         self._pending = False
         ok, value = self.arena.loads(data)
         if not ok:
-            raise value
+            raise rebuild_error(*value)
         packed, parts = value
         if packed:
             return [(i, self.arena.loads(part)) for i, part in parts]
@@ -283,14 +283,28 @@ def worker_main(
             )
             msg: tuple[bool, Any] = (True, (shared, parts))
         except BaseException as exc:  # the parent re-raises it
-            msg = (False, exc)
+            msg = (False, (type(exc), exc.args, str(exc)))
         try:
             conn.send_bytes(arena.dumps(msg, shared))
         except OSError:  # the parent has gone
             return
-        except Exception as exc:  # an exception that does not pickle
-            error = RuntimeError(f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # an exception class that does not pickle
+            error = (RuntimeError, (f"{type(exc).__name__}: {exc}",), str(exc))
             conn.send_bytes(arena.dumps((False, error), shared))
+
+
+def rebuild_error(cls: type[BaseException], args: tuple[Any, ...], text: str) -> BaseException:
+    """Return a worker's exception, rebuilt here from its class and arguments.
+
+    A worker sends its error as (class, args, message), not as a pickled exception: an
+    exception pickles through whatever reducer a library installed (tblib's, with dask),
+    which names functions that :func:`worker_result_class` refuses. A class whose
+    constructor does not take its own args back becomes a RuntimeError with the message.
+    """
+    try:
+        return cls(*args)
+    except Exception:
+        return RuntimeError(f"{cls.__name__}: {text}")
 
 
 def die_with_parent(parent: int) -> None:
@@ -398,7 +412,48 @@ class Arena:
                 offset, dtype, shape = pid
                 return arena._view(offset, np.dtype(dtype), tuple(shape))
 
+            def find_class(self, module: str, name: str) -> Any:
+                return worker_result_class(module, name)
+
         return Unpickler(io.BytesIO(data)).load()
+
+
+#: builtins a worker's result may name besides exception classes
+_RESULT_BUILTINS = frozenset({"complex", "slice", "range", "set", "frozenset", "bytearray"})
+#: numpy's functions that rebuild arrays, scalars and buffers in its pickles
+_NUMPY_REBUILDERS = frozenset({"_reconstruct", "scalar", "_frombuffer"})
+#: the methods the engine calls on every accumulator a pass makes (a class with them is one)
+_ACCUMULATOR_METHODS = ("push", "finish")
+
+
+def worker_result_class(module: str, name: str) -> Any:
+    """Return the class a worker's pickled result names, if it is one a result may hold.
+
+    The pickles come only from this process's own forked workers, never from a file; still,
+    the parent resolves no name beyond what a result needs: numpy's and latentcheck's own
+    classes and numpy's array rebuilders, a few builtin types, exception classes (a
+    worker's error is re-raised here) and accumulator classes (:mod:`~latentcheck.engine.
+    protocol`, also those a caller defines), all from modules already imported, so that a
+    result never makes the parent import anything. Functions (``numpy.load``, ``eval``…)
+    and any other name are refused with :class:`pickle.UnpicklingError`.
+    """
+    import pickle
+
+    found = sys.modules.get(module)
+    obj = getattr(found, name, None) if found is not None and "." not in name else None
+    top = module.partition(".")[0]
+    if obj is None:
+        pass
+    elif isinstance(obj, type):
+        if top in ("latentcheck", "numpy") or issubclass(obj, BaseException):
+            return obj
+        if module == "builtins" and name in _RESULT_BUILTINS:
+            return obj
+        if all(callable(getattr(obj, m, None)) for m in _ACCUMULATOR_METHODS):
+            return obj
+    elif top == "numpy" and name in _NUMPY_REBUILDERS:
+        return obj
+    raise pickle.UnpicklingError(f"a worker's result may not name {module}.{name}")
 
 
 class PipeTokens:
